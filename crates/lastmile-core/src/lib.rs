@@ -1,1 +1,42 @@
-//! placeholder
+//! The lastmile dispatch domain: the "13510" tiers, units, incidents, the ETA
+//! rule, the spatial index and selection.
+//!
+//! # Layout
+//!
+//! - [`geodesy`]: WGS-84 coordinates, haversine distance, the unit-sphere
+//!   embedding the R-tree indexes.
+//! - [`tier`]: the four tiers and their travel model (`eta_s`).
+//! - [`config`]: the dispatch configuration (tier parameters, response plan),
+//!   validated once.
+//! - [`unit`], [`incident`]: the records and their state machines.
+//! - [`index`]: one R-tree per tier; candidates in exact selection order.
+//! - [`select`]: the selection rule, and a brute-force reference of it.
+//! - [`area`]: the served area (district outline, town/village lookup).
+//! - [`dataset`]: parsing the demo dataset's JSON/GeoJSON.
+//! - [`dispatcher`]: the concurrent state (units, incidents, reservations).
+//! - [`error`]: domain errors; the server maps each to one gRPC code.
+//!
+//! # What this crate must not do
+//!
+//! No async runtime, no network, no files, no clock: time is passed in as
+//! [`Timestamp`]. Everything hard lives here so it can be unit-tested here.
+
+pub mod area;
+pub mod config;
+pub mod dataset;
+pub mod dispatcher;
+pub mod error;
+pub mod geodesy;
+pub mod incident;
+pub mod index;
+pub mod select;
+pub mod tier;
+pub mod unit;
+
+pub use config::DispatchConfig;
+pub use dispatcher::Dispatcher;
+pub use error::DispatchError;
+pub use geodesy::LatLng;
+pub use incident::{Incident, IncidentKind, Timestamp};
+pub use tier::Tier;
+pub use unit::{Unit, UnitStatus};

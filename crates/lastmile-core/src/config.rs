@@ -1,0 +1,221 @@
+//! The dispatch configuration: per-tier travel parameters and the response
+//! plan. One typed source, unknown keys rejected, validated once at start.
+
+use serde::{Deserialize, Serialize};
+
+use crate::incident::IncidentKind;
+use crate::tier::{Tier, TierParams};
+
+/// Most units one tier of one incident may ask for; bounds the work one report
+/// can do.
+pub const MAX_UNITS_PER_TIER: u32 = 16;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    pub tiers: TierTable,
+    pub response_plan: ResponsePlan,
+}
+
+/// Parameters of each tier, keyed `t1`, `t3`, `t5`, `t10` in the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierTable {
+    pub t1: TierParams,
+    pub t3: TierParams,
+    pub t5: TierParams,
+    pub t10: TierParams,
+}
+
+impl TierTable {
+    pub fn get(&self, tier: Tier) -> &TierParams {
+        match tier {
+            Tier::T1 => &self.t1,
+            Tier::T3 => &self.t3,
+            Tier::T5 => &self.t5,
+            Tier::T10 => &self.t10,
+        }
+    }
+}
+
+/// How many units of each tier an incident gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierCounts {
+    #[serde(default)]
+    pub t1: u32,
+    #[serde(default)]
+    pub t3: u32,
+    #[serde(default)]
+    pub t5: u32,
+    #[serde(default)]
+    pub t10: u32,
+}
+
+impl TierCounts {
+    pub fn get(&self, tier: Tier) -> u32 {
+        match tier {
+            Tier::T1 => self.t1,
+            Tier::T3 => self.t3,
+            Tier::T5 => self.t5,
+            Tier::T10 => self.t10,
+        }
+    }
+}
+
+/// The response plan: the first rule matching an incident's kind and severity
+/// decides; `default` covers the rest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsePlan {
+    pub default: TierCounts,
+    #[serde(default)]
+    pub rules: Vec<PlanRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRule {
+    /// Kinds the rule applies to; empty = every kind.
+    #[serde(default)]
+    pub kinds: Vec<IncidentKind>,
+    /// Severities (1..=4) the rule applies to; empty = every severity.
+    #[serde(default)]
+    pub severities: Vec<u8>,
+    pub units: TierCounts,
+}
+
+impl ResponsePlan {
+    pub fn counts_for(&self, kind: IncidentKind, severity: u8) -> TierCounts {
+        self.rules
+            .iter()
+            .find(|r| {
+                (r.kinds.is_empty() || r.kinds.contains(&kind))
+                    && (r.severities.is_empty() || r.severities.contains(&severity))
+            })
+            .map(|r| r.units)
+            .unwrap_or(self.default)
+    }
+}
+
+/// A configuration value that cannot be used; names the key.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+fn bad(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.into(), problem: problem.into() }
+}
+
+impl DispatchConfig {
+    /// Checks every value once, at start; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for tier in Tier::ALL {
+            let p = self.tiers.get(tier);
+            let key = |field: &str| format!("dispatch.tiers.t{}.{field}", tier.minutes());
+            if p.target_s == 0 || p.target_s > 24 * 3600 {
+                return Err(bad(key("target_s"), "must be in 1..=86400 seconds"));
+            }
+            if !p.turnout_s.is_finite() || p.turnout_s < 0.0 || p.turnout_s >= p.target_s as f64 {
+                return Err(bad(key("turnout_s"), "must be >= 0 and below target_s"));
+            }
+            if !p.speed_m_per_s.is_finite() || p.speed_m_per_s <= 0.0 || p.speed_m_per_s > 100.0 {
+                return Err(bad(key("speed_m_per_s"), "must be in (0, 100] metres per second"));
+            }
+            if !p.circuity.is_finite() || !(1.0..=5.0).contains(&p.circuity) {
+                return Err(bad(key("circuity"), "must be in [1, 5]"));
+            }
+            if !p.fallback_factor.is_finite() || !(1.0..=10.0).contains(&p.fallback_factor) {
+                return Err(bad(key("fallback_factor"), "must be in [1, 10]"));
+            }
+        }
+        let check_counts = |key: &str, c: &TierCounts| -> Result<(), ConfigError> {
+            for tier in Tier::ALL {
+                if c.get(tier) > MAX_UNITS_PER_TIER {
+                    return Err(bad(
+                        format!("{key}.t{}", tier.minutes()),
+                        format!("at most {MAX_UNITS_PER_TIER} units per tier"),
+                    ));
+                }
+            }
+            if Tier::ALL.iter().all(|t| c.get(*t) == 0) {
+                return Err(bad(key, "asks for no unit at all"));
+            }
+            Ok(())
+        };
+        check_counts("dispatch.response_plan.default", &self.response_plan.default)?;
+        for (i, rule) in self.response_plan.rules.iter().enumerate() {
+            let key = format!("dispatch.response_plan.rules[{i}]");
+            if let Some(s) = rule.severities.iter().find(|s| !(1..=4).contains(*s)) {
+                return Err(bad(format!("{key}.severities"), format!("severity {s} is not in 1..=4")));
+            }
+            check_counts(&format!("{key}.units"), &rule.units)?;
+        }
+        Ok(())
+    }
+
+    /// The defaults of the "13510" plan, as shipped in `config/lastmile.toml`.
+    pub fn defaults() -> Self {
+        let p = |target_s, turnout_s, speed_m_per_s, circuity, fallback_factor| TierParams {
+            target_s,
+            turnout_s,
+            speed_m_per_s,
+            circuity,
+            fallback_factor,
+        };
+        let one_each = TierCounts { t1: 1, t3: 1, t5: 1, t10: 1 };
+        DispatchConfig {
+            tiers: TierTable {
+                t1: p(60, 20.0, 2.5, 1.2, 1.0),
+                t3: p(180, 60.0, 5.5, 1.3, 2.0),
+                t5: p(300, 60.0, 8.3, 1.3, 2.0),
+                t10: p(600, 60.0, 11.1, 1.3, 2.0),
+            },
+            response_plan: ResponsePlan { default: one_each, rules: Vec::new() },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_table() {
+        let c = DispatchConfig::defaults();
+        c.validate().unwrap();
+        assert_eq!(c.tiers.get(Tier::T10).target_s, 600);
+        assert_eq!(c.tiers.get(Tier::T1).fallback_limit_s(), 60);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = DispatchConfig::defaults();
+        c.tiers.t5.speed_m_per_s = 0.0;
+        assert_eq!(c.validate().unwrap_err().key, "dispatch.tiers.t5.speed_m_per_s");
+        let mut c = DispatchConfig::defaults();
+        c.response_plan.rules.push(PlanRule {
+            kinds: vec![],
+            severities: vec![5],
+            units: TierCounts { t1: 1, ..Default::default() },
+        });
+        assert_eq!(c.validate().unwrap_err().key, "dispatch.response_plan.rules[0].severities");
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let mut c = DispatchConfig::defaults();
+        let big = TierCounts { t1: 2, t3: 2, t5: 1, t10: 2 };
+        c.response_plan.rules.push(PlanRule {
+            kinds: vec![IncidentKind::Fire],
+            severities: vec![3, 4],
+            units: big,
+        });
+        assert_eq!(c.response_plan.counts_for(IncidentKind::Fire, 4), big);
+        assert_eq!(c.response_plan.counts_for(IncidentKind::Fire, 2), c.response_plan.default);
+        assert_eq!(c.response_plan.counts_for(IncidentKind::Flood, 4), c.response_plan.default);
+    }
+}

@@ -1,0 +1,195 @@
+//! Parsing the demo dataset (`config/luqiao/`): units, places, and the
+//! district outline. Takes text, returns validated domain values; reading the
+//! files is the caller's business.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use geo::{LineString, MultiPolygon, Polygon};
+use serde::Deserialize;
+
+use crate::area::Place;
+use crate::geodesy::LatLng;
+use crate::tier::Tier;
+use crate::unit::{Unit, UnitStatus, check_unit_id};
+
+/// A dataset that cannot be used; names the record and field.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{what}: {problem}")]
+pub struct DatasetError {
+    pub what: String,
+    pub problem: String,
+}
+
+fn bad(what: impl Into<String>, problem: impl std::fmt::Display) -> DatasetError {
+    DatasetError { what: what.into(), problem: problem.to_string() }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnitsFile {
+    #[allow(dead_code)]
+    about: String,
+    #[allow(dead_code)]
+    seed: u64,
+    units: Vec<UnitRecord>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnitRecord {
+    id: String,
+    name: String,
+    tier: u32,
+    home: LatLng,
+    town: String,
+    village: String,
+    crew: u32,
+    capabilities: Vec<String>,
+}
+
+/// Units from `units.json`, each AVAILABLE at its home station.
+pub fn parse_units(json: &str) -> Result<Vec<Unit>, DatasetError> {
+    let file: UnitsFile = serde_json::from_str(json).map_err(|e| bad("units", e))?;
+    let mut seen = HashSet::new();
+    file.units
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let what = format!("units[{i}] ({})", r.id);
+            check_unit_id(&r.id).map_err(|e| bad(format!("{what}.id"), e))?;
+            if !seen.insert(r.id.clone()) {
+                return Err(bad(format!("{what}.id"), "duplicate unit id"));
+            }
+            let tier = Tier::from_minutes(r.tier).ok_or_else(|| bad(format!("{what}.tier"), "must be 1, 3, 5 or 10"))?;
+            r.home.validate().map_err(|e| bad(format!("{what}.home"), e))?;
+            Ok(Unit {
+                id: Arc::from(r.id),
+                name: r.name,
+                tier,
+                home: r.home,
+                position: r.home,
+                status: UnitStatus::Available,
+                town: r.town,
+                village: r.village,
+                crew: r.crew,
+                capabilities: r.capabilities,
+                incident_id: None,
+            })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlacesFile {
+    #[allow(dead_code)]
+    about: String,
+    #[allow(dead_code)]
+    seed: u64,
+    towns: Vec<TownRecord>,
+    villages: Vec<VillageRecord>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TownRecord {
+    code: String,
+    name: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[allow(dead_code)]
+    center: LatLng,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VillageRecord {
+    #[allow(dead_code)]
+    code: String,
+    name: String,
+    town_code: String,
+    #[allow(dead_code)]
+    kind: String,
+    center: LatLng,
+}
+
+/// Villages/communities from `places.json`, each with its town's name.
+pub fn parse_places(json: &str) -> Result<Vec<Place>, DatasetError> {
+    let file: PlacesFile = serde_json::from_str(json).map_err(|e| bad("places", e))?;
+    file.villages
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let what = format!("villages[{i}] ({})", v.name);
+            let town = file
+                .towns
+                .iter()
+                .find(|t| t.code == v.town_code)
+                .ok_or_else(|| bad(format!("{what}.town_code"), format!("no town with code {}", v.town_code)))?;
+            v.center.validate().map_err(|e| bad(format!("{what}.center"), e))?;
+            Ok(Place { town: town.name.clone(), village: v.name, center: v.center })
+        })
+        .collect()
+}
+
+/// The first feature of a GeoJSON FeatureCollection, as a MultiPolygon
+/// (a Polygon is accepted too). Coordinates are [lng, lat].
+pub fn parse_outline(geojson: &str) -> Result<MultiPolygon<f64>, DatasetError> {
+    let doc: serde_json::Value = serde_json::from_str(geojson).map_err(|e| bad("outline", e))?;
+    let geometry = doc
+        .pointer("/features/0/geometry")
+        .or_else(|| doc.get("geometry"))
+        .ok_or_else(|| bad("outline", "no features[0].geometry"))?;
+    let kind = geometry.get("type").and_then(|t| t.as_str()).unwrap_or_default();
+    let coords = geometry.get("coordinates").ok_or_else(|| bad("outline.geometry", "no coordinates"))?;
+    let polygons: Vec<serde_json::Value> = match kind {
+        "MultiPolygon" => coords.as_array().cloned().unwrap_or_default(),
+        "Polygon" => vec![coords.clone()],
+        other => return Err(bad("outline.geometry.type", format!("expected Polygon or MultiPolygon, got {other:?}"))),
+    };
+    let ring = |value: &serde_json::Value| -> Result<LineString<f64>, DatasetError> {
+        let points: Vec<(f64, f64)> = serde_json::from_value(value.clone()).map_err(|e| bad("outline ring", e))?;
+        if points.len() < 4 {
+            return Err(bad("outline ring", "a ring needs at least 4 positions"));
+        }
+        for (lng, lat) in &points {
+            LatLng::new(*lat, *lng).map_err(|e| bad("outline ring", e))?;
+        }
+        Ok(LineString::from(points))
+    };
+    let mut out = Vec::with_capacity(polygons.len());
+    for polygon in &polygons {
+        let rings = polygon.as_array().ok_or_else(|| bad("outline polygon", "not an array of rings"))?;
+        let (exterior, holes) = rings.split_first().ok_or_else(|| bad("outline polygon", "no rings"))?;
+        out.push(Polygon::new(ring(exterior)?, holes.iter().map(ring).collect::<Result<_, _>>()?));
+    }
+    if out.is_empty() {
+        return Err(bad("outline", "no polygon"));
+    }
+    Ok(MultiPolygon(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_validated() {
+        let ok = r#"{"about":"x","seed":1,"units":[{"id":"T1-1","name":"n","tier":1,"home":{"lat":28.5,"lng":121.4},"town":"t","village":"v","crew":3,"capabilities":["fire"]}]}"#;
+        assert_eq!(parse_units(ok).unwrap()[0].tier, Tier::T1);
+        let bad_tier = ok.replace("\"tier\":1", "\"tier\":2");
+        assert!(parse_units(&bad_tier).unwrap_err().what.ends_with(".tier"));
+        let bad_lat = ok.replace("28.5", "98.5");
+        assert!(parse_units(&bad_lat).unwrap_err().what.ends_with(".home"));
+        let unknown = ok.replace("\"crew\"", "\"crews\"");
+        assert!(parse_units(&unknown).is_err());
+    }
+
+    #[test]
+    fn outline_parses_polygon_and_multipolygon() {
+        let poly = r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":[[[121,28],[122,28],[122,29],[121,28]]]}}]}"#;
+        assert_eq!(parse_outline(poly).unwrap().0.len(), 1);
+        assert!(parse_outline(&poly.replace("Polygon", "Point")).is_err());
+    }
+}

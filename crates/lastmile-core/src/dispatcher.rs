@@ -1,0 +1,609 @@
+//! The concurrent dispatch state: units, their spatial index, incidents and
+//! reservations.
+//!
+//! # Concurrency
+//!
+//! There is no global lock. Many incidents are dispatched at once, each on the
+//! caller's thread:
+//!
+//! - each tier's R-tree sits behind its own `RwLock`; selections share it for
+//!   reading, only adding or moving a unit writes;
+//! - each unit's record sits in a `DashMap` shard; reserving a unit is a
+//!   compare-and-set AVAILABLE -> PAGED under that shard's lock, so when two
+//!   incidents race for a unit exactly one gets it and the other walks on to its
+//!   next candidate;
+//! - the idempotency index (`external_id` -> incident) holds the entry for an
+//!   `external_id` while that incident is dispatched, so a retried report can
+//!   never dispatch twice.
+//!
+//! The four tiers of one incident are selected one after the other on the
+//! caller's thread: each takes a few microseconds, less than handing work to
+//! another thread costs (see `benches/selection.rs`, `tiers_parallel`), while
+//! different incidents proceed in parallel on every core.
+//!
+//! Lock order (never taken in reverse, so no deadlock): external-id entry ->
+//! incident entry -> tier index -> unit entry. No unit entry is held while
+//! another lock is acquired.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::area::ServiceArea;
+use crate::config::DispatchConfig;
+use crate::error::DispatchError;
+use crate::geodesy::LatLng;
+use crate::incident::{
+    Assignment, AssignmentState, Incident, IncidentKind, IncidentStatus, SEVERITY_RANGE, TierResponse, TierState,
+    Timestamp, incident_id_for, parse_incident_id,
+};
+use crate::index::TierIndex;
+use crate::select::{Pick, select_tier};
+use crate::tier::Tier;
+use crate::unit::{Unit, UnitStatus, check_transition, check_unit_id};
+
+/// Bounds of the in-memory state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DispatcherLimits {
+    /// Most incidents held (open and closed). A report beyond it is refused with
+    /// `CapacityExhausted` rather than growing without bound.
+    pub max_incidents: usize,
+    /// Most units held; `UpsertUnit` beyond it is refused.
+    pub max_units: usize,
+}
+
+impl Default for DispatcherLimits {
+    fn default() -> Self {
+        DispatcherLimits { max_incidents: 1_000_000, max_units: 1_000_000 }
+    }
+}
+
+/// A report, validated by the caller's boundary (strings bounded, location
+/// parsed); the dispatcher checks what it owns (severity, external id).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewIncident {
+    pub external_id: String,
+    pub location: LatLng,
+    pub kind: IncidentKind,
+    pub severity: u8,
+    pub address: String,
+    pub description: String,
+}
+
+/// The answer to a report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reported {
+    pub incident: Incident,
+    /// The `external_id` was seen before: this is the stored incident, and
+    /// nothing was dispatched.
+    pub duplicate: bool,
+}
+
+/// What a report would select now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preview {
+    pub tiers: Vec<TierResponse>,
+    pub located: crate::area::Located,
+}
+
+/// One page of a listing, with the token for the next one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnitFilter {
+    pub tier: Option<Tier>,
+    pub status: Option<UnitStatus>,
+    pub town: Option<String>,
+}
+
+pub struct Dispatcher {
+    config: DispatchConfig,
+    area: ServiceArea,
+    limits: DispatcherLimits,
+    units: DashMap<Arc<str>, Unit>,
+    /// One R-tree per tier, indexed by `Tier::index()`.
+    index: [RwLock<TierIndex>; 4],
+    incidents: DashMap<u64, Incident>,
+    external_ids: DashMap<String, u64>,
+    last_seq: AtomicU64,
+}
+
+fn read(lock: &RwLock<TierIndex>) -> RwLockReadGuard<'_, TierIndex> {
+    // A poisoned lock means a panic elsewhere; the tree itself is still whole
+    // (rstar does not leave it half-updated on a panic in our code).
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(lock: &RwLock<TierIndex>) -> RwLockWriteGuard<'_, TierIndex> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+const SHARDS: usize = 64;
+
+impl Dispatcher {
+    pub fn new(
+        config: DispatchConfig,
+        area: ServiceArea,
+        units: Vec<Unit>,
+        limits: DispatcherLimits,
+    ) -> Result<Self, DispatchError> {
+        config.validate().map_err(|e| DispatchError::invalid(e.key, e.problem))?;
+        if units.len() > limits.max_units {
+            return Err(DispatchError::CapacityExhausted {
+                what: "unit table",
+                limit_name: "max_units",
+                limit: limits.max_units,
+            });
+        }
+        let map = DashMap::with_capacity_and_shard_amount(units.len(), SHARDS);
+        let mut per_tier: [Vec<(Arc<str>, LatLng)>; 4] = Default::default();
+        for unit in units {
+            check_unit_id(&unit.id).map_err(|e| DispatchError::invalid(format!("unit {}", unit.id), e))?;
+            per_tier[unit.tier.index()].push((unit.id.clone(), unit.position));
+            if map.insert(unit.id.clone(), unit).is_some() {
+                return Err(DispatchError::invalid("units", "duplicate unit id"));
+            }
+        }
+        let index = per_tier.map(|units| RwLock::new(TierIndex::bulk_load(units)));
+        Ok(Dispatcher {
+            config,
+            area,
+            limits,
+            units: map,
+            index,
+            incidents: DashMap::with_shard_amount(SHARDS),
+            external_ids: DashMap::with_shard_amount(SHARDS),
+            last_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &DispatchConfig {
+        &self.config
+    }
+
+    pub fn unit_count(&self) -> usize {
+        self.units.len()
+    }
+
+    pub fn incident_count(&self) -> usize {
+        self.incidents.len()
+    }
+
+    /// Reports an incident: selects and reserves, for every tier of the response
+    /// plan, the units that can meet the tier's target. Idempotent by
+    /// `external_id`.
+    pub fn report(&self, new: NewIncident, now: Timestamp) -> Result<Reported, DispatchError> {
+        if new.external_id.is_empty() {
+            return Err(DispatchError::invalid("external_id", "must not be empty"));
+        }
+        check_severity(new.severity)?;
+        match self.external_ids.entry(new.external_id.clone()) {
+            Entry::Occupied(seen) => {
+                let seq = *seen.get();
+                drop(seen);
+                let incident = self.incidents.get(&seq).map(|i| i.clone()).ok_or_else(|| {
+                    // Inserted into `incidents` before `external_ids`: cannot happen.
+                    debug_assert!(false, "external id maps to a missing incident");
+                    DispatchError::IncidentNotFound(incident_id_for(seq))
+                })?;
+                Ok(Reported { incident, duplicate: true })
+            }
+            Entry::Vacant(slot) => {
+                if self.incidents.len() >= self.limits.max_incidents {
+                    return Err(DispatchError::CapacityExhausted {
+                        what: "incident table",
+                        limit_name: "max_incidents",
+                        limit: self.limits.max_incidents,
+                    });
+                }
+                let seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
+                let incident = self.dispatch_new(seq, new, now);
+                self.incidents.insert(seq, incident.clone());
+                slot.insert(seq);
+                Ok(Reported { incident, duplicate: false })
+            }
+        }
+    }
+
+    fn dispatch_new(&self, seq: u64, new: NewIncident, now: Timestamp) -> Incident {
+        let id = incident_id_for(seq);
+        let located = self.area.locate(new.location);
+        let tiers = self.respond(new.location, new.kind, new.severity, now, |unit_id| self.try_reserve(unit_id, &id));
+        Incident {
+            seq,
+            id,
+            external_id: new.external_id,
+            location: new.location,
+            kind: new.kind,
+            severity: new.severity,
+            reported_at: now,
+            status: IncidentStatus::Open,
+            tiers,
+            town: located.town,
+            village: located.village,
+            address: new.address,
+            description: new.description,
+            outside_service_area: located.outside_service_area,
+            closed_at: None,
+        }
+    }
+
+    /// Selects every tier of the plan for `kind`/`severity` at `at`, offering
+    /// each candidate to `take`.
+    fn respond(
+        &self,
+        at: LatLng,
+        kind: IncidentKind,
+        severity: u8,
+        now: Timestamp,
+        mut take: impl FnMut(&Arc<str>) -> bool,
+    ) -> Vec<TierResponse> {
+        let counts = self.config.response_plan.counts_for(kind, severity);
+        Tier::ALL
+            .into_iter()
+            .filter(|tier| counts.get(*tier) > 0)
+            .map(|tier| {
+                let params = self.config.tiers.get(tier);
+                let required = counts.get(tier);
+                let picks = select_tier(&read(&self.index[tier.index()]), params, at, required, &mut take);
+                self.tier_response(tier, required, picks, now)
+            })
+            .collect()
+    }
+
+    fn tier_response(&self, tier: Tier, required: u32, picks: Vec<Pick>, now: Timestamp) -> TierResponse {
+        let params = self.config.tiers.get(tier);
+        let within = picks.iter().filter(|p| p.within_target).count() as u32;
+        let fallback = picks.len() as u32 - within;
+        let (state, note) = if within >= required {
+            (TierState::Paging, String::new())
+        } else if picks.is_empty() {
+            (
+                TierState::Short,
+                format!(
+                    "no available {tier} unit within reach (eta <= {} s); dispatchers must assign one",
+                    params.fallback_limit_s().max(params.target_s)
+                ),
+            )
+        } else {
+            (
+                TierState::Short,
+                format!(
+                    "{within} of {required} {tier} unit(s) can arrive within {} s; {fallback} fallback unit(s) paged beyond target{}",
+                    params.target_s,
+                    if within + fallback < required { "; still short" } else { "" }
+                ),
+            )
+        };
+        let assignments = picks
+            .into_iter()
+            .map(|p| Assignment {
+                unit_name: self.units.get(&p.unit_id).map(|u| u.name.clone()).unwrap_or_default(),
+                unit_id: p.unit_id.to_string(),
+                tier,
+                distance_m: p.distance_m,
+                eta_s: p.eta_s,
+                within_target: p.within_target,
+                state: AssignmentState::Paged,
+                paged_at: now,
+                attempt: 1,
+            })
+            .collect();
+        TierResponse { tier, target_s: params.target_s, required, state, deadline: now.plus_s(params.target_s), assignments, note }
+    }
+
+    /// AVAILABLE -> PAGED for `incident_id`, atomically; false if the unit is
+    /// not available (taken by another incident, out of service, ...).
+    fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str) -> bool {
+        match self.units.get_mut(unit_id) {
+            Some(mut unit) if unit.status == UnitStatus::Available => {
+                unit.status = UnitStatus::Paged;
+                unit.incident_id = Some(incident_id.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What a report at `at` would select now; reserves nothing.
+    pub fn preview(&self, at: LatLng, kind: IncidentKind, severity: u8, now: Timestamp) -> Result<Preview, DispatchError> {
+        check_severity(severity)?;
+        let tiers = self.respond(at, kind, severity, now, |unit_id| {
+            self.units.get(unit_id).is_some_and(|u| u.status == UnitStatus::Available)
+        });
+        Ok(Preview { tiers, located: self.area.locate(at) })
+    }
+
+    pub fn get_incident(&self, id: &str) -> Result<Incident, DispatchError> {
+        let seq = parse_incident_id(id).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
+        self.incidents.get(&seq).map(|i| i.clone()).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))
+    }
+
+    /// Incidents oldest first, optionally of one status. `page_token` is the
+    /// previous page's `next_page_token`.
+    pub fn list_incidents(
+        &self,
+        status: Option<IncidentStatus>,
+        page_size: usize,
+        page_token: Option<&str>,
+    ) -> Result<Page<Incident>, DispatchError> {
+        let after = match page_token {
+            None => 0,
+            Some(t) => t.parse::<u64>().map_err(|_| DispatchError::invalid("page_token", "not a token this server issued"))?,
+        };
+        let mut seqs: Vec<u64> = self
+            .incidents
+            .iter()
+            .filter(|e| *e.key() > after && status.is_none_or(|s| e.value().status == s))
+            .map(|e| *e.key())
+            .collect();
+        seqs.sort_unstable();
+        let more = seqs.len() > page_size;
+        seqs.truncate(page_size);
+        let items: Vec<Incident> = seqs.iter().filter_map(|s| self.incidents.get(s).map(|i| i.clone())).collect();
+        let next_page_token = if more { seqs.last().map(|s| s.to_string()) } else { None };
+        Ok(Page { items, next_page_token })
+    }
+
+    /// Closes an incident and releases its units: a unit still PAGED goes back
+    /// to AVAILABLE at once; one EN_ROUTE or ON_SCENE becomes RETURNING until it
+    /// reports AVAILABLE. Tiers neither met nor breached are CANCELLED. Closing
+    /// a closed incident returns it unchanged.
+    pub fn close_incident(&self, id: &str, now: Timestamp) -> Result<Incident, DispatchError> {
+        let seq = parse_incident_id(id).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
+        let mut incident = self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
+        if incident.status == IncidentStatus::Closed {
+            return Ok(incident.clone());
+        }
+        for tier in &mut incident.tiers {
+            for a in &mut tier.assignments {
+                if !matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene) {
+                    continue;
+                }
+                if let Some(mut unit) = self.units.get_mut(a.unit_id.as_str())
+                    && unit.incident_id.as_deref() == Some(id)
+                {
+                    unit.status = match unit.status {
+                        UnitStatus::Paged => UnitStatus::Available,
+                        _ => UnitStatus::Returning,
+                    };
+                    unit.incident_id = None;
+                }
+                a.state = AssignmentState::Released;
+            }
+            if matches!(tier.state, TierState::Paging | TierState::Short) {
+                tier.state = TierState::Cancelled;
+            }
+        }
+        incident.status = IncidentStatus::Closed;
+        incident.closed_at = Some(now);
+        Ok(incident.clone())
+    }
+
+    pub fn get_unit(&self, id: &str) -> Result<Unit, DispatchError> {
+        self.units.get(id).map(|u| u.clone()).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))
+    }
+
+    /// Units ordered by id. `page_token` is the last id of the previous page.
+    pub fn list_units(&self, filter: &UnitFilter, page_size: usize, page_token: Option<&str>) -> Page<Unit> {
+        let mut items: Vec<Unit> = self
+            .units
+            .iter()
+            .filter(|u| {
+                page_token.is_none_or(|after| &*u.id > after)
+                    && filter.tier.is_none_or(|t| u.tier == t)
+                    && filter.status.is_none_or(|s| u.status == s)
+                    && filter.town.as_ref().is_none_or(|town| &u.town == town)
+            })
+            .map(|u| u.clone())
+            .collect();
+        items.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let more = items.len() > page_size;
+        items.truncate(page_size);
+        let next_page_token = if more { items.last().map(|u| u.id.to_string()) } else { None };
+        Page { items, next_page_token }
+    }
+
+    /// Creates a unit (AVAILABLE, or OUT_OF_SERVICE if asked) or updates an
+    /// existing one's descriptive fields, home, position and tier. Status and
+    /// assignment of an existing unit change only through dispatch and
+    /// [`Dispatcher::set_unit_status`]; a unit may not change tier while it is
+    /// assigned. Returns the unit and whether it was created.
+    pub fn upsert_unit(&self, unit: Unit) -> Result<(Unit, bool), DispatchError> {
+        check_unit_id(&unit.id).map_err(|e| DispatchError::invalid("unit.id", e))?;
+        unit.home.validate().map_err(|e| DispatchError::invalid(format!("unit.home.{}", e.component()), e))?;
+        unit.position.validate().map_err(|e| DispatchError::invalid(format!("unit.position.{}", e.component()), e))?;
+        if !matches!(unit.status, UnitStatus::Available | UnitStatus::OutOfService) {
+            return Err(DispatchError::invalid("unit.status", "a new unit starts AVAILABLE or OUT_OF_SERVICE"));
+        }
+        // The tier the unit is indexed under now, read without holding its entry.
+        let current_tier = self.units.get(&unit.id).map(|u| u.tier);
+        // Write-lock the affected trees in tier order (the lock order), then the entry.
+        let mut tiers: Vec<Tier> = current_tier.into_iter().chain([unit.tier]).collect();
+        tiers.sort();
+        tiers.dedup();
+        let mut guards: Vec<(Tier, RwLockWriteGuard<'_, TierIndex>)> =
+            tiers.iter().map(|t| (*t, write(&self.index[t.index()]))).collect();
+        // Counted before taking the entry: `len()` read-locks every shard,
+        // including the one the entry write-locks.
+        let at_capacity = self.units.len() >= self.limits.max_units;
+        match self.units.entry(unit.id.clone()) {
+            Entry::Occupied(mut existing) => {
+                let old = existing.get_mut();
+                if tree_mut(&mut guards, old.tier).is_none() {
+                    // The unit changed tier between our read and the lock: retryable.
+                    return Err(DispatchError::Contended(format!("unit {} changed concurrently", unit.id)));
+                }
+                if old.tier != unit.tier && old.status.is_assigned() {
+                    return Err(DispatchError::FailedPrecondition(format!(
+                        "unit {} is {} for incident {}: cannot change tier while assigned",
+                        unit.id,
+                        old.status,
+                        old.incident_id.as_deref().unwrap_or("?")
+                    )));
+                }
+                if old.tier != unit.tier || old.position != unit.position {
+                    let removed = tree_mut(&mut guards, old.tier).is_some_and(|t| t.remove(&old.id, old.position));
+                    debug_assert!(removed, "unit {} missing from its index", old.id);
+                    if let Some(t) = tree_mut(&mut guards, unit.tier) {
+                        t.insert(old.id.clone(), unit.position);
+                    }
+                }
+                old.name = unit.name;
+                old.tier = unit.tier;
+                old.home = unit.home;
+                old.position = unit.position;
+                old.town = unit.town;
+                old.village = unit.village;
+                old.crew = unit.crew;
+                old.capabilities = unit.capabilities;
+                Ok((old.clone(), false))
+            }
+            Entry::Vacant(slot) => {
+                if at_capacity {
+                    return Err(DispatchError::CapacityExhausted {
+                        what: "unit table",
+                        limit_name: "max_units",
+                        limit: self.limits.max_units,
+                    });
+                }
+                let unit = Unit { incident_id: None, ..unit };
+                if let Some(t) = tree_mut(&mut guards, unit.tier) {
+                    t.insert(unit.id.clone(), unit.position);
+                }
+                slot.insert(unit.clone());
+                Ok((unit, true))
+            }
+        }
+    }
+
+    /// A status change through the unit state machine (dispatcher override or
+    /// status report). EN_ROUTE acknowledges the unit's assignment; ON_SCENE
+    /// marks it on scene, and the tier MET when its required units are on scene
+    /// by the deadline.
+    pub fn set_unit_status(&self, id: &str, to: UnitStatus, now: Timestamp) -> Result<Unit, DispatchError> {
+        // Lock order is incident before unit, so find the unit's incident first,
+        // then take both and check nothing moved in between.
+        for _ in 0..8 {
+            let incident_id = {
+                let unit = self.units.get(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
+                check_transition(&unit, to)?;
+                if unit.status == to {
+                    return Ok(unit.clone());
+                }
+                unit.incident_id.clone()
+            };
+            let Some(incident_id) = incident_id else {
+                let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
+                if unit.incident_id.is_some() {
+                    continue; // reserved meanwhile: start again under the right locks
+                }
+                check_transition(&unit, to)?;
+                unit.status = to;
+                return Ok(unit.clone());
+            };
+            let seq = parse_incident_id(&incident_id).expect("units hold well-formed incident ids");
+            let mut incident = self
+                .incidents
+                .get_mut(&seq)
+                .ok_or_else(|| DispatchError::IncidentNotFound(incident_id.clone()))?;
+            let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
+            if unit.incident_id.as_deref() != Some(incident_id.as_str()) {
+                continue;
+            }
+            check_transition(&unit, to)?;
+            unit.status = to;
+            let assignment_state = match to {
+                UnitStatus::EnRoute => AssignmentState::Acknowledged,
+                UnitStatus::OnScene => AssignmentState::OnScene,
+                // check_transition lets an assigned unit only move forward.
+                other => {
+                    debug_assert!(false, "assigned unit moved to {other}");
+                    return Err(DispatchError::FailedPrecondition(format!("unit {id} cannot become {other} while assigned")));
+                }
+            };
+            for tier in &mut incident.tiers {
+                let Some(a) = tier.assignments.iter_mut().find(|a| {
+                    a.unit_id == id && matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged)
+                }) else {
+                    continue;
+                };
+                a.state = assignment_state;
+                let on_scene = tier.assignments.iter().filter(|a| a.state == AssignmentState::OnScene).count() as u32;
+                if on_scene >= tier.required
+                    && now <= tier.deadline
+                    && matches!(tier.state, TierState::Paging | TierState::Short)
+                {
+                    tier.state = TierState::Met;
+                }
+                break;
+            }
+            return Ok(unit.clone());
+        }
+        Err(DispatchError::Contended(format!("unit {id} kept changing while its status was set")))
+    }
+
+    /// Checks the dispatch invariants over the whole state; for tests, the load
+    /// benchmark and debugging. Call it when no request is in flight.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut holder: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for incident in self.incidents.iter() {
+            for a in incident.tiers.iter().flat_map(|t| &t.assignments) {
+                let active = matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene);
+                if !active {
+                    continue;
+                }
+                if incident.status != IncidentStatus::Open {
+                    return Err(format!("closed incident {} still holds unit {}", incident.id, a.unit_id));
+                }
+                if let Some(other) = holder.insert(a.unit_id.clone(), incident.id.clone()) {
+                    return Err(format!("unit {} assigned to both {other} and {}", a.unit_id, incident.id));
+                }
+            }
+        }
+        for unit in self.units.iter() {
+            match (&unit.incident_id, unit.status.is_assigned()) {
+                (Some(i), true) if holder.get(&*unit.id) == Some(i) => {}
+                (None, false) if !holder.contains_key(&*unit.id) => {}
+                _ => {
+                    return Err(format!(
+                        "unit {} is {} with incident {:?}, but incidents say {:?}",
+                        unit.id,
+                        unit.status,
+                        unit.incident_id,
+                        holder.get(&*unit.id)
+                    ));
+                }
+            }
+        }
+        for tier in Tier::ALL {
+            let indexed = read(&self.index[tier.index()]).len();
+            let held = self.units.iter().filter(|u| u.tier == tier).count();
+            if indexed != held {
+                return Err(format!("{tier}: {indexed} units indexed, {held} held"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tree_mut<'a>(guards: &'a mut [(Tier, RwLockWriteGuard<'_, TierIndex>)], tier: Tier) -> Option<&'a mut TierIndex> {
+    guards.iter_mut().find(|(t, _)| *t == tier).map(|(_, g)| &mut **g)
+}
+
+fn check_severity(severity: u8) -> Result<(), DispatchError> {
+    if SEVERITY_RANGE.contains(&severity) {
+        Ok(())
+    } else {
+        Err(DispatchError::invalid("severity", format!("must be 1 (minor) to 4 (major), got {severity}")))
+    }
+}
+
+#[cfg(test)]
+mod tests;

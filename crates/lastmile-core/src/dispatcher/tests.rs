@@ -1,0 +1,266 @@
+use super::*;
+use crate::area::Place;
+use geo::{LineString, MultiPolygon, Polygon};
+use std::sync::Barrier;
+
+const T0: Timestamp = Timestamp { unix_ms: 1_780_000_000_000 };
+
+fn ll(lat: f64, lng: f64) -> LatLng {
+    LatLng::new(lat, lng).unwrap()
+}
+
+fn unit(id: &str, tier: Tier, at: LatLng) -> Unit {
+    Unit {
+        id: Arc::from(id),
+        name: format!("{id} station"),
+        tier,
+        home: at,
+        position: at,
+        status: UnitStatus::Available,
+        town: "路桥街道".into(),
+        village: String::new(),
+        crew: 5,
+        capabilities: vec!["fire".into()],
+        incident_id: None,
+    }
+}
+
+fn area() -> ServiceArea {
+    let ring = LineString::from(vec![(121.2, 28.4), (121.7, 28.4), (121.7, 28.7), (121.2, 28.7), (121.2, 28.4)]);
+    ServiceArea::new(
+        MultiPolygon(vec![Polygon::new(ring, vec![])]),
+        vec![Place { town: "路桥街道".into(), village: "中心村".into(), center: ll(28.58, 121.37) }],
+    )
+}
+
+/// One unit of each tier close to (28.58, 121.37), plus a second tier-3 unit further out.
+fn dispatcher() -> Dispatcher {
+    let units = vec![
+        unit("T1-a", Tier::T1, ll(28.5801, 121.37)),
+        unit("T3-a", Tier::T3, ll(28.581, 121.37)),
+        unit("T3-b", Tier::T3, ll(28.583, 121.37)),
+        unit("T5-a", Tier::T5, ll(28.59, 121.37)),
+        unit("T10-a", Tier::T10, ll(28.60, 121.37)),
+    ];
+    Dispatcher::new(DispatchConfig::defaults(), area(), units, DispatcherLimits::default()).unwrap()
+}
+
+fn fire(external_id: &str, at: LatLng) -> NewIncident {
+    NewIncident {
+        external_id: external_id.into(),
+        location: at,
+        kind: IncidentKind::Fire,
+        severity: 2,
+        address: String::new(),
+        description: String::new(),
+    }
+}
+
+#[test]
+fn report_reserves_one_unit_per_tier() {
+    let d = dispatcher();
+    let r = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    assert!(!r.duplicate);
+    let inc = r.incident;
+    assert_eq!(inc.id, "inc-000001");
+    assert_eq!(inc.town, "路桥街道");
+    assert_eq!(inc.tiers.len(), 4);
+    let picked: Vec<&str> = inc.tiers.iter().map(|t| t.assignments[0].unit_id.as_str()).collect();
+    assert_eq!(picked, ["T1-a", "T3-a", "T5-a", "T10-a"]);
+    for t in &inc.tiers {
+        assert_eq!(t.state, TierState::Paging, "{:?}", t);
+        assert_eq!(t.deadline, T0.plus_s(t.target_s));
+        assert!(t.assignments[0].within_target);
+    }
+    for id in picked {
+        let u = d.get_unit(id).unwrap();
+        assert_eq!((u.status, u.incident_id.as_deref()), (UnitStatus::Paged, Some("inc-000001")));
+    }
+    d.check_invariants().unwrap();
+}
+
+#[test]
+fn a_repeated_external_id_returns_the_stored_incident_and_reserves_nothing() {
+    let d = dispatcher();
+    let first = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    let again = d.report(fire("ext-1", ll(28.58, 121.37)), T0.plus_s(5)).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.incident, first.incident);
+    assert_eq!(d.incident_count(), 1);
+    // The second tier-3 unit is still free.
+    assert_eq!(d.get_unit("T3-b").unwrap().status, UnitStatus::Available);
+}
+
+#[test]
+fn the_next_incident_takes_the_next_candidate_or_goes_short() {
+    let d = dispatcher();
+    d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    let second = d.report(fire("ext-2", ll(28.58, 121.37)), T0).unwrap().incident;
+    let t3 = &second.tiers[1];
+    assert_eq!(t3.assignments[0].unit_id, "T3-b");
+    let t1 = &second.tiers[0];
+    assert_eq!(t1.state, TierState::Short);
+    assert!(t1.assignments.is_empty());
+    assert!(t1.note.contains("no available tier-1 unit"), "{}", t1.note);
+    d.check_invariants().unwrap();
+}
+
+#[test]
+fn far_outside_the_area_is_accepted_with_every_tier_short() {
+    let d = dispatcher();
+    let inc = d.report(fire("far", ll(39.9, 116.4)), T0).unwrap().incident;
+    assert!(inc.outside_service_area);
+    assert!(inc.town.is_empty());
+    assert!(inc.tiers.iter().all(|t| t.state == TierState::Short && t.assignments.is_empty() && !t.note.is_empty()));
+}
+
+#[test]
+fn bad_severity_and_empty_external_id_name_the_field() {
+    let d = dispatcher();
+    let mut bad = fire("x", ll(28.58, 121.37));
+    bad.severity = 5;
+    assert!(matches!(d.report(bad, T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "severity"));
+    assert!(matches!(d.report(fire("", ll(28.58, 121.37)), T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "external_id"));
+    assert_eq!(d.incident_count(), 0);
+}
+
+#[test]
+fn preview_reserves_nothing() {
+    let d = dispatcher();
+    let p = d.preview(ll(28.58, 121.37), IncidentKind::Fire, 2, T0).unwrap();
+    assert_eq!(p.tiers.len(), 4);
+    assert_eq!(p.tiers[0].assignments[0].unit_id, "T1-a");
+    assert!(d.list_units(&UnitFilter::default(), 100, None).items.iter().all(|u| u.status == UnitStatus::Available));
+}
+
+#[test]
+fn close_releases_units_and_cancels_open_tiers() {
+    let d = dispatcher();
+    let inc = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
+    d.set_unit_status("T5-a", UnitStatus::EnRoute, T0.plus_s(10)).unwrap();
+    let closed = d.close_incident(&inc.id, T0.plus_s(20)).unwrap();
+    assert_eq!(closed.status, IncidentStatus::Closed);
+    assert!(closed.tiers.iter().all(|t| t.state == TierState::Cancelled));
+    assert!(closed.tiers.iter().flat_map(|t| &t.assignments).all(|a| a.state == AssignmentState::Released));
+    assert_eq!(d.get_unit("T1-a").unwrap().status, UnitStatus::Available);
+    assert_eq!(d.get_unit("T5-a").unwrap().status, UnitStatus::Returning);
+    assert_eq!(d.close_incident(&inc.id, T0.plus_s(30)).unwrap(), closed, "closing twice changes nothing");
+    d.check_invariants().unwrap();
+    // RETURNING is not dispatchable until it reports AVAILABLE.
+    let next = d.report(fire("ext-2", ll(28.58, 121.37)), T0.plus_s(40)).unwrap().incident;
+    assert!(next.tiers[2].assignments.is_empty());
+    d.set_unit_status("T5-a", UnitStatus::Available, T0.plus_s(50)).unwrap();
+}
+
+#[test]
+fn on_scene_by_the_deadline_meets_the_tier() {
+    let d = dispatcher();
+    let inc = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
+    d.set_unit_status("T3-a", UnitStatus::EnRoute, T0.plus_s(20)).unwrap();
+    d.set_unit_status("T3-a", UnitStatus::OnScene, T0.plus_s(100)).unwrap();
+    // Tier 1 arrives late: on scene, but not MET.
+    d.set_unit_status("T1-a", UnitStatus::OnScene, T0.plus_s(61)).unwrap();
+    let inc = d.get_incident(&inc.id).unwrap();
+    assert_eq!(inc.tiers[1].state, TierState::Met);
+    assert_eq!(inc.tiers[1].assignments[0].state, AssignmentState::OnScene);
+    assert_eq!(inc.tiers[0].state, TierState::Paging);
+}
+
+#[test]
+fn illegal_status_changes_are_refused_with_the_current_state() {
+    let d = dispatcher();
+    d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    let err = d.set_unit_status("T1-a", UnitStatus::OutOfService, T0).unwrap_err();
+    assert!(err.to_string().contains("PAGED"), "{err}");
+    assert!(matches!(d.set_unit_status("nope", UnitStatus::Available, T0), Err(DispatchError::UnitNotFound(_))));
+    // An out-of-service unit is never selected.
+    d.set_unit_status("T3-b", UnitStatus::OutOfService, T0).unwrap();
+    let inc = d.report(fire("ext-2", ll(28.58, 121.37)), T0).unwrap().incident;
+    assert!(inc.tiers[1].assignments.is_empty());
+}
+
+#[test]
+fn upsert_moves_a_unit_in_the_index() {
+    let d = dispatcher();
+    // Move T10-a far away: the incident no longer reaches it.
+    let mut moved = d.get_unit("T10-a").unwrap();
+    moved.position = ll(28.45, 121.65);
+    let (_, created) = d.upsert_unit(moved).unwrap();
+    assert!(!created);
+    let p = d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, T0).unwrap();
+    assert!(p.tiers[3].assignments.is_empty());
+    // A new unit is selectable at once; a tier change re-indexes.
+    let (u, created) = d.upsert_unit(unit("T10-new", Tier::T10, ll(28.585, 121.37))).unwrap();
+    assert!(created && u.status == UnitStatus::Available);
+    let mut retiered = d.get_unit("T3-b").unwrap();
+    retiered.tier = Tier::T5;
+    d.upsert_unit(retiered).unwrap();
+    d.check_invariants().unwrap();
+    let p = d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, T0).unwrap();
+    assert_eq!(p.tiers[3].assignments[0].unit_id, "T10-new");
+    assert_eq!(p.tiers[2].assignments[0].unit_id, "T3-b");
+}
+
+#[test]
+fn paging_lists_every_item_once() {
+    let d = dispatcher();
+    for i in 0..7 {
+        d.report(fire(&format!("e{i}"), ll(28.58, 121.37)), T0).unwrap();
+    }
+    let mut token = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = d.list_incidents(None, 3, token.as_deref()).unwrap();
+        seen.extend(page.items.iter().map(|i| i.seq));
+        match page.next_page_token {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=7).collect::<Vec<_>>());
+    assert!(d.list_incidents(None, 3, Some("garbage")).is_err());
+    let units = d.list_units(&UnitFilter { tier: Some(Tier::T3), ..Default::default() }, 1, None);
+    assert_eq!(units.items[0].id.as_ref(), "T3-a");
+    assert_eq!(units.next_page_token.as_deref(), Some("T3-a"));
+}
+
+/// Many threads report at once against a handful of units: every unit ends up
+/// with at most one incident, and every reservation is recorded on both sides.
+#[test]
+fn concurrent_reports_never_double_assign() {
+    let d = Arc::new(dispatcher());
+    let threads = 8;
+    let per_thread = 50;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (d, barrier) = (d.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    let r = d.report(fire(&format!("t{t}-{i}"), ll(28.58, 121.37)), T0).unwrap();
+                    // Release some so units cycle between incidents.
+                    if i % 3 == 0 {
+                        d.close_incident(&r.incident.id, T0).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    d.check_invariants().unwrap();
+    assert_eq!(d.incident_count(), threads * per_thread);
+}
+
+#[test]
+fn the_incident_table_is_bounded() {
+    let limits = DispatcherLimits { max_incidents: 2, max_units: 10 };
+    let d = Dispatcher::new(DispatchConfig::defaults(), area(), vec![], limits).unwrap();
+    d.report(fire("a", ll(28.58, 121.37)), T0).unwrap();
+    d.report(fire("b", ll(28.58, 121.37)), T0).unwrap();
+    assert!(matches!(d.report(fire("c", ll(28.58, 121.37)), T0), Err(DispatchError::CapacityExhausted { .. })));
+    // A retry of a stored one is still answered.
+    assert!(d.report(fire("a", ll(28.58, 121.37)), T0).unwrap().duplicate);
+}

@@ -1,0 +1,146 @@
+//! Incidents, their per-tier responses and assignments.
+
+use serde::{Deserialize, Serialize};
+
+use crate::geodesy::LatLng;
+use crate::tier::Tier;
+
+/// Wall-clock time as milliseconds since the Unix epoch. The core never reads
+/// a clock: every operation that needs the time takes one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    pub unix_ms: i64,
+}
+
+impl Timestamp {
+    pub fn from_unix_ms(unix_ms: i64) -> Self {
+        Timestamp { unix_ms }
+    }
+
+    pub fn plus_s(self, seconds: u32) -> Self {
+        Timestamp { unix_ms: self.unix_ms.saturating_add(seconds as i64 * 1000) }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    Fire,
+    Flood,
+    Rescue,
+    Hazmat,
+    Traffic,
+    Medical,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncidentStatus {
+    Open,
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TierState {
+    /// Every required unit reserved within target; pages out.
+    Paging,
+    /// Fewer units than required can meet the target.
+    Short,
+    Met,
+    Breached,
+    Escalated,
+    Cancelled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignmentState {
+    Paged,
+    Acknowledged,
+    Declined,
+    TimedOut,
+    OnScene,
+    Released,
+}
+
+/// Lowest and highest severity (1 minor ... 4 major).
+pub const SEVERITY_RANGE: std::ops::RangeInclusive<u8> = 1..=4;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment {
+    pub unit_id: String,
+    pub unit_name: String,
+    pub tier: Tier,
+    pub distance_m: f64,
+    /// Predicted at paging time.
+    pub eta_s: u32,
+    pub within_target: bool,
+    pub state: AssignmentState,
+    pub paged_at: Timestamp,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TierResponse {
+    pub tier: Tier,
+    pub target_s: u32,
+    pub required: u32,
+    pub state: TierState,
+    pub deadline: Timestamp,
+    pub assignments: Vec<Assignment>,
+    /// Why the tier is SHORT, for the dispatcher; empty otherwise.
+    pub note: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incident {
+    /// Dense sequence number; `id` is derived from it.
+    pub seq: u64,
+    pub id: String,
+    pub external_id: String,
+    pub location: LatLng,
+    pub kind: IncidentKind,
+    pub severity: u8,
+    pub reported_at: Timestamp,
+    pub status: IncidentStatus,
+    pub tiers: Vec<TierResponse>,
+    pub town: String,
+    pub village: String,
+    pub address: String,
+    pub description: String,
+    pub outside_service_area: bool,
+    pub closed_at: Option<Timestamp>,
+}
+
+/// `inc-000042` for sequence 42.
+pub fn incident_id_for(seq: u64) -> String {
+    format!("inc-{seq:06}")
+}
+
+/// The sequence number of a well-formed incident id.
+pub fn parse_incident_id(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix("inc-")?;
+    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_ids_round_trip() {
+        assert_eq!(incident_id_for(42), "inc-000042");
+        assert_eq!(parse_incident_id("inc-000042"), Some(42));
+        assert_eq!(parse_incident_id(&incident_id_for(12_345_678)), Some(12_345_678));
+        assert_eq!(parse_incident_id("inc-42"), None);
+        assert_eq!(parse_incident_id("inc-00004x"), None);
+        assert_eq!(parse_incident_id("42"), None);
+    }
+
+    #[test]
+    fn timestamps_add_seconds() {
+        assert_eq!(Timestamp::from_unix_ms(1_000).plus_s(60).unix_ms, 61_000);
+    }
+}
