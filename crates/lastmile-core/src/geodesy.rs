@@ -28,9 +28,9 @@ pub struct LatLng {
 /// Why a coordinate was refused; the message names the component.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum CoordError {
-    #[error("lat must be a finite number of degrees in [-90, 90], got {0}")]
+    #[error("must be a finite number of degrees in [-90, 90], got {0}")]
     Lat(f64),
-    #[error("lng must be a finite number of degrees in [-180, 180], got {0}")]
+    #[error("must be a finite number of degrees in [-180, 180], got {0}")]
     Lng(f64),
 }
 

@@ -1,1 +1,134 @@
-fn main() {}
+//! `lastmile`: the one binary.
+//!
+//! - `lastmile serve` runs the dispatch service (embedded Luqiao default, or
+//!   `--config`).
+//! - `lastmile report | preview | get | close | units | status` are a small
+//!   gRPC client for people at a terminal (the same calls any gRPC tool can make
+//!   through server reflection).
+
+mod client;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lastmile_server::LastmileConfig;
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(name = "lastmile", version, about = "Real-time incident dispatch for the 13510 tiered response")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dispatch service.
+    Serve {
+        /// Configuration file (default: the embedded config/lastmile.toml and Luqiao dataset).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// gRPC listen address, overriding `server.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Log as JSON lines instead of human-readable text. Level: RUST_LOG (default info).
+        #[arg(long)]
+        log_json: bool,
+    },
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole cause chain on one line, without a backtrace.
+            eprintln!("lastmile: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve { config, listen, log_json } => {
+            init_logging(log_json);
+            runtime.block_on(serve(config, listen))
+        }
+        Command::Client(command) => runtime.block_on(client::run(command)),
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut config = match &config_path {
+        Some(path) => LastmileConfig::load(path)?,
+        None => LastmileConfig::embedded()?,
+    };
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+    }
+    let dispatcher = Arc::new(lastmile_server::build_dispatcher(&config)?);
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    // Tests and scripts that pass port 0 read the real address from this line.
+    println!("lastmile listening on {}", listener.local_addr()?);
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let config = Arc::new(config);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(lastmile_server::run(listener, config, dispatcher, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result?.map_err(Into::into),
+        () = shutdown_signal() => {}
+    }
+    info!(grace_ms = grace.as_millis() as u64, "shutdown: no longer accepting; draining in-flight requests");
+    let _ = stop_tx.send(());
+    tokio::select! {
+        result = &mut server => result??,
+        () = tokio::time::sleep(grace) => warn!("shutdown: grace period over; exiting with requests in flight"),
+        () = shutdown_signal() => warn!("shutdown: second signal; exiting now"),
+    }
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

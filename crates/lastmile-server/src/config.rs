@@ -1,0 +1,221 @@
+//! The server's configuration file: one typed source, unknown keys refused,
+//! every value checked once at start. The embedded default (`config/` in the
+//! repository) is compiled in, so `lastmile serve` needs no files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use lastmile_core::DispatchConfig;
+use lastmile_core::area::ServiceArea;
+use lastmile_core::dataset;
+use lastmile_core::dispatcher::DispatcherLimits;
+use lastmile_core::unit::Unit;
+use serde::Deserialize;
+
+const EMBEDDED_CONFIG: &str = include_str!("../../../config/lastmile.toml");
+/// The dataset files the embedded config names, by their path in it.
+const EMBEDDED_FILES: &[(&str, &str)] = &[
+    ("luqiao/units.json", include_str!("../../../config/luqiao/units.json")),
+    ("luqiao/places.json", include_str!("../../../config/luqiao/places.json")),
+    ("luqiao/district.geojson", include_str!("../../../config/luqiao/district.geojson")),
+];
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LastmileConfig {
+    pub server: ServerConfig,
+    pub limits: RequestLimits,
+    pub dataset: DatasetPaths,
+    pub dispatch: DispatchConfig,
+    /// Where the file came from; dataset paths are relative to its folder.
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ConfigSource {
+    #[default]
+    Embedded,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::Embedded => f.write_str("<embedded config/lastmile.toml>"),
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_decoding_message_bytes: usize,
+    pub max_encoding_message_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub concurrency_limit_per_connection: usize,
+    pub request_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub default_page_size: u32,
+    pub max_page_size: u32,
+}
+
+/// Bounds on what one request may carry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLimits {
+    pub max_external_id_bytes: usize,
+    pub max_address_bytes: usize,
+    pub max_description_bytes: usize,
+    pub max_name_bytes: usize,
+    pub max_capabilities: usize,
+    pub max_incidents: usize,
+    pub max_units: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetPaths {
+    pub units: String,
+    pub places: String,
+    pub outline: String,
+}
+
+/// A configuration that cannot be used: names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{source_name}: cannot read: {error}")]
+    Read { source_name: String, error: std::io::Error },
+    #[error("{source_name}: {error}")]
+    Parse { source_name: String, error: toml::de::Error },
+    #[error("{source_name}: {key}: {problem}")]
+    Invalid { source_name: String, key: String, problem: String },
+    #[error("{source_name}: dataset file {file}: {problem}")]
+    Dataset { source_name: String, file: String, problem: String },
+}
+
+impl LastmileConfig {
+    /// The embedded default.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::parse(EMBEDDED_CONFIG, ConfigSource::Embedded)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read { source_name: path.display().to_string(), error })?;
+        Self::parse(&text, ConfigSource::File(path.to_path_buf()))
+    }
+
+    pub fn parse(text: &str, source: ConfigSource) -> Result<Self, ConfigError> {
+        let source_name = source.to_string();
+        let mut config: LastmileConfig =
+            toml::from_str(text).map_err(|error| ConfigError::Parse { source_name: source_name.clone(), error })?;
+        config.source = source;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { source_name: self.source.to_string(), key: key.to_string(), problem: problem.into() }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        let positive = [
+            ("server.max_decoding_message_bytes", s.max_decoding_message_bytes as u64),
+            ("server.max_encoding_message_bytes", s.max_encoding_message_bytes as u64),
+            ("server.max_concurrent_streams", s.max_concurrent_streams as u64),
+            ("server.concurrency_limit_per_connection", s.concurrency_limit_per_connection as u64),
+            ("server.request_timeout_ms", s.request_timeout_ms),
+            ("server.default_page_size", s.default_page_size as u64),
+            ("server.max_page_size", s.max_page_size as u64),
+            ("limits.max_external_id_bytes", self.limits.max_external_id_bytes as u64),
+            ("limits.max_name_bytes", self.limits.max_name_bytes as u64),
+            ("limits.max_incidents", self.limits.max_incidents as u64),
+            ("limits.max_units", self.limits.max_units as u64),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(self.invalid(key, "must be greater than 0"));
+        }
+        if s.default_page_size > s.max_page_size {
+            return Err(self.invalid("server.default_page_size", "must not exceed server.max_page_size"));
+        }
+        if s.max_decoding_message_bytes < 1024 {
+            return Err(self.invalid("server.max_decoding_message_bytes", "must be at least 1024"));
+        }
+        self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
+        Ok(())
+    }
+
+    fn read_dataset_file(&self, relative: &str) -> Result<String, ConfigError> {
+        let dataset_error = |problem: String| ConfigError::Dataset {
+            source_name: self.source.to_string(),
+            file: relative.to_string(),
+            problem,
+        };
+        match &self.source {
+            ConfigSource::Embedded => EMBEDDED_FILES
+                .iter()
+                .find(|(name, _)| *name == relative)
+                .map(|(_, text)| text.to_string())
+                .ok_or_else(|| dataset_error("not one of the embedded files".into())),
+            ConfigSource::File(path) => {
+                let full = path.parent().unwrap_or(Path::new(".")).join(relative);
+                std::fs::read_to_string(&full).map_err(|e| dataset_error(format!("{}: {e}", full.display())))
+            }
+        }
+    }
+
+    /// Reads and validates the dataset the config names.
+    pub fn load_dataset(&self) -> Result<(Vec<Unit>, ServiceArea), ConfigError> {
+        let err = |file: &str, problem: String| ConfigError::Dataset {
+            source_name: self.source.to_string(),
+            file: file.to_string(),
+            problem,
+        };
+        let units = dataset::parse_units(&self.read_dataset_file(&self.dataset.units)?)
+            .map_err(|e| err(&self.dataset.units, e.to_string()))?;
+        let places = dataset::parse_places(&self.read_dataset_file(&self.dataset.places)?)
+            .map_err(|e| err(&self.dataset.places, e.to_string()))?;
+        let outline = dataset::parse_outline(&self.read_dataset_file(&self.dataset.outline)?)
+            .map_err(|e| err(&self.dataset.outline, e.to_string()))?;
+        Ok((units, ServiceArea::new(outline, places)))
+    }
+
+    pub fn dispatcher_limits(&self) -> DispatcherLimits {
+        DispatcherLimits { max_incidents: self.limits.max_incidents, max_units: self.limits.max_units }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_loads_with_its_dataset() {
+        let config = LastmileConfig::embedded().unwrap();
+        let (units, _area) = config.load_dataset().unwrap();
+        assert_eq!(units.len(), 4 + 12 + 228 + 600);
+        assert_eq!(config.dispatch, {
+            let mut d = DispatchConfig::defaults();
+            d.response_plan = config.dispatch.response_plan.clone();
+            d
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let text = EMBEDDED_CONFIG.replace("max_page_size = 1000", "max_page_size = 1000\nmax_pages = 3");
+        let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("max_pages"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("speed_m_per_s = 8.3", "speed_m_per_s = -1");
+        let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("dispatch.tiers.t5.speed_m_per_s"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("default_page_size = 100", "default_page_size = 0");
+        let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("server.default_page_size"), "{err}");
+    }
+}

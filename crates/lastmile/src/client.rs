@@ -1,0 +1,270 @@
+//! A small gRPC client for people at a terminal.
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use lastmile_proto::v1 as pb;
+use lastmile_proto::v1::dispatch_client::DispatchClient;
+use tonic::transport::Channel;
+
+#[derive(Args)]
+pub struct Target {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]
+    addr: String,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Report an incident and print what was dispatched.
+    Report {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, allow_hyphen_values = true)]
+        lat: f64,
+        #[arg(long, allow_hyphen_values = true)]
+        lng: f64,
+        #[arg(long, value_enum, default_value = "fire")]
+        kind: Kind,
+        /// 1 minor ... 4 major.
+        #[arg(long, default_value_t = 2)]
+        severity: u32,
+        /// The upstream id (idempotency key); default: a fresh one.
+        #[arg(long)]
+        external_id: Option<String>,
+        #[arg(long, default_value = "")]
+        address: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Show what a report would dispatch now, reserving nothing.
+    Preview {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, allow_hyphen_values = true)]
+        lat: f64,
+        #[arg(long, allow_hyphen_values = true)]
+        lng: f64,
+        #[arg(long, value_enum, default_value = "fire")]
+        kind: Kind,
+        #[arg(long, default_value_t = 2)]
+        severity: u32,
+    },
+    /// Show one incident.
+    Get {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+    /// Close an incident and release its units.
+    Close {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List units (first page).
+    Units {
+        #[command(flatten)]
+        target: Target,
+        /// 1, 3, 5 or 10.
+        #[arg(long)]
+        tier: Option<u32>,
+        #[arg(long, default_value = "")]
+        town: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Set a unit's status (dispatcher override).
+    Status {
+        #[command(flatten)]
+        target: Target,
+        unit_id: String,
+        #[arg(value_enum)]
+        status: Status,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Fire,
+    Flood,
+    Rescue,
+    Hazmat,
+    Traffic,
+    Medical,
+    Other,
+}
+
+impl Kind {
+    fn to_pb(self) -> pb::IncidentKind {
+        match self {
+            Kind::Fire => pb::IncidentKind::Fire,
+            Kind::Flood => pb::IncidentKind::Flood,
+            Kind::Rescue => pb::IncidentKind::Rescue,
+            Kind::Hazmat => pb::IncidentKind::Hazmat,
+            Kind::Traffic => pb::IncidentKind::Traffic,
+            Kind::Medical => pb::IncidentKind::Medical,
+            Kind::Other => pb::IncidentKind::Other,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Status {
+    Available,
+    EnRoute,
+    OnScene,
+    OutOfService,
+}
+
+async fn connect(target: &Target) -> anyhow::Result<DispatchClient<Channel>> {
+    DispatchClient::connect(target.addr.clone()).await.with_context(|| format!("cannot connect to {}", target.addr))
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Report { target, lat, lng, kind, severity, external_id, address, description } => {
+            let external_id = external_id.unwrap_or_else(|| {
+                let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+                format!("cli-{ms}")
+            });
+            let response = connect(&target)
+                .await?
+                .report_incident(pb::ReportIncidentRequest {
+                    external_id,
+                    location: Some(pb::LatLng { lat, lng }),
+                    kind: kind.to_pb() as i32,
+                    severity,
+                    address,
+                    description,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if response.duplicate {
+                println!("(duplicate external_id: the stored incident, nothing dispatched again)");
+            }
+            print_incident(&response.incident.unwrap_or_default());
+        }
+        ClientCommand::Preview { target, lat, lng, kind, severity } => {
+            let preview = connect(&target)
+                .await?
+                .preview_dispatch(pb::PreviewDispatchRequest {
+                    location: Some(pb::LatLng { lat, lng }),
+                    kind: kind.to_pb() as i32,
+                    severity,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("preview at {lat:.5},{lng:.5}  {} {}  (nothing reserved)", preview.town, preview.village);
+            if preview.outside_service_area {
+                println!("  outside the service area");
+            }
+            print_tiers(&preview.tiers);
+        }
+        ClientCommand::Get { target, id } => {
+            let incident =
+                connect(&target).await?.get_incident(pb::GetIncidentRequest { id }).await.map_err(status_error)?;
+            print_incident(incident.get_ref());
+        }
+        ClientCommand::Close { target, id, reason } => {
+            let closed = connect(&target)
+                .await?
+                .close_incident(pb::CloseIncidentRequest { id, reason })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_incident(&closed.incident.unwrap_or_default());
+        }
+        ClientCommand::Units { target, tier, town, limit } => {
+            let units = connect(&target)
+                .await?
+                .list_units(pb::ListUnitsRequest {
+                    tier: tier.unwrap_or(0) as i32,
+                    town,
+                    page_size: limit,
+                    ..Default::default()
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for u in units.units {
+                println!(
+                    "{:<18} tier-{:<2} {:<16} {:<10} {} {}",
+                    u.id,
+                    u.tier,
+                    u.status().as_str_name().trim_start_matches("UNIT_STATUS_"),
+                    u.incident_id,
+                    u.town,
+                    u.name
+                );
+            }
+        }
+        ClientCommand::Status { target, unit_id, status } => {
+            let status = match status {
+                Status::Available => pb::UnitStatus::Available,
+                Status::EnRoute => pb::UnitStatus::EnRoute,
+                Status::OnScene => pb::UnitStatus::OnScene,
+                Status::OutOfService => pb::UnitStatus::OutOfService,
+            };
+            let unit = connect(&target)
+                .await?
+                .set_unit_status(pb::SetUnitStatusRequest { id: unit_id, status: status as i32 })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .unit
+                .unwrap_or_default();
+            println!("{} is now {}", unit.id, unit.status().as_str_name().trim_start_matches("UNIT_STATUS_"));
+        }
+    }
+    Ok(())
+}
+
+fn print_incident(i: &pb::Incident) {
+    let location = i.location.unwrap_or_default();
+    println!(
+        "{}  external_id={}  {}  severity {}  {}  at {:.5},{:.5}  {} {}{}",
+        i.id,
+        i.external_id,
+        i.kind().as_str_name().trim_start_matches("INCIDENT_KIND_"),
+        i.severity,
+        i.status().as_str_name().trim_start_matches("INCIDENT_STATUS_"),
+        location.lat,
+        location.lng,
+        i.town,
+        i.village,
+        if i.outside_service_area { "  (outside the service area)" } else { "" }
+    );
+    print_tiers(&i.tiers);
+}
+
+fn print_tiers(tiers: &[pb::TierResponse]) {
+    for t in tiers {
+        println!(
+            "  tier-{:<2} target {:>3} s  required {}  {}{}",
+            t.tier,
+            t.target_s,
+            t.required,
+            t.state().as_str_name().trim_start_matches("TIER_STATE_"),
+            if t.note.is_empty() { String::new() } else { format!("  ({})", t.note) }
+        );
+        for a in &t.assignments {
+            println!(
+                "      {:<18} {:>7.0} m  eta {:>4} s  {}  {}  {}",
+                a.unit_id,
+                a.distance_m,
+                a.eta_s,
+                if a.within_target { "within target" } else { "BEYOND target" },
+                a.state().as_str_name().trim_start_matches("ASSIGNMENT_STATE_"),
+                a.unit_name
+            );
+        }
+    }
+}
