@@ -20,6 +20,17 @@ const EMBEDDED_FILES: &[(&str, &str)] = &[
     ("luqiao/district.geojson", include_str!("../../../config/luqiao/district.geojson")),
 ];
 
+/// A dataset file of the embedded default, by its path in `config/`
+/// (e.g. `luqiao/places.json`).
+pub fn embedded_dataset_file(name: &str) -> Option<&'static str> {
+    EMBEDDED_FILES.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
+}
+
+/// The embedded default configuration file's text.
+pub fn embedded_config_text() -> &'static str {
+    EMBEDDED_CONFIG
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

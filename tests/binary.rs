@@ -1,0 +1,70 @@
+//! The binary as a user runs it: `lastmile serve` on the embedded default,
+//! a report through the bundled client, and a clean stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// target/<profile>/lastmile, built by `cargo test --workspace` alongside this test.
+fn lastmile_bin() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test exe");
+    dir.pop(); // deps/
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("lastmile{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not built: run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+#[test]
+fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
+    let mut server = Command::new(lastmile_bin())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn lastmile serve");
+    let mut first_line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut first_line).expect("read stdout");
+    let addr = first_line.trim().strip_prefix("lastmile listening on ").unwrap_or_else(|| panic!("{first_line:?}")).to_string();
+
+    let output = Command::new(lastmile_bin())
+        .args(["report", "--addr", &format!("http://{addr}"), "--lat", "28.53", "--lng", "121.50"])
+        .args(["--kind", "flood", "--severity", "3", "--external-id", "grid-bin-1"])
+        .output()
+        .expect("run lastmile report");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.starts_with("inc-000001  external_id=grid-bin-1  FLOOD  severity 3  OPEN"), "{stdout}");
+    assert!(stdout.contains("金清镇"), "located in 金清镇: {stdout}");
+
+    // A bad request: the client exits non-zero with the server's message.
+    let output = Command::new(lastmile_bin())
+        .args(["report", "--addr", &format!("http://{addr}"), "--lat", "95", "--lng", "121.5"])
+        .output()
+        .expect("run lastmile report");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("InvalidArgument") && stderr.contains("location.lat"), "{stderr}");
+
+    // SIGTERM: graceful stop, exit status 0.
+    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let exit = server.wait().expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn a_bad_config_stops_the_server_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("lastmile-badconfig-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lastmile.toml");
+    let text = lastmile_server::config::embedded_config_text().replace("circuity = 1.2", "circuity = 0.5");
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(lastmile_bin()).args(["serve", "--config"]).arg(&path).output().expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("dispatch.tiers.t1.circuity") && stderr.contains("lastmile.toml"), "{stderr}");
+}
