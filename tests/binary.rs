@@ -28,7 +28,11 @@ fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
         .expect("spawn lastmile serve");
     let mut first_line = String::new();
     BufReader::new(server.stdout.take().unwrap()).read_line(&mut first_line).expect("read stdout");
-    let addr = first_line.trim().strip_prefix("lastmile listening on ").unwrap_or_else(|| panic!("{first_line:?}")).to_string();
+    let addr = first_line
+        .trim()
+        .strip_prefix("lastmile listening on ")
+        .unwrap_or_else(|| panic!("{first_line:?}"))
+        .to_string();
 
     let output = Command::new(lastmile_bin())
         .args(["report", "--addr", &format!("http://{addr}"), "--lat", "28.53", "--lng", "121.50"])

@@ -59,12 +59,20 @@ async fn a_repeated_external_id_dispatches_nothing_twice() {
     assert_eq!(all.incidents.len(), 1);
 }
 
-async fn count_units(client: &mut pb::dispatch_client::DispatchClient<tonic::transport::Channel>, status: pb::UnitStatus) -> usize {
+async fn count_units(
+    client: &mut pb::dispatch_client::DispatchClient<tonic::transport::Channel>,
+    status: pb::UnitStatus,
+) -> usize {
     let mut token = String::new();
     let mut n = 0;
     loop {
         let page = client
-            .list_units(pb::ListUnitsRequest { status: status as i32, page_size: 1000, page_token: token, ..Default::default() })
+            .list_units(pb::ListUnitsRequest {
+                status: status as i32,
+                page_size: 1000,
+                page_token: token,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -168,7 +176,10 @@ async fn units_can_be_added_moved_and_taken_out_of_service() {
     assert_eq!(preview.tiers[3].assignments[0].unit_id, "T10-TEST");
     // Out of service: no longer selected.
     client
-        .set_unit_status(pb::SetUnitStatusRequest { id: "T10-TEST".into(), status: pb::UnitStatus::OutOfService as i32 })
+        .set_unit_status(pb::SetUnitStatusRequest {
+            id: "T10-TEST".into(),
+            status: pb::UnitStatus::OutOfService as i32,
+        })
         .await
         .unwrap();
     let incident = client.report_incident(report("grid-9")).await.unwrap().into_inner().incident.unwrap();
@@ -219,10 +230,10 @@ async fn lists_page_through_everything_once() {
 async fn health_and_reflection_serve_generic_tools() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let server = TestServer::start().await;
     let mut health = HealthClient::new(server.channel().await);

@@ -35,10 +35,16 @@ async fn bad_reports_are_refused_naming_the_field() {
     for (what, request, field) in cases {
         let err = client.report_incident(request).await.expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-        assert!(err.message().starts_with(&format!("{field}:")), "{what}: message {:?} should name {field}", err.message());
+        assert!(
+            err.message().starts_with(&format!("{field}:")),
+            "{what}: message {:?} should name {field}",
+            err.message()
+        );
     }
     // Nothing was stored or reserved, and the server is still serving.
-    assert!(client.list_incidents(pb::ListIncidentsRequest::default()).await.unwrap().into_inner().incidents.is_empty());
+    assert!(
+        client.list_incidents(pb::ListIncidentsRequest::default()).await.unwrap().into_inner().incidents.is_empty()
+    );
     client.report_incident(report("good")).await.unwrap();
     server.dispatcher.check_invariants().unwrap();
 }
@@ -63,7 +69,8 @@ async fn unknown_ids_are_not_found_and_bad_lookups_are_named() {
         let err = client.get_incident(pb::GetIncidentRequest { id: id.into() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{id}");
         assert!(err.message().contains(id));
-        let err = client.close_incident(pb::CloseIncidentRequest { id: id.into(), reason: String::new() }).await.unwrap_err();
+        let err =
+            client.close_incident(pb::CloseIncidentRequest { id: id.into(), reason: String::new() }).await.unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{id}");
     }
     let err = client.get_incident(pb::GetIncidentRequest { id: String::new() }).await.unwrap_err();
@@ -75,10 +82,7 @@ async fn unknown_ids_are_not_found_and_bad_lookups_are_named() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = client
-        .set_unit_status(pb::SetUnitStatusRequest { id: "T10-01".into(), status: 0 })
-        .await
-        .unwrap_err();
+    let err = client.set_unit_status(pb::SetUnitStatusRequest { id: "T10-01".into(), status: 0 }).await.unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "status: required"));
     let err = client
         .set_unit_status(pb::SetUnitStatusRequest { id: "T10-01".into(), status: pb::UnitStatus::Paged as i32 })
@@ -132,7 +136,11 @@ async fn bad_units_are_refused_naming_the_field() {
         ("no tier", pb::Unit { tier: 0, ..good.clone() }, "unit.tier"),
         ("tier 2", pb::Unit { tier: 2, ..good.clone() }, "unit.tier"),
         ("no home", pb::Unit { home: None, ..good.clone() }, "unit.home"),
-        ("NaN position", pb::Unit { position: Some(pb::LatLng { lat: 28.5, lng: f64::NAN }), ..good.clone() }, "unit.position.lng"),
+        (
+            "NaN position",
+            pb::Unit { position: Some(pb::LatLng { lat: 28.5, lng: f64::NAN }), ..good.clone() },
+            "unit.position.lng",
+        ),
         ("status PAGED", pb::Unit { status: pb::UnitStatus::Paged as i32, ..good.clone() }, "unit.status"),
         ("too many capabilities", pb::Unit { capabilities: vec!["x".into(); 33], ..good.clone() }, "unit.capabilities"),
     ];

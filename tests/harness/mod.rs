@@ -88,8 +88,11 @@ impl Drop for TestServer {
 /// outline, and `units_json` as the unit list, in a fresh temporary folder.
 pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> LastmileConfig {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir: PathBuf = std::env::temp_dir()
-        .join(format!("lastmile-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "lastmile-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(dir.join("luqiao")).expect("temp dir");
     for name in ["luqiao/places.json", "luqiao/district.geojson"] {
         std::fs::write(dir.join(name), embedded_dataset_file(name).expect("embedded file")).expect("write");

@@ -209,11 +209,7 @@ mod tests {
     fn first_matching_rule_wins() {
         let mut c = DispatchConfig::defaults();
         let big = TierCounts { t1: 2, t3: 2, t5: 1, t10: 2 };
-        c.response_plan.rules.push(PlanRule {
-            kinds: vec![IncidentKind::Fire],
-            severities: vec![3, 4],
-            units: big,
-        });
+        c.response_plan.rules.push(PlanRule { kinds: vec![IncidentKind::Fire], severities: vec![3, 4], units: big });
         assert_eq!(c.response_plan.counts_for(IncidentKind::Fire, 4), big);
         assert_eq!(c.response_plan.counts_for(IncidentKind::Fire, 2), c.response_plan.default);
         assert_eq!(c.response_plan.counts_for(IncidentKind::Flood, 4), c.response_plan.default);

@@ -61,7 +61,8 @@ pub fn parse_units(json: &str) -> Result<Vec<Unit>, DatasetError> {
             if !seen.insert(r.id.clone()) {
                 return Err(bad(format!("{what}.id"), "duplicate unit id"));
             }
-            let tier = Tier::from_minutes(r.tier).ok_or_else(|| bad(format!("{what}.tier"), "must be 1, 3, 5 or 10"))?;
+            let tier =
+                Tier::from_minutes(r.tier).ok_or_else(|| bad(format!("{what}.tier"), "must be 1, 3, 5 or 10"))?;
             r.home.validate().map_err(|e| bad(format!("{what}.home"), e))?;
             Ok(Unit {
                 id: Arc::from(r.id),

@@ -295,7 +295,15 @@ impl Dispatcher {
                 attempt: 1,
             })
             .collect();
-        TierResponse { tier, target_s: params.target_s, required, state, deadline: now.plus_s(params.target_s), assignments, note }
+        TierResponse {
+            tier,
+            target_s: params.target_s,
+            required,
+            state,
+            deadline: now.plus_s(params.target_s),
+            assignments,
+            note,
+        }
     }
 
     /// AVAILABLE -> PAGED for `incident_id`, atomically; false if the unit is
@@ -312,7 +320,13 @@ impl Dispatcher {
     }
 
     /// What a report at `at` would select now; reserves nothing.
-    pub fn preview(&self, at: LatLng, kind: IncidentKind, severity: u8, now: Timestamp) -> Result<Preview, DispatchError> {
+    pub fn preview(
+        &self,
+        at: LatLng,
+        kind: IncidentKind,
+        severity: u8,
+        now: Timestamp,
+    ) -> Result<Preview, DispatchError> {
         check_severity(severity)?;
         let tiers = self.respond(at, kind, severity, now, |unit_id| {
             self.units.get(unit_id).is_some_and(|u| u.status == UnitStatus::Available)
@@ -335,7 +349,9 @@ impl Dispatcher {
     ) -> Result<Page<Incident>, DispatchError> {
         let after = match page_token {
             None => 0,
-            Some(t) => t.parse::<u64>().map_err(|_| DispatchError::invalid("page_token", "not a token this server issued"))?,
+            Some(t) => {
+                t.parse::<u64>().map_err(|_| DispatchError::invalid("page_token", "not a token this server issued"))?
+            }
         };
         let mut seqs: Vec<u64> = self
             .incidents
@@ -357,13 +373,15 @@ impl Dispatcher {
     /// a closed incident returns it unchanged.
     pub fn close_incident(&self, id: &str, now: Timestamp) -> Result<Incident, DispatchError> {
         let seq = parse_incident_id(id).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
-        let mut incident = self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
+        let mut incident =
+            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
         if incident.status == IncidentStatus::Closed {
             return Ok(incident.clone());
         }
         for tier in &mut incident.tiers {
             for a in &mut tier.assignments {
-                if !matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene) {
+                if !matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene)
+                {
                     continue;
                 }
                 if let Some(mut unit) = self.units.get_mut(a.unit_id.as_str())
@@ -509,10 +527,8 @@ impl Dispatcher {
                 return Ok(unit.clone());
             };
             let seq = parse_incident_id(&incident_id).expect("units hold well-formed incident ids");
-            let mut incident = self
-                .incidents
-                .get_mut(&seq)
-                .ok_or_else(|| DispatchError::IncidentNotFound(incident_id.clone()))?;
+            let mut incident =
+                self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.clone()))?;
             let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
             if unit.incident_id.as_deref() != Some(incident_id.as_str()) {
                 continue;
@@ -525,7 +541,9 @@ impl Dispatcher {
                 // check_transition lets an assigned unit only move forward.
                 other => {
                     debug_assert!(false, "assigned unit moved to {other}");
-                    return Err(DispatchError::FailedPrecondition(format!("unit {id} cannot become {other} while assigned")));
+                    return Err(DispatchError::FailedPrecondition(format!(
+                        "unit {id} cannot become {other} while assigned"
+                    )));
                 }
             };
             for tier in &mut incident.tiers {
@@ -555,7 +573,10 @@ impl Dispatcher {
         let mut holder: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         for incident in self.incidents.iter() {
             for a in incident.tiers.iter().flat_map(|t| &t.assignments) {
-                let active = matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene);
+                let active = matches!(
+                    a.state,
+                    AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene
+                );
                 if !active {
                     continue;
                 }

@@ -95,11 +95,7 @@ impl PartialOrd for ByDistance {
 impl Ord for ByDistance {
     fn cmp(&self, other: &Self) -> Ordering {
         // Reversed: BinaryHeap is a max-heap.
-        other
-            .0
-            .distance_m
-            .total_cmp(&self.0.distance_m)
-            .then_with(|| other.0.unit_id.cmp(&self.0.unit_id))
+        other.0.distance_m.total_cmp(&self.0.distance_m).then_with(|| other.0.unit_id.cmp(&self.0.unit_id))
     }
 }
 

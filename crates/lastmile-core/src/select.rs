@@ -83,10 +83,7 @@ pub fn select_brute_force<'a>(
         .filter(|p| p.eta_s <= eta_limit_s)
         .collect();
     all.sort_by(|a, b| {
-        a.eta_s
-            .cmp(&b.eta_s)
-            .then(a.distance_m.total_cmp(&b.distance_m))
-            .then_with(|| a.unit_id.cmp(&b.unit_id))
+        a.eta_s.cmp(&b.eta_s).then(a.distance_m.total_cmp(&b.distance_m)).then_with(|| a.unit_id.cmp(&b.unit_id))
     });
     all.truncate(required as usize);
     all

@@ -117,16 +117,12 @@ pub fn check_transition(unit: &Unit, to: UnitStatus) -> Result<(), TransitionErr
     match (unit.status, to) {
         (_, Paged) => Err(refuse("units are paged by dispatch only")),
         (Paged, EnRoute) | (Paged, OnScene) | (EnRoute, OnScene) => Ok(()),
-        (Paged | EnRoute | OnScene, _) => {
-            Err(refuse("the unit is assigned; close the incident to release it"))
-        }
+        (Paged | EnRoute | OnScene, _) => Err(refuse("the unit is assigned; close the incident to release it")),
         (_, EnRoute | OnScene) => Err(refuse("the unit has no incident")),
         (Available, OutOfService) => Ok(()),
         (Available, Returning | Unresponsive) => Err(refuse("not a move an available unit makes")),
         (Returning | OutOfService | Unresponsive, Available | OutOfService) => Ok(()),
-        (Returning | OutOfService | Unresponsive, Returning | Unresponsive) => {
-            Err(refuse("set by dispatch only"))
-        }
+        (Returning | OutOfService | Unresponsive, Returning | Unresponsive) => Err(refuse("set by dispatch only")),
         (_, _) => Err(refuse("no such transition")),
     }
 }

@@ -9,6 +9,5 @@ pub mod v1 {
     tonic::include_proto!("lastmile.v1");
 
     /// The encoded file descriptor set of `proto/lastmile/v1`, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/lastmile_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lastmile_descriptor.bin"));
 }

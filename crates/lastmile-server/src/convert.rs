@@ -121,9 +121,10 @@ pub fn incident_status_filter(field: &str, value: i32) -> Result<Option<Incident
 pub fn page_size(value: u32, server: &ServerConfig) -> Result<usize, Status> {
     match value {
         0 => Ok(server.default_page_size as usize),
-        n if n > server.max_page_size => {
-            Err(invalid("page_size", format!("must be at most {} (0 = default {})", server.max_page_size, server.default_page_size)))
-        }
+        n if n > server.max_page_size => Err(invalid(
+            "page_size",
+            format!("must be at most {} (0 = default {})", server.max_page_size, server.default_page_size),
+        )),
         n => Ok(n as usize),
     }
 }
@@ -315,7 +316,10 @@ mod tests {
 
     #[test]
     fn timestamps_convert_before_and_after_the_epoch() {
-        assert_eq!(timestamp(Timestamp::from_unix_ms(1_500)), prost_types::Timestamp { seconds: 1, nanos: 500_000_000 });
+        assert_eq!(
+            timestamp(Timestamp::from_unix_ms(1_500)),
+            prost_types::Timestamp { seconds: 1, nanos: 500_000_000 }
+        );
         assert_eq!(timestamp(Timestamp::from_unix_ms(-1)), prost_types::Timestamp { seconds: -1, nanos: 999_000_000 });
     }
 

@@ -6,7 +6,7 @@
 //!   validated once, and the dataset it names.
 //! - [`convert`]: proto <-> core; every request field is checked here.
 //! - [`error`]: the one domain-error -> gRPC-code table.
-//! - [`service`]: `lastmile.v1.Dispatch`.
+//! - [`service`]: the `lastmile.v1.Dispatch` service.
 //! - [`run`]: serves Dispatch, `grpc.health.v1` and server reflection on a
 //!   listener until a shutdown future resolves.
 //!

@@ -116,7 +116,10 @@ impl Dispatch for DispatchService {
         }))
     }
 
-    async fn list_units(&self, request: Request<pb::ListUnitsRequest>) -> Result<Response<pb::ListUnitsResponse>, Status> {
+    async fn list_units(
+        &self,
+        request: Request<pb::ListUnitsRequest>,
+    ) -> Result<Response<pb::ListUnitsResponse>, Status> {
         let req = request.get_ref();
         let filter = convert::unit_filter(req, &self.config.limits)?;
         let page_size = convert::page_size(req.page_size, &self.config.server)?;

@@ -130,7 +130,8 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     match command {
         ClientCommand::Report { target, lat, lng, kind, severity, external_id, address, description } => {
             let external_id = external_id.unwrap_or_else(|| {
-                let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+                let ms =
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
                 format!("cli-{ms}")
             });
             let response = connect(&target)

@@ -120,7 +120,9 @@ fn bad_severity_and_empty_external_id_name_the_field() {
     let mut bad = fire("x", ll(28.58, 121.37));
     bad.severity = 5;
     assert!(matches!(d.report(bad, T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "severity"));
-    assert!(matches!(d.report(fire("", ll(28.58, 121.37)), T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "external_id"));
+    assert!(
+        matches!(d.report(fire("", ll(28.58, 121.37)), T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "external_id")
+    );
     assert_eq!(d.incident_count(), 0);
 }
 
