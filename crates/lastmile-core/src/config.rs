@@ -15,6 +15,24 @@ pub const MAX_UNITS_PER_TIER: u32 = 16;
 pub struct DispatchConfig {
     pub tiers: TierTable,
     pub response_plan: ResponsePlan,
+    pub escalation: EscalationConfig,
+}
+
+/// Paging, acknowledgement and escalation policy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    /// Pages one slot of a tier may take (first page + re-pages) before the
+    /// tier is ESCALATED to the dispatchers.
+    pub max_attempts: u32,
+    /// A RETURNING unit that has not reported AVAILABLE becomes AVAILABLE after
+    /// this many seconds.
+    pub return_to_available_s: u32,
+    /// Whether a RETURNING unit may be dispatched from where it is.
+    pub dispatch_returning_units: bool,
+    /// At most one position event per unit per this many seconds on the live
+    /// feed (the position itself is always applied).
+    pub position_event_interval_s: u32,
 }
 
 /// Parameters of each tier, keyed `t1`, `t3`, `t5`, `t10` in the file.
@@ -131,6 +149,9 @@ impl DispatchConfig {
             if !p.fallback_factor.is_finite() || !(1.0..=10.0).contains(&p.fallback_factor) {
                 return Err(bad(key("fallback_factor"), "must be in [1, 10]"));
             }
+            if p.ack_timeout_s == 0 || p.ack_timeout_s > 3600 {
+                return Err(bad(key("ack_timeout_s"), "must be in 1..=3600 seconds"));
+            }
         }
         let check_counts = |key: &str, c: &TierCounts| -> Result<(), ConfigError> {
             for tier in Tier::ALL {
@@ -146,6 +167,13 @@ impl DispatchConfig {
             }
             Ok(())
         };
+        let e = &self.escalation;
+        if e.max_attempts == 0 || e.max_attempts > 100 {
+            return Err(bad("dispatch.escalation.max_attempts", "must be in 1..=100"));
+        }
+        if e.return_to_available_s == 0 {
+            return Err(bad("dispatch.escalation.return_to_available_s", "must be greater than 0"));
+        }
         check_counts("dispatch.response_plan.default", &self.response_plan.default)?;
         for (i, rule) in self.response_plan.rules.iter().enumerate() {
             let key = format!("dispatch.response_plan.rules[{i}]");
@@ -159,22 +187,29 @@ impl DispatchConfig {
 
     /// The defaults of the "13510" plan, as shipped in `config/lastmile.toml`.
     pub fn defaults() -> Self {
-        let p = |target_s, turnout_s, speed_m_per_s, circuity, fallback_factor| TierParams {
+        let p = |target_s, turnout_s, speed_m_per_s, circuity, fallback_factor, ack_timeout_s| TierParams {
             target_s,
             turnout_s,
             speed_m_per_s,
             circuity,
             fallback_factor,
+            ack_timeout_s,
         };
         let one_each = TierCounts { t1: 1, t3: 1, t5: 1, t10: 1 };
         DispatchConfig {
             tiers: TierTable {
-                t1: p(60, 20.0, 2.5, 1.2, 1.0),
-                t3: p(180, 60.0, 5.5, 1.3, 2.0),
-                t5: p(300, 60.0, 8.3, 1.3, 2.0),
-                t10: p(600, 60.0, 11.1, 1.3, 2.0),
+                t1: p(60, 20.0, 2.5, 1.2, 1.0, 15),
+                t3: p(180, 60.0, 5.5, 1.3, 2.0, 30),
+                t5: p(300, 60.0, 8.3, 1.3, 2.0, 45),
+                t10: p(600, 60.0, 11.1, 1.3, 2.0, 60),
             },
             response_plan: ResponsePlan { default: one_each, rules: Vec::new() },
+            escalation: EscalationConfig {
+                max_attempts: 3,
+                return_to_available_s: 1800,
+                dispatch_returning_units: false,
+                position_event_interval_s: 5,
+            },
         }
     }
 }

@@ -76,6 +76,9 @@ pub fn parse_units(json: &str) -> Result<Vec<Unit>, DatasetError> {
                 crew: r.crew,
                 capabilities: r.capabilities,
                 incident_id: None,
+                position_at: None,
+                position_event_at: None,
+                returning_since: None,
             })
         })
         .collect()

@@ -33,6 +33,7 @@ use dashmap::mapref::entry::Entry;
 
 use crate::area::ServiceArea;
 use crate::config::DispatchConfig;
+use crate::effects::{Effects, Event, EventKind, PageOrder, Timer, TimerKey};
 use crate::error::DispatchError;
 use crate::geodesy::LatLng;
 use crate::incident::{
@@ -178,7 +179,7 @@ impl Dispatcher {
     /// Reports an incident: selects and reserves, for every tier of the response
     /// plan, the units that can meet the tier's target. Idempotent by
     /// `external_id`.
-    pub fn report(&self, new: NewIncident, now: Timestamp) -> Result<Reported, DispatchError> {
+    pub fn report(&self, new: NewIncident, now: Timestamp, fx: &dyn Effects) -> Result<Reported, DispatchError> {
         if new.external_id.is_empty() {
             return Err(DispatchError::invalid("external_id", "must not be empty"));
         }
@@ -204,7 +205,13 @@ impl Dispatcher {
                 }
                 let seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
                 let incident = self.dispatch_new(seq, new, now);
-                self.incidents.insert(seq, incident.clone());
+                // Inserted, then announced under the incident's lock: nothing
+                // (a timer, an acknowledgement) can act on it before its report
+                // event is out.
+                let entry = self.incidents.entry(seq).insert(incident);
+                self.announce_new(&entry, now, fx);
+                let incident = entry.clone();
+                drop(entry);
                 slot.insert(seq);
                 Ok(Reported { incident, duplicate: false })
             }
@@ -255,6 +262,95 @@ impl Dispatcher {
                 self.tier_response(tier, required, picks, now)
             })
             .collect()
+    }
+
+    /// Events, pages and timers of a freshly dispatched incident.
+    fn announce_new(&self, incident: &Incident, now: Timestamp, fx: &dyn Effects) {
+        fx.emit(
+            Event::new(EventKind::IncidentReported, now).incident(&incident.id).position(incident.location).detail(
+                format!("{:?} severity {} {} {}", incident.kind, incident.severity, incident.town, incident.village),
+            ),
+        );
+        for tier in &incident.tiers {
+            for a in &tier.assignments {
+                self.page_out(incident, a, now, fx);
+            }
+            if tier.state == TierState::Short {
+                fx.emit(
+                    Event::new(EventKind::TierShort, now)
+                        .incident(&incident.id)
+                        .tier(tier.tier)
+                        .detail(tier.note.clone()),
+                );
+            }
+            fx.arm(Timer {
+                at: tier.deadline,
+                key: TimerKey::Deadline { incident_seq: incident.seq, tier: tier.tier },
+            });
+        }
+    }
+
+    /// Sends a page for `a` and arms its acknowledgement timer.
+    pub(crate) fn page_out(&self, incident: &Incident, a: &Assignment, now: Timestamp, fx: &dyn Effects) {
+        let deadline =
+            incident.tiers.iter().find(|t| t.tier == a.tier).map(|t| t.deadline).unwrap_or(incident.reported_at);
+        fx.page(self.page_order(incident, a, deadline));
+        let kind = if a.attempt > 1 { EventKind::UnitRepaged } else { EventKind::UnitPaged };
+        fx.emit(
+            Event::new(kind, now)
+                .incident(&incident.id)
+                .unit(&a.unit_id)
+                .tier(a.tier)
+                .attempt(a.attempt)
+                .status(UnitStatus::Paged)
+                .detail(format!(
+                    "eta {} s, {:.0} m{}",
+                    a.eta_s,
+                    a.distance_m,
+                    if a.within_target { "" } else { ", beyond target" }
+                )),
+        );
+        let ack_timeout_s = self.config.tiers.get(a.tier).ack_timeout_s;
+        fx.arm(Timer {
+            at: a.paged_at.plus_s(ack_timeout_s),
+            key: TimerKey::Ack {
+                incident_seq: incident.seq,
+                tier: a.tier,
+                unit_id: Arc::from(a.unit_id.as_str()),
+                attempt: a.attempt,
+            },
+        });
+    }
+
+    fn page_order(&self, incident: &Incident, a: &Assignment, deadline: Timestamp) -> PageOrder {
+        PageOrder {
+            unit_id: a.unit_id.clone(),
+            incident_id: incident.id.clone(),
+            kind: incident.kind,
+            severity: incident.severity,
+            location: incident.location,
+            address: incident.address.clone(),
+            description: incident.description.clone(),
+            tier: a.tier,
+            eta_s: a.eta_s,
+            distance_m: a.distance_m,
+            deadline,
+            paged_at: a.paged_at,
+            attempt: a.attempt,
+        }
+    }
+
+    /// The page still waiting for a unit (PAGED, not yet acknowledged), for a
+    /// terminal that (re)connects.
+    pub fn pending_page(&self, unit_id: &str) -> Option<PageOrder> {
+        let incident_id = self.units.get(unit_id).filter(|u| u.status == UnitStatus::Paged)?.incident_id.clone()?;
+        let incident = self.incidents.get(&parse_incident_id(&incident_id)?)?;
+        let tier = incident
+            .tiers
+            .iter()
+            .find(|t| t.assignments.iter().any(|a| a.unit_id == unit_id && a.state == AssignmentState::Paged))?;
+        let a = tier.assignments.iter().rev().find(|a| a.unit_id == unit_id && a.state == AssignmentState::Paged)?;
+        Some(self.page_order(&incident, a, tier.deadline))
     }
 
     fn tier_response(&self, tier: Tier, required: u32, picks: Vec<Pick>, now: Timestamp) -> TierResponse {
@@ -308,15 +404,20 @@ impl Dispatcher {
 
     /// AVAILABLE -> PAGED for `incident_id`, atomically; false if the unit is
     /// not available (taken by another incident, out of service, ...).
-    fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str) -> bool {
+    pub(crate) fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str) -> bool {
         match self.units.get_mut(unit_id) {
-            Some(mut unit) if unit.status == UnitStatus::Available => {
+            Some(mut unit) if self.dispatchable(unit.status) => {
                 unit.status = UnitStatus::Paged;
                 unit.incident_id = Some(incident_id.to_string());
                 true
             }
             _ => false,
         }
+    }
+
+    fn dispatchable(&self, status: UnitStatus) -> bool {
+        status == UnitStatus::Available
+            || (status == UnitStatus::Returning && self.config.escalation.dispatch_returning_units)
     }
 
     /// What a report at `at` would select now; reserves nothing.
@@ -329,7 +430,7 @@ impl Dispatcher {
     ) -> Result<Preview, DispatchError> {
         check_severity(severity)?;
         let tiers = self.respond(at, kind, severity, now, |unit_id| {
-            self.units.get(unit_id).is_some_and(|u| u.status == UnitStatus::Available)
+            self.units.get(unit_id).is_some_and(|u| self.dispatchable(u.status))
         });
         Ok(Preview { tiers, located: self.area.locate(at) })
     }
@@ -369,39 +470,70 @@ impl Dispatcher {
 
     /// Closes an incident and releases its units: a unit still PAGED goes back
     /// to AVAILABLE at once; one EN_ROUTE or ON_SCENE becomes RETURNING until it
-    /// reports AVAILABLE. Tiers neither met nor breached are CANCELLED. Closing
-    /// a closed incident returns it unchanged.
-    pub fn close_incident(&self, id: &str, now: Timestamp) -> Result<Incident, DispatchError> {
+    /// reports AVAILABLE (or `return_to_available_s` passes). Tiers neither met
+    /// nor breached are CANCELLED, and every timer of the incident becomes a
+    /// no-op. Closing a closed incident returns it unchanged.
+    pub fn close_incident(&self, id: &str, now: Timestamp, fx: &dyn Effects) -> Result<Incident, DispatchError> {
         let seq = parse_incident_id(id).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
         let mut incident =
             self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
         if incident.status == IncidentStatus::Closed {
             return Ok(incident.clone());
         }
+        let incident = &mut *incident;
         for tier in &mut incident.tiers {
             for a in &mut tier.assignments {
-                if !matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene)
-                {
-                    continue;
+                if a.is_active() {
+                    self.release_assignment(id, a, now, "incident closed", None, fx);
                 }
-                if let Some(mut unit) = self.units.get_mut(a.unit_id.as_str())
-                    && unit.incident_id.as_deref() == Some(id)
-                {
-                    unit.status = match unit.status {
-                        UnitStatus::Paged => UnitStatus::Available,
-                        _ => UnitStatus::Returning,
-                    };
-                    unit.incident_id = None;
-                }
-                a.state = AssignmentState::Released;
             }
-            if matches!(tier.state, TierState::Paging | TierState::Short) {
+            if matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated) {
                 tier.state = TierState::Cancelled;
             }
         }
         incident.status = IncidentStatus::Closed;
         incident.closed_at = Some(now);
+        fx.emit(Event::new(EventKind::IncidentClosed, now).incident(id));
         Ok(incident.clone())
+    }
+
+    /// Releases the unit of an active assignment (the caller holds the
+    /// incident's lock): PAGED -> AVAILABLE, EN_ROUTE/ON_SCENE -> RETURNING.
+    pub(crate) fn release_assignment(
+        &self,
+        incident_id: &str,
+        a: &mut Assignment,
+        now: Timestamp,
+        why: &str,
+        leave_as: Option<UnitStatus>,
+        fx: &dyn Effects,
+    ) {
+        a.state = AssignmentState::Released;
+        let Some(mut unit) = self.units.get_mut(a.unit_id.as_str()) else { return };
+        if unit.incident_id.as_deref() != Some(incident_id) {
+            return;
+        }
+        unit.status = leave_as.unwrap_or(match unit.status {
+            UnitStatus::Paged => UnitStatus::Available,
+            _ => UnitStatus::Returning,
+        });
+        unit.incident_id = None;
+        if unit.status == UnitStatus::Returning {
+            unit.returning_since = Some(now);
+            fx.arm(Timer {
+                at: now.plus_s(self.config.escalation.return_to_available_s),
+                key: TimerKey::Return { unit_id: unit.id.clone(), since: now },
+            });
+        }
+        fx.emit(
+            Event::new(EventKind::UnitReleased, now)
+                .incident(incident_id)
+                .unit(&a.unit_id)
+                .tier(a.tier)
+                .attempt(a.attempt)
+                .status(unit.status)
+                .detail(why),
+        );
     }
 
     pub fn get_unit(&self, id: &str) -> Result<Unit, DispatchError> {
@@ -502,10 +634,17 @@ impl Dispatcher {
     }
 
     /// A status change through the unit state machine (dispatcher override or
-    /// status report). EN_ROUTE acknowledges the unit's assignment; ON_SCENE
-    /// marks it on scene, and the tier MET when its required units are on scene
-    /// by the deadline.
-    pub fn set_unit_status(&self, id: &str, to: UnitStatus, now: Timestamp) -> Result<Unit, DispatchError> {
+    /// a terminal's status report). EN_ROUTE acknowledges a page; ON_SCENE marks
+    /// the assignment on scene, and the tier MET when its required units are on
+    /// scene by the deadline; RETURNING or AVAILABLE from ON_SCENE releases the
+    /// unit from its incident.
+    pub fn set_unit_status(
+        &self,
+        id: &str,
+        to: UnitStatus,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<Unit, DispatchError> {
         // Lock order is incident before unit, so find the unit's incident first,
         // then take both and check nothing moved in between.
         for _ in 0..8 {
@@ -523,44 +662,79 @@ impl Dispatcher {
                     continue; // reserved meanwhile: start again under the right locks
                 }
                 check_transition(&unit, to)?;
+                let from = unit.status;
                 unit.status = to;
+                unit.returning_since = None;
+                fx.emit(
+                    Event::new(EventKind::UnitStatusChanged, now).unit(id).status(to).detail(format!("{from} -> {to}")),
+                );
                 return Ok(unit.clone());
             };
             let seq = parse_incident_id(&incident_id).expect("units hold well-formed incident ids");
-            let mut incident =
-                self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.clone()))?;
+            let Some(mut incident) = self.incidents.get_mut(&seq) else {
+                continue; // not yet inserted by its report: retry
+            };
+            let incident = &mut *incident;
             let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
             if unit.incident_id.as_deref() != Some(incident_id.as_str()) {
                 continue;
             }
             check_transition(&unit, to)?;
-            unit.status = to;
-            let assignment_state = match to {
-                UnitStatus::EnRoute => AssignmentState::Acknowledged,
-                UnitStatus::OnScene => AssignmentState::OnScene,
-                // check_transition lets an assigned unit only move forward.
+            let Some(tier) =
+                incident.tiers.iter_mut().find(|t| t.assignments.iter().any(|a| a.unit_id == id && a.is_active()))
+            else {
+                debug_assert!(false, "assigned unit {id} has no active assignment in {incident_id}");
+                return Err(DispatchError::FailedPrecondition(format!("unit {id} has no active assignment")));
+            };
+            let a = tier.assignments.iter_mut().rev().find(|a| a.unit_id == id && a.is_active()).expect("found above");
+            let event = Event::new(EventKind::UnitStatusChanged, now)
+                .incident(&incident_id)
+                .unit(id)
+                .tier(a.tier)
+                .attempt(a.attempt);
+            match to {
+                UnitStatus::EnRoute => {
+                    unit.status = to;
+                    let kind = if a.state == AssignmentState::Paged {
+                        EventKind::UnitAcknowledged
+                    } else {
+                        EventKind::UnitEnRoute
+                    };
+                    a.state = AssignmentState::Acknowledged;
+                    fx.emit(Event { kind, ..event.status(to) });
+                }
+                UnitStatus::OnScene => {
+                    unit.status = to;
+                    a.state = AssignmentState::OnScene;
+                    fx.emit(Event { kind: EventKind::UnitOnScene, ..event.status(to) });
+                    let on_scene =
+                        tier.assignments.iter().filter(|a| a.state == AssignmentState::OnScene).count() as u32;
+                    if tier.required > 0
+                        && on_scene >= tier.required
+                        && now <= tier.deadline
+                        && matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated)
+                    {
+                        tier.state = TierState::Met;
+                        fx.emit(
+                            Event::new(EventKind::TierMet, now)
+                                .incident(&incident_id)
+                                .tier(tier.tier)
+                                .detail(format!("{on_scene} of {} on scene by the deadline", tier.required)),
+                        );
+                    }
+                }
+                UnitStatus::Returning | UnitStatus::Available => {
+                    drop(unit); // release_assignment takes the unit's entry itself
+                    self.release_assignment(&incident_id, a, now, "left the scene", Some(to), fx);
+                    return self.get_unit(id);
+                }
                 other => {
+                    // check_transition lets an assigned unit only move as above.
                     debug_assert!(false, "assigned unit moved to {other}");
                     return Err(DispatchError::FailedPrecondition(format!(
                         "unit {id} cannot become {other} while assigned"
                     )));
                 }
-            };
-            for tier in &mut incident.tiers {
-                let Some(a) = tier.assignments.iter_mut().find(|a| {
-                    a.unit_id == id && matches!(a.state, AssignmentState::Paged | AssignmentState::Acknowledged)
-                }) else {
-                    continue;
-                };
-                a.state = assignment_state;
-                let on_scene = tier.assignments.iter().filter(|a| a.state == AssignmentState::OnScene).count() as u32;
-                if on_scene >= tier.required
-                    && now <= tier.deadline
-                    && matches!(tier.state, TierState::Paging | TierState::Short)
-                {
-                    tier.state = TierState::Met;
-                }
-                break;
             }
             return Ok(unit.clone());
         }
@@ -628,3 +802,9 @@ fn check_severity(severity: u8) -> Result<(), DispatchError> {
 
 #[cfg(test)]
 mod tests;
+
+mod escalation;
+pub use escalation::Acknowledgement;
+
+#[cfg(test)]
+mod escalation_tests;

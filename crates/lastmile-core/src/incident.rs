@@ -62,6 +62,19 @@ pub enum AssignmentState {
     Released,
 }
 
+impl AssignmentState {
+    pub fn name(self) -> &'static str {
+        match self {
+            AssignmentState::Paged => "PAGED",
+            AssignmentState::Acknowledged => "ACKNOWLEDGED",
+            AssignmentState::Declined => "DECLINED",
+            AssignmentState::TimedOut => "TIMED_OUT",
+            AssignmentState::OnScene => "ON_SCENE",
+            AssignmentState::Released => "RELEASED",
+        }
+    }
+}
+
 /// Lowest and highest severity (1 minor ... 4 major).
 pub const SEVERITY_RANGE: std::ops::RangeInclusive<u8> = 1..=4;
 
@@ -77,6 +90,13 @@ pub struct Assignment {
     pub state: AssignmentState,
     pub paged_at: Timestamp,
     pub attempt: u32,
+}
+
+impl Assignment {
+    /// The unit is still committed to the incident through this assignment.
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

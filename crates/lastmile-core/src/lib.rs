@@ -13,7 +13,9 @@
 //! - [`select`]: the selection rule, and a brute-force reference of it.
 //! - [`area`]: the served area (district outline, town/village lookup).
 //! - [`dataset`]: parsing the demo dataset's JSON/GeoJSON.
-//! - [`dispatcher`]: the concurrent state (units, incidents, reservations).
+//! - [`dispatcher`]: the concurrent state (units, incidents, reservations),
+//!   paging, acknowledgement and the per-tier escalation state machine.
+//! - [`effects`]: what decisions cause outside the core (events, pages, timers).
 //! - [`error`]: domain errors; the server maps each to one gRPC code.
 //!
 //! # What this crate must not do
@@ -25,6 +27,7 @@ pub mod area;
 pub mod config;
 pub mod dataset;
 pub mod dispatcher;
+pub mod effects;
 pub mod error;
 pub mod geodesy;
 pub mod incident;

@@ -73,6 +73,9 @@ pub struct TierParams {
     /// A SHORT tier is filled with units whose ETA is within
     /// `fallback_factor * target_s` (1 = no fallback).
     pub fallback_factor: f64,
+    /// A page not acknowledged within this many seconds times out and the
+    /// slot is re-paged.
+    pub ack_timeout_s: u32,
 }
 
 impl TierParams {
@@ -100,7 +103,14 @@ mod tests {
     use super::*;
 
     fn t3() -> TierParams {
-        TierParams { target_s: 180, turnout_s: 60.0, speed_m_per_s: 5.5, circuity: 1.3, fallback_factor: 2.0 }
+        TierParams {
+            target_s: 180,
+            turnout_s: 60.0,
+            speed_m_per_s: 5.5,
+            circuity: 1.3,
+            fallback_factor: 2.0,
+            ack_timeout_s: 30,
+        }
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub struct Unit {
     pub capabilities: Vec<String>,
     /// The incident the unit is assigned to while `status.is_assigned()`.
     pub incident_id: Option<String>,
+    /// When `position` was measured (AVL timestamp); older reports are ignored.
+    pub position_at: Option<crate::incident::Timestamp>,
+    /// When the last position event went to the live feed (rate limit).
+    pub position_event_at: Option<crate::incident::Timestamp>,
+    /// When the unit last became RETURNING (matches its return timer).
+    pub returning_since: Option<crate::incident::Timestamp>,
 }
 
 /// Why a unit id is unusable.
@@ -97,11 +103,12 @@ pub struct TransitionError {
 
 /// The unit state machine for status reports and dispatcher overrides.
 ///
-/// Reservation (AVAILABLE -> PAGED) and release (closing an incident) are done
-/// by dispatch itself, not through here. While a unit belongs to an incident it
-/// only moves forward (PAGED -> EN_ROUTE -> ON_SCENE); it leaves the incident
-/// when the incident is closed. Setting the current status again is a no-op,
-/// so a retried request is harmless.
+/// Reservation (AVAILABLE -> PAGED), acknowledgement, timeouts and release by a
+/// dispatcher or by closing the incident are done by dispatch itself, not
+/// through here. While a unit belongs to an incident it only moves forward
+/// (PAGED -> EN_ROUTE -> ON_SCENE), and leaves it from ON_SCENE (RETURNING or
+/// AVAILABLE: its work there is done). Setting the current status again is a
+/// no-op, so a retried request is harmless.
 pub fn check_transition(unit: &Unit, to: UnitStatus) -> Result<(), TransitionError> {
     use UnitStatus::*;
     let refuse = |why| TransitionError {
@@ -117,6 +124,7 @@ pub fn check_transition(unit: &Unit, to: UnitStatus) -> Result<(), TransitionErr
     match (unit.status, to) {
         (_, Paged) => Err(refuse("units are paged by dispatch only")),
         (Paged, EnRoute) | (Paged, OnScene) | (EnRoute, OnScene) => Ok(()),
+        (OnScene, Returning | Available) => Ok(()),
         (Paged | EnRoute | OnScene, _) => Err(refuse("the unit is assigned; close the incident to release it")),
         (_, EnRoute | OnScene) => Err(refuse("the unit has no incident")),
         (Available, OutOfService) => Ok(()),
@@ -146,6 +154,9 @@ mod tests {
             crew: 5,
             capabilities: vec![],
             incident_id: status.is_assigned().then(|| "inc-000001".to_string()),
+            position_at: None,
+            position_event_at: None,
+            returning_since: None,
         }
     }
 
@@ -161,6 +172,8 @@ mod tests {
             (Unresponsive, Available),
             (Unresponsive, OutOfService),
             (OnScene, OnScene),
+            (OnScene, Returning),
+            (OnScene, Available),
         ] {
             assert!(check_transition(&unit(from), to).is_ok(), "{from} -> {to}");
         }
@@ -173,7 +186,8 @@ mod tests {
             (Available, EnRoute),
             (Paged, Available),
             (EnRoute, OutOfService),
-            (OnScene, Returning),
+            (EnRoute, Returning),
+            (OnScene, OutOfService),
             (OutOfService, Unresponsive),
         ] {
             let e = check_transition(&unit(from), to).unwrap_err();

@@ -36,6 +36,8 @@ pub fn embedded_config_text() -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct LastmileConfig {
     pub server: ServerConfig,
+    pub feed: FeedConfig,
+    pub terminals: TerminalsConfig,
     pub limits: RequestLimits,
     pub dataset: DatasetPaths,
     pub dispatch: DispatchConfig,
@@ -72,6 +74,23 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     pub default_page_size: u32,
     pub max_page_size: u32,
+}
+
+/// The dispatchers' live feed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    pub history_events: usize,
+    pub subscriber_buffer_events: usize,
+    pub max_watchers: usize,
+}
+
+/// Responders' terminals.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalsConfig {
+    pub page_buffer: usize,
+    pub max_positions_per_stream: u64,
 }
 
 /// Bounds on what one request may carry.
@@ -147,6 +166,11 @@ impl LastmileConfig {
             ("limits.max_name_bytes", self.limits.max_name_bytes as u64),
             ("limits.max_incidents", self.limits.max_incidents as u64),
             ("limits.max_units", self.limits.max_units as u64),
+            ("feed.history_events", self.feed.history_events as u64),
+            ("feed.subscriber_buffer_events", self.feed.subscriber_buffer_events as u64),
+            ("feed.max_watchers", self.feed.max_watchers as u64),
+            ("terminals.page_buffer", self.terminals.page_buffer as u64),
+            ("terminals.max_positions_per_stream", self.terminals.max_positions_per_stream),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(self.invalid(key, "must be greater than 0"));

@@ -143,6 +143,14 @@ pub fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     Ok(value)
 }
 
+/// An optional id filter: empty is fine, otherwise bounded.
+pub fn optional_id(field: &str, value: &str) -> Result<(), Status> {
+    if value.len() > 128 {
+        return Err(invalid(field, "must be at most 128 bytes"));
+    }
+    Ok(())
+}
+
 pub fn new_incident(req: pb::ReportIncidentRequest, limits: &RequestLimits) -> Result<NewIncident, Status> {
     if req.external_id.is_empty() {
         return Err(invalid("external_id", "required: the reporting system's id for this incident"));
@@ -203,6 +211,9 @@ pub fn unit_from_pb(unit: Option<pb::Unit>, limits: &RequestLimits) -> Result<Un
         crew: unit.crew,
         capabilities: unit.capabilities,
         incident_id: None,
+        position_at: None,
+        position_event_at: None,
+        returning_since: None,
     })
 }
 
@@ -226,7 +237,7 @@ pub fn lat_lng_to_pb(p: LatLng) -> pb::LatLng {
     pb::LatLng { lat: p.lat, lng: p.lng }
 }
 
-fn kind_to_pb(k: IncidentKind) -> pb::IncidentKind {
+pub fn kind_to_pb(k: IncidentKind) -> pb::IncidentKind {
     match k {
         IncidentKind::Fire => pb::IncidentKind::Fire,
         IncidentKind::Flood => pb::IncidentKind::Flood,

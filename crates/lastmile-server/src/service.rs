@@ -8,22 +8,45 @@ use std::sync::Arc;
 use lastmile_core::Dispatcher;
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::dispatch_server::Dispatch;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::clock::now;
-use crate::config::LastmileConfig;
+use crate::Shared;
 use crate::convert;
-use crate::error::to_status;
+use crate::error::{invalid, to_status};
 
 pub struct DispatchService {
-    dispatcher: Arc<Dispatcher>,
-    config: Arc<LastmileConfig>,
+    shared: Arc<Shared>,
 }
 
 impl DispatchService {
-    pub fn new(dispatcher: Arc<Dispatcher>, config: Arc<LastmileConfig>) -> Self {
-        DispatchService { dispatcher, config }
+    pub fn new(shared: Arc<Shared>) -> Self {
+        DispatchService { shared }
+    }
+
+    fn dispatcher(&self) -> &Dispatcher {
+        &self.shared.dispatcher
+    }
+
+    fn config(&self) -> &crate::config::LastmileConfig {
+        &self.shared.config
+    }
+
+    fn now(&self) -> lastmile_core::Timestamp {
+        self.shared.clock.now()
+    }
+}
+
+/// Ends a watcher's count when its forwarding task ends, however it ends.
+struct WatcherSlot(Arc<Shared>);
+
+impl Drop for WatcherSlot {
+    fn drop(&mut self) {
+        self.0.bus.feed.watchers.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -33,9 +56,9 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ReportIncidentRequest>,
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
-        let new = convert::new_incident(request.into_inner(), &self.config.limits)?;
+        let new = convert::new_incident(request.into_inner(), &self.config().limits)?;
         let external_id = new.external_id.clone();
-        let reported = self.dispatcher.report(new, now()).map_err(|e| {
+        let reported = self.dispatcher().report(new, self.now(), &*self.shared.bus).map_err(|e| {
             warn!(external_id = %external_id, error = %e, "report refused");
             to_status(e)
         })?;
@@ -61,7 +84,7 @@ impl Dispatch for DispatchService {
 
     async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
         let id = convert::required_id("id", &request.get_ref().id)?;
-        let incident = self.dispatcher.get_incident(id).map_err(to_status)?;
+        let incident = self.dispatcher().get_incident(id).map_err(to_status)?;
         Ok(Response::new(convert::incident_to_pb(&incident)))
     }
 
@@ -71,9 +94,9 @@ impl Dispatch for DispatchService {
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
         let req = request.get_ref();
         let status = convert::incident_status_filter("status", req.status)?;
-        let page_size = convert::page_size(req.page_size, &self.config.server)?;
+        let page_size = convert::page_size(req.page_size, &self.config().server)?;
         let page = self
-            .dispatcher
+            .dispatcher()
             .list_incidents(status, page_size, convert::page_token(&req.page_token))
             .map_err(to_status)?;
         Ok(Response::new(pb::ListIncidentsResponse {
@@ -88,13 +111,13 @@ impl Dispatch for DispatchService {
     ) -> Result<Response<pb::CloseIncidentResponse>, Status> {
         let req = request.get_ref();
         let id = convert::required_id("id", &req.id)?;
-        if req.reason.len() > self.config.limits.max_description_bytes {
-            return Err(crate::error::invalid(
+        if req.reason.len() > self.config().limits.max_description_bytes {
+            return Err(invalid(
                 "reason",
-                format!("must be at most {} bytes", self.config.limits.max_description_bytes),
+                format!("must be at most {} bytes", self.config().limits.max_description_bytes),
             ));
         }
-        let incident = self.dispatcher.close_incident(id, now()).map_err(to_status)?;
+        let incident = self.dispatcher().close_incident(id, self.now(), &*self.shared.bus).map_err(to_status)?;
         info!(incident_id = %incident.id, reason = %req.reason, "incident closed");
         Ok(Response::new(pb::CloseIncidentResponse { incident: Some(convert::incident_to_pb(&incident)) }))
     }
@@ -107,7 +130,7 @@ impl Dispatch for DispatchService {
         let at = convert::lat_lng("location", req.location.as_ref())?;
         let kind = convert::kind("kind", req.kind)?;
         let severity = convert::severity("severity", req.severity)?;
-        let preview = self.dispatcher.preview(at, kind, severity, now()).map_err(to_status)?;
+        let preview = self.dispatcher().preview(at, kind, severity, self.now()).map_err(to_status)?;
         Ok(Response::new(pb::PreviewDispatchResponse {
             tiers: preview.tiers.iter().map(|t| convert::tier_to_pb_response(t, false)).collect(),
             town: preview.located.town,
@@ -121,9 +144,9 @@ impl Dispatch for DispatchService {
         request: Request<pb::ListUnitsRequest>,
     ) -> Result<Response<pb::ListUnitsResponse>, Status> {
         let req = request.get_ref();
-        let filter = convert::unit_filter(req, &self.config.limits)?;
-        let page_size = convert::page_size(req.page_size, &self.config.server)?;
-        let page = self.dispatcher.list_units(&filter, page_size, convert::page_token(&req.page_token));
+        let filter = convert::unit_filter(req, &self.config().limits)?;
+        let page_size = convert::page_size(req.page_size, &self.config().server)?;
+        let page = self.dispatcher().list_units(&filter, page_size, convert::page_token(&req.page_token));
         Ok(Response::new(pb::ListUnitsResponse {
             units: page.items.iter().map(convert::unit_to_pb).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
@@ -132,7 +155,7 @@ impl Dispatch for DispatchService {
 
     async fn get_unit(&self, request: Request<pb::GetUnitRequest>) -> Result<Response<pb::Unit>, Status> {
         let id = convert::required_id("id", &request.get_ref().id)?;
-        let unit = self.dispatcher.get_unit(id).map_err(to_status)?;
+        let unit = self.dispatcher().get_unit(id).map_err(to_status)?;
         Ok(Response::new(convert::unit_to_pb(&unit)))
     }
 
@@ -140,8 +163,8 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::UpsertUnitRequest>,
     ) -> Result<Response<pb::UpsertUnitResponse>, Status> {
-        let unit = convert::unit_from_pb(request.into_inner().unit, &self.config.limits)?;
-        let (unit, created) = self.dispatcher.upsert_unit(unit).map_err(to_status)?;
+        let unit = convert::unit_from_pb(request.into_inner().unit, &self.config().limits)?;
+        let (unit, created) = self.dispatcher().upsert_unit(unit).map_err(to_status)?;
         info!(unit_id = %unit.id, tier = %unit.tier, created, "unit upserted");
         Ok(Response::new(pb::UpsertUnitResponse { unit: Some(convert::unit_to_pb(&unit)), created }))
     }
@@ -153,9 +176,9 @@ impl Dispatch for DispatchService {
         let req = request.get_ref();
         let id = convert::required_id("id", &req.id)?;
         let Some(status) = convert::unit_status_filter("status", req.status)? else {
-            return Err(crate::error::invalid("status", "required"));
+            return Err(invalid("status", "required"));
         };
-        let unit = self.dispatcher.set_unit_status(id, status, now()).map_err(to_status)?;
+        let unit = self.dispatcher().set_unit_status(id, status, self.now(), &*self.shared.bus).map_err(to_status)?;
         info!(unit_id = %unit.id, status = %unit.status, "unit status set");
         Ok(Response::new(pb::SetUnitStatusResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
@@ -163,4 +186,110 @@ impl Dispatch for DispatchService {
     async fn ping(&self, _request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         Ok(Response::new(pb::PingResponse {}))
     }
+
+    type WatchEventsStream = ReceiverStream<Result<pb::DispatchEvent, Status>>;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let req = request.into_inner();
+        convert::optional_id("incident_id", &req.incident_id)?;
+        convert::optional_id("unit_id", &req.unit_id)?;
+        let feed = &self.shared.bus.feed;
+        let max = self.config().feed.max_watchers;
+        if feed.watchers.fetch_add(1, Ordering::Relaxed) >= max {
+            feed.watchers.fetch_sub(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!("{max} watchers already (feed.max_watchers)")));
+        }
+        let slot = WatcherSlot(self.shared.clone());
+        let (backlog, mut live) = feed.subscribe(req.after_seq)?;
+        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
+        let stop = self.shared.stop.clone();
+        let buffer = self.config().feed.subscriber_buffer_events;
+        let wanted = move |e: &pb::DispatchEvent| {
+            (req.incident_id.is_empty() || e.incident_id == req.incident_id)
+                && (req.unit_id.is_empty() || e.unit_id == req.unit_id)
+        };
+        // Lives exactly as long as the watcher: ends when the client goes away
+        // (send fails), falls too far behind, or the server shuts down.
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut last_sent = req.after_seq;
+            for event in backlog {
+                last_sent = event.seq;
+                if wanted(&event) && tx.send(Ok((*event).clone())).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let received = tokio::select! {
+                    () = stop.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable(format!("server shutting down; resume with after_seq = {last_sent}")))).await;
+                        return;
+                    }
+                    received = live.recv() => received,
+                };
+                match received {
+                    Ok(event) => {
+                        if event.seq <= last_sent {
+                            continue; // already sent from the history
+                        }
+                        last_sent = event.seq;
+                        if wanted(&event) && tx.send(Ok((*event).clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "live feed watcher too slow: ended");
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(format!(
+                                "watcher fell more than {buffer} events behind (feed.subscriber_buffer_events) and missed {missed}; resume with after_seq = {last_sent}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn assign_unit(&self, request: Request<pb::AssignUnitRequest>) -> Result<Response<pb::Incident>, Status> {
+        let req = request.get_ref();
+        let incident_id = convert::required_id("incident_id", &req.incident_id)?;
+        let unit_id = convert::required_id("unit_id", &req.unit_id)?;
+        let Some(tier) = convert::tier_filter("tier", req.tier)? else {
+            return Err(invalid("tier", "required: 1, 3, 5 or 10"));
+        };
+        let incident = self
+            .dispatcher()
+            .assign_unit(incident_id, unit_id, tier, self.now(), &*self.shared.bus)
+            .map_err(to_status)?;
+        info!(incident_id = %incident_id, unit_id = %unit_id, tier = %tier, "unit assigned by dispatcher");
+        Ok(Response::new(convert::incident_to_pb(&incident)))
+    }
+
+    async fn release_unit(
+        &self,
+        request: Request<pb::ReleaseUnitRequest>,
+    ) -> Result<Response<pb::ReleaseUnitResponse>, Status> {
+        let req = request.get_ref();
+        let unit_id = convert::required_id("unit_id", &req.unit_id)?;
+        if req.reason.len() > self.config().limits.max_description_bytes {
+            return Err(invalid(
+                "reason",
+                format!("must be at most {} bytes", self.config().limits.max_description_bytes),
+            ));
+        }
+        let unit =
+            self.dispatcher().release_unit(unit_id, &req.reason, self.now(), &*self.shared.bus).map_err(to_status)?;
+        info!(unit_id = %unit_id, "unit released by dispatcher");
+        Ok(Response::new(pb::ReleaseUnitResponse { unit: Some(convert::unit_to_pb(&unit)) }))
+    }
 }
+
+/// Events queued between a watcher's forwarding task and its gRPC stream; the
+/// real bound on lag is `feed.subscriber_buffer_events`.
+const WATCH_STREAM_BUFFER: usize = 64;

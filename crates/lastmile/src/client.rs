@@ -75,6 +75,24 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Page a chosen unit for a chosen tier of an incident (dispatcher override).
+    Assign {
+        #[command(flatten)]
+        target: Target,
+        incident_id: String,
+        unit_id: String,
+        /// 1, 3, 5 or 10.
+        #[arg(long)]
+        tier: u32,
+    },
+    /// Release a unit from its incident (dispatcher override).
+    Release {
+        #[command(flatten)]
+        target: Target,
+        unit_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Set a unit's status (dispatcher override).
     Status {
         #[command(flatten)]
@@ -207,6 +225,25 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        ClientCommand::Assign { target, incident_id, unit_id, tier } => {
+            let incident = connect(&target)
+                .await?
+                .assign_unit(pb::AssignUnitRequest { incident_id, unit_id, tier: tier as i32 })
+                .await
+                .map_err(status_error)?;
+            print_incident(incident.get_ref());
+        }
+        ClientCommand::Release { target, unit_id, reason } => {
+            let unit = connect(&target)
+                .await?
+                .release_unit(pb::ReleaseUnitRequest { unit_id, reason })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .unit
+                .unwrap_or_default();
+            println!("{} is now {}", unit.id, unit.status().as_str_name().trim_start_matches("UNIT_STATUS_"));
+        }
         ClientCommand::Status { target, unit_id, status } => {
             let status = match status {
                 Status::Available => pb::UnitStatus::Available,
@@ -264,7 +301,7 @@ fn print_tiers(tiers: &[pb::TierResponse]) {
                 a.eta_s,
                 if a.within_target { "within target" } else { "BEYOND target" },
                 a.state().as_str_name().trim_start_matches("ASSIGNMENT_STATE_"),
-                a.unit_name
+                if a.attempt > 1 { format!("attempt {}  {}", a.attempt, a.unit_name) } else { a.unit_name.clone() }
             );
         }
     }

@@ -2,11 +2,15 @@
 //!
 //! - `lastmile serve` runs the dispatch service (embedded Luqiao default, or
 //!   `--config`).
-//! - `lastmile report | preview | get | close | units | status` are a small
-//!   gRPC client for people at a terminal (the same calls any gRPC tool can make
-//!   through server reflection).
+//! - `lastmile watch` follows the dispatchers' live feed.
+//! - `lastmile terminal --unit ID` is a simulated responder terminal.
+//! - `lastmile report | preview | get | close | units | status | assign |
+//!   release` are a small gRPC client for people at a terminal (the same calls
+//!   any gRPC tool can make through server reflection).
 
 mod client;
+mod sim_terminal;
+mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +42,46 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Follow the dispatchers' live feed, one line per event.
+    Watch {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Resume after this sequence number (0: only new events).
+        #[arg(long, default_value_t = 0)]
+        after_seq: u64,
+        /// Only this incident's events.
+        #[arg(long, default_value = "")]
+        incident: String,
+        /// Only this unit's events.
+        #[arg(long, default_value = "")]
+        unit: String,
+    },
+    /// A simulated responder terminal for one unit.
+    Terminal {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// The unit, e.g. T3-331004001231.
+        #[arg(long)]
+        unit: String,
+        /// Accept every page (otherwise pages are shown and left to time out).
+        #[arg(long)]
+        auto_ack: bool,
+        /// Decline every page.
+        #[arg(long, conflicts_with = "auto_ack")]
+        decline: bool,
+        /// Seconds before answering a page.
+        #[arg(long, default_value_t = 2.0)]
+        ack_delay_s: f64,
+        /// After accepting: drive to the scene (sending positions), report
+        /// ON_SCENE on arrival and AVAILABLE after --on-scene-s.
+        #[arg(long, requires = "auto_ack")]
+        drive: bool,
+        #[arg(long, default_value_t = 60.0)]
+        on_scene_s: f64,
+        /// Run simulated time this many times faster than life.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+    },
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -59,6 +103,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, listen, log_json } => {
             init_logging(log_json);
             runtime.block_on(serve(config, listen))
+        }
+        Command::Watch { addr, after_seq, incident, unit } => {
+            runtime.block_on(watch::run(addr, after_seq, incident, unit))
+        }
+        Command::Terminal { addr, unit, auto_ack, decline, ack_delay_s, drive, on_scene_s, time_scale } => {
+            let behaviour = sim_terminal::Behaviour {
+                auto_ack,
+                decline,
+                ack_delay: Duration::from_secs_f64(ack_delay_s.max(0.0)),
+                drive,
+                time_scale,
+                on_scene_s,
+                verbose: true,
+            };
+            runtime.block_on(async move {
+                loop {
+                    let channel = tonic::transport::Endpoint::from_shared(addr.clone())?.connect().await;
+                    let result = match channel {
+                        Ok(channel) => sim_terminal::run(channel, unit.clone(), behaviour.clone()).await,
+                        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                    };
+                    match result {
+                        Err(status) if status.code() == tonic::Code::NotFound => anyhow::bail!("{}", status.message()),
+                        Err(status) => eprintln!("{unit}: {}; reconnecting", status.message()),
+                        Ok(()) => eprintln!("{unit}: page feed ended; reconnecting"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
         }
         Command::Client(command) => runtime.block_on(client::run(command)),
     }

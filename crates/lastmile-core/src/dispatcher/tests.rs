@@ -3,13 +3,34 @@ use crate::area::Place;
 use geo::{LineString, MultiPolygon, Polygon};
 use std::sync::Barrier;
 
-const T0: Timestamp = Timestamp { unix_ms: 1_780_000_000_000 };
+use crate::effects::NoEffects;
 
-fn ll(lat: f64, lng: f64) -> LatLng {
+/// The effect-free forms of the operations, for tests about state only.
+trait NoFx {
+    fn report_nofx(&self, new: NewIncident, now: Timestamp) -> Result<Reported, DispatchError>;
+    fn close_nofx(&self, id: &str, now: Timestamp) -> Result<Incident, DispatchError>;
+    fn status_nofx(&self, id: &str, to: UnitStatus, now: Timestamp) -> Result<Unit, DispatchError>;
+}
+
+impl NoFx for Dispatcher {
+    fn report_nofx(&self, new: NewIncident, now: Timestamp) -> Result<Reported, DispatchError> {
+        self.report(new, now, &NoEffects)
+    }
+    fn close_nofx(&self, id: &str, now: Timestamp) -> Result<Incident, DispatchError> {
+        self.close_incident(id, now, &NoEffects)
+    }
+    fn status_nofx(&self, id: &str, to: UnitStatus, now: Timestamp) -> Result<Unit, DispatchError> {
+        self.set_unit_status(id, to, now, &NoEffects)
+    }
+}
+
+pub(super) const T0: Timestamp = Timestamp { unix_ms: 1_780_000_000_000 };
+
+pub(super) fn ll(lat: f64, lng: f64) -> LatLng {
     LatLng::new(lat, lng).unwrap()
 }
 
-fn unit(id: &str, tier: Tier, at: LatLng) -> Unit {
+pub(super) fn unit(id: &str, tier: Tier, at: LatLng) -> Unit {
     Unit {
         id: Arc::from(id),
         name: format!("{id} station"),
@@ -22,10 +43,13 @@ fn unit(id: &str, tier: Tier, at: LatLng) -> Unit {
         crew: 5,
         capabilities: vec!["fire".into()],
         incident_id: None,
+        position_at: None,
+        position_event_at: None,
+        returning_since: None,
     }
 }
 
-fn area() -> ServiceArea {
+pub(super) fn area() -> ServiceArea {
     let ring = LineString::from(vec![(121.2, 28.4), (121.7, 28.4), (121.7, 28.7), (121.2, 28.7), (121.2, 28.4)]);
     ServiceArea::new(
         MultiPolygon(vec![Polygon::new(ring, vec![])]),
@@ -34,7 +58,7 @@ fn area() -> ServiceArea {
 }
 
 /// One unit of each tier close to (28.58, 121.37), plus a second tier-3 unit further out.
-fn dispatcher() -> Dispatcher {
+pub(super) fn dispatcher() -> Dispatcher {
     let units = vec![
         unit("T1-a", Tier::T1, ll(28.5801, 121.37)),
         unit("T3-a", Tier::T3, ll(28.581, 121.37)),
@@ -45,7 +69,7 @@ fn dispatcher() -> Dispatcher {
     Dispatcher::new(DispatchConfig::defaults(), area(), units, DispatcherLimits::default()).unwrap()
 }
 
-fn fire(external_id: &str, at: LatLng) -> NewIncident {
+pub(super) fn fire(external_id: &str, at: LatLng) -> NewIncident {
     NewIncident {
         external_id: external_id.into(),
         location: at,
@@ -59,7 +83,7 @@ fn fire(external_id: &str, at: LatLng) -> NewIncident {
 #[test]
 fn report_reserves_one_unit_per_tier() {
     let d = dispatcher();
-    let r = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    let r = d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
     assert!(!r.duplicate);
     let inc = r.incident;
     assert_eq!(inc.id, "inc-000001");
@@ -82,8 +106,8 @@ fn report_reserves_one_unit_per_tier() {
 #[test]
 fn a_repeated_external_id_returns_the_stored_incident_and_reserves_nothing() {
     let d = dispatcher();
-    let first = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
-    let again = d.report(fire("ext-1", ll(28.58, 121.37)), T0.plus_s(5)).unwrap();
+    let first = d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    let again = d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0.plus_s(5)).unwrap();
     assert!(again.duplicate);
     assert_eq!(again.incident, first.incident);
     assert_eq!(d.incident_count(), 1);
@@ -94,8 +118,8 @@ fn a_repeated_external_id_returns_the_stored_incident_and_reserves_nothing() {
 #[test]
 fn the_next_incident_takes_the_next_candidate_or_goes_short() {
     let d = dispatcher();
-    d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
-    let second = d.report(fire("ext-2", ll(28.58, 121.37)), T0).unwrap().incident;
+    d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    let second = d.report_nofx(fire("ext-2", ll(28.58, 121.37)), T0).unwrap().incident;
     let t3 = &second.tiers[1];
     assert_eq!(t3.assignments[0].unit_id, "T3-b");
     let t1 = &second.tiers[0];
@@ -108,7 +132,7 @@ fn the_next_incident_takes_the_next_candidate_or_goes_short() {
 #[test]
 fn far_outside_the_area_is_accepted_with_every_tier_short() {
     let d = dispatcher();
-    let inc = d.report(fire("far", ll(39.9, 116.4)), T0).unwrap().incident;
+    let inc = d.report_nofx(fire("far", ll(39.9, 116.4)), T0).unwrap().incident;
     assert!(inc.outside_service_area);
     assert!(inc.town.is_empty());
     assert!(inc.tiers.iter().all(|t| t.state == TierState::Short && t.assignments.is_empty() && !t.note.is_empty()));
@@ -119,9 +143,9 @@ fn bad_severity_and_empty_external_id_name_the_field() {
     let d = dispatcher();
     let mut bad = fire("x", ll(28.58, 121.37));
     bad.severity = 5;
-    assert!(matches!(d.report(bad, T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "severity"));
+    assert!(matches!(d.report_nofx(bad, T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "severity"));
     assert!(
-        matches!(d.report(fire("", ll(28.58, 121.37)), T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "external_id")
+        matches!(d.report_nofx(fire("", ll(28.58, 121.37)), T0), Err(DispatchError::InvalidArgument { field, .. }) if field == "external_id")
     );
     assert_eq!(d.incident_count(), 0);
 }
@@ -138,30 +162,30 @@ fn preview_reserves_nothing() {
 #[test]
 fn close_releases_units_and_cancels_open_tiers() {
     let d = dispatcher();
-    let inc = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
-    d.set_unit_status("T5-a", UnitStatus::EnRoute, T0.plus_s(10)).unwrap();
-    let closed = d.close_incident(&inc.id, T0.plus_s(20)).unwrap();
+    let inc = d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
+    d.status_nofx("T5-a", UnitStatus::EnRoute, T0.plus_s(10)).unwrap();
+    let closed = d.close_nofx(&inc.id, T0.plus_s(20)).unwrap();
     assert_eq!(closed.status, IncidentStatus::Closed);
     assert!(closed.tiers.iter().all(|t| t.state == TierState::Cancelled));
     assert!(closed.tiers.iter().flat_map(|t| &t.assignments).all(|a| a.state == AssignmentState::Released));
     assert_eq!(d.get_unit("T1-a").unwrap().status, UnitStatus::Available);
     assert_eq!(d.get_unit("T5-a").unwrap().status, UnitStatus::Returning);
-    assert_eq!(d.close_incident(&inc.id, T0.plus_s(30)).unwrap(), closed, "closing twice changes nothing");
+    assert_eq!(d.close_nofx(&inc.id, T0.plus_s(30)).unwrap(), closed, "closing twice changes nothing");
     d.check_invariants().unwrap();
     // RETURNING is not dispatchable until it reports AVAILABLE.
-    let next = d.report(fire("ext-2", ll(28.58, 121.37)), T0.plus_s(40)).unwrap().incident;
+    let next = d.report_nofx(fire("ext-2", ll(28.58, 121.37)), T0.plus_s(40)).unwrap().incident;
     assert!(next.tiers[2].assignments.is_empty());
-    d.set_unit_status("T5-a", UnitStatus::Available, T0.plus_s(50)).unwrap();
+    d.status_nofx("T5-a", UnitStatus::Available, T0.plus_s(50)).unwrap();
 }
 
 #[test]
 fn on_scene_by_the_deadline_meets_the_tier() {
     let d = dispatcher();
-    let inc = d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
-    d.set_unit_status("T3-a", UnitStatus::EnRoute, T0.plus_s(20)).unwrap();
-    d.set_unit_status("T3-a", UnitStatus::OnScene, T0.plus_s(100)).unwrap();
+    let inc = d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
+    d.status_nofx("T3-a", UnitStatus::EnRoute, T0.plus_s(20)).unwrap();
+    d.status_nofx("T3-a", UnitStatus::OnScene, T0.plus_s(100)).unwrap();
     // Tier 1 arrives late: on scene, but not MET.
-    d.set_unit_status("T1-a", UnitStatus::OnScene, T0.plus_s(61)).unwrap();
+    d.status_nofx("T1-a", UnitStatus::OnScene, T0.plus_s(61)).unwrap();
     let inc = d.get_incident(&inc.id).unwrap();
     assert_eq!(inc.tiers[1].state, TierState::Met);
     assert_eq!(inc.tiers[1].assignments[0].state, AssignmentState::OnScene);
@@ -171,13 +195,13 @@ fn on_scene_by_the_deadline_meets_the_tier() {
 #[test]
 fn illegal_status_changes_are_refused_with_the_current_state() {
     let d = dispatcher();
-    d.report(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
-    let err = d.set_unit_status("T1-a", UnitStatus::OutOfService, T0).unwrap_err();
+    d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap();
+    let err = d.status_nofx("T1-a", UnitStatus::OutOfService, T0).unwrap_err();
     assert!(err.to_string().contains("PAGED"), "{err}");
-    assert!(matches!(d.set_unit_status("nope", UnitStatus::Available, T0), Err(DispatchError::UnitNotFound(_))));
+    assert!(matches!(d.status_nofx("nope", UnitStatus::Available, T0), Err(DispatchError::UnitNotFound(_))));
     // An out-of-service unit is never selected.
-    d.set_unit_status("T3-b", UnitStatus::OutOfService, T0).unwrap();
-    let inc = d.report(fire("ext-2", ll(28.58, 121.37)), T0).unwrap().incident;
+    d.status_nofx("T3-b", UnitStatus::OutOfService, T0).unwrap();
+    let inc = d.report_nofx(fire("ext-2", ll(28.58, 121.37)), T0).unwrap().incident;
     assert!(inc.tiers[1].assignments.is_empty());
 }
 
@@ -207,7 +231,7 @@ fn upsert_moves_a_unit_in_the_index() {
 fn paging_lists_every_item_once() {
     let d = dispatcher();
     for i in 0..7 {
-        d.report(fire(&format!("e{i}"), ll(28.58, 121.37)), T0).unwrap();
+        d.report_nofx(fire(&format!("e{i}"), ll(28.58, 121.37)), T0).unwrap();
     }
     let mut token = None;
     let mut seen = Vec::new();
@@ -240,10 +264,10 @@ fn concurrent_reports_never_double_assign() {
             std::thread::spawn(move || {
                 barrier.wait();
                 for i in 0..per_thread {
-                    let r = d.report(fire(&format!("t{t}-{i}"), ll(28.58, 121.37)), T0).unwrap();
+                    let r = d.report_nofx(fire(&format!("t{t}-{i}"), ll(28.58, 121.37)), T0).unwrap();
                     // Release some so units cycle between incidents.
                     if i % 3 == 0 {
-                        d.close_incident(&r.incident.id, T0).unwrap();
+                        d.close_nofx(&r.incident.id, T0).unwrap();
                     }
                 }
             })
@@ -260,9 +284,9 @@ fn concurrent_reports_never_double_assign() {
 fn the_incident_table_is_bounded() {
     let limits = DispatcherLimits { max_incidents: 2, max_units: 10 };
     let d = Dispatcher::new(DispatchConfig::defaults(), area(), vec![], limits).unwrap();
-    d.report(fire("a", ll(28.58, 121.37)), T0).unwrap();
-    d.report(fire("b", ll(28.58, 121.37)), T0).unwrap();
-    assert!(matches!(d.report(fire("c", ll(28.58, 121.37)), T0), Err(DispatchError::CapacityExhausted { .. })));
+    d.report_nofx(fire("a", ll(28.58, 121.37)), T0).unwrap();
+    d.report_nofx(fire("b", ll(28.58, 121.37)), T0).unwrap();
+    assert!(matches!(d.report_nofx(fire("c", ll(28.58, 121.37)), T0), Err(DispatchError::CapacityExhausted { .. })));
     // A retry of a stored one is still answered.
-    assert!(d.report(fire("a", ll(28.58, 121.37)), T0).unwrap().duplicate);
+    assert!(d.report_nofx(fire("a", ll(28.58, 121.37)), T0).unwrap().duplicate);
 }

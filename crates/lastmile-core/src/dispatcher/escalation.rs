@@ -1,0 +1,436 @@
+//! Paging, acknowledgement and the per-tier escalation state machine.
+//!
+//! Every tier of an open incident runs two kinds of timer, armed through
+//! [`Effects::arm`] and fed back through [`Dispatcher::fire`]:
+//!
+//! - an **acknowledgement timer** per page (`ack_timeout_s` of the tier): an
+//!   unacknowledged page becomes TIMED_OUT, its unit UNRESPONSIVE, and the slot
+//!   is re-paged to the next candidate by the same selection rule at the
+//!   current time (attempt + 1). A decline re-pages at once. After
+//!   `max_attempts` pages of one slot, or when nobody is left in reach, the
+//!   tier is ESCALATED to the dispatchers.
+//! - an **arrival deadline** (`reported_at + target_s`): if the tier's required
+//!   units are not on scene by then it is BREACHED, and one more unit is paged
+//!   from the next tier up (1 -> 3 -> 5 -> 10; tier 10 takes the nearest
+//!   professional unit at any distance), never one already on the incident.
+//!
+//! All of it is a function of `now` and the event: no clock, no tasks. A timer
+//! whose purpose is gone when it comes due (acknowledged, closed, met) does
+//! nothing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{Dispatcher, read};
+use crate::effects::{Effects, Event, EventKind, TimerKey};
+use crate::error::DispatchError;
+use crate::geodesy::{LatLng, haversine_m};
+use crate::incident::{
+    Assignment, AssignmentState, Incident, IncidentStatus, TierResponse, TierState, Timestamp, parse_incident_id,
+};
+use crate::select::{Pick, select_tier};
+use crate::tier::Tier;
+use crate::unit::{Unit, UnitStatus};
+
+/// A terminal's answer to a page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Acknowledgement {
+    pub unit_id: String,
+    pub incident_id: String,
+    pub accept: bool,
+    pub reason: String,
+}
+
+impl Dispatcher {
+    /// Accept: assignment ACKNOWLEDGED, unit EN_ROUTE. Decline: assignment
+    /// DECLINED, unit AVAILABLE again (for other incidents, never re-paged for
+    /// this one) and the slot re-paged at once. Anything but a waiting page is
+    /// refused with the assignment's current state: never applied twice.
+    pub fn acknowledge(&self, ack: &Acknowledgement, now: Timestamp, fx: &dyn Effects) -> Result<Unit, DispatchError> {
+        let seq = parse_incident_id(&ack.incident_id)
+            .ok_or_else(|| DispatchError::IncidentNotFound(ack.incident_id.clone()))?;
+        let mut incident =
+            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(ack.incident_id.clone()))?;
+        let incident = &mut *incident;
+        if incident.status == IncidentStatus::Closed {
+            return Err(DispatchError::FailedPrecondition(format!(
+                "incident {} is CLOSED; unit {} is released",
+                incident.id, ack.unit_id
+            )));
+        }
+        let found = incident
+            .tiers
+            .iter()
+            .enumerate()
+            .find_map(|(ti, t)| t.assignments.iter().rposition(|a| a.unit_id == ack.unit_id).map(|ai| (ti, ai)));
+        let Some((ti, ai)) = found else {
+            if !self.units.contains_key(ack.unit_id.as_str()) {
+                return Err(DispatchError::UnitNotFound(ack.unit_id.clone()));
+            }
+            return Err(DispatchError::FailedPrecondition(format!(
+                "unit {} was not paged for incident {}",
+                ack.unit_id, incident.id
+            )));
+        };
+        let a = &incident.tiers[ti].assignments[ai];
+        if a.state != AssignmentState::Paged {
+            return Err(DispatchError::FailedPrecondition(format!(
+                "the page of unit {} for incident {} is already {} (attempt {})",
+                ack.unit_id,
+                incident.id,
+                a.state.name(),
+                a.attempt
+            )));
+        }
+        let (tier, attempt) = (a.tier, a.attempt);
+        let event = Event::new(EventKind::UnitAcknowledged, now)
+            .incident(&incident.id)
+            .unit(&ack.unit_id)
+            .tier(tier)
+            .attempt(attempt);
+        if ack.accept {
+            let mut unit = self
+                .units
+                .get_mut(ack.unit_id.as_str())
+                .ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
+            debug_assert_eq!(unit.incident_id.as_deref(), Some(incident.id.as_str()));
+            unit.status = UnitStatus::EnRoute;
+            incident.tiers[ti].assignments[ai].state = AssignmentState::Acknowledged;
+            fx.emit(event.status(UnitStatus::EnRoute));
+            return Ok(unit.clone());
+        }
+        incident.tiers[ti].assignments[ai].state = AssignmentState::Declined;
+        {
+            let mut unit = self
+                .units
+                .get_mut(ack.unit_id.as_str())
+                .ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
+            if unit.incident_id.as_deref() == Some(incident.id.as_str()) {
+                unit.status = UnitStatus::Available;
+                unit.incident_id = None;
+            }
+        }
+        fx.emit(Event {
+            kind: EventKind::UnitDeclined,
+            ..event.status(UnitStatus::Available).detail(ack.reason.clone())
+        });
+        self.advance_slot(incident, ti, attempt, now, fx);
+        self.get_unit(&ack.unit_id)
+    }
+
+    /// A timer came due.
+    pub fn fire(&self, key: &TimerKey, now: Timestamp, fx: &dyn Effects) {
+        match key {
+            TimerKey::Ack { incident_seq, tier, unit_id, attempt } => {
+                self.ack_timed_out(*incident_seq, *tier, unit_id, *attempt, now, fx)
+            }
+            TimerKey::Deadline { incident_seq, tier } => self.deadline_passed(*incident_seq, *tier, now, fx),
+            TimerKey::Return { unit_id, since } => {
+                let Some(mut unit) = self.units.get_mut(unit_id) else { return };
+                if unit.status == UnitStatus::Returning && unit.returning_since == Some(*since) {
+                    unit.status = UnitStatus::Available;
+                    unit.returning_since = None;
+                    fx.emit(
+                        Event::new(EventKind::UnitStatusChanged, now)
+                            .unit(unit_id)
+                            .status(UnitStatus::Available)
+                            .detail("RETURNING -> AVAILABLE (return time elapsed)"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn ack_timed_out(&self, seq: u64, tier: Tier, unit_id: &str, attempt: u32, now: Timestamp, fx: &dyn Effects) {
+        let Some(mut incident) = self.incidents.get_mut(&seq) else { return };
+        let incident = &mut *incident;
+        if incident.status != IncidentStatus::Open {
+            return;
+        }
+        let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { return };
+        let Some(ai) = incident.tiers[ti]
+            .assignments
+            .iter()
+            .position(|a| a.unit_id == unit_id && a.attempt == attempt && a.state == AssignmentState::Paged)
+        else {
+            return; // acknowledged, declined or released in time
+        };
+        incident.tiers[ti].assignments[ai].state = AssignmentState::TimedOut;
+        if let Some(mut unit) = self.units.get_mut(unit_id)
+            && unit.incident_id.as_deref() == Some(incident.id.as_str())
+        {
+            unit.status = UnitStatus::Unresponsive;
+            unit.incident_id = None;
+        }
+        fx.emit(
+            Event::new(EventKind::UnitTimedOut, now)
+                .incident(&incident.id)
+                .unit(unit_id)
+                .tier(tier)
+                .attempt(attempt)
+                .status(UnitStatus::Unresponsive)
+                .detail(format!("no acknowledgement within {} s", self.config.tiers.get(tier).ack_timeout_s)),
+        );
+        self.advance_slot(incident, ti, attempt, now, fx);
+    }
+
+    /// After a timeout or decline of `attempt` in tier `ti`: re-page the next
+    /// candidate, or escalate to the dispatchers.
+    fn advance_slot(&self, incident: &mut Incident, ti: usize, attempt: u32, now: Timestamp, fx: &dyn Effects) {
+        let tier = incident.tiers[ti].tier;
+        if matches!(incident.tiers[ti].state, TierState::Met | TierState::Cancelled) {
+            return;
+        }
+        let max_attempts = self.config.escalation.max_attempts;
+        if attempt >= max_attempts {
+            self.escalate_tier(
+                incident,
+                ti,
+                format!("no acknowledgement after {attempt} page(s) (max_attempts)"),
+                now,
+                fx,
+            );
+            return;
+        }
+        match self.pick_for(incident, tier, tier, false) {
+            Some(pick) => {
+                let a = self.assignment(&pick, tier, now, attempt + 1);
+                self.page_out(incident, &a, now, fx);
+                incident.tiers[ti].assignments.push(a);
+            }
+            None => self.escalate_tier(incident, ti, format!("nobody left in reach to re-page {tier}"), now, fx),
+        }
+    }
+
+    fn escalate_tier(&self, incident: &mut Incident, ti: usize, why: String, now: Timestamp, fx: &dyn Effects) {
+        let t = &mut incident.tiers[ti];
+        if matches!(t.state, TierState::Paging | TierState::Short) {
+            t.state = TierState::Escalated;
+        }
+        t.note = why.clone();
+        fx.emit(Event::new(EventKind::TierEscalated, now).incident(&incident.id).tier(t.tier).detail(why));
+    }
+
+    fn deadline_passed(&self, seq: u64, tier: Tier, now: Timestamp, fx: &dyn Effects) {
+        let Some(mut incident) = self.incidents.get_mut(&seq) else { return };
+        let incident = &mut *incident;
+        if incident.status != IncidentStatus::Open {
+            return;
+        }
+        let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { return };
+        let t = &mut incident.tiers[ti];
+        let on_scene = t.assignments.iter().filter(|a| a.state == AssignmentState::OnScene).count() as u32;
+        if !matches!(t.state, TierState::Paging | TierState::Short | TierState::Escalated) || on_scene >= t.required {
+            return;
+        }
+        t.state = TierState::Breached;
+        let required = t.required;
+        fx.emit(
+            Event::new(EventKind::TierBreached, now)
+                .incident(&incident.id)
+                .tier(tier)
+                .detail(format!("{on_scene} of {required} on scene at the {} s deadline", t.target_s)),
+        );
+        // One more unit from the next tier up; tier 10 looks beyond its fallback radius.
+        let (up, unbounded) = match tier.next_up() {
+            Some(up) => (up, false),
+            None => (Tier::T10, true),
+        };
+        let pick = self.pick_for(incident, up, up, unbounded).or_else(|| self.pick_for(incident, up, up, true));
+        let detail = match pick {
+            Some(pick) => {
+                let ui = self.tier_slot(incident, up, now);
+                let attempt = 1;
+                let a = self.assignment(&pick, up, now, attempt);
+                self.page_out(incident, &a, now, fx);
+                let detail = format!("breach of {tier}: paged {} of {up} (eta {} s)", a.unit_id, a.eta_s);
+                incident.tiers[ui].assignments.push(a);
+                detail
+            }
+            None => format!("breach of {tier}: no available {up} unit anywhere; dispatchers must act"),
+        };
+        fx.emit(Event::new(EventKind::TierEscalated, now).incident(&incident.id).tier(tier).detail(detail));
+    }
+
+    /// The index of `tier` in the incident's tiers, added (required 0) if the
+    /// response plan did not ask for it.
+    fn tier_slot(&self, incident: &mut Incident, tier: Tier, now: Timestamp) -> usize {
+        if let Some(i) = incident.tiers.iter().position(|t| t.tier == tier) {
+            return i;
+        }
+        let params = self.config.tiers.get(tier);
+        incident.tiers.push(TierResponse {
+            tier,
+            target_s: params.target_s,
+            required: 0,
+            state: TierState::Paging,
+            deadline: incident.reported_at.plus_s(params.target_s),
+            assignments: Vec::new(),
+            note: format!("added at {} ms by escalation or dispatcher", now.unix_ms),
+        });
+        incident.tiers.sort_by_key(|t| t.tier);
+        incident.tiers.iter().position(|t| t.tier == tier).expect("just added")
+    }
+
+    /// Selects and reserves one unit of `unit_tier` for the incident, by the
+    /// rule of `rule_tier` (bounded by its fallback reach unless `unbounded`),
+    /// skipping every unit that already has an assignment in the incident.
+    fn pick_for(&self, incident: &Incident, rule_tier: Tier, unit_tier: Tier, unbounded: bool) -> Option<Pick> {
+        let tried: HashSet<&str> =
+            incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()).collect();
+        let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id);
+        let index = read(&self.index[unit_tier.index()]);
+        let params = self.config.tiers.get(rule_tier);
+        if !unbounded {
+            return select_tier(&index, params, incident.location, 1, &mut take).pop();
+        }
+        index.nearest(incident.location, f64::INFINITY).find(|n| take(&n.unit_id)).map(|n| {
+            let eta_s = params.eta_s(n.distance_m);
+            Pick { unit_id: n.unit_id, distance_m: n.distance_m, eta_s, within_target: eta_s <= params.target_s }
+        })
+    }
+
+    fn assignment(&self, pick: &Pick, tier: Tier, now: Timestamp, attempt: u32) -> Assignment {
+        Assignment {
+            unit_id: pick.unit_id.to_string(),
+            unit_name: self.units.get(&pick.unit_id).map(|u| u.name.clone()).unwrap_or_default(),
+            tier,
+            distance_m: pick.distance_m,
+            eta_s: pick.eta_s,
+            within_target: pick.within_target,
+            state: AssignmentState::Paged,
+            paged_at: now,
+            attempt,
+        }
+    }
+
+    /// Dispatcher override: page a chosen unit for a chosen tier of an open
+    /// incident (added to the incident if its plan had no such tier). The unit
+    /// must be dispatchable and not already on the incident.
+    pub fn assign_unit(
+        &self,
+        incident_id: &str,
+        unit_id: &str,
+        tier: Tier,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<Incident, DispatchError> {
+        let seq = parse_incident_id(incident_id).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.into()))?;
+        let mut incident =
+            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.into()))?;
+        let incident = &mut *incident;
+        if incident.status != IncidentStatus::Open {
+            return Err(DispatchError::FailedPrecondition(format!("incident {incident_id} is CLOSED")));
+        }
+        let unit = self.get_unit(unit_id)?;
+        if incident.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == unit_id && a.is_active()) {
+            return Err(DispatchError::FailedPrecondition(format!(
+                "unit {unit_id} is already on incident {incident_id}"
+            )));
+        }
+        let unit_key: Arc<str> = unit.id.clone();
+        if !self.try_reserve(&unit_key, &incident.id) {
+            let now_unit = self.get_unit(unit_id)?;
+            return Err(DispatchError::FailedPrecondition(format!(
+                "unit {unit_id} is {}{}: only an available unit can be assigned",
+                now_unit.status,
+                now_unit.incident_id.map(|i| format!(" for incident {i}")).unwrap_or_default()
+            )));
+        }
+        let position = self.get_unit(unit_id).map(|u| u.position).unwrap_or(unit.position);
+        let pick = self.pick_at(&unit_key, position, unit.tier, tier, incident.location);
+        let ti = self.tier_slot(incident, tier, now);
+        let attempt = incident.tiers[ti].assignments.iter().map(|a| a.attempt).max().unwrap_or(0) + 1;
+        let a = self.assignment(&pick, tier, now, attempt.max(1));
+        self.page_out(incident, &a, now, fx);
+        incident.tiers[ti].assignments.push(a);
+        Ok(incident.clone())
+    }
+
+    fn pick_at(&self, unit_id: &Arc<str>, position: LatLng, unit_tier: Tier, slot_tier: Tier, at: LatLng) -> Pick {
+        let distance_m = haversine_m(position, at);
+        let eta_s = self.config.tiers.get(unit_tier).eta_s(distance_m);
+        Pick {
+            unit_id: unit_id.clone(),
+            distance_m,
+            eta_s,
+            within_target: eta_s <= self.config.tiers.get(slot_tier).target_s,
+        }
+    }
+
+    /// Dispatcher override: release a unit from its incident (PAGED ->
+    /// AVAILABLE, EN_ROUTE/ON_SCENE -> RETURNING). The tier is not re-paged: the
+    /// dispatcher decides (AssignUnit).
+    pub fn release_unit(
+        &self,
+        unit_id: &str,
+        reason: &str,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<Unit, DispatchError> {
+        let unit = self.get_unit(unit_id)?;
+        let Some(incident_id) = unit.incident_id.clone() else {
+            return Err(DispatchError::FailedPrecondition(format!(
+                "unit {unit_id} is {} with no incident",
+                unit.status
+            )));
+        };
+        let seq = parse_incident_id(&incident_id).expect("units hold well-formed incident ids");
+        let mut incident =
+            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.clone()))?;
+        let incident = &mut *incident;
+        let Some(a) = incident
+            .tiers
+            .iter_mut()
+            .flat_map(|t| t.assignments.iter_mut())
+            .rev()
+            .find(|a| a.unit_id == unit_id && a.is_active())
+        else {
+            return Err(DispatchError::Contended(format!("unit {unit_id} changed while being released")));
+        };
+        let why = if reason.is_empty() {
+            "released by dispatcher".to_string()
+        } else {
+            format!("released by dispatcher: {reason}")
+        };
+        self.release_assignment(&incident_id, a, now, &why, None, fx);
+        self.get_unit(unit_id)
+    }
+
+    /// An AVL position report measured at `measured_at`. Older than the last
+    /// applied one: ignored (returns false). The unit moves in its tier's index
+    /// (a short write lock). Feed events are rate-limited per unit.
+    pub fn report_position(
+        &self,
+        unit_id: &str,
+        position: LatLng,
+        measured_at: Timestamp,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<bool, DispatchError> {
+        let tier =
+            self.units.get(unit_id).map(|u| u.tier).ok_or_else(|| DispatchError::UnitNotFound(unit_id.into()))?;
+        let mut index = super::write(&self.index[tier.index()]);
+        let mut unit = self.units.get_mut(unit_id).ok_or_else(|| DispatchError::UnitNotFound(unit_id.into()))?;
+        if unit.tier != tier {
+            return Err(DispatchError::Contended(format!("unit {unit_id} changed tier during a position report")));
+        }
+        if unit.position_at.is_some_and(|last| measured_at <= last) {
+            return Ok(false);
+        }
+        if unit.position != position {
+            let removed = index.remove(&unit.id, unit.position);
+            debug_assert!(removed, "unit {unit_id} missing from its index");
+            index.insert(unit.id.clone(), position);
+            unit.position = position;
+        }
+        drop(index);
+        unit.position_at = Some(measured_at);
+        let interval_ms = self.config.escalation.position_event_interval_s as i64 * 1000;
+        if unit.position_event_at.is_none_or(|last| now.unix_ms - last.unix_ms >= interval_ms) {
+            unit.position_event_at = Some(now);
+            fx.emit(Event::new(EventKind::UnitPosition, now).unit(unit_id).status(unit.status).position(position));
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,366 @@
+//! Every timer path of the escalation state machine, on a simulated clock:
+//! timers are collected from the effects and fired in due order by `advance`,
+//! so a test covers minutes of dispatch in microseconds, with no sleeps.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::tests::{T0, area, fire, ll, unit};
+use super::*;
+use crate::effects::{EventKind, Recorder};
+
+struct Sim {
+    d: Dispatcher,
+    fx: Recorder,
+    timers: BinaryHeap<Reverse<(Timestamp, u64, TimerKeyOrd)>>,
+    armed: u64,
+    now: Timestamp,
+}
+
+/// TimerKey with an order (by insertion) for the heap.
+#[derive(PartialEq, Eq)]
+struct TimerKeyOrd(TimerKey);
+impl PartialOrd for TimerKeyOrd {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerKeyOrd {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl Sim {
+    /// Four tier-3 units in a row north of the incident point, one of each other tier.
+    fn new() -> Sim {
+        let units = vec![
+            unit("T1-a", Tier::T1, ll(28.5801, 121.37)),
+            unit("T3-a", Tier::T3, ll(28.581, 121.37)),
+            unit("T3-b", Tier::T3, ll(28.582, 121.37)),
+            unit("T3-c", Tier::T3, ll(28.583, 121.37)),
+            unit("T3-d", Tier::T3, ll(28.584, 121.37)),
+            unit("T5-a", Tier::T5, ll(28.59, 121.37)),
+            unit("T10-a", Tier::T10, ll(28.60, 121.37)),
+            unit("T10-far", Tier::T10, ll(28.90, 121.37)),
+        ];
+        let d = Dispatcher::new(DispatchConfig::defaults(), area(), units, DispatcherLimits::default()).unwrap();
+        Sim { d, fx: Recorder::default(), timers: BinaryHeap::new(), armed: 0, now: T0 }
+    }
+
+    fn collect_timers(&mut self) {
+        for t in self.fx.take_timers() {
+            self.armed += 1;
+            self.timers.push(Reverse((t.at, self.armed, TimerKeyOrd(t.key))));
+        }
+    }
+
+    /// Moves the clock to `t`, firing every timer due by then in order.
+    fn advance_to(&mut self, t: Timestamp) {
+        self.collect_timers();
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > t {
+                break;
+            }
+            let Reverse((at, _, key)) = self.timers.pop().unwrap();
+            self.now = at;
+            self.d.fire(&key.0, at, &self.fx);
+            self.collect_timers();
+        }
+        self.now = t;
+    }
+
+    fn after_s(&mut self, seconds: u32) {
+        self.advance_to(self.now.plus_s(seconds));
+    }
+
+    fn report(&mut self) -> Incident {
+        let inc = self.d.report(fire("ext-1", ll(28.58, 121.37)), self.now, &self.fx).unwrap().incident;
+        self.collect_timers();
+        inc
+    }
+
+    fn ack(&mut self, unit_id: &str, incident_id: &str, accept: bool) -> Result<Unit, DispatchError> {
+        let ack = Acknowledgement {
+            unit_id: unit_id.into(),
+            incident_id: incident_id.into(),
+            accept,
+            reason: if accept { String::new() } else { "crew busy".into() },
+        };
+        let r = self.d.acknowledge(&ack, self.now, &self.fx);
+        self.collect_timers();
+        r
+    }
+
+    fn status(&mut self, unit_id: &str, to: UnitStatus) {
+        self.d.set_unit_status(unit_id, to, self.now, &self.fx).unwrap();
+        self.collect_timers();
+    }
+
+    fn tier(&self, id: &str, tier: Tier) -> TierResponse {
+        self.d.get_incident(id).unwrap().tiers.into_iter().find(|t| t.tier == tier).unwrap()
+    }
+
+    fn kinds(&self) -> Vec<(EventKind, Option<String>)> {
+        self.fx.take_events().into_iter().map(|e| (e.kind, e.unit_id)).collect()
+    }
+}
+
+fn ev(kind: EventKind, unit: &str) -> (EventKind, Option<String>) {
+    (kind, Some(unit.to_string()))
+}
+
+#[test]
+fn a_report_pages_every_assignment_and_arms_its_timers() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    let pages = sim.fx.take_pages();
+    assert_eq!(pages.len(), 4);
+    assert_eq!(pages[1].unit_id, "T3-a");
+    assert_eq!(pages[1].deadline, T0.plus_s(180));
+    assert_eq!(pages[1].attempt, 1);
+    // One acknowledgement timer per page and one deadline per tier.
+    assert_eq!(sim.timers.len(), 8);
+    let kinds = sim.kinds();
+    assert_eq!(kinds[0].0, EventKind::IncidentReported);
+    assert!(kinds.contains(&ev(EventKind::UnitPaged, "T3-a")));
+    assert_eq!(sim.d.pending_page("T3-a").unwrap().incident_id, inc.id);
+}
+
+#[test]
+fn an_unacknowledged_page_times_out_and_the_next_unit_is_paged() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.fx.take_pages();
+    sim.kinds();
+    // Tier 3's ack timeout is 30 s: at 29 s its page is still waiting (tier 1's,
+    // 15 s, has timed out and found nobody else).
+    sim.after_s(29);
+    let kinds = sim.kinds();
+    assert!(kinds.contains(&ev(EventKind::UnitTimedOut, "T1-a")), "{kinds:?}");
+    assert!(!kinds.iter().any(|(_, u)| u.as_deref() == Some("T3-a")), "{kinds:?}");
+    sim.after_s(1);
+    let kinds = sim.kinds();
+    assert!(kinds.contains(&ev(EventKind::UnitTimedOut, "T3-a")), "{kinds:?}");
+    assert!(kinds.contains(&ev(EventKind::UnitRepaged, "T3-b")), "{kinds:?}");
+    let t3 = sim.tier(&inc.id, Tier::T3);
+    assert_eq!(t3.assignments[0].state, AssignmentState::TimedOut);
+    assert_eq!((t3.assignments[1].unit_id.as_str(), t3.assignments[1].attempt), ("T3-b", 2));
+    assert_eq!(t3.assignments[1].paged_at, T0.plus_s(30));
+    assert_eq!(sim.d.get_unit("T3-a").unwrap().status, UnitStatus::Unresponsive);
+    let pages = sim.fx.take_pages();
+    assert!(pages.iter().any(|p| p.unit_id == "T3-b" && p.attempt == 2));
+    // UNRESPONSIVE units are not selected until they report AVAILABLE.
+    let preview = sim.d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, sim.now).unwrap();
+    assert_eq!(preview.tiers[1].assignments[0].unit_id, "T3-c");
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn a_decline_re_pages_at_once_and_frees_the_unit() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(5);
+    sim.kinds();
+    let unit = sim.ack("T3-a", &inc.id, false).unwrap();
+    assert_eq!((unit.status, unit.incident_id), (UnitStatus::Available, None));
+    let kinds = sim.kinds();
+    assert_eq!(kinds, vec![ev(EventKind::UnitDeclined, "T3-a"), ev(EventKind::UnitRepaged, "T3-b")]);
+    let t3 = sim.tier(&inc.id, Tier::T3);
+    assert_eq!(t3.assignments[0].state, AssignmentState::Declined);
+    assert_eq!(t3.assignments[1].paged_at, T0.plus_s(5));
+    // The decliner is never paged again for this incident, even when it is the nearest.
+    sim.ack("T3-b", &inc.id, false).unwrap();
+    let t3 = sim.tier(&inc.id, Tier::T3);
+    assert_eq!(t3.assignments[2].unit_id, "T3-c");
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn after_max_attempts_the_tier_is_escalated() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    // Every other tier answers and arrives, so only tier 3 escalates.
+    for unit in ["T1-a", "T5-a", "T10-a"] {
+        sim.ack(unit, &inc.id, true).unwrap();
+        sim.status(unit, UnitStatus::OnScene);
+    }
+    // Three pages of 30 s each go unanswered (max_attempts = 3).
+    sim.after_s(90);
+    let t3 = sim.tier(&inc.id, Tier::T3);
+    assert_eq!(t3.assignments.len(), 3);
+    assert!(t3.assignments.iter().all(|a| a.state == AssignmentState::TimedOut));
+    assert_eq!(t3.state, TierState::Escalated);
+    assert!(t3.note.contains("max_attempts"), "{}", t3.note);
+    let kinds = sim.kinds();
+    assert!(kinds.iter().any(|(k, _)| *k == EventKind::TierEscalated));
+    // T3-d was never paged.
+    assert_eq!(sim.d.get_unit("T3-d").unwrap().status, UnitStatus::Available);
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn a_tier_with_nobody_left_to_re_page_is_escalated() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(15); // tier 1's only unit times out
+    let t1 = sim.tier(&inc.id, Tier::T1);
+    assert_eq!(t1.state, TierState::Escalated);
+    assert!(t1.note.contains("nobody left"), "{}", t1.note);
+}
+
+#[test]
+fn a_missed_deadline_breaches_and_pages_the_next_tier_up() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    // Everybody acknowledges; tier 1 never arrives.
+    sim.after_s(5);
+    for unit in ["T1-a", "T3-a", "T5-a", "T10-a"] {
+        sim.ack(unit, &inc.id, true).unwrap();
+    }
+    sim.kinds();
+    sim.fx.take_events();
+    sim.advance_to(T0.plus_s(60));
+    let t1 = sim.tier(&inc.id, Tier::T1);
+    assert_eq!(t1.state, TierState::Breached);
+    let events = sim.fx.take_events();
+    let kinds: Vec<(EventKind, Option<Tier>)> = events.iter().map(|e| (e.kind, e.tier)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::TierBreached, Some(Tier::T1)),
+            (EventKind::UnitPaged, Some(Tier::T3)),
+            (EventKind::TierEscalated, Some(Tier::T1)),
+        ]
+    );
+    // The extra tier-3 unit is one not already on the incident (T3-a is).
+    let t3 = sim.tier(&inc.id, Tier::T3);
+    let extra = t3.assignments.last().unwrap();
+    assert_eq!((extra.unit_id.as_str(), extra.paged_at), ("T3-b", T0.plus_s(60)));
+    assert!(sim.fx.take_pages().iter().any(|p| p.unit_id == "T3-b"));
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn a_tier_10_breach_reaches_beyond_the_fallback_radius() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(1);
+    sim.ack("T10-a", &inc.id, true).unwrap();
+    sim.ack("T5-a", &inc.id, true).unwrap();
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.ack("T1-a", &inc.id, true).unwrap();
+    sim.advance_to(T0.plus_s(600));
+    let t10 = sim.tier(&inc.id, Tier::T10);
+    assert_eq!(t10.state, TierState::Breached);
+    // T10-far is ~35 km away: beyond 2 x 600 s, paged all the same.
+    let extra = t10.assignments.last().unwrap();
+    assert_eq!(extra.unit_id, "T10-far");
+    assert!(!extra.within_target);
+}
+
+#[test]
+fn units_on_scene_in_time_meet_the_tier_and_its_timers_stop() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(10);
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.after_s(100);
+    sim.status("T3-a", UnitStatus::OnScene);
+    assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met);
+    sim.kinds();
+    sim.advance_to(T0.plus_s(1000));
+    assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met, "the deadline does not undo MET");
+    assert!(!sim.kinds().iter().any(|(k, u)| *k == EventKind::TierBreached && u.as_deref() == Some("T3-a")));
+}
+
+#[test]
+fn late_and_repeated_acknowledgements_are_refused_with_the_state() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(30); // T3-a timed out
+    let err = sim.ack("T3-a", &inc.id, true).unwrap_err();
+    assert!(matches!(err, DispatchError::FailedPrecondition(_)));
+    assert!(err.to_string().contains("TIMED_OUT"), "{err}");
+    sim.ack("T3-b", &inc.id, true).unwrap();
+    let err = sim.ack("T3-b", &inc.id, true).unwrap_err();
+    assert!(err.to_string().contains("ACKNOWLEDGED"), "{err}");
+    let err = sim.ack("T3-d", &inc.id, true).unwrap_err();
+    assert!(err.to_string().contains("was not paged"), "{err}");
+    assert!(matches!(sim.ack("nope", &inc.id, true), Err(DispatchError::UnitNotFound(_))));
+    assert!(matches!(sim.ack("T3-b", "inc-000099", true), Err(DispatchError::IncidentNotFound(_))));
+}
+
+#[test]
+fn closing_cancels_every_timer_and_returning_units_come_back() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(5);
+    sim.ack("T5-a", &inc.id, true).unwrap();
+    sim.d.close_incident(&inc.id, sim.now, &sim.fx).unwrap();
+    sim.collect_timers();
+    sim.kinds();
+    sim.fx.take_pages();
+    // Every ack timer and deadline comes due: none does anything.
+    sim.advance_to(T0.plus_s(1000));
+    assert!(sim.kinds().is_empty());
+    assert!(sim.fx.take_pages().is_empty());
+    assert_eq!(sim.d.get_unit("T3-a").unwrap().status, UnitStatus::Available);
+    assert_eq!(sim.d.get_unit("T5-a").unwrap().status, UnitStatus::Returning);
+    // After return_to_available_s (1800 s) the returning unit is available again.
+    sim.advance_to(T0.plus_s(5 + 1800));
+    assert_eq!(sim.d.get_unit("T5-a").unwrap().status, UnitStatus::Available);
+    assert_eq!(sim.kinds(), vec![(EventKind::UnitStatusChanged, Some("T5-a".into()))]);
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn dispatcher_overrides_go_through_the_same_machine() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    // Assign T3-d by hand to tier 3: paged, with its own ack timer.
+    let updated = sim.d.assign_unit(&inc.id, "T3-d", Tier::T3, sim.now, &sim.fx).unwrap();
+    sim.collect_timers();
+    assert!(updated.tiers[1].assignments.iter().any(|a| a.unit_id == "T3-d" && a.state == AssignmentState::Paged));
+    assert!(sim.d.assign_unit(&inc.id, "T3-d", Tier::T3, sim.now, &sim.fx).is_err(), "not twice");
+    let err = sim.d.assign_unit(&inc.id, "T1-a", Tier::T3, sim.now, &sim.fx).unwrap_err().to_string();
+    assert!(err.contains("already on incident"), "{err}");
+    sim.d.set_unit_status("T3-d", UnitStatus::EnRoute, sim.now, &sim.fx).unwrap();
+    let other = sim.d.report(fire("ext-2", ll(28.58, 121.37)), sim.now, &sim.fx).unwrap().incident;
+    let err = sim.d.assign_unit(&other.id, "T3-d", Tier::T3, sim.now, &sim.fx).unwrap_err().to_string();
+    assert!(err.contains("EN_ROUTE") && err.contains(&inc.id), "{err}");
+    // Release T3-a: available again, and the tier is not re-paged by itself.
+    let released = sim.d.release_unit("T3-a", "sent elsewhere", sim.now, &sim.fx).unwrap();
+    assert_eq!(released.status, UnitStatus::Available);
+    assert!(sim.d.release_unit("T3-a", "", sim.now, &sim.fx).is_err());
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn positions_move_units_and_stale_reports_are_ignored() {
+    let sim = Sim::new();
+    let t = |s: u32| T0.plus_s(s);
+    assert!(sim.d.report_position("T3-d", ll(28.5802, 121.37), t(10), t(10), &sim.fx).unwrap());
+    // An older report arriving late changes nothing.
+    assert!(!sim.d.report_position("T3-d", ll(28.70, 121.37), t(5), t(11), &sim.fx).unwrap());
+    assert_eq!(sim.d.get_unit("T3-d").unwrap().position, ll(28.5802, 121.37));
+    // The index follows: T3-d is now the nearest tier-3 unit.
+    let preview = sim.d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, t(12)).unwrap();
+    assert_eq!(preview.tiers[1].assignments[0].unit_id, "T3-d");
+    // Feed events are rate-limited per unit (5 s), positions are not.
+    assert!(sim.d.report_position("T3-d", ll(28.5803, 121.37), t(12), t(12), &sim.fx).unwrap());
+    let events = sim.fx.take_events();
+    assert_eq!(events.iter().filter(|e| e.kind == EventKind::UnitPosition).count(), 1);
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn a_terminal_that_reconnects_finds_its_page_waiting() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    let page = sim.d.pending_page("T3-a").unwrap();
+    assert_eq!((page.incident_id.as_str(), page.attempt, page.tier), (inc.id.as_str(), 1, Tier::T3));
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    assert!(sim.d.pending_page("T3-a").is_none(), "acknowledged: nothing waits");
+    assert!(sim.d.pending_page("T3-d").is_none());
+}

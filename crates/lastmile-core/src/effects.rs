@@ -1,0 +1,181 @@
+//! What dispatch decisions cause outside the core: feed events, pages to
+//! terminals, and timers to arm.
+//!
+//! The core's operations take `now` and an [`Effects`] sink, change state, and
+//! hand their actions to the sink *while still holding the incident's lock*, so
+//! the order of events the sink sees is the order of state changes. The core
+//! performs no I/O itself: the server's sink stamps sequence numbers, delivers
+//! pages and runs the timer wheel; tests use [`Recorder`].
+
+use std::sync::{Arc, Mutex};
+
+use crate::geodesy::LatLng;
+use crate::incident::{IncidentKind, Timestamp};
+use crate::tier::Tier;
+use crate::unit::UnitStatus;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    IncidentReported,
+    IncidentClosed,
+    /// First page of a slot (also dispatcher assignments and escalation pages).
+    UnitPaged,
+    /// A later attempt for a slot, after a timeout or decline.
+    UnitRepaged,
+    UnitAcknowledged,
+    UnitDeclined,
+    UnitTimedOut,
+    UnitEnRoute,
+    UnitOnScene,
+    UnitReleased,
+    TierShort,
+    TierMet,
+    TierBreached,
+    TierEscalated,
+    UnitStatusChanged,
+    UnitPosition,
+}
+
+/// One state change, for the dispatchers' live feed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub at: Timestamp,
+    pub incident_id: Option<String>,
+    pub unit_id: Option<String>,
+    pub tier: Option<Tier>,
+    pub attempt: u32,
+    pub unit_status: Option<UnitStatus>,
+    pub position: Option<LatLng>,
+    /// Human-readable detail (reason, escalation target, ...).
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, at: Timestamp) -> Self {
+        Event {
+            kind,
+            at,
+            incident_id: None,
+            unit_id: None,
+            tier: None,
+            attempt: 0,
+            unit_status: None,
+            position: None,
+            detail: String::new(),
+        }
+    }
+    pub fn incident(mut self, id: &str) -> Self {
+        self.incident_id = Some(id.to_string());
+        self
+    }
+    pub fn unit(mut self, id: &str) -> Self {
+        self.unit_id = Some(id.to_string());
+        self
+    }
+    pub fn tier(mut self, tier: Tier) -> Self {
+        self.tier = Some(tier);
+        self
+    }
+    pub fn attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+    pub fn status(mut self, status: UnitStatus) -> Self {
+        self.unit_status = Some(status);
+        self
+    }
+    pub fn position(mut self, position: LatLng) -> Self {
+        self.position = Some(position);
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// A page to deliver to one unit's terminal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PageOrder {
+    pub unit_id: String,
+    pub incident_id: String,
+    pub kind: IncidentKind,
+    pub severity: u8,
+    pub location: LatLng,
+    pub address: String,
+    pub description: String,
+    pub tier: Tier,
+    pub eta_s: u32,
+    pub distance_m: f64,
+    pub deadline: Timestamp,
+    pub paged_at: Timestamp,
+    pub attempt: u32,
+}
+
+/// What a timer is for. A timer that comes due after its purpose is gone (the
+/// unit acknowledged, the incident closed) is a no-op: cancelling is
+/// invalidation, checked when it fires.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TimerKey {
+    /// No acknowledgement of this page by then -> TIMED_OUT, re-page.
+    Ack { incident_seq: u64, tier: Tier, unit_id: Arc<str>, attempt: u32 },
+    /// The tier's arrival deadline -> MET already, or BREACHED and escalated.
+    Deadline { incident_seq: u64, tier: Tier },
+    /// A RETURNING unit that has not reported becomes AVAILABLE.
+    Return { unit_id: Arc<str>, since: Timestamp },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Timer {
+    pub at: Timestamp,
+    pub key: TimerKey,
+}
+
+/// Where the core's actions go.
+pub trait Effects: Sync {
+    fn emit(&self, event: Event);
+    fn page(&self, page: PageOrder);
+    fn arm(&self, timer: Timer);
+}
+
+/// Discards everything (previews, bulk loads).
+pub struct NoEffects;
+
+impl Effects for NoEffects {
+    fn emit(&self, _: Event) {}
+    fn page(&self, _: PageOrder) {}
+    fn arm(&self, _: Timer) {}
+}
+
+/// Keeps everything, in order; for tests and simulations.
+#[derive(Default)]
+pub struct Recorder {
+    pub events: Mutex<Vec<Event>>,
+    pub pages: Mutex<Vec<PageOrder>>,
+    pub timers: Mutex<Vec<Timer>>,
+}
+
+impl Recorder {
+    pub fn take_events(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    pub fn take_pages(&self) -> Vec<PageOrder> {
+        std::mem::take(&mut *self.pages.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    pub fn take_timers(&self) -> Vec<Timer> {
+        std::mem::take(&mut *self.timers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Effects for Recorder {
+    fn emit(&self, event: Event) {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }
+    fn page(&self, page: PageOrder) {
+        self.pages.lock().unwrap_or_else(|p| p.into_inner()).push(page);
+    }
+    fn arm(&self, timer: Timer) {
+        self.timers.lock().unwrap_or_else(|p| p.into_inner()).push(timer);
+    }
+}

@@ -1,0 +1,142 @@
+//! The `lastmile.v1.UnitTerminal` service: what responders' terminals call.
+
+use std::sync::Arc;
+
+use lastmile_core::UnitStatus;
+use lastmile_core::dispatcher::Acknowledgement;
+use lastmile_proto::v1 as pb;
+use lastmile_proto::v1::unit_terminal_server::UnitTerminal;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use crate::Shared;
+use crate::convert;
+use crate::error::{invalid, to_status};
+
+pub struct TerminalService {
+    shared: Arc<Shared>,
+}
+
+impl TerminalService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        TerminalService { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl UnitTerminal for TerminalService {
+    type SubscribeStream = ReceiverStream<Result<pb::Page, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let s = &self.shared;
+        let unit_id = convert::required_id("unit_id", &request.get_ref().unit_id)?;
+        s.dispatcher.get_unit(unit_id).map_err(to_status)?;
+        // Register first, then look for the waiting page: a page sent in between
+        // arrives twice (at-least-once, same incident and attempt), never zero times.
+        let (_generation, tx, rx) = s.bus.terminals.subscribe(unit_id);
+        if let Some(page) = s.dispatcher.pending_page(unit_id) {
+            let _ = tx.try_send(Ok(s.bus.page_to_pb(&page)));
+        }
+        info!(unit_id = %unit_id, "terminal subscribed");
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<pb::AcknowledgeRequest>,
+    ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let s = &self.shared;
+        let req = request.into_inner();
+        convert::required_id("unit_id", &req.unit_id)?;
+        convert::required_id("incident_id", &req.incident_id)?;
+        if req.reason.len() > s.config.limits.max_description_bytes {
+            return Err(invalid("reason", format!("must be at most {} bytes", s.config.limits.max_description_bytes)));
+        }
+        let ack = Acknowledgement {
+            unit_id: req.unit_id,
+            incident_id: req.incident_id,
+            accept: req.accept,
+            reason: req.reason,
+        };
+        let unit = s.dispatcher.acknowledge(&ack, s.clock.now(), &*s.bus).map_err(to_status)?;
+        info!(unit_id = %ack.unit_id, incident_id = %ack.incident_id, accept = ack.accept, "page answered");
+        Ok(Response::new(pb::AcknowledgeResponse { unit: Some(convert::unit_to_pb(&unit)) }))
+    }
+
+    async fn report_status(
+        &self,
+        request: Request<pb::ReportStatusRequest>,
+    ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let s = &self.shared;
+        let req = request.get_ref();
+        let unit_id = convert::required_id("unit_id", &req.unit_id)?;
+        let status = match convert::unit_status_filter("status", req.status)? {
+            Some(
+                status @ (UnitStatus::EnRoute
+                | UnitStatus::OnScene
+                | UnitStatus::Returning
+                | UnitStatus::Available
+                | UnitStatus::OutOfService),
+            ) => status,
+            Some(other) => return Err(invalid("status", format!("{other} is set by dispatch, not reported"))),
+            None => return Err(invalid("status", "required")),
+        };
+        if !req.incident_id.is_empty() && matches!(status, UnitStatus::EnRoute | UnitStatus::OnScene) {
+            let unit = s.dispatcher.get_unit(unit_id).map_err(to_status)?;
+            if unit.incident_id.as_deref() != Some(req.incident_id.as_str()) {
+                return Err(Status::failed_precondition(format!(
+                    "unit {unit_id} is {} and not on incident {}",
+                    unit.status, req.incident_id
+                )));
+            }
+        }
+        let unit = s.dispatcher.set_unit_status(unit_id, status, s.clock.now(), &*s.bus).map_err(to_status)?;
+        Ok(Response::new(pb::ReportStatusResponse { unit: Some(convert::unit_to_pb(&unit)) }))
+    }
+
+    async fn report_position(
+        &self,
+        request: Request<Streaming<pb::PositionReport>>,
+    ) -> Result<Response<pb::ReportPositionResponse>, Status> {
+        let s = &self.shared;
+        let max = s.config.terminals.max_positions_per_stream;
+        let mut stream = request.into_inner();
+        let mut answer = pb::ReportPositionResponse::default();
+        let mut seen: u64 = 0;
+        while let Some(report) = stream.next().await {
+            let report = report?;
+            seen += 1;
+            if seen > max {
+                return Err(Status::resource_exhausted(format!(
+                    "more than {max} position reports on one stream (terminals.max_positions_per_stream): reconnect; {} applied",
+                    answer.applied
+                )));
+            }
+            let applied = convert::lat_lng("position", report.position.as_ref()).and_then(|position| {
+                convert::required_id("unit_id", &report.unit_id)?;
+                let now = s.clock.now();
+                let measured_at = report
+                    .measured_at
+                    .map(|t| lastmile_core::Timestamp::from_unix_ms(t.seconds * 1000 + t.nanos as i64 / 1_000_000))
+                    .unwrap_or(now);
+                s.dispatcher.report_position(&report.unit_id, position, measured_at, now, &*s.bus).map_err(to_status)
+            });
+            match applied {
+                Ok(true) => answer.applied += 1,
+                Ok(false) => answer.ignored_stale += 1,
+                Err(status) => {
+                    answer.rejected += 1;
+                    if answer.first_error.is_empty() {
+                        answer.first_error = status.message().to_string();
+                    }
+                }
+            }
+        }
+        Ok(Response::new(answer))
+    }
+}
