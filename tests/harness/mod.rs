@@ -129,3 +129,70 @@ pub fn report(external_id: &str) -> pb::ReportIncidentRequest {
         description: "e2e test".to_string(),
     }
 }
+
+/// Liveness bound for waiting on something asynchronous (a page, an event).
+/// Not a performance assertion: only there so a broken build fails instead of
+/// hanging.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A small district for paging tests, around (28.58, 121.37): one unit of
+/// tiers 1, 5 and 10, and three of tier 3 in a row going north.
+pub fn paging_units() -> String {
+    units_json(&[
+        ("T1-a", 1, 28.5801, 121.37),
+        ("T3-a", 3, 28.581, 121.37),
+        ("T3-b", 3, 28.582, 121.37),
+        ("T3-c", 3, 28.583, 121.37),
+        ("T5-a", 5, 28.59, 121.37),
+        ("T10-a", 10, 28.60, 121.37),
+    ])
+}
+
+impl TestServer {
+    pub async fn terminal(&self) -> v1::unit_terminal_client::UnitTerminalClient<Channel> {
+        v1::unit_terminal_client::UnitTerminalClient::new(self.channel().await)
+    }
+
+    /// Subscribes `unit_id`'s terminal and returns its page stream.
+    pub async fn pages(&self, unit_id: &str) -> tonic::Streaming<v1::Page> {
+        self.terminal()
+            .await
+            .subscribe(v1::SubscribeRequest { unit_id: unit_id.to_string() })
+            .await
+            .expect("subscribe")
+            .into_inner()
+    }
+
+    /// A live-feed watcher of one incident (empty: all), from `after_seq`.
+    pub async fn watch(&self, after_seq: u64, incident_id: &str) -> tonic::Streaming<v1::DispatchEvent> {
+        self.client()
+            .await
+            .watch_events(v1::WatchEventsRequest {
+                after_seq,
+                incident_id: incident_id.to_string(),
+                unit_id: String::new(),
+            })
+            .await
+            .expect("watch")
+            .into_inner()
+    }
+}
+
+/// The next message of a stream, failing the test after [`PATIENCE`].
+pub async fn next<T>(stream: &mut tonic::Streaming<T>) -> Result<Option<T>, tonic::Status> {
+    tokio::time::timeout(PATIENCE, stream.message()).await.expect("stream stalled beyond PATIENCE")
+}
+
+/// Reads events until one of type `wanted` for `unit_id` (any unit if empty) arrives.
+pub async fn until_event(
+    stream: &mut tonic::Streaming<v1::DispatchEvent>,
+    wanted: v1::EventType,
+    unit_id: &str,
+) -> v1::DispatchEvent {
+    loop {
+        let event = next(stream).await.expect("feed error").expect("feed ended");
+        if event.r#type() == wanted && (unit_id.is_empty() || event.unit_id == unit_id) {
+            return event;
+        }
+    }
+}

@@ -292,6 +292,11 @@ impl Dispatcher {
 
     /// Sends a page for `a` and arms its acknowledgement timer.
     pub(crate) fn page_out(&self, incident: &Incident, a: &Assignment, now: Timestamp, fx: &dyn Effects) {
+        self.page_out_as(incident, a, now, "", fx);
+    }
+
+    /// [`Dispatcher::page_out`], saying why in the event.
+    pub(crate) fn page_out_as(&self, incident: &Incident, a: &Assignment, now: Timestamp, why: &str, fx: &dyn Effects) {
         let deadline =
             incident.tiers.iter().find(|t| t.tier == a.tier).map(|t| t.deadline).unwrap_or(incident.reported_at);
         fx.page(self.page_order(incident, a, deadline));
@@ -304,10 +309,11 @@ impl Dispatcher {
                 .attempt(a.attempt)
                 .status(UnitStatus::Paged)
                 .detail(format!(
-                    "eta {} s, {:.0} m{}",
+                    "eta {} s, {:.0} m{}{}{why}",
                     a.eta_s,
                     a.distance_m,
-                    if a.within_target { "" } else { ", beyond target" }
+                    if a.within_target { "" } else { ", beyond target" },
+                    if why.is_empty() { "" } else { "; " },
                 )),
         );
         let ack_timeout_s = self.config.tiers.get(a.tier).ack_timeout_s;

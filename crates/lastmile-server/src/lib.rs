@@ -52,6 +52,18 @@ pub struct Shared {
     pub stop: CancellationToken,
 }
 
+/// Accepted connections with Nagle's algorithm off: a small response must not
+/// wait for the peer's delayed ACK (~40 ms per request otherwise). The
+/// builder's own `tcp_nodelay` applies only to listeners tonic binds itself.
+fn incoming_nodelay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
 /// Stops a background task when its owner (the running server) goes away.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -143,12 +155,11 @@ pub async fn run(
         .timeout(Duration::from_millis(server.request_timeout_ms))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
         .add_service(dispatch)
         .add_service(terminal)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+        .serve_with_incoming_shutdown(incoming_nodelay(listener), signal)
         .await?;
     info!("lastmile stopped");
     Ok(())

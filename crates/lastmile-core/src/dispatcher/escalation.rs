@@ -242,7 +242,7 @@ impl Dispatcher {
                 let ui = self.tier_slot(incident, up, now);
                 let attempt = 1;
                 let a = self.assignment(&pick, up, now, attempt);
-                self.page_out(incident, &a, now, fx);
+                self.page_out_as(incident, &a, now, &format!("escalation: {tier} breached"), fx);
                 let detail = format!("breach of {tier}: paged {} of {up} (eta {} s)", a.unit_id, a.eta_s);
                 incident.tiers[ui].assignments.push(a);
                 detail
@@ -340,9 +340,9 @@ impl Dispatcher {
         let position = self.get_unit(unit_id).map(|u| u.position).unwrap_or(unit.position);
         let pick = self.pick_at(&unit_key, position, unit.tier, tier, incident.location);
         let ti = self.tier_slot(incident, tier, now);
-        let attempt = incident.tiers[ti].assignments.iter().map(|a| a.attempt).max().unwrap_or(0) + 1;
-        let a = self.assignment(&pick, tier, now, attempt.max(1));
-        self.page_out(incident, &a, now, fx);
+        // A dispatcher's assignment opens a new slot: its first attempt.
+        let a = self.assignment(&pick, tier, now, 1);
+        self.page_out_as(incident, &a, now, "assigned by dispatcher", fx);
         incident.tiers[ti].assignments.push(a);
         Ok(incident.clone())
     }
