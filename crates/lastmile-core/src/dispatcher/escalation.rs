@@ -196,7 +196,15 @@ impl Dispatcher {
             Some(pick) => {
                 let a = self.assignment(&pick, tier, now, attempt + 1);
                 self.page_out(incident, &a, now, fx);
-                incident.tiers[ti].assignments.push(a);
+                let t = &mut incident.tiers[ti];
+                if !a.within_target && t.state == TierState::Paging {
+                    t.state = TierState::Short;
+                    t.note = format!("re-paged {} beyond target (eta {} s > {} s)", a.unit_id, a.eta_s, t.target_s);
+                    fx.emit(
+                        Event::new(EventKind::TierShort, now).incident(&incident.id).tier(tier).detail(t.note.clone()),
+                    );
+                }
+                t.assignments.push(a);
             }
             None => self.escalate_tier(incident, ti, format!("nobody left in reach to re-page {tier}"), now, fx),
         }
