@@ -29,19 +29,23 @@ pub struct TestServer {
 impl TestServer {
     /// A server on the embedded default (the Luqiao demo dataset).
     pub async fn start() -> TestServer {
-        TestServer::start_with(LastmileConfig::embedded().expect("embedded config")).await
+        let mut config = LastmileConfig::embedded().expect("embedded config");
+        config.journal.data_dir = String::new(); // in memory: each test starts clean
+        TestServer::start_with(config).await
     }
 
     pub async fn start_with(config: LastmileConfig) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let dispatcher = Arc::new(lastmile_server::build_dispatcher(&config).expect("dispatcher"));
+        // The way the binary does it: recover from the journal if there is one.
+        let opened = lastmile_server::open(&config).expect("open");
+        let dispatcher = opened.dispatcher.clone();
         let config = Arc::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn({
-            let (config, dispatcher) = (config.clone(), dispatcher.clone());
+            let config = config.clone();
             async move {
-                lastmile_server::run(listener, config, dispatcher, async {
+                lastmile_server::run_opened(listener, config, opened, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -99,7 +103,9 @@ pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> 
     }
     std::fs::write(dir.join("luqiao/units.json"), units_json).expect("write units");
     let path = dir.join("lastmile.toml");
-    std::fs::write(&path, edit(embedded_config_text().to_string())).expect("write config");
+    // In memory unless `edit` says otherwise.
+    let text = embedded_config_text().replace("data_dir = \"data\"", "data_dir = \"\"");
+    std::fs::write(&path, edit(text)).expect("write config");
     let config = LastmileConfig::load(&path).expect("config on disk");
     assert_eq!(config.source, ConfigSource::File(path));
     config
@@ -116,6 +122,40 @@ pub fn units_json(units: &[(&str, u32, f64, f64)]) -> String {
         })
         .collect();
     format!(r#"{{"about":"test units","seed":0,"units":[{}]}}"#, records.join(","))
+}
+
+/// Polls `check` every 20 ms until it yields a value; fails after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached within PATIENCE");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "lastmile-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Config text edit: journal in `dir`.
+pub fn with_journal(dir: &std::path::Path) -> impl FnOnce(String) -> String + '_ {
+    move |text| text.replace("data_dir = \"\"", &format!("data_dir = {:?}", dir.display().to_string()))
 }
 
 /// A valid report at central Luqiao (路桥街道).
@@ -194,5 +234,134 @@ pub async fn until_event(
         if event.r#type() == wanted && (unit_id.is_empty() || event.unit_id == unit_id) {
             return event;
         }
+    }
+}
+
+/// Replays the live feed to check that no unit is ever held by two incidents:
+/// a page (UNIT_PAGED / UNIT_REPAGED) makes the incident the unit's holder; a
+/// release (UNIT_RELEASED, UNIT_DECLINED, UNIT_TIMED_OUT) ends it. A page of a
+/// unit another incident holds is a double assignment unless the older
+/// holder's release follows within [`FeedReplay::INVERSION_WINDOW`] events
+/// (two incidents' locks, one feed: the release was applied first but
+/// published second); those are counted in `inversions`. The same rules as
+/// `lastmile bench`'s replay (crates/lastmile/src/bench/feed.rs).
+#[derive(Default)]
+pub struct FeedReplay {
+    holder: std::collections::HashMap<String, String>,
+    closed: std::collections::HashSet<String>,
+    pending: Vec<(String, String, String, u64)>,
+    pub events: u64,
+    pub last_seq: u64,
+    /// Sequence numbers never seen.
+    pub gaps: u64,
+    pub violations: Vec<String>,
+    pub inversions: u64,
+    pub pages: u64,
+}
+
+impl FeedReplay {
+    pub const INVERSION_WINDOW: u64 = 64;
+
+    pub fn apply(&mut self, e: &v1::DispatchEvent) {
+        if self.events > 0 && e.seq > self.last_seq + 1 {
+            self.gaps += e.seq - self.last_seq - 1;
+        }
+        self.events += 1;
+        self.last_seq = e.seq;
+        let seq = e.seq;
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|(_, _, _, at)| seq > at + Self::INVERSION_WINDOW);
+        self.pending = kept;
+        for (unit, older, newer, at) in expired {
+            self.violations.push(format!("unit {unit} paged for {newer} (seq {at}) while held by {older}"));
+        }
+        let (unit, incident) = (&e.unit_id, &e.incident_id);
+        match e.r#type() {
+            v1::EventType::UnitPaged | v1::EventType::UnitRepaged => {
+                self.pages += 1;
+                if self.closed.contains(incident) {
+                    self.violations.push(format!("unit {unit} paged for closed incident {incident} (seq {seq})"));
+                }
+                if let Some(older) = self.holder.insert(unit.clone(), incident.clone()) {
+                    if &older == incident {
+                        self.violations.push(format!("unit {unit} paged twice for {incident} (seq {seq})"));
+                    } else {
+                        self.pending.push((unit.clone(), older, incident.clone(), seq));
+                    }
+                }
+            }
+            v1::EventType::UnitReleased | v1::EventType::UnitDeclined | v1::EventType::UnitTimedOut => {
+                if self.holder.get(unit) == Some(incident) {
+                    self.holder.remove(unit);
+                } else if let Some(i) = self.pending.iter().position(|(u, older, _, _)| u == unit && older == incident)
+                {
+                    self.pending.swap_remove(i);
+                    self.inversions += 1;
+                }
+            }
+            v1::EventType::IncidentClosed => {
+                self.closed.insert(incident.clone());
+                let still: Vec<String> =
+                    self.holder.iter().filter(|(_, i)| *i == incident).map(|(u, _)| u.clone()).collect();
+                for u in still {
+                    self.holder.remove(&u);
+                    self.violations.push(format!("closed incident {incident} still holds unit {u} (seq {seq})"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// End of the feed: conflicts still waiting for a release are real.
+    pub fn finish(&mut self) {
+        for (unit, older, newer, at) in std::mem::take(&mut self.pending) {
+            self.violations.push(format!("unit {unit} paged for {newer} (seq {at}) while held by {older}"));
+        }
+    }
+}
+
+/// Every incident on the server, oldest first (all pages of ListIncidents).
+pub async fn all_incidents(client: &mut DispatchClient<Channel>) -> Vec<v1::Incident> {
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_incidents(v1::ListIncidentsRequest { page_size: 1000, page_token, ..Default::default() })
+            .await
+            .expect("list incidents")
+            .into_inner();
+        out.extend(page.incidents);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The seed of a randomised test: `LASTMILE_SEED` if set, else from the clock.
+/// Printed, so a failure can be replayed.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("LASTMILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    });
+    println!("{test}: seed {seed} (replay with LASTMILE_SEED={seed})");
+    seed
+}
+
+/// SplitMix64: a small reproducible generator for randomised tests.
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }

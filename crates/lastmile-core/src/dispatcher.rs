@@ -164,6 +164,77 @@ impl Dispatcher {
         })
     }
 
+    /// Rebuilds a dispatcher from what a journal held: the dataset's units,
+    /// each replaced by its stored state where there is one, and the stored
+    /// incidents (with their idempotency keys and the incident sequence).
+    pub fn restore(
+        config: DispatchConfig,
+        area: ServiceArea,
+        dataset_units: Vec<Unit>,
+        stored_units: Vec<Unit>,
+        incidents: Vec<Incident>,
+        limits: DispatcherLimits,
+    ) -> Result<Self, DispatchError> {
+        let mut units: std::collections::BTreeMap<Arc<str>, Unit> =
+            dataset_units.into_iter().map(|u| (u.id.clone(), u)).collect();
+        for unit in stored_units {
+            units.insert(unit.id.clone(), unit);
+        }
+        let dispatcher = Dispatcher::new(config, area, units.into_values().collect(), limits)?;
+        let mut last_seq = 0;
+        for incident in incidents {
+            if incident.id != incident_id_for(incident.seq) {
+                return Err(DispatchError::invalid(
+                    "journal",
+                    format!("incident {} has sequence {}", incident.id, incident.seq),
+                ));
+            }
+            last_seq = last_seq.max(incident.seq);
+            dispatcher.external_ids.insert(incident.external_id.clone(), incident.seq);
+            dispatcher.incidents.insert(incident.seq, incident);
+        }
+        dispatcher.last_seq.store(last_seq, Ordering::Relaxed);
+        Ok(dispatcher)
+    }
+
+    /// Every timer the current state needs, earliest first: the deadline of
+    /// each open tier, the acknowledgement timer of each waiting page, the
+    /// return timer of each RETURNING unit. For re-arming after a restart.
+    pub fn timers_to_rearm(&self) -> Vec<Timer> {
+        let mut timers = Vec::new();
+        for incident in self.incidents.iter().filter(|i| i.status == IncidentStatus::Open) {
+            for tier in &incident.tiers {
+                if matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated) {
+                    timers.push(Timer {
+                        at: tier.deadline,
+                        key: TimerKey::Deadline { incident_seq: incident.seq, tier: tier.tier },
+                    });
+                }
+                for a in tier.assignments.iter().filter(|a| a.state == AssignmentState::Paged) {
+                    timers.push(Timer {
+                        at: a.paged_at.plus_s(self.config.tiers.get(a.tier).ack_timeout_s),
+                        key: TimerKey::Ack {
+                            incident_seq: incident.seq,
+                            tier: a.tier,
+                            unit_id: Arc::from(a.unit_id.as_str()),
+                            attempt: a.attempt,
+                        },
+                    });
+                }
+            }
+        }
+        for unit in self.units.iter() {
+            if let (UnitStatus::Returning, Some(since)) = (unit.status, unit.returning_since) {
+                timers.push(Timer {
+                    at: since.plus_s(self.config.escalation.return_to_available_s),
+                    key: TimerKey::Return { unit_id: unit.id.clone(), since },
+                });
+            }
+        }
+        timers.sort_by_key(|t| t.at);
+        timers
+    }
+
     pub fn config(&self) -> &DispatchConfig {
         &self.config
     }
@@ -210,6 +281,8 @@ impl Dispatcher {
                 // event is out.
                 let entry = self.incidents.entry(seq).insert(incident);
                 self.announce_new(&entry, now, fx);
+                fx.store_incident(&entry);
+                self.store_units(entry.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()), fx);
                 let incident = entry.clone();
                 drop(entry);
                 slot.insert(seq);
@@ -262,6 +335,15 @@ impl Dispatcher {
                 self.tier_response(tier, required, picks, now)
             })
             .collect()
+    }
+
+    /// Hands the current state of these units to the store.
+    pub(crate) fn store_units<'a>(&self, unit_ids: impl IntoIterator<Item = &'a str>, fx: &dyn Effects) {
+        for id in unit_ids {
+            if let Some(unit) = self.units.get(id) {
+                fx.store_unit(&unit);
+            }
+        }
     }
 
     /// Events, pages and timers of a freshly dispatched incident.
@@ -500,6 +582,7 @@ impl Dispatcher {
         incident.status = IncidentStatus::Closed;
         incident.closed_at = Some(now);
         fx.emit(Event::new(EventKind::IncidentClosed, now).incident(id));
+        fx.store_incident(incident);
         Ok(incident.clone())
     }
 
@@ -531,6 +614,7 @@ impl Dispatcher {
                 key: TimerKey::Return { unit_id: unit.id.clone(), since: now },
             });
         }
+        fx.store_unit(&unit);
         fx.emit(
             Event::new(EventKind::UnitReleased, now)
                 .incident(incident_id)
@@ -571,7 +655,7 @@ impl Dispatcher {
     /// assignment of an existing unit change only through dispatch and
     /// [`Dispatcher::set_unit_status`]; a unit may not change tier while it is
     /// assigned. Returns the unit and whether it was created.
-    pub fn upsert_unit(&self, unit: Unit) -> Result<(Unit, bool), DispatchError> {
+    pub fn upsert_unit(&self, unit: Unit, fx: &dyn Effects) -> Result<(Unit, bool), DispatchError> {
         check_unit_id(&unit.id).map_err(|e| DispatchError::invalid("unit.id", e))?;
         unit.home.validate().map_err(|e| DispatchError::invalid(format!("unit.home.{}", e.component()), e))?;
         unit.position.validate().map_err(|e| DispatchError::invalid(format!("unit.position.{}", e.component()), e))?;
@@ -619,6 +703,7 @@ impl Dispatcher {
                 old.village = unit.village;
                 old.crew = unit.crew;
                 old.capabilities = unit.capabilities;
+                fx.store_unit(old);
                 Ok((old.clone(), false))
             }
             Entry::Vacant(slot) => {
@@ -633,6 +718,7 @@ impl Dispatcher {
                 if let Some(t) = tree_mut(&mut guards, unit.tier) {
                     t.insert(unit.id.clone(), unit.position);
                 }
+                fx.store_unit(&unit);
                 slot.insert(unit.clone());
                 Ok((unit, true))
             }
@@ -671,6 +757,7 @@ impl Dispatcher {
                 let from = unit.status;
                 unit.status = to;
                 unit.returning_since = None;
+                fx.store_unit(&unit);
                 fx.emit(
                     Event::new(EventKind::UnitStatusChanged, now).unit(id).status(to).detail(format!("{from} -> {to}")),
                 );
@@ -732,6 +819,7 @@ impl Dispatcher {
                 UnitStatus::Returning | UnitStatus::Available => {
                     drop(unit); // release_assignment takes the unit's entry itself
                     self.release_assignment(&incident_id, a, now, "left the scene", Some(to), fx);
+                    fx.store_incident(incident);
                     return self.get_unit(id);
                 }
                 other => {
@@ -742,6 +830,8 @@ impl Dispatcher {
                     )));
                 }
             }
+            fx.store_unit(&unit);
+            fx.store_incident(incident);
             return Ok(unit.clone());
         }
         Err(DispatchError::Contended(format!("unit {id} kept changing while its status was set")))

@@ -10,9 +10,9 @@
 use std::sync::{Arc, Mutex};
 
 use crate::geodesy::LatLng;
-use crate::incident::{IncidentKind, Timestamp};
+use crate::incident::{Incident, IncidentKind, Timestamp};
 use crate::tier::Tier;
-use crate::unit::UnitStatus;
+use crate::unit::{Unit, UnitStatus};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -137,6 +137,12 @@ pub trait Effects: Sync {
     fn emit(&self, event: Event);
     fn page(&self, page: PageOrder);
     fn arm(&self, timer: Timer);
+    /// The state of an incident after a change, to make durable. Called while
+    /// the incident's lock is held, after every change: per incident, the last
+    /// call carries the latest state.
+    fn store_incident(&self, _incident: &Incident) {}
+    /// The state of a unit after a change (same promise, per unit).
+    fn store_unit(&self, _unit: &Unit) {}
 }
 
 /// Discards everything (previews, bulk loads).
@@ -154,6 +160,9 @@ pub struct Recorder {
     pub events: Mutex<Vec<Event>>,
     pub pages: Mutex<Vec<PageOrder>>,
     pub timers: Mutex<Vec<Timer>>,
+    /// The last stored state of each incident and unit, by id.
+    pub stored_incidents: Mutex<std::collections::HashMap<String, Incident>>,
+    pub stored_units: Mutex<std::collections::HashMap<String, Unit>>,
 }
 
 impl Recorder {
@@ -177,5 +186,11 @@ impl Effects for Recorder {
     }
     fn arm(&self, timer: Timer) {
         self.timers.lock().unwrap_or_else(|p| p.into_inner()).push(timer);
+    }
+    fn store_incident(&self, incident: &Incident) {
+        self.stored_incidents.lock().unwrap_or_else(|p| p.into_inner()).insert(incident.id.clone(), incident.clone());
+    }
+    fn store_unit(&self, unit: &Unit) {
+        self.stored_units.lock().unwrap_or_else(|p| p.into_inner()).insert(unit.id.to_string(), unit.clone());
     }
 }

@@ -7,7 +7,7 @@ use crate::tier::Tier;
 
 /// Wall-clock time as milliseconds since the Unix epoch. The core never reads
 /// a clock: every operation that needs the time takes one of these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Timestamp {
     pub unix_ms: i64,
 }
@@ -34,13 +34,13 @@ pub enum IncidentKind {
     Other,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IncidentStatus {
     Open,
     Closed,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TierState {
     /// Every required unit reserved within target; pages out.
     Paging,
@@ -52,7 +52,7 @@ pub enum TierState {
     Cancelled,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AssignmentState {
     Paged,
     Acknowledged,
@@ -78,7 +78,7 @@ impl AssignmentState {
 /// Lowest and highest severity (1 minor ... 4 major).
 pub const SEVERITY_RANGE: std::ops::RangeInclusive<u8> = 1..=4;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub unit_id: String,
     pub unit_name: String,
@@ -99,7 +99,7 @@ impl Assignment {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TierResponse {
     pub tier: Tier,
     pub target_s: u32,
@@ -111,7 +111,7 @@ pub struct TierResponse {
     pub note: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// Dense sequence number; `id` is derived from it.
     pub seq: u64,

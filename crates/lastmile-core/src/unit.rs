@@ -52,7 +52,7 @@ impl std::fmt::Display for UnitStatus {
 }
 
 /// A response unit. `id` is shared with the spatial index (`Arc<str>`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Unit {
     pub id: Arc<str>,
     pub name: String,

@@ -45,10 +45,13 @@ struct FeedInner {
 }
 
 impl Feed {
-    pub fn new(history_events: usize, subscriber_buffer_events: usize) -> Self {
+    pub fn new(history_events: usize, subscriber_buffer_events: usize, first_seq: u64) -> Self {
         let (tx, _) = broadcast::channel(subscriber_buffer_events);
         Feed {
-            inner: Mutex::new(FeedInner { next_seq: 1, history: VecDeque::with_capacity(history_events) }),
+            inner: Mutex::new(FeedInner {
+                next_seq: first_seq.max(1),
+                history: VecDeque::with_capacity(history_events),
+            }),
             tx,
             history_events,
             watchers: AtomicUsize::new(0),
@@ -79,8 +82,13 @@ impl Feed {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let rx = self.tx.subscribe();
         let last = inner.next_seq - 1;
-        if after_seq == 0 || after_seq >= last {
+        if after_seq == 0 || after_seq == last {
             return Ok((Vec::new(), rx));
+        }
+        if after_seq > last {
+            return Err(Status::out_of_range(format!(
+                "after_seq: {after_seq} is ahead of the feed (last: {last}); the server restarted: resync"
+            )));
         }
         let oldest = inner.history.front().map(|e| e.seq).unwrap_or(inner.next_seq);
         if after_seq + 1 < oldest {
@@ -206,10 +214,10 @@ impl Bus {
     /// one deadline per tier and one acknowledgement timer per page of open
     /// incidents (`limits.max_incidents` x tiers x pages), and it is drained
     /// continuously into the timer wheel.
-    pub fn new(config: Arc<LastmileConfig>) -> (Arc<Bus>, mpsc::UnboundedReceiver<Timer>) {
+    pub fn new(config: Arc<LastmileConfig>, first_seq: u64) -> (Arc<Bus>, mpsc::UnboundedReceiver<Timer>) {
         let (timers, rx) = mpsc::unbounded_channel();
         let bus = Bus {
-            feed: Feed::new(config.feed.history_events, config.feed.subscriber_buffer_events),
+            feed: Feed::new(config.feed.history_events, config.feed.subscriber_buffer_events, first_seq),
             terminals: Terminals::new(config.terminals.page_buffer),
             timers,
             config,
@@ -257,6 +265,7 @@ impl Effects for Bus {
 pub async fn run_timers(
     dispatcher: Arc<Dispatcher>,
     bus: Arc<Bus>,
+    journal: Option<Arc<crate::journal::Journal>>,
     clock: Clock,
     mut armed: mpsc::UnboundedReceiver<Timer>,
     stop: CancellationToken,
@@ -270,7 +279,9 @@ pub async fn run_timers(
                 wheel.insert_at(timer.key, clock.instant_for(timer.at));
             }
             Some(expired) = std::future::poll_fn(|cx| wheel.poll_expired(cx)) => {
-                dispatcher.fire(expired.get_ref(), clock.now(), &*bus);
+                let op = crate::journal::Op::internal(&bus, &journal);
+                dispatcher.fire(expired.get_ref(), clock.now(), &op);
+                op.finish();
             }
         }
     }

@@ -38,6 +38,7 @@ pub struct LastmileConfig {
     pub server: ServerConfig,
     pub feed: FeedConfig,
     pub terminals: TerminalsConfig,
+    pub journal: JournalConfig,
     pub limits: RequestLimits,
     pub dataset: DatasetPaths,
     pub dispatch: DispatchConfig,
@@ -83,6 +84,18 @@ pub struct FeedConfig {
     pub history_events: usize,
     pub subscriber_buffer_events: usize,
     pub max_watchers: usize,
+}
+
+/// The durable journal.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Folder of the journal (`lastmile.db`), relative to the working
+    /// directory; empty = in memory only (nothing survives a restart).
+    pub data_dir: String,
+    pub max_pending_ops: usize,
+    pub max_batch_records: usize,
+    pub enqueue_timeout_ms: u64,
 }
 
 /// Responders' terminals.
@@ -171,6 +184,9 @@ impl LastmileConfig {
             ("feed.max_watchers", self.feed.max_watchers as u64),
             ("terminals.page_buffer", self.terminals.page_buffer as u64),
             ("terminals.max_positions_per_stream", self.terminals.max_positions_per_stream),
+            ("journal.max_pending_ops", self.journal.max_pending_ops as u64),
+            ("journal.max_batch_records", self.journal.max_batch_records as u64),
+            ("journal.enqueue_timeout_ms", self.journal.enqueue_timeout_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(self.invalid(key, "must be greater than 0"));

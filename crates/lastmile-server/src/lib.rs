@@ -12,6 +12,8 @@
 //! - [`bus`]: where the core's effects go: live feed, page queues, the one
 //!   timer wheel.
 //! - [`clock`]: the server's only clock.
+//! - [`journal`]: group commit of every change before it is answered; fail
+//!   closed.
 //! - [`run`]: serves all of it, `grpc.health.v1` and server reflection on a
 //!   listener until a shutdown future resolves.
 //!
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod journal;
 pub mod service;
 pub mod terminal;
 
@@ -50,6 +53,74 @@ pub struct Shared {
     /// Cancelled at shutdown: ends live streams (feed watchers, terminals) so
     /// the drain is not held open by them.
     pub stop: CancellationToken,
+    /// None when running in memory only.
+    pub journal: Option<Arc<journal::Journal>>,
+}
+
+impl Shared {
+    /// Starts an operation that may change state (see [`journal::Op`]).
+    pub async fn op(&self) -> Result<journal::Op, tonic::Status> {
+        journal::Op::begin(&self.bus, &self.journal).await
+    }
+}
+
+/// A dispatcher ready to serve, with its journal store when durable.
+pub struct Opened {
+    pub dispatcher: Arc<Dispatcher>,
+    pub store: Option<Box<dyn lastmile_store::JournalStore>>,
+    /// The live feed's sequence number at the last commit before the restart.
+    pub recovered_feed_seq: u64,
+}
+
+impl Opened {
+    pub fn in_memory(dispatcher: Arc<Dispatcher>) -> Self {
+        Opened { dispatcher, store: None, recovered_feed_seq: 0 }
+    }
+}
+
+/// Builds the dispatcher the configuration asks for: in memory, or recovered
+/// from the journal in `journal.data_dir` (created if new).
+pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
+    if config.journal.data_dir.is_empty() {
+        return Ok(Opened::in_memory(Arc::new(build_dispatcher(config)?)));
+    }
+    let started = std::time::Instant::now();
+    let (units, area) = config.load_dataset()?;
+    let mut store = lastmile_store::SqliteStore::open(std::path::Path::new(&config.journal.data_dir))?;
+    let recovered = lastmile_store::JournalStore::recover(&mut store)?;
+    let location = lastmile_store::JournalStore::location(&store);
+    let corrupt = |what: &str, e: serde_json::Error| {
+        ServerError::Recovery(format!("{location}: a stored {what} cannot be read: {e}"))
+    };
+    let stored_units = recovered
+        .units
+        .iter()
+        .map(|b| serde_json::from_slice(b).map_err(|e| corrupt("unit", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let incidents = recovered
+        .incidents
+        .iter()
+        .map(|b| serde_json::from_slice(b).map_err(|e| corrupt("incident", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (n_units, n_incidents) = (stored_units.len(), incidents.len());
+    let dispatcher =
+        Dispatcher::restore(config.dispatch.clone(), area, units, stored_units, incidents, config.dispatcher_limits())?;
+    dispatcher
+        .check_invariants()
+        .map_err(|e| ServerError::Recovery(format!("{location}: inconsistent journal: {e}")))?;
+    info!(
+        journal = %location,
+        incidents = n_incidents,
+        stored_units = n_units,
+        commits = recovered.commits,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
+    Ok(Opened {
+        dispatcher: Arc::new(dispatcher),
+        store: Some(Box::new(store)),
+        recovered_feed_seq: recovered.feed_seq,
+    })
 }
 
 /// Accepted connections with Nagle's algorithm off: a small response must not
@@ -83,6 +154,10 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Store(#[from] lastmile_store::StoreError),
+    #[error("recovery: {0}")]
+    Recovery(String),
 }
 
 /// Builds the dispatcher from a configuration and the dataset it names.
@@ -100,17 +175,58 @@ pub async fn run(
     dispatcher: Arc<Dispatcher>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let (bus, armed) = bus::Bus::new(config.clone());
+    run_opened(listener, config, Opened::in_memory(dispatcher), shutdown).await
+}
+
+/// [`run`] for a dispatcher from [`open`]: starts its journal, re-arms every
+/// timer of the recovered state (those already due fire at once, in order),
+/// then serves.
+pub async fn run_opened(
+    listener: TcpListener,
+    config: Arc<LastmileConfig>,
+    opened: Opened,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let dispatcher = opened.dispatcher.clone();
+    // Sequence numbers after a restart leave a gap of one history's length, so a
+    // watcher resuming from a number it saw before the crash is told to resync
+    // (OUT_OF_RANGE) instead of silently getting other events under old numbers.
+    let first_seq =
+        if opened.store.is_some() { opened.recovered_feed_seq + config.feed.history_events as u64 + 1 } else { 1 };
+    let (bus, armed) = bus::Bus::new(config.clone(), first_seq);
+    let journal = opened.store.map(|store| {
+        let feed_bus = bus.clone();
+        journal::Journal::start(
+            store,
+            config.journal.max_pending_ops,
+            config.journal.max_batch_records,
+            Duration::from_millis(config.journal.enqueue_timeout_ms),
+            Arc::new(move || feed_bus.feed.last_seq()),
+        )
+    });
     let shared = Arc::new(Shared {
         dispatcher: dispatcher.clone(),
         bus: bus.clone(),
         clock: clock::Clock::start(),
         config: config.clone(),
         stop: CancellationToken::new(),
+        journal: journal.clone(),
     });
+    // Re-arm: due ones now, in order; the rest on the wheel.
+    let now = shared.clock.now();
+    for timer in dispatcher.timers_to_rearm() {
+        if timer.at <= now {
+            let op = journal::Op::internal(&bus, &journal);
+            dispatcher.fire(&timer.key, now, &op);
+            op.finish();
+        } else {
+            lastmile_core::effects::Effects::arm(&*bus, timer);
+        }
+    }
     let _timers = AbortOnDrop(tokio::spawn(bus::run_timers(
         dispatcher.clone(),
         bus.clone(),
+        journal.clone(),
         shared.clock,
         armed,
         shared.stop.clone(),

@@ -63,7 +63,10 @@ impl UnitTerminal for TerminalService {
             accept: req.accept,
             reason: req.reason,
         };
-        let unit = s.dispatcher.acknowledge(&ack, s.clock.now(), &*s.bus).map_err(to_status)?;
+        let op = s.op().await?;
+        let unit = s.dispatcher.acknowledge(&ack, s.clock.now(), &op);
+        op.durable().await?;
+        let unit = unit.map_err(to_status)?;
         info!(unit_id = %ack.unit_id, incident_id = %ack.incident_id, accept = ack.accept, "page answered");
         Ok(Response::new(pb::AcknowledgeResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
@@ -95,7 +98,10 @@ impl UnitTerminal for TerminalService {
                 )));
             }
         }
-        let unit = s.dispatcher.set_unit_status(unit_id, status, s.clock.now(), &*s.bus).map_err(to_status)?;
+        let op = s.op().await?;
+        let unit = s.dispatcher.set_unit_status(unit_id, status, s.clock.now(), &op);
+        op.durable().await?;
+        let unit = unit.map_err(to_status)?;
         Ok(Response::new(pb::ReportStatusResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
 
@@ -117,6 +123,7 @@ impl UnitTerminal for TerminalService {
                     answer.applied
                 )));
             }
+            let op = s.op().await?;
             let applied = convert::lat_lng("position", report.position.as_ref()).and_then(|position| {
                 convert::required_id("unit_id", &report.unit_id)?;
                 let now = s.clock.now();
@@ -124,8 +131,9 @@ impl UnitTerminal for TerminalService {
                     .measured_at
                     .map(|t| lastmile_core::Timestamp::from_unix_ms(t.seconds * 1000 + t.nanos as i64 / 1_000_000))
                     .unwrap_or(now);
-                s.dispatcher.report_position(&report.unit_id, position, measured_at, now, &*s.bus).map_err(to_status)
+                s.dispatcher.report_position(&report.unit_id, position, measured_at, now, &op).map_err(to_status)
             });
+            op.durable().await?;
             match applied {
                 Ok(true) => answer.applied += 1,
                 Ok(false) => answer.ignored_stale += 1,

@@ -97,6 +97,8 @@ impl Dispatcher {
             unit.status = UnitStatus::EnRoute;
             incident.tiers[ti].assignments[ai].state = AssignmentState::Acknowledged;
             fx.emit(event.status(UnitStatus::EnRoute));
+            fx.store_unit(&unit);
+            fx.store_incident(incident);
             return Ok(unit.clone());
         }
         incident.tiers[ti].assignments[ai].state = AssignmentState::Declined;
@@ -109,12 +111,14 @@ impl Dispatcher {
                 unit.status = UnitStatus::Available;
                 unit.incident_id = None;
             }
+            fx.store_unit(&unit);
         }
         fx.emit(Event {
             kind: EventKind::UnitDeclined,
             ..event.status(UnitStatus::Available).detail(ack.reason.clone())
         });
         self.advance_slot(incident, ti, attempt, now, fx);
+        fx.store_incident(incident);
         self.get_unit(&ack.unit_id)
     }
 
@@ -130,6 +134,7 @@ impl Dispatcher {
                 if unit.status == UnitStatus::Returning && unit.returning_since == Some(*since) {
                     unit.status = UnitStatus::Available;
                     unit.returning_since = None;
+                    fx.store_unit(&unit);
                     fx.emit(
                         Event::new(EventKind::UnitStatusChanged, now)
                             .unit(unit_id)
@@ -161,6 +166,7 @@ impl Dispatcher {
         {
             unit.status = UnitStatus::Unresponsive;
             unit.incident_id = None;
+            fx.store_unit(&unit);
         }
         fx.emit(
             Event::new(EventKind::UnitTimedOut, now)
@@ -172,6 +178,7 @@ impl Dispatcher {
                 .detail(format!("no acknowledgement within {} s", self.config.tiers.get(tier).ack_timeout_s)),
         );
         self.advance_slot(incident, ti, attempt, now, fx);
+        fx.store_incident(incident);
     }
 
     /// After a timeout or decline of `attempt` in tier `ti`: re-page the next
@@ -194,6 +201,7 @@ impl Dispatcher {
         }
         match self.pick_for(incident, tier, tier, false) {
             Some(pick) => {
+                self.store_units([&*pick.unit_id], fx);
                 let a = self.assignment(&pick, tier, now, attempt + 1);
                 self.page_out(incident, &a, now, fx);
                 let t = &mut incident.tiers[ti];
@@ -247,6 +255,7 @@ impl Dispatcher {
         let pick = self.pick_for(incident, up, up, unbounded).or_else(|| self.pick_for(incident, up, up, true));
         let detail = match pick {
             Some(pick) => {
+                self.store_units([&*pick.unit_id], fx);
                 let ui = self.tier_slot(incident, up, now);
                 let attempt = 1;
                 let a = self.assignment(&pick, up, now, attempt);
@@ -258,6 +267,7 @@ impl Dispatcher {
             None => format!("breach of {tier}: no available {up} unit anywhere; dispatchers must act"),
         };
         fx.emit(Event::new(EventKind::TierEscalated, now).incident(&incident.id).tier(tier).detail(detail));
+        fx.store_incident(incident);
     }
 
     /// The index of `tier` in the incident's tiers, added (required 0) if the
@@ -352,6 +362,8 @@ impl Dispatcher {
         let a = self.assignment(&pick, tier, now, 1);
         self.page_out_as(incident, &a, now, "assigned by dispatcher", fx);
         incident.tiers[ti].assignments.push(a);
+        self.store_units([unit_id], fx);
+        fx.store_incident(incident);
         Ok(incident.clone())
     }
 
@@ -402,6 +414,7 @@ impl Dispatcher {
             format!("released by dispatcher: {reason}")
         };
         self.release_assignment(&incident_id, a, now, &why, None, fx);
+        fx.store_incident(incident);
         self.get_unit(unit_id)
     }
 
@@ -434,6 +447,7 @@ impl Dispatcher {
         }
         drop(index);
         unit.position_at = Some(measured_at);
+        fx.store_unit(&unit);
         let interval_ms = self.config.escalation.position_event_interval_s as i64 * 1000;
         if unit.position_event_at.is_none_or(|last| now.unix_ms - last.unix_ms >= interval_ms) {
             unit.position_event_at = Some(now);

@@ -211,16 +211,16 @@ fn upsert_moves_a_unit_in_the_index() {
     // Move T10-a far away: the incident no longer reaches it.
     let mut moved = d.get_unit("T10-a").unwrap();
     moved.position = ll(28.45, 121.65);
-    let (_, created) = d.upsert_unit(moved).unwrap();
+    let (_, created) = d.upsert_unit(moved, &NoEffects).unwrap();
     assert!(!created);
     let p = d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, T0).unwrap();
     assert!(p.tiers[3].assignments.is_empty());
     // A new unit is selectable at once; a tier change re-indexes.
-    let (u, created) = d.upsert_unit(unit("T10-new", Tier::T10, ll(28.585, 121.37))).unwrap();
+    let (u, created) = d.upsert_unit(unit("T10-new", Tier::T10, ll(28.585, 121.37)), &NoEffects).unwrap();
     assert!(created && u.status == UnitStatus::Available);
     let mut retiered = d.get_unit("T3-b").unwrap();
     retiered.tier = Tier::T5;
-    d.upsert_unit(retiered).unwrap();
+    d.upsert_unit(retiered, &NoEffects).unwrap();
     d.check_invariants().unwrap();
     let p = d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, T0).unwrap();
     assert_eq!(p.tiers[3].assignments[0].unit_id, "T10-new");

@@ -1,0 +1,288 @@
+//! Durability: group commit of every state change to the journal store before
+//! the request that caused it is answered.
+//!
+//! The core hands the latest state of each incident and unit it changes to the
+//! effects sink, under that entity's lock (so per entity the last record is the
+//! latest state). Each operation runs with an [`Op`]: its records go to the
+//! one writer thread in order, followed by an end marker. The writer commits
+//! whole operations only (never half of one), as many as are waiting, in one
+//! transaction and one fsync: that is the group commit. The request then waits
+//! until its end marker is committed.
+//!
+//! Bounds: `journal.max_pending_ops` operations may be between "started" and
+//! "committed"; a request that cannot get a place within
+//! `journal.enqueue_timeout_ms` is refused UNAVAILABLE having changed nothing.
+//! `journal.max_batch_records` bounds one transaction (it closes at the next
+//! operation boundary).
+//!
+//! Fail closed: when a commit fails (disk full, file gone read-only, I/O error)
+//! the journal is marked failed, logs the file and the error, and from then on
+//! every request that would change state is refused UNAVAILABLE, and the one
+//! whose change was not stored is answered UNAVAILABLE, never OK.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
+use std::time::Duration;
+
+use lastmile_core::effects::{Effects, Event, PageOrder, Timer};
+use lastmile_core::{Incident, Unit};
+use lastmile_store::{JournalStore, Record, Table};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tonic::Status;
+use tracing::{error, info};
+
+use crate::bus::Bus;
+
+enum Message {
+    Record(u64, Record),
+    End(u64),
+}
+
+pub struct Journal {
+    /// Ticket counter and sender, under one lock so tickets are in channel order.
+    sender: Mutex<(u64, std_mpsc::Sender<Message>)>,
+    next_op: AtomicU64,
+    committed: watch::Receiver<u64>,
+    failure: Arc<OnceLock<String>>,
+    permits: Arc<Semaphore>,
+    enqueue_timeout: Duration,
+    location: String,
+}
+
+impl Journal {
+    /// Starts the writer thread over `store`. `feed_seq` tells the writer the
+    /// live feed's position to record with each commit.
+    pub fn start(
+        mut store: Box<dyn JournalStore>,
+        max_pending_ops: usize,
+        max_batch_records: usize,
+        enqueue_timeout: Duration,
+        feed_seq: Arc<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Arc<Journal> {
+        let (tx, rx) = std_mpsc::channel::<Message>();
+        let (committed_tx, committed) = watch::channel(0u64);
+        let failure: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        let location = store.location();
+        let writer_failure = failure.clone();
+        std::thread::Builder::new()
+            .name("lastmile-journal".into())
+            .spawn(move || {
+                // Ends when every sender is gone (the server stopped).
+                let mut ticket = 0u64;
+                let mut batch: Vec<Record> = Vec::new();
+                let mut open_ops: HashSet<u64> = HashSet::new();
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    loop {
+                        match next.take() {
+                            Some(Message::Record(op, record)) => {
+                                ticket += 1;
+                                open_ops.insert(op);
+                                batch.push(record);
+                            }
+                            Some(Message::End(op)) => {
+                                ticket += 1;
+                                open_ops.remove(&op);
+                            }
+                            None => {}
+                        }
+                        // Close the batch at an operation boundary, when nothing
+                        // more is waiting or it is big enough.
+                        if open_ops.is_empty() && batch.len() >= max_batch_records {
+                            break;
+                        }
+                        match rx.try_recv() {
+                            Ok(m) => next = Some(m),
+                            Err(std_mpsc::TryRecvError::Empty) if open_ops.is_empty() => break,
+                            // An operation is mid-way: its end is microseconds away.
+                            Err(std_mpsc::TryRecvError::Empty) => match rx.recv() {
+                                Ok(m) => next = Some(m),
+                                Err(_) => break,
+                            },
+                            Err(std_mpsc::TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    if writer_failure.get().is_some() {
+                        batch.clear();
+                        committed_tx.send_modify(|_| {}); // wake waiters: they see the failure
+                        continue;
+                    }
+                    if !batch.is_empty() {
+                        if let Err(e) = store.commit(&batch, feed_seq()) {
+                            error!(journal = %store.location(), error = %e, "journal write failed: refusing every change from now on");
+                            let _ = writer_failure.set(e.to_string());
+                            batch.clear();
+                            committed_tx.send_modify(|_| {});
+                            continue;
+                        }
+                        batch.clear();
+                    }
+                    let _ = committed_tx.send(ticket);
+                }
+            })
+            .expect("spawn the journal writer thread");
+        info!(journal = %location, "journal open");
+        Arc::new(Journal {
+            sender: Mutex::new((0, tx)),
+            next_op: AtomicU64::new(1),
+            committed,
+            failure,
+            permits: Arc::new(Semaphore::new(max_pending_ops)),
+            enqueue_timeout,
+            location,
+        })
+    }
+
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    fn send(&self, message: Message) -> u64 {
+        let mut sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        sender.0 += 1;
+        // Fails only once the writer thread is gone (shutdown).
+        let _ = sender.1.send(message);
+        sender.0
+    }
+
+    fn refused(&self) -> Status {
+        Status::unavailable(format!(
+            "journal {} failed ({}): the server refuses changes it cannot store",
+            self.location,
+            self.failure().unwrap_or("unknown error")
+        ))
+    }
+}
+
+fn record_of_incident(incident: &Incident) -> Record {
+    Record {
+        table: Table::Incident,
+        key: incident.seq.to_string(),
+        body: serde_json::to_vec(incident).expect("incidents serialise"),
+    }
+}
+
+fn record_of_unit(unit: &Unit) -> Record {
+    Record { table: Table::Unit, key: unit.id.to_string(), body: serde_json::to_vec(unit).expect("units serialise") }
+}
+
+/// One operation's effects: delivered through the bus, stored through the
+/// journal (when there is one).
+pub struct Op {
+    bus: Arc<Bus>,
+    journal: Option<Arc<Journal>>,
+    id: u64,
+    wrote: AtomicBool,
+    ended: AtomicBool,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Op {
+    /// An operation always ends, even on an early return: the writer commits
+    /// only at operation boundaries.
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+impl Op {
+    /// Starts an operation that may change state: waits (bounded) for a place
+    /// in the journal's queue; refused if the journal has failed.
+    pub async fn begin(bus: &Arc<Bus>, journal: &Option<Arc<Journal>>) -> Result<Op, Status> {
+        let Some(j) = journal else {
+            return Ok(Op {
+                bus: bus.clone(),
+                journal: None,
+                id: 0,
+                wrote: false.into(),
+                ended: false.into(),
+                _permit: None,
+            });
+        };
+        if j.failure().is_some() {
+            return Err(j.refused());
+        }
+        let permit = tokio::time::timeout(j.enqueue_timeout, j.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "journal queue full for {} ms (journal.max_pending_ops): retry",
+                    j.enqueue_timeout.as_millis()
+                ))
+            })?
+            .map_err(|_| Status::unavailable("journal closed"))?;
+        Ok(Op {
+            bus: bus.clone(),
+            journal: Some(j.clone()),
+            id: j.next_op.fetch_add(1, Ordering::Relaxed),
+            wrote: false.into(),
+            ended: false.into(),
+            _permit: Some(permit),
+        })
+    }
+
+    /// An operation started by the server itself (a timer): never refused, never waits.
+    pub fn internal(bus: &Arc<Bus>, journal: &Option<Arc<Journal>>) -> Op {
+        let id = journal.as_ref().map(|j| j.next_op.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
+        Op { bus: bus.clone(), journal: journal.clone(), id, wrote: false.into(), ended: false.into(), _permit: None }
+    }
+
+    /// Ends the operation and waits until everything it changed is durable.
+    /// UNAVAILABLE if the journal failed before that.
+    pub async fn durable(self) -> Result<(), Status> {
+        let Some(ticket) = self.end() else { return Ok(()) };
+        let j = self.journal.clone().expect("a ticket comes from a journal");
+        let mut committed = j.committed.clone();
+        loop {
+            if *committed.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if j.failure().is_some() {
+                return Err(j.refused());
+            }
+            if committed.changed().await.is_err() {
+                return Err(Status::unavailable("journal writer stopped"));
+            }
+        }
+    }
+
+    /// Ends an internal operation without waiting.
+    pub fn finish(self) {
+        self.end();
+    }
+
+    /// Sends the end marker once, if anything was written; its ticket.
+    fn end(&self) -> Option<u64> {
+        let j = self.journal.as_ref()?;
+        if !self.wrote.load(Ordering::Relaxed) || self.ended.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some(j.send(Message::End(self.id)))
+    }
+
+    fn store(&self, record: Record) {
+        if let Some(j) = &self.journal {
+            self.wrote.store(true, Ordering::Relaxed);
+            j.send(Message::Record(self.id, record));
+        }
+    }
+}
+
+impl Effects for Op {
+    fn emit(&self, event: Event) {
+        self.bus.emit(event);
+    }
+    fn page(&self, page: PageOrder) {
+        self.bus.page(page);
+    }
+    fn arm(&self, timer: Timer) {
+        self.bus.arm(timer);
+    }
+    fn store_incident(&self, incident: &Incident) {
+        self.store(record_of_incident(incident));
+    }
+    fn store_unit(&self, unit: &Unit) {
+        self.store(record_of_unit(unit));
+    }
+}
