@@ -19,8 +19,11 @@ fn lastmile_bin() -> PathBuf {
 
 #[test]
 fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
+    let data_dir = std::env::temp_dir().join(format!("lastmile-bin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
     let mut server = Command::new(lastmile_bin())
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

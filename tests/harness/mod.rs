@@ -140,6 +140,18 @@ where
     }
 }
 
+/// target/<profile>/lastmile, built by `cargo test --workspace` alongside the tests.
+pub fn lastmile_bin() -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test exe");
+    dir.pop(); // deps/
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("lastmile{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not built: run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
 /// A fresh, empty folder under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -8,6 +8,7 @@
 //!   release` are a small gRPC client for people at a terminal (the same calls
 //!   any gRPC tool can make through server reflection).
 
+mod bench;
 mod client;
 mod sim_terminal;
 mod watch;
@@ -41,6 +42,12 @@ enum Command {
         /// Log as JSON lines instead of human-readable text. Level: RUST_LOG (default info).
         #[arg(long)]
         log_json: bool,
+        /// Journal folder, overriding `journal.data_dir` (default: ./data).
+        #[arg(long, conflicts_with = "in_memory")]
+        data_dir: Option<PathBuf>,
+        /// No journal: nothing survives a restart (demos, benchmarks).
+        #[arg(long)]
+        in_memory: bool,
     },
     /// Follow the dispatchers' live feed, one line per event.
     Watch {
@@ -82,6 +89,8 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
     },
+    /// Load benchmark of simultaneous incidents, measured against Ping in the same run.
+    Bench(bench::BenchArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -100,9 +109,10 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { config, listen, log_json } => {
+        Command::Serve { config, listen, log_json, data_dir, in_memory } => {
             init_logging(log_json);
-            runtime.block_on(serve(config, listen))
+            let data_dir = if in_memory { Some(String::new()) } else { data_dir.map(|d| d.display().to_string()) };
+            runtime.block_on(serve(config, listen, data_dir))
         }
         Command::Watch { addr, after_seq, incident, unit } => {
             runtime.block_on(watch::run(addr, after_seq, incident, unit))
@@ -133,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
         }
+        Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Client(command) => runtime.block_on(client::run(command)),
     }
 }
@@ -140,7 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // Logs go to stderr: stdout carries only the "listening on" line scripts read.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -148,7 +160,11 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+async fn serve(
+    config_path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    data_dir: Option<String>,
+) -> anyhow::Result<()> {
     let mut config = match &config_path {
         Some(path) => LastmileConfig::load(path)?,
         None => LastmileConfig::embedded()?,
@@ -156,17 +172,31 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<std::net::SocketAddr
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
-    let dispatcher = Arc::new(lastmile_server::build_dispatcher(&config)?);
+    if let Some(dir) = data_dir {
+        config.journal.data_dir = dir;
+    }
+    if config.journal.data_dir.is_empty() {
+        warn!("running in memory: nothing survives a restart");
+    }
+    // Recovery completes before the port opens: until then a health check
+    // sees connection refused, i.e. not serving.
+    let opened = lastmile_server::open(&config)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     // Tests and scripts that pass port 0 read the real address from this line.
-    println!("lastmile listening on {}", listener.local_addr()?);
+    {
+        use std::io::Write;
+        // Ignore a closed stdout: the server must not die because its reader did.
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "lastmile listening on {}", listener.local_addr()?);
+        let _ = out.flush();
+    }
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let config = Arc::new(config);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lastmile_server::run(listener, config, dispatcher, async {
+    let server = tokio::spawn(lastmile_server::run_opened(listener, config, opened, async {
         let _ = stop_rx.await;
     }));
     tokio::pin!(server);

@@ -37,7 +37,9 @@ pub async fn run(channel: Channel, unit_id: String, behaviour: Behaviour) -> Res
         println!("{unit_id}: connected, waiting for pages");
     }
     let mut answered: Option<(String, u32)> = None;
+    let mut drives = tokio::task::JoinSet::new();
     while let Some(page) = pages.message().await? {
+        while drives.try_join_next().is_some() {} // reap finished drives
         // Delivery is at-least-once: the same (incident, attempt) may come twice.
         let key = (page.incident_id.clone(), page.attempt);
         if answered.as_ref() == Some(&key) {
@@ -84,8 +86,9 @@ pub async fn run(channel: Channel, unit_id: String, behaviour: Behaviour) -> Res
         }
         if accept && behaviour.drive {
             let (mut terminal, unit_id, behaviour) = (client.clone(), unit_id.clone(), behaviour.clone());
-            // Driving runs beside the page feed, so a new page is still seen.
-            tokio::spawn(async move {
+            // Driving runs beside the page feed, so a new page is still seen;
+            // it lives as long as this terminal (the JoinSet aborts it on drop).
+            drives.spawn(async move {
                 if let Err(status) = drive(&mut terminal, &unit_id, &page, &behaviour).await
                     && behaviour.verbose
                 {
@@ -163,6 +166,165 @@ async fn drive(
         .await?;
     if b.verbose {
         println!("{unit_id}: AVAILABLE again");
+    }
+    Ok(())
+}
+
+/// What a simulated crew does with one page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Says nothing: the page times out on the server.
+    Silent,
+    Decline,
+    /// Accepts, then (with `drive`) drives, reports ON_SCENE and AVAILABLE.
+    Accept,
+}
+
+/// A fleet of simulated crews with seeded random behaviour (`lastmile bench`).
+#[derive(Clone, Debug)]
+pub struct CrewModel {
+    /// Seed of every per-page decision: the same seed gives the same answer
+    /// to the same page (unit, incident, attempt), whatever the timing.
+    pub seed: u64,
+    /// Share of pages left unanswered, 0..=1.
+    pub silent_fraction: f64,
+    /// Share of pages declined, 0..=1 (the rest are accepted).
+    pub decline_fraction: f64,
+    /// How the accepting crews behave (ack delay, drive, time scale, on-scene time).
+    pub behaviour: Behaviour,
+}
+
+impl CrewModel {
+    /// The answer to one page: a pure function of the seed and the page's identity.
+    pub fn answer(&self, unit_id: &str, incident_id: &str, attempt: u32) -> Answer {
+        let mut h = self.seed ^ 0x9e37_79b9_7f4a_7c15;
+        for byte in unit_id.bytes().chain([0xff]).chain(incident_id.bytes()).chain(attempt.to_le_bytes()) {
+            h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        let u = (splitmix64(h) >> 11) as f64 / (1u64 << 53) as f64;
+        if u < self.silent_fraction {
+            Answer::Silent
+        } else if u < self.silent_fraction + self.decline_fraction {
+            Answer::Decline
+        } else {
+            Answer::Accept
+        }
+    }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit hash of `x`.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// What the simulated terminals saw: when each page first arrived (the load
+/// benchmark matches them to its reports by incident id) and what the crews did.
+#[derive(Default)]
+pub struct PageLog {
+    /// (incident id, unit id) -> first delivery. Bounded by the pages of the run.
+    first_delivery: std::sync::Mutex<std::collections::HashMap<(String, String), tokio::time::Instant>>,
+    pub pages: std::sync::atomic::AtomicU64,
+    /// The same (incident, attempt) delivered again (at-least-once delivery).
+    pub repeated: std::sync::atomic::AtomicU64,
+    pub accepted: std::sync::atomic::AtomicU64,
+    pub declined: std::sync::atomic::AtomicU64,
+    pub silent: std::sync::atomic::AtomicU64,
+    /// Answers or status reports the server refused (e.g. a late answer).
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Crews that drove, were on scene and reported AVAILABLE again.
+    pub completed: std::sync::atomic::AtomicU64,
+    /// Terminals whose subscription the server accepted.
+    pub subscribed: std::sync::atomic::AtomicU64,
+}
+
+impl PageLog {
+    fn delivered(&self, incident_id: &str, unit_id: &str, at: tokio::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pages.fetch_add(1, Relaxed);
+        let mut map = self.first_delivery.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((incident_id.to_string(), unit_id.to_string())).or_insert(at);
+    }
+
+    /// When the page of `incident_id` to `unit_id` first reached its terminal.
+    pub fn first_delivery(&self, incident_id: &str, unit_id: &str) -> Option<tokio::time::Instant> {
+        let map = self.first_delivery.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(incident_id.to_string(), unit_id.to_string())).copied()
+    }
+}
+
+/// One simulated crew's terminal: subscribes, timestamps every page into
+/// `log`, and answers each as `model` says, each page in its own task (so a
+/// slow answer never delays the next page's timestamp). Runs until the page
+/// stream ends or fails; every task it started ends with it.
+pub async fn run_crew(
+    channel: Channel,
+    unit_id: String,
+    model: std::sync::Arc<CrewModel>,
+    log: std::sync::Arc<PageLog>,
+) -> Result<(), tonic::Status> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let client = UnitTerminalClient::new(channel);
+    let mut pages = client.clone().subscribe(pb::SubscribeRequest { unit_id: unit_id.clone() }).await?.into_inner();
+    log.subscribed.fetch_add(1, Relaxed);
+    let mut seen = std::collections::HashSet::new();
+    let mut answers = tokio::task::JoinSet::new();
+    while let Some(page) = pages.message().await? {
+        log.delivered(&page.incident_id, &unit_id, tokio::time::Instant::now());
+        if !seen.insert((page.incident_id.clone(), page.attempt)) {
+            log.repeated.fetch_add(1, Relaxed);
+            continue;
+        }
+        while answers.try_join_next().is_some() {}
+        let answer = model.answer(&unit_id, &page.incident_id, page.attempt);
+        if answer == Answer::Silent {
+            log.silent.fetch_add(1, Relaxed);
+            continue;
+        }
+        let (mut client, unit_id, model, log) = (client.clone(), unit_id.clone(), model.clone(), log.clone());
+        answers.spawn(async move {
+            let b = &model.behaviour;
+            tokio::time::sleep(b.ack_delay.div_f64(b.time_scale.max(0.001))).await;
+            let accept = answer == Answer::Accept;
+            let answered = client
+                .acknowledge(pb::AcknowledgeRequest {
+                    unit_id: unit_id.clone(),
+                    incident_id: page.incident_id.clone(),
+                    accept,
+                    reason: if accept { String::new() } else { "simulated decline".into() },
+                })
+                .await;
+            if answered.is_err() {
+                log.refused.fetch_add(1, Relaxed);
+                return;
+            }
+            if !accept {
+                log.declined.fetch_add(1, Relaxed);
+                return;
+            }
+            log.accepted.fetch_add(1, Relaxed);
+            if b.drive {
+                match drive(&mut client, &unit_id, &page, b).await {
+                    Ok(()) => {
+                        log.completed.fetch_add(1, Relaxed);
+                    }
+                    Err(_) => {
+                        // Typically: the incident was closed under way. The crew
+                        // goes back into service (RETURNING -> AVAILABLE).
+                        log.refused.fetch_add(1, Relaxed);
+                        let _ = client
+                            .report_status(pb::ReportStatusRequest {
+                                unit_id: unit_id.clone(),
+                                status: pb::UnitStatus::Available as i32,
+                                incident_id: String::new(),
+                            })
+                            .await;
+                    }
+                }
+            }
+        });
     }
     Ok(())
 }

@@ -1,0 +1,909 @@
+//! `lastmile bench`: a load benchmark of simultaneous incidents, measured
+//! against the gRPC floor (`Ping`) in the same run.
+//!
+//! # Layout
+//!
+//! - [`scenario`]: the incidents of a run, drawn from a seed (uniform, typhoon).
+//! - [`load`]: closed-loop, open-loop (coordinated-omission-correct) and burst drivers.
+//! - [`feed`]: replay of the live feed, the double-assignment check.
+//! - [`report`] and [`svg`]: the table, the JSON and the latency chart.
+//!
+//! A run: start (or reach, with `--addr`) a server; subscribe to the live
+//! feed; connect a simulated terminal for every unit (seeded crews:
+//! `sim_terminal::run_crew`); warm up; time `Ping`; time `ReportIncident` in
+//! the same mode; wait for the pages; stop the terminals; read every incident
+//! back; stop the server and check the invariants. Every phase is bounded by
+//! `--timeout-s`; the bench only ever talks to loopback addresses.
+
+mod feed;
+mod load;
+mod report;
+mod scenario;
+mod svg;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lastmile_core::Dispatcher;
+use lastmile_proto::v1 as pb;
+use lastmile_proto::v1::dispatch_client::DispatchClient;
+use lastmile_server::LastmileConfig;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::sim_terminal::{Behaviour, CrewModel, PageLog};
+use load::{Mode, PhaseRun};
+use report::{PhaseSummary, latency_json, latency_row, new_histogram, pct, record};
+pub use scenario::Scenario;
+use svg::fmt_us;
+
+/// Terminal subscriptions per gRPC connection: well under the server's
+/// `server.max_concurrent_streams` (256), leaving room for their answers.
+const TERMINALS_PER_CHANNEL: usize = 100;
+/// The in-process server's `feed.subscriber_buffer_events` is raised to at
+/// least this, so the bench's own watcher is not cut off during a burst
+/// (~10 events per incident at once). About 10 MB of ring.
+const BENCH_FEED_BUFFER_EVENTS: usize = 262_144;
+/// Pings before anything is timed, per connection (connections, JIT-free
+/// but caches and HTTP/2 windows warm).
+const WARMUP_PINGS_PER_CONNECTION: usize = 50;
+/// CloseIncident calls the closer task has in flight at most.
+const CLOSES_IN_FLIGHT: usize = 64;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Target a running server (loopback only) instead of starting one in process.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Configuration for the in-process server (and the district incidents are
+    /// drawn in); default: the embedded Luqiao default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Incidents to report.
+    #[arg(long, default_value_t = 2000)]
+    pub incidents: usize,
+    /// Closed loop: requests in flight at once (each worker sends its next
+    /// request when the previous one is answered). In burst mode: connections.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// gRPC connections the load is spread over (default: one per 16 workers, at most 16).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Open loop: requests per second, whatever the answers; latency is
+    /// measured from each request's intended send time.
+    #[arg(long, conflicts_with = "burst")]
+    pub rate: Option<f64>,
+    /// Open loop: requests outstanding at most (beyond it the sender waits, and
+    /// the wait counts as latency).
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Fire all --incidents reports at once over --concurrency connections and
+    /// time the burst from the first send to the last page delivered.
+    #[arg(long)]
+    pub burst: bool,
+    #[arg(long, value_enum, default_value = "uniform")]
+    pub scenario: Scenario,
+    /// Seed of the incidents and of the crews' answers (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Incidents kept open at once: when a report is answered and more than
+    /// this many of the run's incidents are open, the oldest is closed (by a
+    /// closer task on its own connection, timed apart), so units are released
+    /// and the district does not simply run out of units. 0: never close.
+    /// (Default 20: the demo district has 4 professional and 12 town units,
+    /// so more open incidents leave most reports with nobody free to page.)
+    #[arg(long, default_value_t = 20)]
+    pub open_incidents: usize,
+    /// Pings timed (default: as many as incidents).
+    #[arg(long)]
+    pub pings: Option<usize>,
+    /// No simulated terminals: pages wait on the server, nothing is acknowledged.
+    #[arg(long)]
+    pub no_terminals: bool,
+    /// Share of pages the crews leave unanswered (they time out on the server).
+    #[arg(long, default_value_t = 0.1)]
+    pub silent: f64,
+    /// Share of pages the crews decline (re-paged at once).
+    #[arg(long, default_value_t = 0.1)]
+    pub decline: f64,
+    /// Simulated seconds before a crew answers a page.
+    #[arg(long, default_value_t = 5.0)]
+    pub ack_delay_s: f64,
+    /// Accepting crews do not drive (no positions, ON_SCENE or AVAILABLE).
+    #[arg(long)]
+    pub no_drive: bool,
+    /// Simulated seconds on scene before a crew reports AVAILABLE.
+    #[arg(long, default_value_t = 60.0)]
+    pub on_scene_s: f64,
+    /// The crews' clock runs this many times faster than life. The server's
+    /// timers (acknowledgement timeouts, tier deadlines) run in real time.
+    #[arg(long, default_value_t = 20.0)]
+    pub time_scale: f64,
+    /// In-process server only: journal every change in this folder (durable,
+    /// as `lastmile serve --data-dir`). Default: in memory, whatever the config says.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// In-process server only: every tier's `ack_timeout_s` (so silent crews
+    /// are timed out, re-paged and escalated within a short run).
+    #[arg(long)]
+    pub ack_timeout_s: Option<u32>,
+    /// After the load: wait at most this long for the reports' pages to reach
+    /// the terminals (and the crews to act).
+    #[arg(long, default_value_t = 3.0)]
+    pub settle_s: f64,
+    /// The whole timed part (ping, dispatch, settle) stops after this many
+    /// seconds and reports what it has.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout_s: f64,
+    /// JSON on stdout instead of the table (no progress bar).
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write the latency chart (SVG).
+    #[arg(long, default_value = "lastmile-bench.svg")]
+    pub chart: PathBuf,
+}
+
+/// One tier of a reply: tier, state at report time, and the units paged with
+/// whether each is within target.
+type TierAtReport = (i32, pb::TierState, Vec<(String, bool)>);
+
+/// What one reply said, kept small.
+struct Reported {
+    incident_id: String,
+    external_id: String,
+    duplicate: bool,
+    /// (tier, state at report time, units paged with whether each is within target).
+    tiers: Vec<TierAtReport>,
+}
+
+fn reported(r: pb::ReportIncidentResponse) -> Reported {
+    let incident = r.incident.unwrap_or_default();
+    Reported {
+        tiers: incident
+            .tiers
+            .iter()
+            .map(|t| (t.tier, t.state(), t.assignments.iter().map(|a| (a.unit_id.clone(), a.within_target)).collect()))
+            .collect(),
+        incident_id: incident.id,
+        external_id: incident.external_id,
+        duplicate: r.duplicate,
+    }
+}
+
+/// The server the bench started, stopped when dropped.
+struct InProcess {
+    addr: std::net::SocketAddr,
+    dispatcher: Arc<Dispatcher>,
+    grace: Duration,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), lastmile_server::ServerError>>>,
+}
+
+impl InProcess {
+    async fn start(config: LastmileConfig) -> anyhow::Result<InProcess> {
+        // In memory unless the config (or --data-dir) names a journal folder.
+        let opened = lastmile_server::open(&config)?;
+        let dispatcher = opened.dispatcher.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(lastmile_server::run_opened(listener, Arc::new(config), opened, async {
+            let _ = stopped.await;
+        }));
+        Ok(InProcess { addr, dispatcher, grace, stop: Some(stop), task: Some(task) })
+    }
+
+    /// Stops the server (timers and live streams end, in-flight requests drain).
+    async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(self.grace, task).await {
+                Ok(joined) => joined??,
+                Err(_) => bail!("in-process server did not stop within server.shutdown_grace_ms"),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Only loopback targets: a benchmark must never load someone else's server.
+fn check_loopback(addr: &str) -> anyhow::Result<String> {
+    let uri: tonic::codegen::http::Uri = addr.parse().with_context(|| format!("--addr {addr}: not a URI"))?;
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("--addr {addr}: the bench only targets loopback addresses (127.0.0.0/8, ::1, localhost)");
+    }
+    Ok(if uri.scheme().is_none() { format!("http://{addr}") } else { addr.to_string() })
+}
+
+async fn connect(endpoint: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(endpoint.to_string())?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {endpoint}"))
+}
+
+async fn list_units(client: &mut DispatchClient<Channel>) -> anyhow::Result<Vec<pb::Unit>> {
+    let mut units = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_units(pb::ListUnitsRequest { page_size: 1000, page_token, ..Default::default() })
+            .await
+            .context("ListUnits")?
+            .into_inner();
+        units.extend(page.units);
+        if page.next_page_token.is_empty() {
+            return Ok(units);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn list_incidents(client: &mut DispatchClient<Channel>) -> anyhow::Result<Vec<pb::Incident>> {
+    let mut incidents = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_incidents(pb::ListIncidentsRequest { page_size: 1000, page_token, ..Default::default() })
+            .await
+            .context("ListIncidents")?
+            .into_inner();
+        incidents.extend(page.incidents);
+        if page.next_page_token.is_empty() {
+            return Ok(incidents);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+fn summarize<T>(name: &'static str, run: &PhaseRun<T>) -> PhaseSummary {
+    let mut micros = new_histogram();
+    let mut errors = BTreeMap::new();
+    let mut ok = 0;
+    for s in &run.samples {
+        match &s.result {
+            Ok(_) => {
+                ok += 1;
+                record(&mut micros, s.latency());
+            }
+            Err(code) => *errors.entry(code.clone()).or_default() += 1,
+        }
+    }
+    let first = run.samples.iter().map(|s| s.intended).min().unwrap_or(run.started);
+    PhaseSummary {
+        name,
+        ok,
+        errors,
+        not_sent: run.not_sent,
+        micros,
+        elapsed: run.finished.saturating_duration_since(first),
+    }
+}
+
+fn tier_name(state: pb::TierState) -> &'static str {
+    state.as_str_name().trim_start_matches("TIER_STATE_")
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.incidents == 0 {
+        bail!("--incidents must be at least 1");
+    }
+    for (name, v) in [("--silent", args.silent), ("--decline", args.decline)] {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("{name} must be between 0 and 1");
+        }
+    }
+    if args.silent + args.decline > 1.0 {
+        bail!("--silent + --decline must be at most 1");
+    }
+    if !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
+        bail!("--time-scale must be positive");
+    }
+    if let Some(rate) = args.rate
+        && !(rate > 0.0 && rate.is_finite())
+    {
+        bail!("--rate must be positive");
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        crate::sim_terminal::splitmix64(now.as_nanos() as u64)
+    });
+    eprintln!("lastmile bench: seed {seed} (pass --seed {seed} to draw the same incidents and answers)");
+    let run_tag = format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+    );
+
+    // The district the incidents are drawn in, and the in-process server.
+    let mut config = match &args.config {
+        Some(path) => LastmileConfig::load(path)?,
+        None => LastmileConfig::embedded()?,
+    };
+    let (_, area) = config.load_dataset()?;
+    let mut server = match &args.addr {
+        Some(_) => None,
+        None => {
+            if let Some(s) = args.ack_timeout_s {
+                for tier in [
+                    &mut config.dispatch.tiers.t1,
+                    &mut config.dispatch.tiers.t3,
+                    &mut config.dispatch.tiers.t5,
+                    &mut config.dispatch.tiers.t10,
+                ] {
+                    tier.ack_timeout_s = s;
+                }
+            }
+            config.journal.data_dir = args.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+            config.feed.subscriber_buffer_events = config.feed.subscriber_buffer_events.max(BENCH_FEED_BUFFER_EVENTS);
+            config.validate()?;
+            Some(InProcess::start(config.clone()).await?)
+        }
+    };
+    let endpoint = match (&args.addr, &server) {
+        (Some(addr), _) => check_loopback(addr)?,
+        (None, Some(s)) => format!("http://{}", s.addr),
+        (None, None) => unreachable!("no address and no server"),
+    };
+    let mode = match (args.rate, args.burst) {
+        (Some(rate), _) => Mode::Open { rate, max_in_flight: args.max_in_flight },
+        (None, true) => Mode::Burst,
+        (None, false) => Mode::Closed { concurrency: args.concurrency.max(1) },
+    };
+    let connections = match mode {
+        Mode::Burst => args.connections.unwrap_or(args.concurrency).max(1),
+        _ => args.connections.unwrap_or(args.concurrency.div_ceil(16).clamp(1, 16)).max(1),
+    };
+
+    let control_channel = connect(&endpoint).await?;
+    let mut control = DispatchClient::new(control_channel.clone());
+    let units = list_units(&mut control).await?;
+    let bbox =
+        scenario::BoundingBox::around(units.iter().filter_map(|u| u.home.or(u.position)).map(|p| (p.lat, p.lng)), 0.01)
+            .context("the server has no units")?;
+    let (incidents, fell_back) = scenario::incidents(args.scenario, args.incidents, seed, &run_tag, &area, bbox)?;
+    if fell_back > 0 {
+        eprintln!(
+            "lastmile bench: {fell_back} typhoon incident(s) drawn anywhere: the dataset has no {:?}",
+            scenario::TYPHOON_TOWNS
+        );
+    }
+    let incidents = Arc::new(incidents);
+
+    // The live feed, read in its own task from before the load starts.
+    let feed_stream = control
+        .watch_events(pb::WatchEventsRequest::default())
+        .await
+        .context("WatchEvents (the bench needs a feed slot: feed.max_watchers)")?
+        .into_inner();
+    let (stop_feed, feed_stopped) = tokio::sync::watch::channel(false);
+    let feed_task =
+        tokio::spawn(feed::follow(feed_stream, feed_stopped, Duration::from_millis(300), Duration::from_secs(5)));
+
+    // A simulated crew for every unit.
+    let log = Arc::new(PageLog::default());
+    let mut fleet = JoinSet::new();
+    if !args.no_terminals {
+        let model = Arc::new(CrewModel {
+            seed,
+            silent_fraction: args.silent,
+            decline_fraction: args.decline,
+            behaviour: Behaviour {
+                auto_ack: true,
+                decline: false,
+                ack_delay: Duration::from_secs_f64(args.ack_delay_s.max(0.0)),
+                drive: !args.no_drive,
+                time_scale: args.time_scale,
+                on_scene_s: args.on_scene_s,
+                verbose: false,
+            },
+        });
+        for chunk in units.chunks(TERMINALS_PER_CHANNEL) {
+            let channel = connect(&endpoint).await?;
+            for unit in chunk {
+                fleet.spawn(crate::sim_terminal::run_crew(
+                    channel.clone(),
+                    unit.id.clone(),
+                    model.clone(),
+                    log.clone(),
+                ));
+            }
+        }
+        let ready_by = Instant::now() + Duration::from_secs(30);
+        while log.subscribed.load(Ordering::Relaxed) < units.len() as u64 {
+            if Instant::now() > ready_by {
+                bail!(
+                    "only {} of {} terminals subscribed within 30 s",
+                    log.subscribed.load(Ordering::Relaxed),
+                    units.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(DispatchClient::new(connect(&endpoint).await?));
+    }
+    let pings = args.pings.unwrap_or(args.incidents);
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout_s.max(0.0));
+    let bar = if args.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some((pings + args.incidents) as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:10} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    let ping =
+        |mut client: DispatchClient<Channel>, _| async move { client.ping(pb::PingRequest {}).await.map(|_| ()) };
+    load::drive(
+        Mode::Closed { concurrency: connections },
+        WARMUP_PINGS_PER_CONNECTION * connections,
+        &clients,
+        ping,
+        deadline,
+        &ProgressBar::hidden(),
+    )
+    .await;
+    bar.set_message("Ping");
+    let ping_run = load::drive(mode, pings, &clients, ping, deadline, &bar).await;
+    bar.set_message("Report");
+    // The closer: one message per report at most, so a channel of that
+    // capacity never blocks a reporter.
+    let (to_close, mut closing) = tokio::sync::mpsc::channel::<String>(args.incidents.max(1));
+    let closer = {
+        let client = DispatchClient::new(connect(&endpoint).await?);
+        let keep_open = args.open_incidents;
+        tokio::spawn(async move {
+            let mut open = std::collections::VecDeque::new();
+            let mut micros = new_histogram();
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            // Closes in flight at once, so closing keeps up with the reports.
+            let mut in_flight = JoinSet::new();
+            let mut tally = |done: Result<Result<Duration, String>, tokio::task::JoinError>| match done {
+                Ok(Ok(latency)) => record(&mut micros, latency),
+                Ok(Err(code)) => *errors.entry(code).or_default() += 1,
+                Err(_) => {}
+            };
+            while let Some(id) = closing.recv().await {
+                open.push_back(id);
+                while keep_open > 0 && open.len() > keep_open {
+                    let Some(oldest) = open.pop_front() else { break };
+                    while in_flight.len() >= CLOSES_IN_FLIGHT {
+                        if let Some(done) = in_flight.join_next().await {
+                            tally(done);
+                        }
+                    }
+                    let mut client = client.clone();
+                    in_flight.spawn(async move {
+                        let sent = Instant::now();
+                        let request = pb::CloseIncidentRequest { id: oldest, reason: "lastmile bench".into() };
+                        match tokio::time::timeout_at(deadline, client.close_incident(request)).await {
+                            Ok(Ok(_)) => Ok(sent.elapsed()),
+                            Ok(Err(status)) => Err(format!("{:?}", status.code())),
+                            Err(_) => Err(load::BENCH_TIMEOUT.to_string()),
+                        }
+                    });
+                }
+            }
+            while let Some(done) = in_flight.join_next().await {
+                tally(done);
+            }
+            (micros, errors)
+        })
+    };
+    let report_run = {
+        let incidents = incidents.clone();
+        load::drive(
+            mode,
+            args.incidents,
+            &clients,
+            move |mut client: DispatchClient<Channel>, index| {
+                let request = incidents[index].clone();
+                let to_close = to_close.clone();
+                async move {
+                    let r = reported(client.report_incident(request).await?.into_inner());
+                    if !r.duplicate {
+                        let _ = to_close.try_send(r.incident_id.clone());
+                    }
+                    Ok(r)
+                }
+            },
+            deadline,
+            &bar,
+        )
+        .await
+    };
+    bar.finish_and_clear();
+    let (close_micros, close_errors) = closer.await.context("closer task")?;
+
+    // Wait for the reports' pages to reach the terminals.
+    let expected: Vec<(usize, &Reported)> = report_run
+        .samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.result.as_ref().ok().filter(|r| !r.duplicate).map(|r| (i, r)))
+        .collect();
+    let settle_by = (Instant::now() + Duration::from_secs_f64(args.settle_s.max(0.0))).min(deadline);
+    let all_paged = |log: &PageLog| {
+        expected.iter().all(|(_, r)| {
+            r.tiers.iter().flat_map(|t| &t.2).all(|(unit, _)| log.first_delivery(&r.incident_id, unit).is_some())
+        })
+    };
+    if !args.no_terminals {
+        while Instant::now() < settle_by && !all_paged(&log) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the crews act on what they got, within the settle time.
+        tokio::time::sleep_until(settle_by).await;
+    }
+    fleet.abort_all();
+    while fleet.join_next().await.is_some() {}
+
+    // Read everything back.
+    let listed = list_incidents(&mut control).await?;
+    let ours: HashSet<&str> = expected.iter().map(|(_, r)| r.incident_id.as_str()).collect();
+    let by_id: HashMap<&str, &pb::Incident> = listed.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut failures: Vec<String> = Vec::new();
+    let mut missing = 0;
+    for s in &report_run.samples {
+        if let Ok(r) = &s.result {
+            match by_id.get(r.incident_id.as_str()) {
+                Some(i) if i.external_id == r.external_id => {}
+                _ => missing += 1,
+            }
+        }
+    }
+    if missing > 0 {
+        failures.push(format!("{missing} incident(s) reported OK are missing from ListIncidents"));
+    }
+    let mut end_states: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut undefined = 0;
+    for incident in listed.iter().filter(|i| ours.contains(i.id.as_str())) {
+        for t in &incident.tiers {
+            if t.state() == pb::TierState::Unspecified {
+                undefined += 1;
+            }
+            *end_states.entry(tier_name(t.state())).or_default() += 1;
+        }
+    }
+    if undefined > 0 {
+        failures.push(format!("{undefined} tier(s) ended in TIER_STATE_UNSPECIFIED"));
+    }
+    // Double assignment in the read-back (for --addr; in process, the core check below is exact).
+    let mut holder: HashMap<&str, &str> = HashMap::new();
+    let mut conflicts = Vec::new();
+    for incident in listed.iter().filter(|i| i.status() == pb::IncidentStatus::Open) {
+        for a in incident.tiers.iter().flat_map(|t| &t.assignments) {
+            let active = matches!(
+                a.state(),
+                pb::AssignmentState::Paged | pb::AssignmentState::Acknowledged | pb::AssignmentState::OnScene
+            );
+            if active && let Some(other) = holder.insert(&a.unit_id, &incident.id) {
+                conflicts.push((a.unit_id.clone(), other.to_string(), incident.id.clone()));
+            }
+        }
+    }
+    let mut confirmed_conflicts = 0;
+    for (unit, a, b) in &conflicts {
+        // The server runs on while the pages are read: re-read both to rule out a move in between.
+        let mut still = 0;
+        for id in [a, b] {
+            let incident = control.get_incident(pb::GetIncidentRequest { id: id.clone() }).await?.into_inner();
+            let holds = incident.status() == pb::IncidentStatus::Open
+                && incident.tiers.iter().flat_map(|t| &t.assignments).any(|x| {
+                    &x.unit_id == unit
+                        && matches!(
+                            x.state(),
+                            pb::AssignmentState::Paged
+                                | pb::AssignmentState::Acknowledged
+                                | pb::AssignmentState::OnScene
+                        )
+                });
+            still += holds as u32;
+        }
+        if still == 2 {
+            confirmed_conflicts += 1;
+            failures.push(format!("unit {unit} held by both {a} and {b} (read back twice)"));
+        }
+    }
+
+    // Stop the feed (and the in-process server), then the exact end-state check.
+    let _ = stop_feed.send(true);
+    let mut core_check = None;
+    if let Some(server) = server.as_mut() {
+        server.shutdown().await?;
+        let result = server.dispatcher.check_invariants();
+        if let Err(e) = &result {
+            failures.push(format!("Dispatcher::check_invariants: {e}"));
+        }
+        core_check = Some(result);
+    }
+    let replay = feed_task.await.context("feed task")?;
+    if replay.violations > 0 {
+        failures.push(format!(
+            "live feed replay: {} double assignment(s), e.g. {}",
+            replay.violations,
+            replay.violation_examples.first().cloned().unwrap_or_default()
+        ));
+    }
+
+    // What the reports and the terminals say.
+    let ping_summary = summarize("Ping", &ping_run);
+    let report_summary = summarize("ReportIncident", &report_run);
+    let mut page_micros = new_histogram();
+    let (mut incidents_paged, mut incidents_without_units, mut not_fully_paged) = (0u64, 0u64, 0u64);
+    let mut last_page: Option<Instant> = None;
+    let (mut tiers_total, mut tiers_paging, mut tiers_short) = (0u64, 0u64, 0u64);
+    let (mut units_paged, mut units_within) = (0u64, 0u64);
+    for (i, r) in &expected {
+        let sample = &report_run.samples[*i];
+        let mut latest = None;
+        let mut complete = true;
+        for (tier, state, assigned) in &r.tiers {
+            let _ = tier;
+            tiers_total += 1;
+            match state {
+                pb::TierState::Paging => tiers_paging += 1,
+                pb::TierState::Short => tiers_short += 1,
+                _ => {}
+            }
+            for (unit, within) in assigned {
+                units_paged += 1;
+                units_within += *within as u64;
+                match log.first_delivery(&r.incident_id, unit) {
+                    Some(at) => latest = latest.max(Some(at)),
+                    None => complete = false,
+                }
+            }
+        }
+        match latest {
+            None if complete => incidents_without_units += 1,
+            Some(at) if complete => {
+                incidents_paged += 1;
+                record(&mut page_micros, at.saturating_duration_since(sample.intended));
+                last_page = last_page.max(Some(at));
+            }
+            _ => not_fully_paged += 1,
+        }
+    }
+    let dispatch_ok = report_summary.ok;
+    let duplicates = report_run.samples.iter().filter(|s| s.result.as_ref().is_ok_and(|r| r.duplicate)).count();
+    let first_send = report_run.samples.iter().map(|s| s.sent).min();
+    let burst_last_response = first_send.map(|f| report_run.finished.saturating_duration_since(f));
+    let burst_fully_paged = match (first_send, last_page) {
+        (Some(f), Some(l)) if not_fully_paged == 0 => Some(l.saturating_duration_since(f)),
+        _ => None,
+    };
+    let p50_ratio = report_summary.p(0.5) as f64 / ping_summary.p(0.5).max(1) as f64;
+    let throughput_ratio = report_summary.throughput_per_s() / ping_summary.throughput_per_s().max(f64::MIN_POSITIVE);
+
+    let mode_text = match mode {
+        Mode::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
+        Mode::Open { rate, max_in_flight } => format!("open loop, {rate} req/s, at most {max_in_flight} in flight"),
+        Mode::Burst => format!("burst of {}", args.incidents),
+    };
+    let target_text = match &args.addr {
+        Some(a) => a.clone(),
+        None => format!(
+            "in-process server on {} ({})",
+            server.as_ref().map(|s| s.addr.to_string()).unwrap_or_default(),
+            args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into())
+        ),
+    };
+    let storage = match (&args.addr, &args.data_dir) {
+        (Some(_), _) => "storage: whatever the target server runs with".to_string(),
+        (None, Some(dir)) => format!("durable: journal in {}", dir.display()),
+        (None, None) => "in memory (no journal)".to_string(),
+    };
+    let targets = evaluate_targets(mode, &args, p50_ratio, throughput_ratio, burst_fully_paged);
+
+    // The chart.
+    let chart = svg::percentile_chart(
+        &format!("lastmile bench: {:?}, {mode_text}", args.scenario),
+        &format!(
+            "{} incidents, {} units, {} connection(s), seed {seed}; p50 ratio {:.2}x, throughput ratio {:.0}%",
+            args.incidents,
+            units.len(),
+            connections,
+            p50_ratio,
+            throughput_ratio * 100.0
+        ),
+        &[
+            svg::Series { name: "Ping".into(), micros: &ping_summary.micros },
+            svg::Series { name: "ReportIncident".into(), micros: &report_summary.micros },
+            svg::Series { name: "report → all pages delivered".into(), micros: &page_micros },
+        ],
+    );
+    std::fs::write(&args.chart, chart).with_context(|| format!("cannot write {}", args.chart.display()))?;
+
+    let log_counts = json!({
+        "subscribed": log.subscribed.load(Ordering::Relaxed),
+        "pages_received": log.pages.load(Ordering::Relaxed),
+        "repeated": log.repeated.load(Ordering::Relaxed),
+        "accepted": log.accepted.load(Ordering::Relaxed),
+        "declined": log.declined.load(Ordering::Relaxed),
+        "silent": log.silent.load(Ordering::Relaxed),
+        "refused": log.refused.load(Ordering::Relaxed),
+        "completed_drives": log.completed.load(Ordering::Relaxed),
+    });
+    if args.json {
+        let out = json!({
+            "seed": seed,
+            "scenario": format!("{:?}", args.scenario).to_lowercase(),
+            "mode": mode_text,
+            "target": target_text,
+            "storage": storage,
+            "incidents": args.incidents,
+            "units": units.len(),
+            "connections": connections,
+            "ping": ping_summary.json(),
+            "report_incident": report_summary.json(),
+            "report_to_all_pages_delivered_us": latency_json(&page_micros),
+            "close_incident": { "latency_us": latency_json(&close_micros), "errors": close_errors, "keep_open": args.open_incidents },
+            "ratios": { "p50_report_over_ping": p50_ratio, "throughput_report_over_ping": throughput_ratio },
+            "burst": {
+                "first_send_to_last_response_s": burst_last_response.map(|d| d.as_secs_f64()),
+                "first_send_to_last_page_delivered_s": burst_fully_paged.map(|d| d.as_secs_f64()),
+            },
+            "dispatch": {
+                "duplicates": duplicates,
+                "incidents_fully_paged": incidents_paged,
+                "incidents_without_units": incidents_without_units,
+                "incidents_not_fully_paged": not_fully_paged,
+                "tiers": tiers_total,
+                "tiers_paging_within_target_at_report": tiers_paging,
+                "tiers_short_at_report": tiers_short,
+                "units_paged": units_paged,
+                "units_within_target": units_within,
+                "tier_states_at_end": end_states,
+            },
+            "terminals": log_counts,
+            "feed": {
+                "events": replay.events,
+                "by_type": replay.by_type,
+                "gaps": replay.gaps,
+                "cut_off": replay.cut_off,
+                "double_assignments": replay.violations,
+                "publication_order_inversions": replay.inversions,
+                "unmatched": replay.unmatched,
+            },
+            "invariants": {
+                "ok": failures.is_empty(),
+                "failures": failures,
+                "readback_conflicts_confirmed": confirmed_conflicts,
+                "core_check": core_check.as_ref().map(|r| r.clone().err().unwrap_or_else(|| "ok".into())),
+            },
+            "targets": targets.iter().map(|(name, met, detail)| json!({"target": name, "met": met, "detail": detail})).collect::<Vec<_>>(),
+            "chart": args.chart.display().to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("lastmile bench — {:?}, {mode_text}", args.scenario);
+        println!(
+            "  target: {target_text}; {storage}\n  {} incidents, {} units, {} load connection(s), seed {seed}",
+            args.incidents,
+            units.len(),
+            connections
+        );
+        println!();
+        println!("{}", report::HEADER);
+        println!("{}", ping_summary.row());
+        println!("{}", report_summary.row());
+        println!("{}", latency_row("report → all paged", &page_micros));
+        println!("{}{}", latency_row("CloseIncident (closer)", &close_micros), report::errors_suffix(&close_errors, 0));
+        println!();
+        println!(
+            "  ratios (same run): ReportIncident p50 / Ping p50 = {p50_ratio:.2}x; ReportIncident throughput / Ping throughput = {:.0}%",
+            throughput_ratio * 100.0
+        );
+        if matches!(mode, Mode::Burst) {
+            println!(
+                "  burst: first send -> last response {}; -> last page delivered {}",
+                burst_last_response.map(|d| fmt_us(d.as_micros() as u64)).unwrap_or("-".into()),
+                burst_fully_paged
+                    .map(|d| fmt_us(d.as_micros() as u64))
+                    .unwrap_or_else(|| format!("not all delivered ({not_fully_paged} incident(s) short of pages)")),
+            );
+        }
+        println!();
+        println!(
+            "  dispatch: {dispatch_ok} reported ({duplicates} duplicate), {incidents_paged} fully paged, {incidents_without_units} with no unit free, {not_fully_paged} not fully paged by the end"
+        );
+        println!(
+            "  tiers at report: {tiers_total}; all required units within target (PAGING) {:.1}%, SHORT {:.1}%; units paged {units_paged}, within target {:.1}%",
+            pct(tiers_paging, tiers_total),
+            pct(tiers_short, tiers_total),
+            pct(units_within, units_paged)
+        );
+        let total_end: u64 = end_states.values().sum();
+        let end_line: Vec<String> =
+            end_states.iter().map(|(k, v)| format!("{k} {v} ({:.1}%)", pct(*v, total_end))).collect();
+        println!("  tiers at the end: {}", end_line.join(", "));
+        println!("  terminals: {log_counts}");
+        println!(
+            "  live feed: {} events{}, {} publication-order inversion(s), {} unmatched",
+            replay.events,
+            replay.cut_off.as_ref().map(|c| format!(" (CUT OFF: {c}; end-state checks only)")).unwrap_or_default(),
+            replay.inversions,
+            replay.unmatched
+        );
+        println!(
+            "  invariants: {}{}",
+            if failures.is_empty() { "all hold" } else { "FAILED" },
+            match &core_check {
+                Some(Ok(())) => " (feed replay, read-back, Dispatcher::check_invariants)",
+                Some(Err(_)) => "",
+                None => " (feed replay, read-back; no core check against --addr)",
+            }
+        );
+        for f in &failures {
+            println!("    - {f}");
+        }
+        for (name, met, detail) in &targets {
+            println!("  target {name}: {} ({detail})", if *met { "MET" } else { "NOT MET" });
+        }
+        println!("  chart: {}", args.chart.display());
+    }
+    if !failures.is_empty() {
+        bail!("{} invariant(s) failed", failures.len());
+    }
+    Ok(())
+}
+
+/// The targets that this run's mode speaks to.
+fn evaluate_targets(
+    mode: Mode,
+    args: &BenchArgs,
+    p50_ratio: f64,
+    throughput_ratio: f64,
+    burst_fully_paged: Option<Duration>,
+) -> Vec<(String, bool, String)> {
+    let mut out = Vec::new();
+    match mode {
+        Mode::Closed { concurrency: 1 } => out.push((
+            "ReportIncident p50 <= 1.5x Ping p50 at concurrency 1".to_string(),
+            p50_ratio <= 1.5,
+            format!("{p50_ratio:.2}x"),
+        )),
+        Mode::Closed { concurrency } if concurrency >= 64 => out.push((
+            format!("dispatch throughput >= 50% of Ping at concurrency {concurrency}"),
+            throughput_ratio >= 0.5,
+            format!("{:.0}%", throughput_ratio * 100.0),
+        )),
+        Mode::Burst if args.incidents >= 10_000 => out.push((
+            format!("burst of {} fully paged < 2 s", args.incidents),
+            burst_fully_paged.is_some_and(|d| d < Duration::from_secs(2)),
+            burst_fully_paged
+                .map(|d| format!("{:.3} s", d.as_secs_f64()))
+                .unwrap_or_else(|| "not all pages delivered".into()),
+        )),
+        _ => {}
+    }
+    out
+}

@@ -1,0 +1,26 @@
+//! The command line itself. Also makes `cargo test --workspace` build the
+//! `lastmile` binary (Cargo builds a package's binaries for its integration
+//! tests), which the end-to-end tests in the repository's `tests/` start as a
+//! child process.
+
+use std::process::Command;
+
+#[test]
+fn help_lists_every_subcommand() {
+    let output = Command::new(env!("CARGO_BIN_EXE_lastmile")).arg("--help").output().expect("run lastmile --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for command in [
+        "serve", "watch", "terminal", "bench", "report", "preview", "get", "close", "units", "assign", "release",
+        "status",
+    ] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn a_bad_flag_is_refused_with_usage() {
+    let output = Command::new(env!("CARGO_BIN_EXE_lastmile")).args(["serve", "--no-such-flag"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--no-such-flag"));
+}
