@@ -265,7 +265,7 @@ mod kill_9 {
                         let incident = response.into_inner().incident.unwrap();
                         answered.lock().unwrap().insert(external_id, incident.clone());
                         if let Some(a) = incident.tiers.iter().find(|t| t.tier == 3).and_then(|t| t.assignments.first())
-                            && r % 2 == 0
+                            && r.is_multiple_of(2)
                         {
                             let ack = pb::AcknowledgeRequest {
                                 unit_id: a.unit_id.clone(),
@@ -279,7 +279,7 @@ mod kill_9 {
                                 Err(_) => return,
                             }
                         }
-                        if r % 5 == 0 {
+                        if r.is_multiple_of(5) {
                             let close = pb::CloseIncidentRequest { id: incident.id.clone(), reason: String::new() };
                             if client.close_incident(close).await.is_err() {
                                 return;
