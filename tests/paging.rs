@@ -160,7 +160,7 @@ async fn a_terminal_that_reconnects_receives_the_waiting_page_first() {
     let mut newer = server.pages("T5-a").await;
     assert_eq!(next(&mut newer).await.unwrap().unwrap().incident_id, incident.id);
     let old_end = next(&mut pages).await;
-    assert!(matches!(old_end, Err(ref s) if s.code() == Code::Aborted) || matches!(old_end, Ok(None)), "{old_end:?}");
+    assert!(matches!(old_end, Err(ref s) if s.code() == Code::Aborted), "{old_end:?}");
     // Unknown units cannot subscribe.
     let err = server.terminal().await.subscribe(pb::SubscribeRequest { unit_id: "T3-zzz".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -215,10 +215,26 @@ async fn a_slow_feed_watcher_is_cut_off_without_stalling_dispatch() {
     let mut resumed = server.watch(resume_from, "").await;
     let event = next(&mut resumed).await.unwrap().unwrap();
     assert_eq!(event.seq, resume_from + 1);
-    // Too old a resume point is refused.
-    let err = server.client().await.watch_events(pb::WatchEventsRequest { after_seq: 1, ..Default::default() }).await;
-    if let Err(err) = err {
-        assert_eq!(err.code(), Code::OutOfRange);
+}
+
+#[tokio::test]
+async fn resume_points_outside_the_history_are_refused() {
+    let server = paging_server(|c| c.replace("history_events = 10000", "history_events = 10")).await;
+    let mut client = server.client().await;
+    for i in 0..10 {
+        client.report_incident(report(&format!("h-{i}"))).await.unwrap();
+    }
+    // Ten reports are at least fifty events: a resume point beyond the 10
+    // kept is refused, and so is one ahead of the feed.
+    for after_seq in [1, u64::MAX / 2] {
+        let err = server
+            .client()
+            .await
+            .watch_events(pb::WatchEventsRequest { after_seq, ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+        assert!(err.message().starts_with("after_seq:"), "{}", err.message());
     }
 }
 
@@ -229,8 +245,10 @@ async fn positions_move_units_and_overrides_show_in_the_feed() {
     let incident = client.report_incident(report("grid-400")).await.unwrap().into_inner().incident.unwrap();
     let mut feed = server.watch(0, "").await;
 
-    let now = prost_types::Timestamp { seconds: 2_000_000_000, nanos: 0 };
-    let older = prost_types::Timestamp { seconds: 1_999_999_000, nanos: 0 };
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = prost_types::Timestamp { seconds: wall, nanos: 0 };
+    let older = prost_types::Timestamp { seconds: wall - 1000, nanos: 0 };
+    let future = prost_types::Timestamp { seconds: wall + 3600, nanos: 0 };
     let reports = vec![
         pb::PositionReport {
             unit_id: "T3-c".into(),
@@ -252,9 +270,15 @@ async fn positions_move_units_and_overrides_show_in_the_feed() {
             position: Some(pb::LatLng { lat: 28.5, lng: 121.37 }),
             measured_at: Some(now),
         },
+        // An hour ahead of the server: refused, or it would freeze the unit.
+        pb::PositionReport {
+            unit_id: "T3-c".into(),
+            position: Some(pb::LatLng { lat: 28.7, lng: 121.37 }),
+            measured_at: Some(future),
+        },
     ];
     let answer = server.terminal().await.report_position(tokio_stream::iter(reports)).await.unwrap().into_inner();
-    assert_eq!((answer.applied, answer.ignored_stale, answer.rejected), (1, 1, 2));
+    assert_eq!((answer.applied, answer.ignored_stale, answer.rejected), (1, 1, 3));
     assert!(answer.first_error.starts_with("position.lat:"), "{}", answer.first_error);
     let unit = client.get_unit(pb::GetUnitRequest { id: "T3-c".into() }).await.unwrap().into_inner();
     assert_eq!(unit.position.unwrap().lat, 28.5805);

@@ -477,6 +477,7 @@ impl Dispatcher {
                 state: AssignmentState::Paged,
                 paged_at: now,
                 attempt: 1,
+                escalated_from: None,
             })
             .collect();
         TierResponse {
@@ -800,8 +801,11 @@ impl Dispatcher {
                     unit.status = to;
                     a.state = AssignmentState::OnScene;
                     fx.emit(Event { kind: EventKind::UnitOnScene, ..event.status(to) });
-                    let on_scene =
-                        tier.assignments.iter().filter(|a| a.state == AssignmentState::OnScene).count() as u32;
+                    let on_scene = tier
+                        .assignments
+                        .iter()
+                        .filter(|a| a.state == AssignmentState::OnScene && a.escalated_from.is_none())
+                        .count() as u32;
                     if tier.required > 0
                         && on_scene >= tier.required
                         && now <= tier.deadline

@@ -90,6 +90,11 @@ pub struct Assignment {
     pub state: AssignmentState,
     pub paged_at: Timestamp,
     pub attempt: u32,
+    /// Set on a unit paged because this (lower) tier breached its deadline: it
+    /// helps that tier, does not count toward this tier's MET, and is not
+    /// re-paged within this tier when it does not answer.
+    #[serde(default)]
+    pub escalated_from: Option<Tier>,
 }
 
 impl Assignment {

@@ -84,6 +84,7 @@ pub struct FeedConfig {
     pub history_events: usize,
     pub subscriber_buffer_events: usize,
     pub max_watchers: usize,
+    pub watcher_stall_timeout_ms: u64,
 }
 
 /// The durable journal.
@@ -104,6 +105,7 @@ pub struct JournalConfig {
 pub struct TerminalsConfig {
     pub page_buffer: usize,
     pub max_positions_per_stream: u64,
+    pub max_clock_skew_s: u32,
 }
 
 /// Bounds on what one request may carry.
@@ -182,6 +184,7 @@ impl LastmileConfig {
             ("feed.history_events", self.feed.history_events as u64),
             ("feed.subscriber_buffer_events", self.feed.subscriber_buffer_events as u64),
             ("feed.max_watchers", self.feed.max_watchers as u64),
+            ("feed.watcher_stall_timeout_ms", self.feed.watcher_stall_timeout_ms),
             ("terminals.page_buffer", self.terminals.page_buffer as u64),
             ("terminals.max_positions_per_stream", self.terminals.max_positions_per_stream),
             ("journal.max_pending_ops", self.journal.max_pending_ops as u64),

@@ -133,20 +133,49 @@ pub fn page_token(value: &str) -> Option<&str> {
     (!value.is_empty()).then_some(value)
 }
 
+/// Longest incident or unit id a request may name, bytes (server ids are
+/// far shorter; unit ids are at most `lastmile_core::unit::MAX_UNIT_ID_BYTES`).
+pub const MAX_ID_BYTES: usize = 128;
+
 pub fn required_id<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     if value.is_empty() {
         return Err(invalid(field, "required"));
     }
-    if value.len() > 128 {
-        return Err(invalid(field, "must be at most 128 bytes"));
-    }
+    optional_id(field, value)?;
     Ok(value)
+}
+
+/// A timestamp from a request: whole, in range, and not further in the
+/// future than `max_skew_s` (a terminal with a clock far ahead would
+/// otherwise freeze its unit: every later report would look stale).
+pub fn request_time(
+    field: &str,
+    value: &prost_types::Timestamp,
+    now: lastmile_core::Timestamp,
+    max_skew_s: u32,
+) -> Result<lastmile_core::Timestamp, Status> {
+    if !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(invalid(field, format!("nanos must be in 0..1e9, got {}", value.nanos)));
+    }
+    let ms = value
+        .seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(value.nanos) / 1_000_000))
+        .ok_or_else(|| invalid(field, format!("{} s is out of range", value.seconds)))?;
+    let at = lastmile_core::Timestamp::from_unix_ms(ms);
+    if at > now.plus_s(max_skew_s) {
+        return Err(invalid(
+            field,
+            format!("{ms} ms is more than {max_skew_s} s ahead of the server's clock (terminals.max_clock_skew_s)"),
+        ));
+    }
+    Ok(at)
 }
 
 /// An optional id filter: empty is fine, otherwise bounded.
 pub fn optional_id(field: &str, value: &str) -> Result<(), Status> {
-    if value.len() > 128 {
-        return Err(invalid(field, "must be at most 128 bytes"));
+    if value.len() > MAX_ID_BYTES {
+        return Err(invalid(field, format!("must be at most {MAX_ID_BYTES} bytes")));
     }
     Ok(())
 }
@@ -293,6 +322,7 @@ pub fn tier_to_pb_response(t: &core_incident::TierResponse, reserved: bool) -> p
                 paged_at: reserved.then(|| timestamp(a.paged_at)),
                 attempt: if reserved { a.attempt } else { 0 },
                 unit_name: a.unit_name.clone(),
+                escalated_from: a.escalated_from.map(|t| tier_to_pb(t) as i32).unwrap_or(0),
             })
             .collect(),
         note: t.note.clone(),

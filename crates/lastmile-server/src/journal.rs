@@ -279,10 +279,15 @@ impl Effects for Op {
     fn arm(&self, timer: Timer) {
         self.bus.arm(timer);
     }
+    // Serialised only when there is a journal: in memory, nothing is built.
     fn store_incident(&self, incident: &Incident) {
-        self.store(record_of_incident(incident));
+        if self.journal.is_some() {
+            self.store(record_of_incident(incident));
+        }
     }
     fn store_unit(&self, unit: &Unit) {
-        self.store(record_of_unit(unit));
+        if self.journal.is_some() {
+            self.store(record_of_unit(unit));
+        }
     }
 }

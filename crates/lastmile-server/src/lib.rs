@@ -113,6 +113,7 @@ pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
         incidents = n_incidents,
         stored_units = n_units,
         commits = recovered.commits,
+        records = recovered.records,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );

@@ -219,6 +219,11 @@ impl Dispatch for DispatchService {
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let stop = self.shared.stop.clone();
         let buffer = self.config().feed.subscriber_buffer_events;
+        let stall = std::time::Duration::from_millis(self.config().feed.watcher_stall_timeout_ms);
+        // False when the watcher is gone or has not taken an event for `stall`.
+        let send = move |item: Result<pb::DispatchEvent, Status>, tx: mpsc::Sender<_>| async move {
+            matches!(tokio::time::timeout(stall, tx.send(item)).await, Ok(Ok(())))
+        };
         let wanted = move |e: &pb::DispatchEvent| {
             (req.incident_id.is_empty() || e.incident_id == req.incident_id)
                 && (req.unit_id.is_empty() || e.unit_id == req.unit_id)
@@ -230,14 +235,14 @@ impl Dispatch for DispatchService {
             let mut last_sent = req.after_seq;
             for event in backlog {
                 last_sent = event.seq;
-                if wanted(&event) && tx.send(Ok((*event).clone())).await.is_err() {
+                if wanted(&event) && !send(Ok((*event).clone()), tx.clone()).await {
                     return;
                 }
             }
             loop {
                 let received = tokio::select! {
                     () = stop.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable(format!("server shutting down; resume with after_seq = {last_sent}")))).await;
+                        let _ = tx.try_send(Err(Status::unavailable(format!("server shutting down; resume with after_seq = {last_sent}"))));
                         return;
                     }
                     received = live.recv() => received,
@@ -248,17 +253,23 @@ impl Dispatch for DispatchService {
                             continue; // already sent from the history
                         }
                         last_sent = event.seq;
-                        if wanted(&event) && tx.send(Ok((*event).clone())).await.is_err() {
+                        if wanted(&event) && !send(Ok((*event).clone()), tx.clone()).await {
+                            warn!(
+                                last_sent,
+                                "live feed watcher gone or not reading (feed.watcher_stall_timeout_ms): ended"
+                            );
                             return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "live feed watcher too slow: ended");
-                        let _ = tx
-                            .send(Err(Status::resource_exhausted(format!(
+                        let _ = send(
+                            Err(Status::resource_exhausted(format!(
                                 "watcher fell more than {buffer} events behind (feed.subscriber_buffer_events) and missed {missed}; resume with after_seq = {last_sent}"
-                            ))))
-                            .await;
+                            ))),
+                            tx.clone(),
+                        )
+                        .await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,

@@ -127,10 +127,10 @@ impl UnitTerminal for TerminalService {
             let applied = convert::lat_lng("position", report.position.as_ref()).and_then(|position| {
                 convert::required_id("unit_id", &report.unit_id)?;
                 let now = s.clock.now();
-                let measured_at = report
-                    .measured_at
-                    .map(|t| lastmile_core::Timestamp::from_unix_ms(t.seconds * 1000 + t.nanos as i64 / 1_000_000))
-                    .unwrap_or(now);
+                let measured_at = match &report.measured_at {
+                    Some(t) => convert::request_time("measured_at", t, now, s.config.terminals.max_clock_skew_s)?,
+                    None => now,
+                };
                 s.dispatcher.report_position(&report.unit_id, position, measured_at, now, &op).map_err(to_status)
             });
             op.durable().await?;

@@ -41,6 +41,9 @@ pub struct Recovered {
     pub feed_seq: u64,
     /// Group commits written over the store's life.
     pub commits: u64,
+    /// State changes (records) written over the store's life: the number of
+    /// journal events the current rows summarise.
+    pub records: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +154,13 @@ impl JournalStore for SqliteStore {
                 .map_err(self.err("cannot read meta"))?;
             Ok(v.unwrap_or(0) as u64)
         };
-        Ok(Recovered { incidents, units, feed_seq: meta("feed_seq")?, commits: meta("commits")? })
+        Ok(Recovered {
+            incidents,
+            units,
+            feed_seq: meta("feed_seq")?,
+            commits: meta("commits")?,
+            records: meta("records")?,
+        })
     }
 
     fn commit(&mut self, batch: &[Record], feed_seq: u64) -> Result<(), StoreError> {
@@ -189,6 +198,11 @@ impl JournalStore for SqliteStore {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('commits', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
                 [],
+            )
+            .map_err(err("cannot write meta"))?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('records', ?1) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                [batch.len() as i64],
             )
             .map_err(err("cannot write meta"))?;
         }

@@ -58,11 +58,21 @@ impl Dispatcher {
                 incident.id, ack.unit_id
             )));
         }
-        let found = incident
-            .tiers
-            .iter()
-            .enumerate()
-            .find_map(|(ti, t)| t.assignments.iter().rposition(|a| a.unit_id == ack.unit_id).map(|ai| (ti, ai)));
+        // The page waiting for this unit, wherever it is; else its latest
+        // assignment, to say what became of it.
+        let positions = || {
+            incident.tiers.iter().enumerate().flat_map(|(ti, t)| {
+                t.assignments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, a)| a.unit_id == ack.unit_id)
+                    .map(move |(ai, a)| (ti, ai, a))
+            })
+        };
+        let found = positions()
+            .find(|(_, _, a)| a.state == AssignmentState::Paged)
+            .or_else(|| positions().max_by_key(|(_, _, a)| a.paged_at))
+            .map(|(ti, ai, _)| (ti, ai));
         let Some((ti, ai)) = found else {
             if !self.units.contains_key(ack.unit_id.as_str()) {
                 return Err(DispatchError::UnitNotFound(ack.unit_id.clone()));
@@ -117,7 +127,10 @@ impl Dispatcher {
             kind: EventKind::UnitDeclined,
             ..event.status(UnitStatus::Available).detail(ack.reason.clone())
         });
-        self.advance_slot(incident, ti, attempt, now, fx);
+        // An escalation page is a one-off help for a breached tier, not a slot.
+        if incident.tiers[ti].assignments[ai].escalated_from.is_none() {
+            self.advance_slot(incident, ti, attempt, now, fx);
+        }
         fx.store_incident(incident);
         self.get_unit(&ack.unit_id)
     }
@@ -160,6 +173,20 @@ impl Dispatcher {
         else {
             return; // acknowledged, declined or released in time
         };
+        // The tier was met meanwhile: its timers have stopped; withdraw the page.
+        if matches!(incident.tiers[ti].state, TierState::Met | TierState::Cancelled) {
+            let id = incident.id.clone();
+            self.release_assignment(
+                &id,
+                &mut incident.tiers[ti].assignments[ai],
+                now,
+                "page withdrawn: tier met",
+                None,
+                fx,
+            );
+            fx.store_incident(incident);
+            return;
+        }
         incident.tiers[ti].assignments[ai].state = AssignmentState::TimedOut;
         if let Some(mut unit) = self.units.get_mut(unit_id)
             && unit.incident_id.as_deref() == Some(incident.id.as_str())
@@ -177,7 +204,9 @@ impl Dispatcher {
                 .status(UnitStatus::Unresponsive)
                 .detail(format!("no acknowledgement within {} s", self.config.tiers.get(tier).ack_timeout_s)),
         );
-        self.advance_slot(incident, ti, attempt, now, fx);
+        if incident.tiers[ti].assignments[ai].escalated_from.is_none() {
+            self.advance_slot(incident, ti, attempt, now, fx);
+        }
         fx.store_incident(incident);
     }
 
@@ -235,7 +264,9 @@ impl Dispatcher {
         }
         let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { return };
         let t = &mut incident.tiers[ti];
-        let on_scene = t.assignments.iter().filter(|a| a.state == AssignmentState::OnScene).count() as u32;
+        let on_scene =
+            t.assignments.iter().filter(|a| a.state == AssignmentState::OnScene && a.escalated_from.is_none()).count()
+                as u32;
         if !matches!(t.state, TierState::Paging | TierState::Short | TierState::Escalated) || on_scene >= t.required {
             return;
         }
@@ -252,19 +283,20 @@ impl Dispatcher {
             Some(up) => (up, false),
             None => (Tier::T10, true),
         };
-        let pick = self.pick_for(incident, up, up, unbounded).or_else(|| self.pick_for(incident, up, up, true));
+        let pick = self.pick_for(incident, up, up, unbounded);
         let detail = match pick {
             Some(pick) => {
                 self.store_units([&*pick.unit_id], fx);
                 let ui = self.tier_slot(incident, up, now);
                 let attempt = 1;
-                let a = self.assignment(&pick, up, now, attempt);
+                let a = Assignment { escalated_from: Some(tier), ..self.assignment(&pick, up, now, attempt) };
                 self.page_out_as(incident, &a, now, &format!("escalation: {tier} breached"), fx);
                 let detail = format!("breach of {tier}: paged {} of {up} (eta {} s)", a.unit_id, a.eta_s);
                 incident.tiers[ui].assignments.push(a);
                 detail
             }
-            None => format!("breach of {tier}: no available {up} unit anywhere; dispatchers must act"),
+            None if unbounded => format!("breach of {tier}: no available {up} unit anywhere; dispatchers must act"),
+            None => format!("breach of {tier}: no available {up} unit within its reach; dispatchers must act"),
         };
         fx.emit(Event::new(EventKind::TierEscalated, now).incident(&incident.id).tier(tier).detail(detail));
         fx.store_incident(incident);
@@ -319,6 +351,7 @@ impl Dispatcher {
             state: AssignmentState::Paged,
             paged_at: now,
             attempt,
+            escalated_from: None,
         }
     }
 
@@ -396,8 +429,9 @@ impl Dispatcher {
             )));
         };
         let seq = parse_incident_id(&incident_id).expect("units hold well-formed incident ids");
-        let mut incident =
-            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.clone()))?;
+        let mut incident = self.incidents.get_mut(&seq).ok_or_else(|| {
+            DispatchError::Contended(format!("unit {unit_id}'s incident {incident_id} is still being dispatched"))
+        })?;
         let incident = &mut *incident;
         let Some(a) = incident
             .tiers

@@ -237,6 +237,14 @@ fn a_missed_deadline_breaches_and_pages_the_next_tier_up() {
     let t3 = sim.tier(&inc.id, Tier::T3);
     let extra = t3.assignments.last().unwrap();
     assert_eq!((extra.unit_id.as_str(), extra.paged_at), ("T3-b", T0.plus_s(60)));
+    assert_eq!(extra.escalated_from, Some(Tier::T1));
+    // Unanswered, the escalation page times out without re-paging tier 3 or
+    // escalating it: tier 3's own slot (T3-a, acknowledged) is fine.
+    sim.advance_to(T0.plus_s(95));
+    let t3 = sim.tier(&inc.id, Tier::T3);
+    assert_eq!(t3.assignments.last().unwrap().state, AssignmentState::TimedOut);
+    assert_eq!(t3.assignments.len(), 2);
+    assert_eq!(t3.state, TierState::Paging);
     assert!(sim.fx.take_pages().iter().any(|p| p.unit_id == "T3-b"));
     sim.d.check_invariants().unwrap();
 }
@@ -253,10 +261,14 @@ fn a_tier_10_breach_reaches_beyond_the_fallback_radius() {
     sim.advance_to(T0.plus_s(600));
     let t10 = sim.tier(&inc.id, Tier::T10);
     assert_eq!(t10.state, TierState::Breached);
-    // T10-far is ~35 km away: beyond 2 x 600 s, paged all the same.
+    // T10-far is ~35 km away: beyond 2 x 600 s, paged all the same, by tier 10's own breach.
     let extra = t10.assignments.last().unwrap();
-    assert_eq!(extra.unit_id, "T10-far");
+    assert_eq!((extra.unit_id.as_str(), extra.paged_at), ("T10-far", T0.plus_s(600)));
+    assert_eq!(extra.escalated_from, Some(Tier::T10));
     assert!(!extra.within_target);
+    // Tier 5's breach at 300 s found no tier-10 unit within tier 10's reach
+    // (T10-a is on the incident): it did not reach out to T10-far.
+    assert!(t10.assignments.iter().all(|a| a.paged_at != T0.plus_s(300)));
 }
 
 #[test]
@@ -271,7 +283,34 @@ fn units_on_scene_in_time_meet_the_tier_and_its_timers_stop() {
     sim.kinds();
     sim.advance_to(T0.plus_s(1000));
     assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met, "the deadline does not undo MET");
-    assert!(!sim.kinds().iter().any(|(k, u)| *k == EventKind::TierBreached && u.as_deref() == Some("T3-a")));
+    assert!(!sim.fx.take_events().iter().any(|e| e.kind == EventKind::TierBreached && e.tier == Some(Tier::T3)));
+}
+
+#[test]
+fn a_unit_re_assigned_to_another_tier_can_accept_its_new_page() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.ack("T3-a", &inc.id, false).unwrap();
+    sim.d.assign_unit(&inc.id, "T3-a", Tier::T5, sim.now, &sim.fx).unwrap();
+    let unit = sim.ack("T3-a", &inc.id, true).unwrap();
+    assert_eq!(unit.status, UnitStatus::EnRoute);
+    let t5 = sim.tier(&inc.id, Tier::T5);
+    assert!(t5.assignments.iter().any(|a| a.unit_id == "T3-a" && a.state == AssignmentState::Acknowledged));
+}
+
+#[test]
+fn a_met_tier_withdraws_its_other_pages_instead_of_timing_them_out() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.d.assign_unit(&inc.id, "T3-d", Tier::T3, sim.now, &sim.fx).unwrap();
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.after_s(5);
+    sim.status("T3-a", UnitStatus::OnScene);
+    assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met);
+    sim.after_s(30);
+    let unit = sim.d.get_unit("T3-d").unwrap();
+    assert_eq!(unit.status, UnitStatus::Available, "withdrawn, not UNRESPONSIVE");
+    sim.d.check_invariants().unwrap();
 }
 
 #[test]
