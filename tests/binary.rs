@@ -75,3 +75,34 @@ fn a_bad_config_stops_the_server_naming_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("dispatch.tiers.t1.circuity") && stderr.contains("lastmile.toml"), "{stderr}");
 }
+
+#[test]
+fn health_answers_serving_once_the_ready_line_is_printed() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("lastmile-bin-health-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut server = Command::new(lastmile_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("lastmile listening on ").unwrap().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = runtime.block_on(async {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health
+            .check(tonic_health::pb::HealthCheckRequest { service: "lastmile.v1.Dispatch".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status()
+    });
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -45,7 +45,7 @@ impl TestServer {
         let task = tokio::spawn({
             let config = config.clone();
             async move {
-                lastmile_server::run_opened(listener, config, opened, async {
+                lastmile_server::run_opened(Arc::new(listener), config, opened, async {
                     let _ = stopped.await;
                 })
                 .await

@@ -36,7 +36,6 @@ use lastmile_core::Dispatcher;
 use lastmile_proto::v1::dispatch_server::DispatchServer;
 use lastmile_proto::v1::unit_terminal_server::UnitTerminalServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -127,13 +126,53 @@ pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
 /// Accepted connections with Nagle's algorithm off: a small response must not
 /// wait for the peer's delayed ACK (~40 ms per request otherwise). The
 /// builder's own `tcp_nodelay` applies only to listeners tonic binds itself.
-fn incoming_nodelay(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
+/// The listener is shared, so one port can serve the recovery phase (health
+/// only) and then the full service.
+fn incoming_nodelay(
+    listener: Arc<TcpListener>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_lite_stream(move |cx| {
+        listener.poll_accept(cx).map(|accepted| {
+            Some(accepted.and_then(|(stream, _)| {
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            }))
+        })
     })
+}
+
+/// A stream from a poll function (what `futures::stream::poll_fn` does,
+/// without the dependency).
+fn futures_lite_stream<T>(
+    poll: impl FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>> + Unpin,
+) -> impl tokio_stream::Stream<Item = T> {
+    struct PollFn<F>(F);
+    impl<T, F> tokio_stream::Stream for PollFn<F>
+    where
+        F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<T>> + Unpin,
+    {
+        type Item = T;
+        fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+            (self.get_mut().0)(cx)
+        }
+    }
+    PollFn(poll)
+}
+
+/// While the journal is being recovered: serves `grpc.health.v1` only,
+/// answering NOT_SERVING for the lastmile services, until `recovered`
+/// resolves. Then stops (connections opened meanwhile are closed; clients
+/// reconnect to the full service on the same port).
+pub async fn serve_health_while_recovering(listener: Arc<TcpListener>, recovered: impl Future<Output = ()> + Send) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_not_serving::<DispatchServer<DispatchService>>().await;
+    reporter.set_not_serving::<UnitTerminalServer<TerminalService>>().await;
+    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming_nodelay(listener), recovered);
+    // A Health/Watch stream would hold the drain open: give it a second.
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
 }
 
 /// Stops a background task when its owner (the running server) goes away.
@@ -176,14 +215,14 @@ pub async fn run(
     dispatcher: Arc<Dispatcher>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    run_opened(listener, config, Opened::in_memory(dispatcher), shutdown).await
+    run_opened(Arc::new(listener), config, Opened::in_memory(dispatcher), shutdown).await
 }
 
 /// [`run`] for a dispatcher from [`open`]: starts its journal, re-arms every
 /// timer of the recovered state (those already due fire at once, in order),
 /// then serves.
 pub async fn run_opened(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     config: Arc<LastmileConfig>,
     opened: Opened,
     shutdown: impl Future<Output = ()> + Send,

@@ -178,16 +178,27 @@ async fn serve(
     if config.journal.data_dir.is_empty() {
         warn!("running in memory: nothing survives a restart");
     }
-    // Recovery completes before the port opens: until then a health check
-    // sees connection refused, i.e. not serving.
-    let opened = lastmile_server::open(&config)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    // Tests and scripts that pass port 0 read the real address from this line.
+    let listener = Arc::new(listener);
+    // Recover (read the journal, rebuild the state) while the port answers
+    // health checks with NOT_SERVING; then serve for real.
+    let (recovered_tx, recovered_rx) = tokio::sync::oneshot::channel::<()>();
+    let health_phase = tokio::spawn(lastmile_server::serve_health_while_recovering(listener.clone(), async {
+        let _ = recovered_rx.await;
+    }));
+    let recovery_config = config.clone();
+    let opened = tokio::task::spawn_blocking(move || lastmile_server::open(&recovery_config)).await?;
+    let _ = recovered_tx.send(());
+    let _ = health_phase.await;
+    let opened = opened?;
     {
         use std::io::Write;
-        // Ignore a closed stdout: the server must not die because its reader did.
+        // Printed once recovered, i.e. ready: scripts and tests that pass port 0
+        // read the real address from this line. (During recovery the port
+        // already answers grpc.health.v1 with NOT_SERVING, and nothing else.)
+        // A closed stdout is ignored: the server must not die because its reader did.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "lastmile listening on {}", listener.local_addr()?);
         let _ = out.flush();

@@ -196,7 +196,7 @@ impl InProcess {
         let addr = listener.local_addr()?;
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(lastmile_server::run_opened(listener, Arc::new(config), opened, async {
+        let task = tokio::spawn(lastmile_server::run_opened(Arc::new(listener), Arc::new(config), opened, async {
             let _ = stopped.await;
         }));
         Ok(InProcess { addr, dispatcher, grace, stop: Some(stop), task: Some(task) })
