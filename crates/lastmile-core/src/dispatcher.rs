@@ -543,17 +543,23 @@ impl Dispatcher {
                 t.parse::<u64>().map_err(|_| DispatchError::invalid("page_token", "not a token this server issued"))?
             }
         };
-        let mut seqs: Vec<u64> = self
-            .incidents
-            .iter()
-            .filter(|e| *e.key() > after && status.is_none_or(|s| e.value().status == s))
-            .map(|e| *e.key())
-            .collect();
-        seqs.sort_unstable();
-        let more = seqs.len() > page_size;
-        seqs.truncate(page_size);
-        let items: Vec<Incident> = seqs.iter().filter_map(|s| self.incidents.get(s).map(|i| i.clone())).collect();
-        let next_page_token = if more { seqs.last().map(|s| s.to_string()) } else { None };
+        // Sequence numbers are dense: walk them in order from the token and stop
+        // one past the page, instead of collecting and sorting the whole table.
+        let last = self.last_seq.load(Ordering::Relaxed);
+        let mut items = Vec::with_capacity(page_size.min(1024));
+        let mut more = false;
+        for seq in after.saturating_add(1)..=last {
+            let Some(incident) = self.incidents.get(&seq) else { continue };
+            if status.is_some_and(|s| incident.status != s) {
+                continue;
+            }
+            if items.len() == page_size {
+                more = true;
+                break;
+            }
+            items.push(incident.clone());
+        }
+        let next_page_token = if more { items.last().map(|i: &Incident| i.seq.to_string()) } else { None };
         Ok(Page { items, next_page_token })
     }
 
@@ -633,7 +639,9 @@ impl Dispatcher {
 
     /// Units ordered by id. `page_token` is the last id of the previous page.
     pub fn list_units(&self, filter: &UnitFilter, page_size: usize, page_token: Option<&str>) -> Page<Unit> {
-        let mut items: Vec<Unit> = self
+        // Only ids are collected and ordered (a pointer copy each); only the
+        // page's units are cloned.
+        let mut ids: Vec<Arc<str>> = self
             .units
             .iter()
             .filter(|u| {
@@ -642,12 +650,16 @@ impl Dispatcher {
                     && filter.status.is_none_or(|s| u.status == s)
                     && filter.town.as_ref().is_none_or(|town| &u.town == town)
             })
-            .map(|u| u.clone())
+            .map(|u| u.id.clone())
             .collect();
-        items.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        let more = items.len() > page_size;
-        items.truncate(page_size);
-        let next_page_token = if more { items.last().map(|u| u.id.to_string()) } else { None };
+        let more = ids.len() > page_size;
+        if more {
+            ids.select_nth_unstable(page_size);
+            ids.truncate(page_size);
+        }
+        ids.sort_unstable();
+        let items: Vec<Unit> = ids.iter().filter_map(|id| self.units.get(id).map(|u| u.clone())).collect();
+        let next_page_token = if more { ids.last().map(|id| id.to_string()) } else { None };
         Page { items, next_page_token }
     }
 
