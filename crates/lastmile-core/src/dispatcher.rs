@@ -194,7 +194,52 @@ impl Dispatcher {
             dispatcher.incidents.insert(incident.seq, incident);
         }
         dispatcher.last_seq.store(last_seq, Ordering::Relaxed);
+        dispatcher.reconcile();
         Ok(dispatcher)
+    }
+
+    /// Makes units and incidents agree after a restore; returns how many
+    /// references were repaired.
+    ///
+    /// Each operation is stored all-or-nothing, but a later operation may have
+    /// copied a unit whose change by an earlier operation was not yet durable
+    /// (say a position report on a unit just reserved by a report), and commit
+    /// first. After a crash in between, the journal holds a unit pointing at
+    /// an incident that was never stored, or an incident holding a unit whose
+    /// stored state has moved on. Neither change was ever answered OK, so the
+    /// repair sides with what was: a unit whose incident does not hold it is
+    /// freed (AVAILABLE, or RETURNING if it had left), and an assignment whose
+    /// unit is no longer its own is RELEASED.
+    pub fn reconcile(&self) -> usize {
+        let mut repaired = 0;
+        for mut unit in self.units.iter_mut() {
+            let Some(incident_id) = unit.incident_id.clone() else { continue };
+            let held = parse_incident_id(&incident_id).and_then(|seq| self.incidents.get(&seq)).is_some_and(|i| {
+                i.status == IncidentStatus::Open
+                    && i.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == *unit.id && a.is_active())
+            });
+            if !held || !unit.status.is_assigned() {
+                unit.status = match unit.status {
+                    UnitStatus::EnRoute | UnitStatus::OnScene => UnitStatus::Returning,
+                    UnitStatus::Paged => UnitStatus::Available,
+                    other => other,
+                };
+                unit.incident_id = None;
+                repaired += 1;
+            }
+        }
+        for mut incident in self.incidents.iter_mut() {
+            let id = incident.id.clone();
+            for a in incident.tiers.iter_mut().flat_map(|t| t.assignments.iter_mut()) {
+                if a.is_active()
+                    && self.units.get(a.unit_id.as_str()).is_none_or(|u| u.incident_id.as_deref() != Some(id.as_str()))
+                {
+                    a.state = AssignmentState::Released;
+                    repaired += 1;
+                }
+            }
+        }
+        repaired
     }
 
     /// Every timer the current state needs, earliest first: the deadline of

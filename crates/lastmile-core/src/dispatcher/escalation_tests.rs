@@ -458,3 +458,40 @@ fn stored_state_equals_memory_and_restores_it() {
     let third = restored.report(fire("ext-3", ll(28.58, 121.37)), sim.now, &NoEffects).unwrap().incident;
     assert_eq!(third.id, "inc-000003");
 }
+
+/// A unit stored by a later operation (here: pointing at an incident whose
+/// report never reached the journal) is freed on restore; an incident holding a
+/// unit whose stored state moved on releases it.
+#[test]
+fn restore_reconciles_references_left_by_a_crash_between_operations() {
+    let base = Sim::new();
+    let mut ghost_holder = base.d.get_unit("T3-a").unwrap();
+    ghost_holder.status = UnitStatus::Paged;
+    ghost_holder.incident_id = Some("inc-000007".into()); // never stored
+    let live = Sim::new();
+    let inc = live.d.report(fire("ext-1", ll(28.58, 121.37)), T0, &NoEffects).unwrap().incident;
+    let mut moved_on = live.d.get_unit("T5-a").unwrap();
+    moved_on.status = UnitStatus::Available;
+    moved_on.incident_id = None; // stored by a later operation; the incident's release was not
+    let mut stored_units = vec![ghost_holder, moved_on];
+    for id in ["T1-a", "T10-a"] {
+        stored_units.push(live.d.get_unit(id).unwrap());
+    }
+    let restored = Dispatcher::restore(
+        DispatchConfig::defaults(),
+        area(),
+        base.d.list_units(&UnitFilter::default(), 100, None).items,
+        stored_units,
+        vec![inc.clone()],
+        DispatcherLimits::default(),
+    )
+    .unwrap();
+    restored.check_invariants().unwrap();
+    assert_eq!(restored.get_unit("T3-a").unwrap().status, UnitStatus::Available);
+    let t5 = restored.get_incident(&inc.id).unwrap().tiers[2].clone();
+    assert_eq!(t5.assignments[0].state, AssignmentState::Released);
+    // T3-a's own assignment in inc-000001 (reserved by the stored report) was
+    // overwritten by the ghost state: it is released too, consistently.
+    let t3 = restored.get_incident(&inc.id).unwrap().tiers[1].clone();
+    assert_eq!(t3.assignments[0].state, AssignmentState::Released);
+}
