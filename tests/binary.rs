@@ -2,20 +2,9 @@
 //! a report through the bundled client, and a clean stop on SIGTERM.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-/// target/<profile>/lastmile, built by `cargo test --workspace` alongside this test.
-fn lastmile_bin() -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test exe");
-    dir.pop(); // deps/
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    let bin = dir.join(format!("lastmile{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.exists(), "{} not built: run the tests with `cargo test --workspace`", bin.display());
-    bin
-}
+use lastmile_suite::lastmile_bin;
 
 #[test]
 fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
