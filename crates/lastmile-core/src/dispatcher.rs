@@ -174,7 +174,8 @@ impl Dispatcher {
         stored_units: Vec<Unit>,
         incidents: Vec<Incident>,
         limits: DispatcherLimits,
-    ) -> Result<Self, DispatchError> {
+        now: Timestamp,
+    ) -> Result<(Self, usize), DispatchError> {
         let mut units: std::collections::BTreeMap<Arc<str>, Unit> =
             dataset_units.into_iter().map(|u| (u.id.clone(), u)).collect();
         for unit in stored_units {
@@ -194,8 +195,8 @@ impl Dispatcher {
             dispatcher.incidents.insert(incident.seq, incident);
         }
         dispatcher.last_seq.store(last_seq, Ordering::Relaxed);
-        dispatcher.reconcile();
-        Ok(dispatcher)
+        let repaired = dispatcher.reconcile(now);
+        Ok((dispatcher, repaired))
     }
 
     /// Makes units and incidents agree after a restore; returns how many
@@ -210,7 +211,7 @@ impl Dispatcher {
     /// repair sides with what was: a unit whose incident does not hold it is
     /// freed (AVAILABLE, or RETURNING if it had left), and an assignment whose
     /// unit is no longer its own is RELEASED.
-    pub fn reconcile(&self) -> usize {
+    pub fn reconcile(&self, now: Timestamp) -> usize {
         let mut repaired = 0;
         for mut unit in self.units.iter_mut() {
             let Some(incident_id) = unit.incident_id.clone() else { continue };
@@ -220,7 +221,10 @@ impl Dispatcher {
             });
             if !held || !unit.status.is_assigned() {
                 unit.status = match unit.status {
-                    UnitStatus::EnRoute | UnitStatus::OnScene => UnitStatus::Returning,
+                    UnitStatus::EnRoute | UnitStatus::OnScene => {
+                        unit.returning_since = Some(now); // so its return timer is re-armed
+                        UnitStatus::Returning
+                    }
                     UnitStatus::Paged => UnitStatus::Available,
                     other => other,
                 };
@@ -320,7 +324,7 @@ impl Dispatcher {
                     });
                 }
                 let seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                let incident = self.dispatch_new(seq, new, now);
+                let incident = self.dispatch_new(seq, new, now, fx);
                 // Inserted, then announced under the incident's lock: nothing
                 // (a timer, an acknowledgement) can act on it before its report
                 // event is out.
@@ -336,10 +340,11 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch_new(&self, seq: u64, new: NewIncident, now: Timestamp) -> Incident {
+    fn dispatch_new(&self, seq: u64, new: NewIncident, now: Timestamp, fx: &dyn Effects) -> Incident {
         let id = incident_id_for(seq);
         let located = self.area.locate(new.location);
-        let tiers = self.respond(new.location, new.kind, new.severity, now, |unit_id| self.try_reserve(unit_id, &id));
+        let tiers =
+            self.respond(new.location, new.kind, new.severity, now, |unit_id| self.try_reserve(unit_id, &id, fx));
         Incident {
             seq,
             id,
@@ -538,11 +543,17 @@ impl Dispatcher {
 
     /// AVAILABLE -> PAGED for `incident_id`, atomically; false if the unit is
     /// not available (taken by another incident, out of service, ...).
-    pub(crate) fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str) -> bool {
+    /// The reservation is handed to the store under the unit's lock, like
+    /// every change: the reserving operation is then open in the journal
+    /// before anyone can copy the reservation (say, a position report on the
+    /// unit), so both commit together.
+    pub(crate) fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str, fx: &dyn Effects) -> bool {
         match self.units.get_mut(unit_id) {
             Some(mut unit) if self.dispatchable(unit.status) => {
                 unit.status = UnitStatus::Paged;
                 unit.incident_id = Some(incident_id.to_string());
+                unit.returning_since = None;
+                fx.store_unit(&unit);
                 true
             }
             _ => false,

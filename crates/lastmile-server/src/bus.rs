@@ -279,6 +279,11 @@ pub async fn run_timers(
                 wheel.insert_at(timer.key, clock.instant_for(timer.at));
             }
             Some(expired) = std::future::poll_fn(|cx| wheel.poll_expired(cx)) => {
+                // Fail closed: with a failed journal, timers change nothing
+                // either (their changes could not be stored).
+                if journal.as_ref().is_some_and(|j| j.failure().is_some()) {
+                    continue;
+                }
                 let op = crate::journal::Op::internal(&bus, &journal);
                 dispatcher.fire(expired.get_ref(), clock.now(), &op);
                 op.finish();

@@ -180,8 +180,16 @@ pub struct Op {
 
 impl Drop for Op {
     /// An operation always ends, even on an early return: the writer commits
-    /// only at operation boundaries.
+    /// only at operation boundaries. One that ends in a panic may have been
+    /// half applied: the journal fails closed rather than commit half of it.
     fn drop(&mut self) {
+        if std::thread::panicking()
+            && self.wrote.load(Ordering::Relaxed)
+            && let Some(j) = &self.journal
+        {
+            let _ = j.failure.set("an operation panicked half-way; restart to recover".into());
+            error!(journal = %j.location, "operation panicked half-way: journal failed closed");
+        }
         self.end();
     }
 }
@@ -212,6 +220,9 @@ impl Op {
                 ))
             })?
             .map_err(|_| Status::unavailable("journal closed"))?;
+        if j.failure().is_some() {
+            return Err(j.refused()); // failed while this request waited for its place
+        }
         Ok(Op {
             bus: bus.clone(),
             journal: Some(j.clone()),
@@ -230,9 +241,17 @@ impl Op {
 
     /// Ends the operation and waits until everything it changed is durable.
     /// UNAVAILABLE if the journal failed before that.
+    ///
+    /// An operation that wrote nothing (a retried report answered from the
+    /// stored incident, a no-op close) still waits for everything sent before
+    /// it: what it read may belong to an operation whose commit is pending,
+    /// and it must not answer OK before that is durable.
     pub async fn durable(self) -> Result<(), Status> {
-        let Some(ticket) = self.end() else { return Ok(()) };
-        let j = self.journal.clone().expect("a ticket comes from a journal");
+        let Some(j) = self.journal.clone() else { return Ok(()) };
+        let ticket = match self.end() {
+            Some(ticket) => ticket,
+            None => j.sender.lock().unwrap_or_else(|p| p.into_inner()).0,
+        };
         let mut committed = j.committed.clone();
         loop {
             if *committed.borrow_and_update() >= ticket {
@@ -289,5 +308,64 @@ impl Effects for Op {
         if self.journal.is_some() {
             self.store(record_of_unit(unit));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Condvar;
+
+    /// A store whose commits wait for the test's go-ahead (a slow fsync).
+    struct Gate {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        commits: Arc<AtomicU64>,
+    }
+
+    impl JournalStore for Gate {
+        fn recover(&mut self) -> Result<lastmile_store::Recovered, lastmile_store::StoreError> {
+            Ok(Default::default())
+        }
+        fn commit(&mut self, _batch: &[Record], _feed_seq: u64) -> Result<(), lastmile_store::StoreError> {
+            let (lock, cvar) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cvar.wait(open).unwrap();
+            }
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn location(&self) -> String {
+            "gate".into()
+        }
+    }
+
+    /// A retried report that writes nothing (it finds the stored incident)
+    /// must not be answered before the first report's commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_operation_that_wrote_nothing_waits_for_what_it_read() {
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let commits = Arc::new(AtomicU64::new(0));
+        let store = Gate { open: open.clone(), commits: commits.clone() };
+        let config = Arc::new(crate::LastmileConfig::embedded().unwrap());
+        let (bus, _timers) = Bus::new(config, 1);
+        let journal = Some(Journal::start(Box::new(store), 16, 16, Duration::from_secs(5), Arc::new(|| 0)));
+
+        let first = Op::begin(&bus, &journal).await.unwrap();
+        first.store(Record { table: Table::Unit, key: "T1".into(), body: b"{}".to_vec() });
+        let first = tokio::spawn(first.durable());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let retry = Op::begin(&bus, &journal).await.unwrap(); // writes nothing
+        let retry = tokio::spawn(retry.durable());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!retry.is_finished(), "answered before the first operation was durable");
+        assert_eq!(commits.load(Ordering::SeqCst), 0);
+
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        first.await.unwrap().unwrap();
+        retry.await.unwrap().unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
     }
 }

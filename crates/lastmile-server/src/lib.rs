@@ -102,8 +102,18 @@ pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
         .map(|b| serde_json::from_slice(b).map_err(|e| corrupt("incident", e)))
         .collect::<Result<Vec<_>, _>>()?;
     let (n_units, n_incidents) = (stored_units.len(), incidents.len());
-    let dispatcher =
-        Dispatcher::restore(config.dispatch.clone(), area, units, stored_units, incidents, config.dispatcher_limits())?;
+    let (dispatcher, repaired) = Dispatcher::restore(
+        config.dispatch.clone(),
+        area,
+        units,
+        stored_units,
+        incidents,
+        config.dispatcher_limits(),
+        clock::Clock::start().now(),
+    )?;
+    if repaired > 0 {
+        tracing::warn!(journal = %location, repaired, "recovery reconciled unit/incident references left by a crash between operations");
+    }
     dispatcher
         .check_invariants()
         .map_err(|e| ServerError::Recovery(format!("{location}: inconsistent journal: {e}")))?;
@@ -218,6 +228,11 @@ pub async fn run(
     run_opened(Arc::new(listener), config, Opened::in_memory(dispatcher), shutdown).await
 }
 
+/// How far live-feed sequence numbers jump at a durable restart: more than
+/// any number of events published after the last commit, so a number a
+/// watcher saw before the crash is never reused.
+pub const FEED_SEQ_GAP_AFTER_RESTART: u64 = 1 << 32;
+
 /// [`run`] for a dispatcher from [`open`]: starts its journal, re-arms every
 /// timer of the recovered state (those already due fire at once, in order),
 /// then serves.
@@ -228,11 +243,12 @@ pub async fn run_opened(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let dispatcher = opened.dispatcher.clone();
-    // Sequence numbers after a restart leave a gap of one history's length, so a
-    // watcher resuming from a number it saw before the crash is told to resync
-    // (OUT_OF_RANGE) instead of silently getting other events under old numbers.
-    let first_seq =
-        if opened.store.is_some() { opened.recovered_feed_seq + config.feed.history_events as u64 + 1 } else { 1 };
+    // Sequence numbers after a restart jump past anything the old process can
+    // have published, so a watcher resuming from a number it saw before the
+    // crash is told to resync (OUT_OF_RANGE) instead of getting other events
+    // under old numbers.
+    // The gap is far larger than anything published between two commits.
+    let first_seq = if opened.store.is_some() { opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART } else { 1 };
     let (bus, armed) = bus::Bus::new(config.clone(), first_seq);
     let journal = opened.store.map(|store| {
         let feed_bus = bus.clone();

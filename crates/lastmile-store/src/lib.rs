@@ -103,6 +103,11 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql_err(&path, "cannot open"))?;
+        // One process per journal: the exclusive lock, taken below and held
+        // until the connection closes, makes a second server on the same
+        // directory fail at start instead of overwriting the first's incidents.
+        conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(sql_err(&path, "cannot set busy timeout"))?;
+        conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE;").map_err(sql_err(&path, "cannot set locking mode"))?;
         // Fails on a file that is not a database ("file is not a database").
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -121,6 +126,8 @@ impl SqliteStore {
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);",
         )
         .map_err(sql_err(&path, "cannot create the schema (read-only or full disk?)"))?;
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(sql_err(&path, "cannot lock the journal: is another lastmile server using this directory?"))?;
         let show = path.display().to_string();
         // A quick structural check: a corrupt file is refused at start, not half-read.
         let check: String = conn
@@ -239,6 +246,14 @@ mod tests {
         assert_eq!(got.incidents, vec![b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(got.units, vec![b"u1".to_vec()]);
         assert_eq!((got.feed_seq, got.commits), (9, 2));
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_directory_is_refused() {
+        let d = dir("twice");
+        let _first = SqliteStore::open(&d).unwrap();
+        let err = SqliteStore::open(&d).err().expect("refused while the first is open").to_string();
+        assert!(err.contains(DB_FILE) && err.contains("lock"), "{err}");
     }
 
     #[test]

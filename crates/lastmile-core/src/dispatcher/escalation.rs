@@ -228,7 +228,7 @@ impl Dispatcher {
             );
             return;
         }
-        match self.pick_for(incident, tier, tier, false) {
+        match self.pick_for(incident, tier, tier, false, fx) {
             Some(pick) => {
                 self.store_units([&*pick.unit_id], fx);
                 let a = self.assignment(&pick, tier, now, attempt + 1);
@@ -283,7 +283,7 @@ impl Dispatcher {
             Some(up) => (up, false),
             None => (Tier::T10, true),
         };
-        let pick = self.pick_for(incident, up, up, unbounded);
+        let pick = self.pick_for(incident, up, up, unbounded, fx);
         let detail = match pick {
             Some(pick) => {
                 self.store_units([&*pick.unit_id], fx);
@@ -325,10 +325,17 @@ impl Dispatcher {
     /// Selects and reserves one unit of `unit_tier` for the incident, by the
     /// rule of `rule_tier` (bounded by its fallback reach unless `unbounded`),
     /// skipping every unit that already has an assignment in the incident.
-    fn pick_for(&self, incident: &Incident, rule_tier: Tier, unit_tier: Tier, unbounded: bool) -> Option<Pick> {
+    fn pick_for(
+        &self,
+        incident: &Incident,
+        rule_tier: Tier,
+        unit_tier: Tier,
+        unbounded: bool,
+        fx: &dyn Effects,
+    ) -> Option<Pick> {
         let tried: HashSet<&str> =
             incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()).collect();
-        let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id);
+        let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id, fx);
         let index = read(&self.index[unit_tier.index()]);
         let params = self.config.tiers.get(rule_tier);
         if !unbounded {
@@ -380,7 +387,7 @@ impl Dispatcher {
             )));
         }
         let unit_key: Arc<str> = unit.id.clone();
-        if !self.try_reserve(&unit_key, &incident.id) {
+        if !self.try_reserve(&unit_key, &incident.id, fx) {
             let now_unit = self.get_unit(unit_id)?;
             return Err(DispatchError::FailedPrecondition(format!(
                 "unit {unit_id} is {}{}: only an available unit can be assigned",

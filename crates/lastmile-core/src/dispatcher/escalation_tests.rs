@@ -444,8 +444,10 @@ fn stored_state_equals_memory_and_restores_it() {
         stored_units.into_values().collect(),
         stored_incidents.into_values().collect(),
         DispatcherLimits::default(),
+        sim.now,
     )
-    .unwrap();
+    .unwrap()
+    .0;
     restored.check_invariants().unwrap();
     assert_eq!(restored.list_incidents(None, 10, None).unwrap(), sim.d.list_incidents(None, 10, None).unwrap());
     assert_eq!(
@@ -484,8 +486,10 @@ fn restore_reconciles_references_left_by_a_crash_between_operations() {
         stored_units,
         vec![inc.clone()],
         DispatcherLimits::default(),
+        T0,
     )
-    .unwrap();
+    .unwrap()
+    .0;
     restored.check_invariants().unwrap();
     assert_eq!(restored.get_unit("T3-a").unwrap().status, UnitStatus::Available);
     let t5 = restored.get_incident(&inc.id).unwrap().tiers[2].clone();
