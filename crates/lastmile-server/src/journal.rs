@@ -37,6 +37,8 @@ use crate::bus::Bus;
 enum Message {
     Record(u64, Record),
     End(u64),
+    /// Commit what is pending, then stop (graceful shutdown).
+    Shutdown,
 }
 
 pub struct Journal {
@@ -48,6 +50,7 @@ pub struct Journal {
     permits: Arc<Semaphore>,
     enqueue_timeout: Duration,
     location: String,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Journal {
@@ -65,13 +68,14 @@ impl Journal {
         let failure: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let location = store.location();
         let writer_failure = failure.clone();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("lastmile-journal".into())
             .spawn(move || {
                 // Ends when every sender is gone (the server stopped).
                 let mut ticket = 0u64;
                 let mut batch: Vec<Record> = Vec::new();
                 let mut open_ops: HashSet<u64> = HashSet::new();
+                let mut stopping = false;
                 while let Ok(first) = rx.recv() {
                     let mut next = Some(first);
                     loop {
@@ -84,6 +88,10 @@ impl Journal {
                             Some(Message::End(op)) => {
                                 ticket += 1;
                                 open_ops.remove(&op);
+                            }
+                            Some(Message::Shutdown) => {
+                                ticket += 1;
+                                stopping = true;
                             }
                             None => {}
                         }
@@ -106,6 +114,9 @@ impl Journal {
                     if writer_failure.get().is_some() {
                         batch.clear();
                         committed_tx.send_modify(|_| {}); // wake waiters: they see the failure
+                        if stopping {
+                            break;
+                        }
                         continue;
                     }
                     if !batch.is_empty() {
@@ -114,11 +125,17 @@ impl Journal {
                             let _ = writer_failure.set(e.to_string());
                             batch.clear();
                             committed_tx.send_modify(|_| {});
+                            if stopping {
+                                break;
+                            }
                             continue;
                         }
                         batch.clear();
                     }
                     let _ = committed_tx.send(ticket);
+                    if stopping && open_ops.is_empty() {
+                        break; // dropping the store releases the file and its lock
+                    }
                 }
             })
             .expect("spawn the journal writer thread");
@@ -131,7 +148,19 @@ impl Journal {
             permits: Arc::new(Semaphore::new(max_pending_ops)),
             enqueue_timeout,
             location,
+            writer: Mutex::new(Some(writer)),
         })
+    }
+
+    /// Graceful shutdown: commits what is pending, stops the writer and closes
+    /// the store (releasing its lock). Blocking: call from a blocking context.
+    pub fn close(&self) {
+        self.send(Message::Shutdown);
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+        info!(journal = %self.location, "journal closed");
     }
 
     pub fn failure(&self) -> Option<&str> {

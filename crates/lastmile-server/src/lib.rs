@@ -333,6 +333,11 @@ pub async fn run_opened(
         .add_service(terminal)
         .serve_with_incoming_shutdown(incoming_nodelay(listener), signal)
         .await?;
+    // Requests are drained; stop the timers, then flush and close the journal.
+    drop(_timers);
+    if let Some(journal) = journal {
+        let _ = tokio::task::spawn_blocking(move || journal.close()).await;
+    }
     info!("lastmile stopped");
     Ok(())
 }
