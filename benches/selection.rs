@@ -20,6 +20,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criteri
 use lastmile_core::config::DispatchConfig;
 use lastmile_core::index::TierIndex;
 use lastmile_core::select::{Pick, select_brute_force, select_tier};
+use lastmile_core::sim::SplitMix64;
 use lastmile_core::{LatLng, Tier};
 
 /// Fixed seed: every run benchmarks the same fleet and the same incidents.
@@ -35,30 +36,9 @@ const INCIDENTS: usize = 1000;
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 const PARALLEL_SIZE: usize = 100_000;
 
-/// SplitMix64: a tiny seeded generator (no extra crate).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, (lo, hi): (f64, f64)) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    fn point_in_box(&mut self) -> LatLng {
-        LatLng::new(self.range(LAT), self.range(LNG)).expect("the box is valid WGS-84")
-    }
+/// A point uniformly inside the benchmark's box.
+fn point_in_box(rng: &mut SplitMix64) -> LatLng {
+    LatLng::new(rng.range(LAT.0, LAT.1), rng.range(LNG.0, LNG.1)).expect("the box is valid WGS-84")
 }
 
 struct BenchUnit {
@@ -90,7 +70,7 @@ fn tier_sizes(n: usize) -> [usize; 4] {
 
 impl Fleet {
     fn new(n: usize) -> Fleet {
-        let mut rng = Rng(SEED ^ n as u64);
+        let mut rng = SplitMix64(SEED ^ n as u64);
         let mut busy = HashSet::new();
         let mut serial = 0usize;
         let units = tier_sizes(n).map(|count| {
@@ -102,13 +82,13 @@ impl Fleet {
                     if !available {
                         busy.insert(id.clone());
                     }
-                    BenchUnit { id, position: rng.point_in_box(), available }
+                    BenchUnit { id, position: point_in_box(&mut rng), available }
                 })
                 .collect::<Vec<_>>()
         });
         let indexes =
             std::array::from_fn(|t| TierIndex::bulk_load(units[t].iter().map(|u| (u.id.clone(), u.position))));
-        let incidents = (0..INCIDENTS).map(|_| rng.point_in_box()).collect();
+        let incidents = (0..INCIDENTS).map(|_| point_in_box(&mut rng)).collect();
         Fleet { config: DispatchConfig::defaults(), units, indexes, busy, incidents }
     }
 

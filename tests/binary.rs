@@ -1,33 +1,19 @@
 //! The binary as a user runs it: `lastmile serve` on the embedded default,
 //! a report through the bundled client, and a clean stop on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use lastmile_suite::lastmile_bin;
+use lastmile_suite::{ServedBinary, lastmile_bin};
 
 #[test]
 fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
     let data_dir = std::env::temp_dir().join(format!("lastmile-bin-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let mut server = Command::new(lastmile_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn lastmile serve");
-    let mut first_line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut first_line).expect("read stdout");
-    let addr = first_line
-        .trim()
-        .strip_prefix("lastmile listening on ")
-        .unwrap_or_else(|| panic!("{first_line:?}"))
-        .to_string();
+    let mut server = ServedBinary::start([std::ffi::OsStr::new("--data-dir"), data_dir.as_os_str()]);
+    let endpoint = server.endpoint();
 
     let output = Command::new(lastmile_bin())
-        .args(["report", "--addr", &format!("http://{addr}"), "--lat", "28.53", "--lng", "121.50"])
+        .args(["report", "--addr", &endpoint, "--lat", "28.53", "--lng", "121.50"])
         .args(["--kind", "flood", "--severity", "3", "--external-id", "grid-bin-1"])
         .output()
         .expect("run lastmile report");
@@ -38,7 +24,7 @@ fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
 
     // A bad request: the client exits non-zero with the server's message.
     let output = Command::new(lastmile_bin())
-        .args(["report", "--addr", &format!("http://{addr}"), "--lat", "95", "--lng", "121.5"])
+        .args(["report", "--addr", &endpoint, "--lat", "95", "--lng", "121.5"])
         .output()
         .expect("run lastmile report");
     assert!(!output.status.success());
@@ -46,9 +32,9 @@ fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
     assert!(stderr.contains("InvalidArgument") && stderr.contains("location.lat"), "{stderr}");
 
     // SIGTERM: graceful stop, exit status 0.
-    let status = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().expect("kill");
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
     assert!(status.success());
-    let exit = server.wait().expect("wait");
+    let exit = server.child.wait().expect("wait");
     assert!(exit.success(), "{exit:?}");
 }
 
@@ -67,22 +53,12 @@ fn a_bad_config_stops_the_server_naming_the_key() {
 
 #[test]
 fn health_answers_serving_once_the_ready_line_is_printed() {
-    use std::io::{BufRead, BufReader};
     let dir = std::env::temp_dir().join(format!("lastmile-bin-health-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut server = Command::new(lastmile_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("lastmile listening on ").unwrap().to_string();
+    let server = ServedBinary::start([std::ffi::OsStr::new("--data-dir"), dir.as_os_str()]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let status = runtime.block_on(async {
-        let channel =
-            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Channel::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
         health
             .check(tonic_health::pb::HealthCheckRequest { service: "lastmile.v1.Dispatch".into() })
@@ -92,6 +68,4 @@ fn health_answers_serving_once_the_ready_line_is_printed() {
             .status()
     });
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving);
-    let _ = server.kill();
-    let _ = server.wait();
 }

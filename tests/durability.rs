@@ -65,58 +65,19 @@ async fn a_restart_recovers_incidents_units_idempotency_and_timers() {
 /// printed and `LASTMILE_SEED` replays a run.
 mod kill_9 {
     use std::collections::BTreeMap;
-    use std::io::{BufRead, BufReader};
-    use std::path::Path;
-    use std::process::{Child, Command, Stdio};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use lastmile_suite::v1 as pb;
     use lastmile_suite::v1::dispatch_client::DispatchClient;
     use lastmile_suite::v1::unit_terminal_client::UnitTerminalClient;
-    use lastmile_suite::{config_on_disk, eventually, lastmile_bin, report, temp_dir, with_journal};
+    use lastmile_suite::{
+        ServedBinary, SplitMix64, config_on_disk, eventually, report, temp_dir, test_seed, with_journal,
+    };
     use tonic::transport::Channel;
-
-    struct Server(Child, String);
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn start(config: &Path) -> Server {
-        let mut child = Command::new(lastmile_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn lastmile serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read stdout");
-        let addr = line.trim().strip_prefix("lastmile listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-        Server(child, format!("http://{addr}"))
-    }
 
     async fn channel(endpoint: &str) -> Channel {
         Channel::from_shared(endpoint.to_string()).unwrap().connect().await.expect("connect")
-    }
-
-    fn seed() -> u64 {
-        std::env::var("LASTMILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        })
-    }
-
-    fn next_random(state: &mut u64) -> u64 {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 
     /// Everything the server answered OK must be there, as answered (states may
@@ -193,9 +154,7 @@ mod kill_9 {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
-        let seed = seed();
-        println!("kill_9 seed={seed} (rerun with LASTMILE_SEED={seed})");
-        let mut rng = seed;
+        let mut rng = SplitMix64(test_seed("kill_9"));
         let dir = temp_dir("kill9");
         let units = lastmile_server::config::embedded_dataset_file("luqiao/units.json").unwrap();
         // Tier 1 pages time out after 1 s, so its timers are due across every
@@ -210,8 +169,8 @@ mod kill_9 {
         let answered: Arc<Mutex<BTreeMap<String, pb::Incident>>> = Arc::default();
         let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         for round in 0..4u64 {
-            let server = start(&config_path);
-            let mut client = DispatchClient::new(channel(&server.1).await);
+            let server = ServedBinary::start([std::ffi::OsStr::new("--config"), config_path.as_os_str()]);
+            let mut client = DispatchClient::new(channel(&server.endpoint()).await);
             {
                 let answered = answered.lock().unwrap().clone();
                 let acked = acked.lock().unwrap().clone();
@@ -248,15 +207,15 @@ mod kill_9 {
             let mut tasks = Vec::new();
             for c in 0..8u64 {
                 let (answered, acked) = (answered.clone(), acked.clone());
-                let ch = channel(&server.1).await;
-                let mut local = next_random(&mut rng);
+                let ch = channel(&server.endpoint()).await;
+                let mut local = SplitMix64(rng.next_u64());
                 tasks.push(tokio::spawn(async move {
                     let mut client = DispatchClient::new(ch.clone());
                     let mut terminal = UnitTerminalClient::new(ch);
                     for i in 0.. {
                         let external_id = format!("r{round}-c{c}-{i}");
                         let mut request = report(&external_id);
-                        let r = next_random(&mut local);
+                        let r = local.next_u64();
                         request.location = Some(pb::LatLng {
                             lat: 28.50 + (r % 1000) as f64 * 0.0001,
                             lng: 121.33 + (r / 1000 % 2000) as f64 * 0.0001,
@@ -288,7 +247,7 @@ mod kill_9 {
                     }
                 }));
             }
-            let kill_after_ms = 100 + next_random(&mut rng) % 700;
+            let kill_after_ms = 100 + rng.next_u64() % 700;
             tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
             drop(server); // SIGKILL, then reap
             for t in tasks {
@@ -312,7 +271,9 @@ mod fail_closed {
     use std::process::Command;
 
     use lastmile_suite::v1 as pb;
-    use lastmile_suite::{TestServer, config_on_disk, lastmile_bin, paging_units, report, temp_dir, with_journal};
+    use lastmile_suite::{
+        ServedBinary, TestServer, config_on_disk, lastmile_bin, paging_units, report, temp_dir, with_journal,
+    };
 
     struct Mount(PathBuf);
 
@@ -420,63 +381,30 @@ mod fail_closed {
     #[test]
     fn a_torn_tail_of_the_write_ahead_log_is_ignored() {
         let dir = temp_dir("torn");
-        let mut server = Command::new(lastmile_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
-        let addr = line.trim().strip_prefix("lastmile listening on ").unwrap().to_string();
+        let data_dir = [std::ffi::OsStr::new("--data-dir"), dir.as_os_str()];
+        let server = ServedBinary::start(data_dir);
         for i in 0..5 {
             let out = Command::new(lastmile_bin())
-                .args([
-                    "report",
-                    "--addr",
-                    &format!("http://{addr}"),
-                    "--lat",
-                    "28.58",
-                    "--lng",
-                    "121.37",
-                    "--external-id",
-                ])
+                .args(["report", "--addr", &server.endpoint(), "--lat", "28.58", "--lng", "121.37", "--external-id"])
                 .arg(format!("torn-{i}"))
                 .output()
                 .unwrap();
             assert!(out.status.success());
         }
-        server.kill().unwrap(); // SIGKILL: the WAL is not checkpointed
-        server.wait().unwrap();
+        drop(server); // SIGKILL: the WAL is not checkpointed
         let wal = dir.join("lastmile.db-wal");
         let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         assert!(len > 1000, "a WAL with the last transactions ({len} bytes)");
         // Tear the last transaction: cut its final 500 bytes.
         std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(len - 500).unwrap();
-        let mut server = Command::new(lastmile_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&dir)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("lastmile listening on ")
-            .unwrap_or_else(|| panic!("restart failed: {line:?}"))
-            .to_string();
+        let server = ServedBinary::start(data_dir); // panics if the restart fails
         // The first incidents (committed long before the torn one) are there.
-        let out = Command::new(lastmile_bin())
-            .args(["get", "--addr", &format!("http://{addr}"), "inc-000001"])
-            .output()
-            .unwrap();
+        let out =
+            Command::new(lastmile_bin()).args(["get", "--addr", &server.endpoint(), "inc-000001"]).output().unwrap();
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("external_id=torn-0"),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        server.kill().unwrap();
-        server.wait().unwrap();
     }
 }

@@ -152,6 +152,45 @@ pub fn lastmile_bin() -> PathBuf {
     bin
 }
 
+/// `lastmile serve --listen 127.0.0.1:0 ARGS` as a child process, as a user
+/// runs it, started once its ready line ("lastmile listening on ADDR") is out.
+/// SIGKILLed and reaped when dropped.
+pub struct ServedBinary {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl ServedBinary {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> ServedBinary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(lastmile_bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn lastmile serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("read the ready line");
+        let addr = line.trim().strip_prefix("lastmile listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+        ServedBinary { child, addr }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServedBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A fresh, empty folder under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -360,20 +399,5 @@ pub fn test_seed(test: &str) -> u64 {
     seed
 }
 
-/// SplitMix64: a small reproducible generator for randomised tests.
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The seeded generator of randomised tests.
+pub use lastmile_core::sim::SplitMix64;

@@ -13,6 +13,7 @@
 //! - [`select`]: the selection rule, and a brute-force reference of it.
 //! - [`area`]: the served area (district outline, town/village lookup).
 //! - [`dataset`]: parsing the demo dataset's JSON/GeoJSON.
+//! - [`sim`]: seeded randomness for simulations, tests and benchmarks.
 //! - [`dispatcher`]: the concurrent state (units, incidents, reservations),
 //!   paging, acknowledgement and the per-tier escalation state machine.
 //! - [`effects`]: what decisions cause outside the core (events, pages, timers).
@@ -33,6 +34,7 @@ pub mod geodesy;
 pub mod incident;
 pub mod index;
 pub mod select;
+pub mod sim;
 pub mod tier;
 pub mod unit;
 

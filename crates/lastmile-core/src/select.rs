@@ -93,26 +93,9 @@ pub fn select_brute_force<'a>(
 mod tests {
     use super::*;
     use crate::config::DispatchConfig;
+    use crate::sim::SplitMix64;
     use crate::tier::Tier;
     use std::collections::HashSet;
-
-    /// SplitMix64: a tiny seeded generator, so a failing case replays from its seed.
-    pub(crate) struct Rng(u64);
-    impl Rng {
-        pub(crate) fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        pub(crate) fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-        pub(crate) fn range(&mut self, lo: f64, hi: f64) -> f64 {
-            lo + (hi - lo) * self.unit()
-        }
-    }
 
     fn seed() -> u64 {
         std::env::var("LASTMILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
@@ -131,7 +114,7 @@ mod tests {
     fn selection_equals_brute_force_scan() {
         let seed = seed();
         println!("selection_equals_brute_force_scan seed={seed} (rerun with LASTMILE_SEED={seed})");
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix64(seed);
         let config = DispatchConfig::defaults();
         let mut cases = 0;
         for round in 0..40 {

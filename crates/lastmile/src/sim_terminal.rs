@@ -201,7 +201,7 @@ impl CrewModel {
         for byte in unit_id.bytes().chain([0xff]).chain(incident_id.bytes()).chain(attempt.to_le_bytes()) {
             h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
         }
-        let u = (splitmix64(h) >> 11) as f64 / (1u64 << 53) as f64;
+        let u = lastmile_core::sim::SplitMix64(h).unit();
         if u < self.silent_fraction {
             Answer::Silent
         } else if u < self.silent_fraction + self.decline_fraction {
@@ -210,14 +210,6 @@ impl CrewModel {
             Answer::Accept
         }
     }
-}
-
-/// SplitMix64's output function: a well-mixed 64-bit hash of `x`.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// What the simulated terminals saw: when each page first arrived (the load

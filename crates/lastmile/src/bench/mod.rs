@@ -328,7 +328,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        crate::sim_terminal::splitmix64(now.as_nanos() as u64)
+        lastmile_core::sim::SplitMix64(now.as_nanos() as u64).next_u64()
     });
     eprintln!("lastmile bench: seed {seed} (pass --seed {seed} to draw the same incidents and answers)");
     let run_tag = format!(

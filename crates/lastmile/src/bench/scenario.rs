@@ -6,43 +6,7 @@ use lastmile_core::LatLng;
 use lastmile_core::area::ServiceArea;
 use lastmile_proto::v1 as pb;
 
-use crate::sim_terminal::splitmix64;
-
-/// SplitMix64: small, fast, and reproducible across platforms.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        splitmix64(self.0)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    /// Index into `weights`, drawn in proportion to them.
-    pub fn weighted<T: Copy>(&mut self, weights: &[(T, f64)]) -> T {
-        let total: f64 = weights.iter().map(|(_, w)| w).sum();
-        let mut x = self.unit() * total;
-        for (value, w) in weights {
-            if x < *w {
-                return *value;
-            }
-            x -= w;
-        }
-        weights[weights.len() - 1].0
-    }
-}
+use lastmile_core::sim::{GOLDEN_GAMMA, SplitMix64};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
@@ -93,7 +57,8 @@ pub fn incidents(
     area: &ServiceArea,
     bbox: BoundingBox,
 ) -> anyhow::Result<(Vec<pb::ReportIncidentRequest>, usize)> {
-    let mut rng = Rng::new(seed);
+    // Started one step on, so each seed draws the incidents it always has.
+    let mut rng = SplitMix64(seed.wrapping_add(GOLDEN_GAMMA));
     let mut out = Vec::with_capacity(count);
     // Typhoon points that had to fall back to anywhere in the district.
     let mut fell_back = 0;
@@ -150,7 +115,7 @@ pub fn incidents(
 
 /// A point inside the outline whose town passes `town_ok`.
 fn point(
-    rng: &mut Rng,
+    rng: &mut SplitMix64,
     area: &ServiceArea,
     bbox: BoundingBox,
     town_ok: impl Fn(&str) -> bool,
