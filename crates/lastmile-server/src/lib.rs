@@ -57,9 +57,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Starts an operation that may change state (see [`journal::Op`]).
-    pub async fn op(&self) -> Result<journal::Op, tonic::Status> {
-        journal::Op::begin(&self.bus, &self.journal).await
+    /// Runs a state change: waits (bounded) for a place in the journal's
+    /// queue, applies `change` with the operation's effects, and hands back its
+    /// result once everything it changed is durable (see [`journal::Op`]).
+    pub async fn change<T>(&self, change: impl FnOnce(&journal::Op) -> T) -> Result<T, tonic::Status> {
+        let op = journal::Op::begin(&self.bus, &self.journal).await?;
+        let result = change(&op);
+        op.durable().await?;
+        Ok(result)
     }
 }
 

@@ -58,9 +58,7 @@ impl Dispatch for DispatchService {
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
         let new = convert::new_incident(request.into_inner(), &self.config().limits)?;
         let external_id = new.external_id.clone();
-        let op = self.shared.op().await?;
-        let reported = self.dispatcher().report(new, self.now(), &op);
-        op.durable().await?;
+        let reported = self.shared.change(|op| self.dispatcher().report(new, self.now(), op)).await?;
         let reported = reported.map_err(|e| {
             warn!(external_id = %external_id, error = %e, "report refused");
             to_status(e)
@@ -120,9 +118,7 @@ impl Dispatch for DispatchService {
                 format!("must be at most {} bytes", self.config().limits.max_description_bytes),
             ));
         }
-        let op = self.shared.op().await?;
-        let incident = self.dispatcher().close_incident(id, self.now(), &op);
-        op.durable().await?;
+        let incident = self.shared.change(|op| self.dispatcher().close_incident(id, self.now(), op)).await?;
         let incident = incident.map_err(to_status)?;
         info!(incident_id = %incident.id, reason = %req.reason, "incident closed");
         Ok(Response::new(pb::CloseIncidentResponse { incident: Some(convert::incident_to_pb(&incident)) }))
@@ -170,9 +166,7 @@ impl Dispatch for DispatchService {
         request: Request<pb::UpsertUnitRequest>,
     ) -> Result<Response<pb::UpsertUnitResponse>, Status> {
         let unit = convert::unit_from_pb(request.into_inner().unit, &self.config().limits)?;
-        let op = self.shared.op().await?;
-        let upserted = self.dispatcher().upsert_unit(unit, &op);
-        op.durable().await?;
+        let upserted = self.shared.change(|op| self.dispatcher().upsert_unit(unit, op)).await?;
         let (unit, created) = upserted.map_err(to_status)?;
         info!(unit_id = %unit.id, tier = %unit.tier, created, "unit upserted");
         Ok(Response::new(pb::UpsertUnitResponse { unit: Some(convert::unit_to_pb(&unit)), created }))
@@ -187,9 +181,7 @@ impl Dispatch for DispatchService {
         let Some(status) = convert::unit_status_filter("status", req.status)? else {
             return Err(invalid("status", "required"));
         };
-        let op = self.shared.op().await?;
-        let unit = self.dispatcher().set_unit_status(id, status, self.now(), &op);
-        op.durable().await?;
+        let unit = self.shared.change(|op| self.dispatcher().set_unit_status(id, status, self.now(), op)).await?;
         let unit = unit.map_err(to_status)?;
         info!(unit_id = %unit.id, status = %unit.status, "unit status set");
         Ok(Response::new(pb::SetUnitStatusResponse { unit: Some(convert::unit_to_pb(&unit)) }))
@@ -286,9 +278,8 @@ impl Dispatch for DispatchService {
         let Some(tier) = convert::tier_filter("tier", req.tier)? else {
             return Err(invalid("tier", "required: 1, 3, 5 or 10"));
         };
-        let op = self.shared.op().await?;
-        let incident = self.dispatcher().assign_unit(incident_id, unit_id, tier, self.now(), &op);
-        op.durable().await?;
+        let incident =
+            self.shared.change(|op| self.dispatcher().assign_unit(incident_id, unit_id, tier, self.now(), op)).await?;
         let incident = incident.map_err(to_status)?;
         info!(incident_id = %incident_id, unit_id = %unit_id, tier = %tier, "unit assigned by dispatcher");
         Ok(Response::new(convert::incident_to_pb(&incident)))
@@ -306,9 +297,8 @@ impl Dispatch for DispatchService {
                 format!("must be at most {} bytes", self.config().limits.max_description_bytes),
             ));
         }
-        let op = self.shared.op().await?;
-        let unit = self.dispatcher().release_unit(unit_id, &req.reason, self.now(), &op);
-        op.durable().await?;
+        let unit =
+            self.shared.change(|op| self.dispatcher().release_unit(unit_id, &req.reason, self.now(), op)).await?;
         let unit = unit.map_err(to_status)?;
         info!(unit_id = %unit_id, "unit released by dispatcher");
         Ok(Response::new(pb::ReleaseUnitResponse { unit: Some(convert::unit_to_pb(&unit)) }))

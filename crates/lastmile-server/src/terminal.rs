@@ -63,9 +63,7 @@ impl UnitTerminal for TerminalService {
             accept: req.accept,
             reason: req.reason,
         };
-        let op = s.op().await?;
-        let unit = s.dispatcher.acknowledge(&ack, s.clock.now(), &op);
-        op.durable().await?;
+        let unit = s.change(|op| s.dispatcher.acknowledge(&ack, s.clock.now(), op)).await?;
         let unit = unit.map_err(to_status)?;
         info!(unit_id = %ack.unit_id, incident_id = %ack.incident_id, accept = ack.accept, "page answered");
         Ok(Response::new(pb::AcknowledgeResponse { unit: Some(convert::unit_to_pb(&unit)) }))
@@ -98,9 +96,7 @@ impl UnitTerminal for TerminalService {
                 )));
             }
         }
-        let op = s.op().await?;
-        let unit = s.dispatcher.set_unit_status(unit_id, status, s.clock.now(), &op);
-        op.durable().await?;
+        let unit = s.change(|op| s.dispatcher.set_unit_status(unit_id, status, s.clock.now(), op)).await?;
         let unit = unit.map_err(to_status)?;
         Ok(Response::new(pb::ReportStatusResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
@@ -123,17 +119,21 @@ impl UnitTerminal for TerminalService {
                     answer.applied
                 )));
             }
-            let op = s.op().await?;
-            let applied = convert::lat_lng("position", report.position.as_ref()).and_then(|position| {
-                convert::required_id("unit_id", &report.unit_id)?;
-                let now = s.clock.now();
-                let measured_at = match &report.measured_at {
-                    Some(t) => convert::request_time("measured_at", t, now, s.config.terminals.max_clock_skew_s)?,
-                    None => now,
-                };
-                s.dispatcher.report_position(&report.unit_id, position, measured_at, now, &op).map_err(to_status)
-            });
-            op.durable().await?;
+            let applied = s
+                .change(|op| {
+                    convert::lat_lng("position", report.position.as_ref()).and_then(|position| {
+                        convert::required_id("unit_id", &report.unit_id)?;
+                        let now = s.clock.now();
+                        let measured_at = match &report.measured_at {
+                            Some(t) => {
+                                convert::request_time("measured_at", t, now, s.config.terminals.max_clock_skew_s)?
+                            }
+                            None => now,
+                        };
+                        s.dispatcher.report_position(&report.unit_id, position, measured_at, now, op).map_err(to_status)
+                    })
+                })
+                .await?;
             match applied {
                 Ok(true) => answer.applied += 1,
                 Ok(false) => answer.ignored_stale += 1,
