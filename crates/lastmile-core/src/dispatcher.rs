@@ -331,7 +331,6 @@ impl Dispatcher {
                 let entry = self.incidents.entry(seq).insert(incident);
                 self.announce_new(&entry, now, fx);
                 fx.store_incident(&entry);
-                self.store_units(entry.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()), fx);
                 let incident = entry.clone();
                 drop(entry);
                 slot.insert(seq);
@@ -385,15 +384,6 @@ impl Dispatcher {
                 self.tier_response(tier, required, picks, now)
             })
             .collect()
-    }
-
-    /// Hands the current state of these units to the store.
-    pub(crate) fn store_units<'a>(&self, unit_ids: impl IntoIterator<Item = &'a str>, fx: &dyn Effects) {
-        for id in unit_ids {
-            if let Some(unit) = self.units.get(id) {
-                fx.store_unit(&unit);
-            }
-        }
     }
 
     /// Events, pages and timers of a freshly dispatched incident.

@@ -13,21 +13,28 @@ pub struct Target {
     addr: String,
 }
 
+/// Where and what an incident is (report and preview).
+#[derive(Args)]
+pub struct IncidentArgs {
+    #[arg(long, allow_hyphen_values = true)]
+    lat: f64,
+    #[arg(long, allow_hyphen_values = true)]
+    lng: f64,
+    #[arg(long, value_enum, default_value = "fire")]
+    kind: Kind,
+    /// 1 minor ... 4 major.
+    #[arg(long, default_value_t = 2)]
+    severity: u32,
+}
+
 #[derive(Subcommand)]
 pub enum ClientCommand {
     /// Report an incident and print what was dispatched.
     Report {
         #[command(flatten)]
         target: Target,
-        #[arg(long, allow_hyphen_values = true)]
-        lat: f64,
-        #[arg(long, allow_hyphen_values = true)]
-        lng: f64,
-        #[arg(long, value_enum, default_value = "fire")]
-        kind: Kind,
-        /// 1 minor ... 4 major.
-        #[arg(long, default_value_t = 2)]
-        severity: u32,
+        #[command(flatten)]
+        incident: IncidentArgs,
         /// The upstream id (idempotency key); default: a fresh one.
         #[arg(long)]
         external_id: Option<String>,
@@ -40,14 +47,8 @@ pub enum ClientCommand {
     Preview {
         #[command(flatten)]
         target: Target,
-        #[arg(long, allow_hyphen_values = true)]
-        lat: f64,
-        #[arg(long, allow_hyphen_values = true)]
-        lng: f64,
-        #[arg(long, value_enum, default_value = "fire")]
-        kind: Kind,
-        #[arg(long, default_value_t = 2)]
-        severity: u32,
+        #[command(flatten)]
+        incident: IncidentArgs,
     },
     /// Show one incident.
     Get {
@@ -146,7 +147,13 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     match command {
-        ClientCommand::Report { target, lat, lng, kind, severity, external_id, address, description } => {
+        ClientCommand::Report {
+            target,
+            incident: IncidentArgs { lat, lng, kind, severity },
+            external_id,
+            address,
+            description,
+        } => {
             let external_id = external_id.unwrap_or_else(|| {
                 let ms =
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
@@ -170,7 +177,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             }
             print_incident(&response.incident.unwrap_or_default());
         }
-        ClientCommand::Preview { target, lat, lng, kind, severity } => {
+        ClientCommand::Preview { target, incident: IncidentArgs { lat, lng, kind, severity } } => {
             let preview = connect(&target)
                 .await?
                 .preview_dispatch(pb::PreviewDispatchRequest {

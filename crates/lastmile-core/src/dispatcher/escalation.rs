@@ -230,7 +230,6 @@ impl Dispatcher {
         }
         match self.pick_for(incident, tier, tier, false, fx) {
             Some(pick) => {
-                self.store_units([&*pick.unit_id], fx);
                 let a = self.assignment(&pick, tier, now, attempt + 1);
                 self.page_out(incident, &a, now, fx);
                 let t = &mut incident.tiers[ti];
@@ -286,7 +285,6 @@ impl Dispatcher {
         let pick = self.pick_for(incident, up, up, unbounded, fx);
         let detail = match pick {
             Some(pick) => {
-                self.store_units([&*pick.unit_id], fx);
                 let ui = self.tier_slot(incident, up, now);
                 let attempt = 1;
                 let a = Assignment { escalated_from: Some(tier), ..self.assignment(&pick, up, now, attempt) };
@@ -402,7 +400,6 @@ impl Dispatcher {
         let a = self.assignment(&pick, tier, now, 1);
         self.page_out_as(incident, &a, now, "assigned by dispatcher", fx);
         incident.tiers[ti].assignments.push(a);
-        self.store_units([unit_id], fx);
         fx.store_incident(incident);
         Ok(incident.clone())
     }
