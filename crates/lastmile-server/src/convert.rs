@@ -348,6 +348,8 @@ pub fn incident_to_pb(i: &core_incident::Incident) -> pb::Incident {
         description: i.description.clone(),
         outside_service_area: i.outside_service_area,
         closed_at: i.closed_at.map(timestamp),
+        grid_id: String::new(),
+        grid_worker: None,
     }
 }
 
