@@ -170,6 +170,7 @@ async fn thousands_of_incidents_against_a_few_hundred_units_never_double_assign(
                     severity: 1 + (rng.next_u64() % 4) as u32,
                     address: String::new(),
                     description: String::new(),
+                    grid_id: String::new(),
                 };
                 let incident = client.report_incident(request).await.expect("report answered").into_inner();
                 let incident = incident.incident.expect("incident");

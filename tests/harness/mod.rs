@@ -218,6 +218,7 @@ pub fn report(external_id: &str) -> pb::ReportIncidentRequest {
         severity: 2,
         address: "路桥街道 test".to_string(),
         description: "e2e test".to_string(),
+        grid_id: String::new(),
     }
 }
 

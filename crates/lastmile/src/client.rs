@@ -168,6 +168,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     severity,
                     address,
                     description,
+                    grid_id: String::new(),
                 })
                 .await
                 .map_err(status_error)?

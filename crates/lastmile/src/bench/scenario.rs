@@ -108,6 +108,7 @@ pub fn incidents(
             severity,
             address: format!("lastmile bench {scenario:?} #{i}"),
             description: String::new(),
+            grid_id: String::new(),
         });
     }
     Ok((out, fell_back))
