@@ -12,6 +12,8 @@ use lastmile_core::dispatcher::DispatcherLimits;
 use lastmile_core::unit::Unit;
 use serde::Deserialize;
 
+use crate::webhook::WebhooksConfig;
+
 const EMBEDDED_CONFIG: &str = include_str!("../../../config/lastmile.toml");
 /// The dataset files the embedded config names, by their path in it.
 const EMBEDDED_FILES: &[(&str, &str)] = &[
@@ -42,6 +44,9 @@ pub struct LastmileConfig {
     pub limits: RequestLimits,
     pub dataset: DatasetPaths,
     pub dispatch: DispatchConfig,
+    /// Webhooks out (optional section; no endpoints by default).
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -201,6 +206,7 @@ impl LastmileConfig {
             return Err(self.invalid("server.max_decoding_message_bytes", "must be at least 1024"));
         }
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
+        self.webhooks.validate(&crate::webhook::config::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
         Ok(())
     }
 

@@ -14,6 +14,8 @@
 //! - [`clock`]: the server's only clock.
 //! - [`journal`]: group commit of every change before it is answered; fail
 //!   closed.
+//! - [`webhook`]: status changes pushed to HTTP endpoints (signed POSTs,
+//!   bounded queues, retries, dead letters).
 //! - [`run`]: serves all of it, `grpc.health.v1` and server reflection on a
 //!   listener until a shutdown future resolves.
 //!
@@ -27,6 +29,7 @@ pub mod error;
 pub mod journal;
 pub mod service;
 pub mod terminal;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,399 @@
+//! Webhooks out: every incident/tier status change, pushed as a signed JSON
+//! POST to the upstream command system and to grid workers' endpoints.
+//!
+//! # Layout
+//!
+//! - [`config`]: the `[webhooks]` section, validated once.
+//! - [`sign`]: `X-Lastmile-Signature` (HMAC-SHA256 of the body) and its check.
+//! - [`delivery`]: one task per endpoint: bounded queue, one POST in flight,
+//!   retries with full-jitter backoff, the HTTP transport.
+//! - [`dead_letter`]: failed deliveries, in memory and in a JSON Lines file;
+//!   replayed by an operator.
+//!
+//! [`Webhooks::offer`] is called on the dispatch path while a lock is held:
+//! it never waits and never does I/O. A full queue dead-letters the delivery
+//! (`queue_full`) instead of waiting. A slow or dead endpoint holds up only
+//! its own queue.
+//!
+//! Delivery is at least once while the server runs (a timeout after the
+//! receiver acted is retried under the same `X-Lastmile-Delivery` id), and
+//! best effort across a crash: queues live in memory. A graceful shutdown
+//! flushes each queue for `shutdown_flush_ms`, then dead-letters the rest
+//! (reason `shutdown`) into the file, from which they can be replayed.
+
+pub mod config;
+pub mod dead_letter;
+pub mod delivery;
+pub mod sign;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lastmile_core::sim::SplitMix64;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::{EndpointConfig, WebhookConfigError, WebhooksConfig};
+pub use dead_letter::{DeadLetter, DeadLetterFileError, DeadLetterReason, read_dead_letter_file};
+pub use delivery::{HyperTransport, PostFuture, PostResult, Transport};
+
+use crate::clock::Clock;
+use delivery::{Counters, Delivery, EndpointSettings, Worker};
+
+/// Why the webhooks could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error(transparent)]
+    Config(#[from] WebhookConfigError),
+    #[error("webhooks.dead_letter_path: {0}")]
+    DeadLetterFile(#[from] DeadLetterFileError),
+}
+
+/// What [`Webhooks::start_with`] takes besides the config: the injectable
+/// parts. [`WebhookOptions::new`] gives the production ones.
+pub struct WebhookOptions {
+    /// The dead-letter file (see [`WebhooksConfig::dead_letter_file`]); none =
+    /// dead letters kept in memory only.
+    pub dead_letter_path: Option<PathBuf>,
+    /// Cancelled = shut down (bounded flush), as [`Webhooks::shutdown`].
+    pub shutdown: CancellationToken,
+    /// How POSTs are sent.
+    pub transport: Arc<dyn Transport>,
+    /// Reads `secret_env` variables.
+    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    /// Seed of the backoff jitter (endpoint i draws from `seed + i`).
+    pub jitter_seed: u64,
+    pub clock: Clock,
+}
+
+impl WebhookOptions {
+    /// hyper, the process environment, a seed from the clock.
+    pub fn new(dead_letter_path: Option<PathBuf>, shutdown: CancellationToken) -> Self {
+        let clock = Clock::start();
+        WebhookOptions {
+            dead_letter_path,
+            shutdown,
+            transport: Arc::new(HyperTransport::new()),
+            env: Box::new(config::process_env),
+            jitter_seed: clock.now().unix_ms as u64,
+            clock,
+        }
+    }
+}
+
+/// One endpoint as `offer` sees it.
+struct Endpoint {
+    config: EndpointConfig,
+    name: Arc<str>,
+    queue: mpsc::Sender<Delivery>,
+    counters: Arc<Counters>,
+}
+
+/// The running webhooks: one delivery task per endpoint and the dead-letter
+/// writer, all owned by one supervisor task that is aborted when this is
+/// dropped (use [`Webhooks::shutdown`] for the bounded flush).
+pub struct Webhooks {
+    endpoints: Vec<Endpoint>,
+    dead_letters: Arc<dead_letter::DeadLetterLog>,
+    /// Delivery ids: `<start time, hex ms>-<sequence>`, unique across restarts.
+    id_prefix: String,
+    next_id: AtomicU64,
+    clock: Clock,
+    stop: CancellationToken,
+    /// Cancelled by the supervisor when everything is stopped and written.
+    stopped: CancellationToken,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        // Aborting the supervisor drops its JoinSet, which aborts the workers.
+        self.supervisor.abort();
+    }
+}
+
+/// Per endpoint, for metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub name: String,
+    /// Deliveries waiting (not counting the one in flight).
+    pub queue_depth: usize,
+    pub queue_capacity: usize,
+    /// Answered 2xx.
+    pub delivered: u64,
+    /// Attempts after the first (each retry counts once).
+    pub retried: u64,
+    /// Dead-lettered after being taken from the queue: retries exhausted,
+    /// rejected, or cut off by shutdown.
+    pub failed: u64,
+    /// Dead-lettered by `offer` because the queue was full (reason
+    /// `queue_full`). Dead letters of this endpoint = failed + this.
+    pub dropped_queue_full: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookStats {
+    pub endpoints: Vec<EndpointStats>,
+    /// Dead letters held now (at most `max_dead_letters_kept`).
+    pub dead_letters_kept: usize,
+    /// Dead letters dropped, oldest first, because the bound was reached.
+    pub dead_letters_dropped: u64,
+    /// Failed writes of the dead-letter file.
+    pub dead_letter_write_errors: u64,
+}
+
+/// What [`Webhooks::replay_dead_letters`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Put back in their endpoint's queue (and removed from the log).
+    pub requeued: usize,
+    /// Left in the log: the endpoint's queue was full.
+    pub left_queue_full: usize,
+    /// Left in the log: no endpoint of that name is configured (any more).
+    pub left_unknown_endpoint: usize,
+}
+
+impl Webhooks {
+    /// Starts with hyper, the process environment and the dead-letter file at
+    /// `dead_letter_path`. Needs a tokio runtime.
+    pub fn start(
+        config: &WebhooksConfig,
+        dead_letter_path: Option<PathBuf>,
+        shutdown: CancellationToken,
+    ) -> Result<Webhooks, WebhookError> {
+        Self::start_with(config, WebhookOptions::new(dead_letter_path, shutdown))
+    }
+
+    /// Validates `config`, loads the dead-letter file and spawns one task per
+    /// endpoint.
+    pub fn start_with(config: &WebhooksConfig, options: WebhookOptions) -> Result<Webhooks, WebhookError> {
+        config.validate(&*options.env)?;
+        let dead_letters =
+            Arc::new(dead_letter::DeadLetterLog::open(options.dead_letter_path.clone(), config.max_dead_letters_kept)?);
+        let stop = options.shutdown.child_token();
+        let cutoff = CancellationToken::new();
+        let mut workers = JoinSet::new();
+        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        for (i, endpoint) in config.endpoints.iter().enumerate() {
+            let secret = match (&endpoint.secret, &endpoint.secret_env) {
+                (Some(secret), _) => secret.clone(),
+                (None, Some(var)) => (options.env)(var).unwrap_or_default(),
+                (None, None) => unreachable!("validated: one of secret and secret_env"),
+            };
+            let name: Arc<str> = endpoint.name.as_str().into();
+            let settings = EndpointSettings {
+                name: name.clone(),
+                uri: config::parse_http_url(&endpoint.url).expect("validated url"),
+                signer: sign::Signer::new(secret.as_bytes()),
+                timeout: Duration::from_millis(endpoint.timeout_ms),
+                max_attempts: endpoint.max_attempts,
+                backoff_initial_ms: endpoint.backoff_initial_ms,
+                backoff_max_ms: endpoint.backoff_max_ms,
+            };
+            let (tx, rx) = mpsc::channel(endpoint.queue_capacity);
+            let counters = Arc::new(Counters::default());
+            workers.spawn(
+                Worker {
+                    settings,
+                    queue: rx,
+                    counters: counters.clone(),
+                    transport: options.transport.clone(),
+                    dead_letters: dead_letters.clone(),
+                    rng: SplitMix64(options.jitter_seed.wrapping_add(i as u64)),
+                    clock: options.clock,
+                    stop: stop.clone(),
+                    cutoff: cutoff.clone(),
+                }
+                .run(),
+            );
+            info!(endpoint = %name, url = %endpoint.url, "webhook endpoint started");
+            endpoints.push(Endpoint { config: endpoint.clone(), name, queue: tx, counters });
+        }
+        let stopped = CancellationToken::new();
+        let supervisor = tokio::spawn(supervise(
+            workers,
+            dead_letters.clone(),
+            stop.clone(),
+            cutoff,
+            Duration::from_millis(config.shutdown_flush_ms),
+            stopped.clone(),
+        ));
+        Ok(Webhooks {
+            endpoints,
+            dead_letters,
+            id_prefix: format!("{:x}", options.clock.now().unix_ms),
+            next_id: AtomicU64::new(1),
+            clock: options.clock,
+            stop,
+            stopped,
+            supervisor,
+        })
+    }
+
+    /// Queues `body` (the event's JSON, sent as is) for every endpoint that
+    /// wants `event_type` (`INCIDENT_REPORTED`, ...). Never waits: a full
+    /// queue dead-letters that endpoint's delivery (`queue_full`). Returns how
+    /// many endpoints it was queued for.
+    pub fn offer(&self, event_type: &str, body: Bytes) -> usize {
+        let mut queued = 0;
+        let mut event: Option<Arc<str>> = None;
+        for endpoint in self.endpoints.iter().filter(|e| e.config.wants(event_type)) {
+            let delivery = Delivery {
+                id: self.new_delivery_id(),
+                event_type: event.get_or_insert_with(|| event_type.into()).clone(),
+                body: body.clone(),
+            };
+            match endpoint.queue.try_send(delivery) {
+                Ok(()) => queued += 1,
+                Err(TrySendError::Full(delivery)) => {
+                    endpoint.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    let error = format!("queue full ({} waiting)", endpoint.config.queue_capacity);
+                    self.dead_letter(endpoint, &delivery, DeadLetterReason::QueueFull, error);
+                }
+                Err(TrySendError::Closed(delivery)) => {
+                    endpoint.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.dead_letter(endpoint, &delivery, DeadLetterReason::Shutdown, "offered after shutdown".into());
+                }
+            }
+        }
+        queued
+    }
+
+    fn new_delivery_id(&self) -> Arc<str> {
+        format!("{}-{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed)).into()
+    }
+
+    fn dead_letter(&self, endpoint: &Endpoint, delivery: &Delivery, reason: DeadLetterReason, error: String) {
+        self.dead_letters.push(delivery::dead_letter(&endpoint.name, delivery, 0, reason, error, &self.clock));
+    }
+
+    /// Counters and gauges, per endpoint and of the dead-letter log.
+    pub fn stats(&self) -> WebhookStats {
+        WebhookStats {
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| EndpointStats {
+                    name: e.name.to_string(),
+                    queue_depth: e.queue.max_capacity() - e.queue.capacity(),
+                    queue_capacity: e.queue.max_capacity(),
+                    delivered: e.counters.delivered.load(Ordering::Relaxed),
+                    retried: e.counters.retried.load(Ordering::Relaxed),
+                    failed: e.counters.failed.load(Ordering::Relaxed),
+                    dropped_queue_full: e.counters.dropped_queue_full.load(Ordering::Relaxed),
+                })
+                .collect(),
+            dead_letters_kept: self.dead_letters.len(),
+            dead_letters_dropped: self.dead_letters.dropped.load(Ordering::Relaxed),
+            dead_letter_write_errors: self.dead_letters.write_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The dead letters held, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters.snapshot()
+    }
+
+    /// Puts dead letters (of `endpoint`, or all) back into their endpoint's
+    /// queue, oldest first, under their original delivery id and with a fresh
+    /// `max_attempts`; those queued leave the log (if they fail again they
+    /// come back by the normal path). Those whose queue is full or whose
+    /// endpoint is no longer configured stay. Never waits.
+    pub fn replay_dead_letters(&self, endpoint: Option<&str>) -> ReplayReport {
+        let taken = self.dead_letters.take_where(|l| endpoint.is_none_or(|name| l.endpoint == name));
+        let mut report = ReplayReport::default();
+        let mut left = Vec::new();
+        for letter in taken {
+            let Some(target) = self.endpoints.iter().find(|e| *e.name == *letter.endpoint) else {
+                report.left_unknown_endpoint += 1;
+                left.push(letter);
+                continue;
+            };
+            let delivery = Delivery {
+                id: letter.id.as_str().into(),
+                event_type: letter.event_type.as_str().into(),
+                body: Bytes::from(letter.body.clone()),
+            };
+            match target.queue.try_send(delivery) {
+                Ok(()) => report.requeued += 1,
+                Err(_) => {
+                    report.left_queue_full += 1;
+                    left.push(letter);
+                }
+            }
+        }
+        self.dead_letters.put_back(left);
+        info!(
+            endpoint = endpoint.unwrap_or("*"),
+            requeued = report.requeued,
+            left_queue_full = report.left_queue_full,
+            left_unknown_endpoint = report.left_unknown_endpoint,
+            "webhook dead letters replayed"
+        );
+        report
+    }
+
+    /// Stops: each endpoint delivers what it has queued for at most
+    /// `shutdown_flush_ms`, the rest is dead-lettered (`shutdown`), and the
+    /// dead-letter file is brought up to date. Later offers are dead-lettered
+    /// in memory only.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.stopped.cancelled().await;
+    }
+}
+
+/// Owns the endpoint tasks and writes dead letters until shutdown; then
+/// bounds the flush and writes the last dead letters.
+async fn supervise(
+    mut workers: JoinSet<()>,
+    dead_letters: Arc<dead_letter::DeadLetterLog>,
+    stop: CancellationToken,
+    cutoff: CancellationToken,
+    flush: Duration,
+    stopped: CancellationToken,
+) {
+    // Also when this task panics or is aborted: `shutdown` never hangs.
+    let _stopped = stopped.drop_guard();
+    let write = || {
+        let log = dead_letters.clone();
+        async move {
+            // Blocking file I/O off the runtime's threads. A panic there is a bug: surface it.
+            if let Err(e) = tokio::task::spawn_blocking(move || log.write_pending()).await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = dead_letters.wake.notified() => write().await,
+            _ = stop.cancelled() => break,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + flush;
+    loop {
+        tokio::select! {
+            _ = dead_letters.wake.notified() => write().await,
+            _ = tokio::time::sleep_until(deadline), if !cutoff.is_cancelled() => cutoff.cancel(),
+            done = workers.join_next() => match done {
+                None => break,
+                Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Some(_) => {}
+            },
+        }
+    }
+    write().await;
+    info!("webhooks stopped");
+}
