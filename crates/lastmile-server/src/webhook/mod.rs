@@ -226,7 +226,7 @@ impl Webhooks {
             stop.clone(),
             cutoff,
             Duration::from_millis(config.shutdown_flush_ms),
-            stopped.clone(),
+            stopped.clone().drop_guard(),
         ));
         Ok(Webhooks {
             endpoints,
@@ -361,10 +361,10 @@ async fn supervise(
     stop: CancellationToken,
     cutoff: CancellationToken,
     flush: Duration,
-    stopped: CancellationToken,
+    // Cancels `Webhooks::stopped` when this ends, also by a panic or an abort
+    // (even before the first poll: an argument, not a local).
+    _stopped: tokio_util::sync::DropGuard,
 ) {
-    // Also when this task panics or is aborted: `shutdown` never hangs.
-    let _stopped = stopped.drop_guard();
     let write = || {
         let log = dead_letters.clone();
         async move {
