@@ -162,17 +162,12 @@ impl DeadLetterLog {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a letter (never blocks on I/O) and wakes the writer.
-    pub(crate) fn push(&self, letter: DeadLetter) {
-        warn!(
-            delivery = %letter.id,
-            endpoint = %letter.endpoint,
-            event_type = %letter.event_type,
-            reason = ?letter.reason,
-            attempts = letter.attempts,
-            last_error = %letter.last_error,
-            "webhook delivery dead-lettered"
-        );
+    /// Records a letter (never blocks on I/O) and wakes the writer. Logs it
+    /// if `log` (the caller thins out floods: logging writes to stderr).
+    pub(crate) fn push(&self, letter: DeadLetter, log: bool) {
+        if log {
+            Self::log(&letter);
+        }
         let mut inner = self.lock();
         if inner.letters.len() == self.max_kept {
             inner.letters.pop_front();
@@ -182,6 +177,18 @@ impl DeadLetterLog {
         inner.unwritten = (inner.unwritten + 1).min(inner.letters.len());
         drop(inner);
         self.wake.notify_one();
+    }
+
+    fn log(letter: &DeadLetter) {
+        warn!(
+            delivery = %letter.id,
+            endpoint = %letter.endpoint,
+            event_type = %letter.event_type,
+            reason = ?letter.reason,
+            attempts = letter.attempts,
+            last_error = %letter.last_error,
+            "webhook delivery dead-lettered"
+        );
     }
 
     pub(crate) fn len(&self) -> usize {

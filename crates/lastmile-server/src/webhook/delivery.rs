@@ -270,7 +270,8 @@ impl Worker {
 
     fn dead_letter(&self, delivery: &Delivery, attempts: u32, reason: DeadLetterReason, last_error: String) {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        self.dead_letters.push(dead_letter(&self.settings.name, delivery, attempts, reason, last_error, &self.clock));
+        self.dead_letters
+            .push(dead_letter(&self.settings.name, delivery, attempts, reason, last_error, &self.clock), true);
     }
 }
 

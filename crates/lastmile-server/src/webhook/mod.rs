@@ -256,13 +256,17 @@ impl Webhooks {
             match endpoint.queue.try_send(delivery) {
                 Ok(()) => queued += 1,
                 Err(TrySendError::Full(delivery)) => {
-                    endpoint.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                    let dropped = endpoint.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed) + 1;
                     let error = format!("queue full ({} waiting)", endpoint.config.queue_capacity);
-                    self.dead_letter(endpoint, &delivery, DeadLetterReason::QueueFull, error);
+                    // A dead endpoint fills its queue at the event rate: log
+                    // the 1st, 2nd, 4th, 8th, ... drop, not each.
+                    let log = dropped.is_power_of_two();
+                    self.dead_letter(endpoint, &delivery, DeadLetterReason::QueueFull, error, log);
                 }
                 Err(TrySendError::Closed(delivery)) => {
-                    endpoint.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    self.dead_letter(endpoint, &delivery, DeadLetterReason::Shutdown, "offered after shutdown".into());
+                    let failed = endpoint.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                    let error = "offered after shutdown".to_string();
+                    self.dead_letter(endpoint, &delivery, DeadLetterReason::Shutdown, error, failed.is_power_of_two());
                 }
             }
         }
@@ -273,8 +277,15 @@ impl Webhooks {
         format!("{}-{}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed)).into()
     }
 
-    fn dead_letter(&self, endpoint: &Endpoint, delivery: &Delivery, reason: DeadLetterReason, error: String) {
-        self.dead_letters.push(delivery::dead_letter(&endpoint.name, delivery, 0, reason, error, &self.clock));
+    fn dead_letter(
+        &self,
+        endpoint: &Endpoint,
+        delivery: &Delivery,
+        reason: DeadLetterReason,
+        error: String,
+        log: bool,
+    ) {
+        self.dead_letters.push(delivery::dead_letter(&endpoint.name, delivery, 0, reason, error, &self.clock), log);
     }
 
     /// Counters and gauges, per endpoint and of the dead-letter log.

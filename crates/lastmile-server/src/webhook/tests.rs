@@ -378,7 +378,7 @@ fn webhook_dead_letter_log_is_bounded_and_its_file_reloads() {
         delivery::dead_letter("siping", &d, 2, DeadLetterReason::Exhausted, "http 500".into(), &clock)
     };
     for n in 1..=8 {
-        log.push(letter(n));
+        log.push(letter(n), false);
         log.write_pending();
     }
     let ids = |letters: Vec<DeadLetter>| letters.into_iter().map(|l| l.id).collect::<Vec<_>>();
