@@ -4,6 +4,7 @@
 //!   `--config`).
 //! - `lastmile watch` follows the dispatchers' live feed.
 //! - `lastmile terminal --unit ID` is a simulated responder terminal.
+//! - `lastmile webhooks dead-letters` prints the webhook dead-letter log.
 //! - `lastmile report | preview | get | close | units | status | assign |
 //!   release` are a small gRPC client for people at a terminal (the same calls
 //!   any gRPC tool can make through server reflection).
@@ -91,8 +92,30 @@ enum Command {
     },
     /// Load benchmark of simultaneous incidents, measured against Ping in the same run.
     Bench(bench::BenchArgs),
+    /// Webhook operator commands.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     #[command(flatten)]
     Client(client::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Print the dead-letter log, one JSON object per line, oldest first
+    /// (offline: reads the file, needs no server).
+    DeadLetters {
+        /// Configuration whose `webhooks.dead_letter_path` / `journal.data_dir`
+        /// locate the log (default: the embedded one). It is validated, so
+        /// `secret_env` variables must be set; else use --file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Journal folder, overriding `journal.data_dir` (as `serve --data-dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The dead-letter file itself.
+        #[arg(long, conflicts_with_all = ["config", "data_dir"])]
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -144,8 +167,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Webhooks(WebhooksCommand::DeadLetters { config, data_dir, file }) => {
+            print_dead_letters(config, data_dir, file)
+        }
         Command::Client(command) => runtime.block_on(client::run(command)),
     }
+}
+
+fn print_dead_letters(config: Option<PathBuf>, data_dir: Option<PathBuf>, file: Option<PathBuf>) -> anyhow::Result<()> {
+    let (path, keep) = match file {
+        Some(file) => (file, usize::MAX),
+        None => {
+            let config = match &config {
+                Some(path) => LastmileConfig::load(path)?,
+                None => LastmileConfig::embedded()?,
+            };
+            let data_dir = data_dir.map(|d| d.display().to_string()).unwrap_or(config.journal.data_dir.clone());
+            let path = config
+                .webhooks
+                .dead_letter_file(&data_dir)
+                .context("no dead-letter file: webhooks.dead_letter_path is empty and the journal is in memory")?;
+            (path, config.webhooks.max_dead_letters_kept)
+        }
+    };
+    let (letters, _older) = lastmile_server::webhook::read_dead_letter_file(&path, keep)?;
+    let mut out = std::io::stdout().lock();
+    for letter in &letters {
+        use std::io::Write;
+        writeln!(out, "{}", serde_json::to_string(letter)?)?;
+    }
+    eprintln!("{} dead letter(s) in {}", letters.len(), path.display());
+    Ok(())
 }
 
 fn init_logging(json: bool) {
