@@ -155,6 +155,9 @@ pub struct WebhookConfigError {
 /// map in tests.
 pub type EnvReader<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// An owned [`EnvReader`].
+pub type BoxedEnvReader = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The process environment.
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()

@@ -69,7 +69,7 @@ pub struct WebhookOptions {
     /// How POSTs are sent.
     pub transport: Arc<dyn Transport>,
     /// Reads `secret_env` variables.
-    pub env: Box<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    pub env: config::BoxedEnvReader,
     /// Seed of the backoff jitter (endpoint i draws from `seed + i`).
     pub jitter_seed: u64,
     pub clock: Clock,
