@@ -42,6 +42,12 @@ pub struct LastmileConfig {
     pub limits: RequestLimits,
     pub dataset: DatasetPaths,
     pub dispatch: DispatchConfig,
+    /// Bearer tokens and roles; absent = auth off (loopback only).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
+    /// TLS for every listener; absent = plain TCP.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -119,6 +125,34 @@ pub struct RequestLimits {
     pub max_capabilities: usize,
     pub max_incidents: usize,
     pub max_units: usize,
+}
+
+/// TLS (rustls) for the gRPC and HTTP listeners.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_path`, turns TLS on. Relative paths
+    /// are relative to the working directory.
+    #[serde(default)]
+    pub cert_path: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_path: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
+
+    /// The certificate chain and key as PEM text.
+    pub fn read_pem(&self) -> Result<(String, String), ConfigError> {
+        let read = |key: &str, path: &str| {
+            std::fs::read_to_string(path)
+                .map_err(|error| ConfigError::Read { source_name: format!("{key} {path}"), error })
+        };
+        Ok((read("tls.cert_path", &self.cert_path)?, read("tls.key_path", &self.key_path)?))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -201,7 +235,31 @@ impl LastmileConfig {
             return Err(self.invalid("server.max_decoding_message_bytes", "must be at least 1024"));
         }
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
+        self.build_auth()?;
+        if self.tls.cert_path.is_empty() != self.tls.key_path.is_empty() {
+            return Err(self.invalid("tls.key_path", "set both tls.cert_path and tls.key_path, or neither"));
+        }
         Ok(())
+    }
+
+    /// The token table (`token_env` variables read from the environment).
+    pub fn build_auth(&self) -> Result<crate::auth::Auth, ConfigError> {
+        crate::auth::Auth::from_config(&self.auth, |var| std::env::var(var).ok())
+            .map_err(|e| self.invalid(&e.key, e.problem))
+    }
+
+    /// Refuses to serve without auth on an address other machines can reach.
+    pub fn check_exposure(&self, listening: &[(&str, SocketAddr)]) -> Result<(), ConfigError> {
+        if self.auth.enabled {
+            return Ok(());
+        }
+        match listening.iter().find(|(_, addr)| !addr.ip().is_loopback()) {
+            Some((key, addr)) => Err(self.invalid(
+                "auth.enabled",
+                format!("{key} is {addr}, not a loopback address: configure [auth] tokens and set enabled = true"),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn read_dataset_file(&self, relative: &str) -> Result<String, ConfigError> {

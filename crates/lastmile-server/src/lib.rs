@@ -19,6 +19,7 @@
 //!
 //! No dispatch logic lives here: that is `lastmile-core`'s.
 
+pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;
@@ -54,9 +55,20 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// None when running in memory only.
     pub journal: Option<Arc<journal::Journal>>,
+    /// Who may call what (see [`auth`]).
+    pub auth: auth::Auth,
 }
 
 impl Shared {
+    /// PERMISSION_DENIED (counted) when `caller` is a terminal token bound to
+    /// another unit than `unit_id`.
+    pub fn acting_for(&self, caller: &Option<Arc<auth::Principal>>, unit_id: &str) -> Result<(), tonic::Status> {
+        match caller {
+            Some(principal) => principal.may_act_for(unit_id).inspect_err(|_| self.auth.count_permission_denied()),
+            None => Ok(()),
+        }
+    }
+
     /// Runs a state change: waits (bounded) for a place in the journal's
     /// queue, applies `change` with the operation's effects, and hands back its
     /// result once everything it changed is durable (see [`journal::Op`]).
@@ -178,16 +190,20 @@ fn futures_lite_stream<T>(
 /// answering NOT_SERVING for the lastmile services, until `recovered`
 /// resolves. Then stops (connections opened meanwhile are closed; clients
 /// reconnect to the full service on the same port).
-pub async fn serve_health_while_recovering(listener: Arc<TcpListener>, recovered: impl Future<Output = ()> + Send) {
+pub async fn serve_health_while_recovering(
+    listener: Arc<TcpListener>,
+    config: &LastmileConfig,
+    recovered: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<DispatchServer<DispatchService>>().await;
     reporter.set_not_serving::<UnitTerminalServer<TerminalService>>().await;
     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let server = tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), recovered);
+    let server =
+        grpc_builder(config)?.add_service(health).serve_with_incoming_shutdown(incoming_nodelay(listener), recovered);
     // A Health/Watch stream would hold the drain open: give it a second.
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    Ok(())
 }
 
 /// Stops a background task when its owner (the running server) goes away.
@@ -213,6 +229,21 @@ pub enum ServerError {
     Store(#[from] lastmile_store::StoreError),
     #[error("recovery: {0}")]
     Recovery(String),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// A gRPC server builder, with TLS when `[tls]` is configured.
+fn grpc_builder(config: &LastmileConfig) -> Result<tonic::transport::Server, ServerError> {
+    let builder = tonic::transport::Server::builder();
+    if !config.tls.enabled() {
+        return Ok(builder);
+    }
+    let (cert, key) = config.tls.read_pem()?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .timeout(Duration::from_secs(10));
+    Ok(builder.tls_config(tls)?)
 }
 
 /// Builds the dispatcher from a configuration and the dataset it names.
@@ -247,6 +278,17 @@ pub async fn run_opened(
     opened: Opened,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let auth = config.build_auth()?;
+    let grpc_addr = listener.local_addr().map_err(ServerError::Listener)?;
+    config.check_exposure(&[("server.listen", grpc_addr)])?;
+    if auth.enabled() {
+        info!(tokens = config.auth.tokens.len(), "auth on: every call needs a bearer token");
+    } else {
+        tracing::warn!(
+            addr = %grpc_addr,
+            "AUTH IS OFF: every caller may do everything. Allowed on loopback only; configure [auth] before exposing lastmile"
+        );
+    }
     let dispatcher = opened.dispatcher.clone();
     // Sequence numbers after a restart jump past anything the old process can
     // have published, so a watcher resuming from a number it saw before the
@@ -272,6 +314,7 @@ pub async fn run_opened(
         config: config.clone(),
         stop: CancellationToken::new(),
         journal: journal.clone(),
+        auth,
     });
     // Re-arm: due ones now, in order; the rest on the wheel.
     let now = shared.clock.now();
@@ -326,7 +369,7 @@ pub async fn run_opened(
     };
     // Long-lived streams must not keep a connection's HTTP/2 stream limit busy
     // forever: keepalive finds dead peers.
-    tonic::transport::Server::builder()
+    grpc_builder(&config)?
         .max_concurrent_streams(Some(server.max_concurrent_streams))
         .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
         .timeout(Duration::from_millis(server.request_timeout_ms))

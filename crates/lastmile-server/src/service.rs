@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::Shared;
+use crate::auth::Operation;
 use crate::convert;
 use crate::error::{invalid, to_status};
 
@@ -56,6 +57,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ReportIncidentRequest>,
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ReportIncident)?;
         let new = convert::new_incident(request.into_inner(), &self.config().limits)?;
         let external_id = new.external_id.clone();
         let reported = self.shared.change(|op| self.dispatcher().report(new, self.now(), op)).await?;
@@ -84,6 +86,7 @@ impl Dispatch for DispatchService {
     }
 
     async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
+        self.shared.auth.check(&request, Operation::GetIncident)?;
         let id = convert::required_id("id", &request.get_ref().id)?;
         let incident = self.dispatcher().get_incident(id).map_err(to_status)?;
         Ok(Response::new(convert::incident_to_pb(&incident)))
@@ -93,6 +96,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ListIncidents)?;
         let req = request.get_ref();
         let status = convert::incident_status_filter("status", req.status)?;
         let page_size = convert::page_size(req.page_size, &self.config().server)?;
@@ -110,6 +114,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::CloseIncidentRequest>,
     ) -> Result<Response<pb::CloseIncidentResponse>, Status> {
+        self.shared.auth.check(&request, Operation::CloseIncident)?;
         let req = request.get_ref();
         let id = convert::required_id("id", &req.id)?;
         if req.reason.len() > self.config().limits.max_description_bytes {
@@ -128,6 +133,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::PreviewDispatchRequest>,
     ) -> Result<Response<pb::PreviewDispatchResponse>, Status> {
+        self.shared.auth.check(&request, Operation::PreviewDispatch)?;
         let req = request.get_ref();
         let at = convert::lat_lng("location", req.location.as_ref())?;
         let kind = convert::kind("kind", req.kind)?;
@@ -145,6 +151,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ListUnitsRequest>,
     ) -> Result<Response<pb::ListUnitsResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ListUnits)?;
         let req = request.get_ref();
         let filter = convert::unit_filter(req, &self.config().limits)?;
         let page_size = convert::page_size(req.page_size, &self.config().server)?;
@@ -156,6 +163,7 @@ impl Dispatch for DispatchService {
     }
 
     async fn get_unit(&self, request: Request<pb::GetUnitRequest>) -> Result<Response<pb::Unit>, Status> {
+        self.shared.auth.check(&request, Operation::GetUnit)?;
         let id = convert::required_id("id", &request.get_ref().id)?;
         let unit = self.dispatcher().get_unit(id).map_err(to_status)?;
         Ok(Response::new(convert::unit_to_pb(&unit)))
@@ -165,6 +173,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::UpsertUnitRequest>,
     ) -> Result<Response<pb::UpsertUnitResponse>, Status> {
+        self.shared.auth.check(&request, Operation::UpsertUnit)?;
         let unit = convert::unit_from_pb(request.into_inner().unit, &self.config().limits)?;
         let upserted = self.shared.change(|op| self.dispatcher().upsert_unit(unit, op)).await?;
         let (unit, created) = upserted.map_err(to_status)?;
@@ -176,6 +185,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::SetUnitStatusRequest>,
     ) -> Result<Response<pb::SetUnitStatusResponse>, Status> {
+        self.shared.auth.check(&request, Operation::SetUnitStatus)?;
         let req = request.get_ref();
         let id = convert::required_id("id", &req.id)?;
         let Some(status) = convert::unit_status_filter("status", req.status)? else {
@@ -187,7 +197,8 @@ impl Dispatch for DispatchService {
         Ok(Response::new(pb::SetUnitStatusResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
 
-    async fn ping(&self, _request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+    async fn ping(&self, request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        self.shared.auth.check(&request, Operation::Ping)?;
         Ok(Response::new(pb::PingResponse {}))
     }
 
@@ -197,6 +208,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.shared.auth.check(&request, Operation::WatchEvents)?;
         let req = request.into_inner();
         convert::optional_id("incident_id", &req.incident_id)?;
         convert::optional_id("unit_id", &req.unit_id)?;
@@ -272,6 +284,7 @@ impl Dispatch for DispatchService {
     }
 
     async fn assign_unit(&self, request: Request<pb::AssignUnitRequest>) -> Result<Response<pb::Incident>, Status> {
+        self.shared.auth.check(&request, Operation::AssignUnit)?;
         let req = request.get_ref();
         let incident_id = convert::required_id("incident_id", &req.incident_id)?;
         let unit_id = convert::required_id("unit_id", &req.unit_id)?;
@@ -289,6 +302,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ReleaseUnitRequest>,
     ) -> Result<Response<pb::ReleaseUnitResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ReleaseUnit)?;
         let req = request.get_ref();
         let unit_id = convert::required_id("unit_id", &req.unit_id)?;
         if req.reason.len() > self.config().limits.max_description_bytes {

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::Shared;
+use crate::auth::Operation;
 use crate::convert;
 use crate::error::{invalid, to_status};
 
@@ -33,8 +34,10 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::Subscribe)?;
         let s = &self.shared;
         let unit_id = convert::required_id("unit_id", &request.get_ref().unit_id)?;
+        s.acting_for(&caller, unit_id)?;
         s.dispatcher.get_unit(unit_id).map_err(to_status)?;
         // Register first, then look for the waiting page: a page sent in between
         // arrives twice (at-least-once, same incident and attempt), never zero times.
@@ -50,9 +53,11 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::Acknowledge)?;
         let s = &self.shared;
         let req = request.into_inner();
         convert::required_id("unit_id", &req.unit_id)?;
+        s.acting_for(&caller, &req.unit_id)?;
         convert::required_id("incident_id", &req.incident_id)?;
         if req.reason.len() > s.config.limits.max_description_bytes {
             return Err(invalid("reason", format!("must be at most {} bytes", s.config.limits.max_description_bytes)));
@@ -73,9 +78,11 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<pb::ReportStatusRequest>,
     ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::ReportStatus)?;
         let s = &self.shared;
         let req = request.get_ref();
         let unit_id = convert::required_id("unit_id", &req.unit_id)?;
+        s.acting_for(&caller, unit_id)?;
         let status = match convert::unit_status_filter("status", req.status)? {
             Some(
                 status @ (UnitStatus::EnRoute
@@ -105,6 +112,7 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<Streaming<pb::PositionReport>>,
     ) -> Result<Response<pb::ReportPositionResponse>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::ReportPosition)?;
         let s = &self.shared;
         let max = s.config.terminals.max_positions_per_stream;
         let mut stream = request.into_inner();
@@ -112,6 +120,8 @@ impl UnitTerminal for TerminalService {
         let mut seen: u64 = 0;
         while let Some(report) = stream.next().await {
             let report = report?;
+            // A terminal reporting another unit's position ends its stream.
+            s.acting_for(&caller, &report.unit_id)?;
             seen += 1;
             if seen > max {
                 return Err(Status::resource_exhausted(format!(

@@ -178,6 +178,8 @@ async fn serve(
     if config.journal.data_dir.is_empty() {
         warn!("running in memory: nothing survives a restart");
     }
+    // Before anything listens: no open service on a reachable address.
+    config.check_exposure(&[("server.listen", config.server.listen)])?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -185,13 +187,18 @@ async fn serve(
     // Recover (read the journal, rebuild the state) while the port answers
     // health checks with NOT_SERVING; then serve for real.
     let (recovered_tx, recovered_rx) = tokio::sync::oneshot::channel::<()>();
-    let health_phase = tokio::spawn(lastmile_server::serve_health_while_recovering(listener.clone(), async {
-        let _ = recovered_rx.await;
-    }));
+    let health_config = config.clone();
+    let health_listener = listener.clone();
+    let health_phase = tokio::spawn(async move {
+        lastmile_server::serve_health_while_recovering(health_listener, &health_config, async {
+            let _ = recovered_rx.await;
+        })
+        .await
+    });
     let recovery_config = config.clone();
     let opened = tokio::task::spawn_blocking(move || lastmile_server::open(&recovery_config)).await?;
     let _ = recovered_tx.send(());
-    let _ = health_phase.await;
+    health_phase.await??;
     let opened = opened?;
     {
         use std::io::Write;
