@@ -961,7 +961,9 @@ fn check_severity(severity: u8) -> Result<(), DispatchError> {
 #[cfg(test)]
 mod tests;
 
+mod census;
 mod escalation;
+pub use census::{Census, TierOutcome};
 pub use escalation::Acknowledgement;
 
 #[cfg(test)]

@@ -285,8 +285,19 @@ pub async fn run_timers(
                 if journal.as_ref().is_some_and(|j| j.failure().is_some()) {
                     continue;
                 }
+                let key = expired.get_ref();
+                let span = match key {
+                    TimerKey::Ack { incident_seq, tier, unit_id, attempt } => tracing::info_span!(
+                        "timer", kind = "ack", incident_id = %lastmile_core::incident::incident_id_for(*incident_seq), tier = %tier, unit_id = %unit_id, attempt
+                    ),
+                    TimerKey::Deadline { incident_seq, tier } => tracing::info_span!(
+                        "timer", kind = "deadline", incident_id = %lastmile_core::incident::incident_id_for(*incident_seq), tier = %tier
+                    ),
+                    TimerKey::Return { unit_id, .. } => tracing::info_span!("timer", kind = "return", unit_id = %unit_id),
+                };
+                let _in_span = span.enter();
                 let op = crate::journal::Op::internal(&bus, &journal);
-                dispatcher.fire(expired.get_ref(), clock.now(), &op);
+                dispatcher.fire(key, clock.now(), &op);
                 op.finish();
             }
         }

@@ -26,6 +26,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod journal;
+pub mod metrics;
 pub mod service;
 pub mod terminal;
 
@@ -57,6 +58,8 @@ pub struct Shared {
     pub journal: Option<Arc<journal::Journal>>,
     /// Who may call what (see [`auth`]).
     pub auth: auth::Auth,
+    /// Latencies and refusals (see [`metrics`]).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Shared {
@@ -297,6 +300,7 @@ pub async fn run_opened(
     // The gap is far larger than anything published between two commits.
     let first_seq = if opened.store.is_some() { opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART } else { 1 };
     let (bus, armed) = bus::Bus::new(config.clone(), first_seq);
+    let metrics = Arc::new(metrics::Metrics::default());
     let journal = opened.store.map(|store| {
         let feed_bus = bus.clone();
         journal::Journal::start(
@@ -305,6 +309,7 @@ pub async fn run_opened(
             config.journal.max_batch_records,
             Duration::from_millis(config.journal.enqueue_timeout_ms),
             Arc::new(move || feed_bus.feed.last_seq()),
+            metrics.clone(),
         )
     });
     let shared = Arc::new(Shared {
@@ -315,6 +320,7 @@ pub async fn run_opened(
         stop: CancellationToken::new(),
         journal: journal.clone(),
         auth,
+        metrics,
     });
     // Re-arm: due ones now, in order; the rest on the wheel.
     let now = shared.clock.now();

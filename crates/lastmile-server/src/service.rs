@@ -58,14 +58,19 @@ impl Dispatch for DispatchService {
         request: Request<pb::ReportIncidentRequest>,
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
         self.shared.auth.check(&request, Operation::ReportIncident)?;
+        let started = std::time::Instant::now();
         let new = convert::new_incident(request.into_inner(), &self.config().limits)?;
         let external_id = new.external_id.clone();
-        let reported = self.shared.change(|op| self.dispatcher().report(new, self.now(), op)).await?;
+        // Everything logged while this incident is dispatched carries its ids.
+        let span = tracing::info_span!("incident", external_id = %external_id, incident_id = tracing::field::Empty);
+        let reported = self.shared.change(|op| span.in_scope(|| self.dispatcher().report(new, self.now(), op))).await?;
+        let _in_span = span.enter();
         let reported = reported.map_err(|e| {
             warn!(external_id = %external_id, error = %e, "report refused");
             to_status(e)
         })?;
         let incident = &reported.incident;
+        span.record("incident_id", incident.id.as_str());
         if reported.duplicate {
             info!(incident_id = %incident.id, external_id = %external_id, "duplicate report: stored incident returned");
         } else {
@@ -79,10 +84,12 @@ impl Dispatch for DispatchService {
                 "incident dispatched"
             );
         }
-        Ok(Response::new(pb::ReportIncidentResponse {
+        let answer = pb::ReportIncidentResponse {
             incident: Some(convert::incident_to_pb(incident)),
             duplicate: reported.duplicate,
-        }))
+        };
+        self.shared.metrics.dispatch_seconds.observe(started.elapsed());
+        Ok(Response::new(answer))
     }
 
     async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
@@ -216,9 +223,11 @@ impl Dispatch for DispatchService {
         let max = self.config().feed.max_watchers;
         if feed.watchers.fetch_add(1, Ordering::Relaxed) >= max {
             feed.watchers.fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.limit_hit("feed.max_watchers");
             return Err(Status::resource_exhausted(format!("{max} watchers already (feed.max_watchers)")));
         }
         let slot = WatcherSlot(self.shared.clone());
+        let metrics = self.shared.metrics.clone();
         let (backlog, mut live) = feed.subscribe(req.after_seq)?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let stop = self.shared.stop.clone();
@@ -262,11 +271,13 @@ impl Dispatch for DispatchService {
                                 last_sent,
                                 "live feed watcher gone or not reading (feed.watcher_stall_timeout_ms): ended"
                             );
+                            metrics.limit_hit("feed.watcher_stall_timeout_ms");
                             return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "live feed watcher too slow: ended");
+                        metrics.limit_hit("feed.subscriber_buffer_events");
                         let _ = send(
                             Err(Status::resource_exhausted(format!(
                                 "watcher fell more than {buffer} events behind (feed.subscriber_buffer_events) and missed {missed}; resume with after_seq = {last_sent}"

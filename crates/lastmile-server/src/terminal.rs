@@ -68,8 +68,16 @@ impl UnitTerminal for TerminalService {
             accept: req.accept,
             reason: req.reason,
         };
-        let unit = s.change(|op| s.dispatcher.acknowledge(&ack, s.clock.now(), op)).await?;
+        // The page being answered, for the acknowledgement latency.
+        let paged_at =
+            s.dispatcher.pending_page(&ack.unit_id).filter(|p| p.incident_id == ack.incident_id).map(|p| p.paged_at);
+        let now = s.clock.now();
+        let unit = s.change(|op| s.dispatcher.acknowledge(&ack, now, op)).await?;
         let unit = unit.map_err(to_status)?;
+        if let Some(paged_at) = paged_at {
+            let waited_ms = (now.unix_ms - paged_at.unix_ms).max(0) as u64;
+            s.metrics.page_ack_seconds.observe(std::time::Duration::from_millis(waited_ms));
+        }
         info!(unit_id = %ack.unit_id, incident_id = %ack.incident_id, accept = ack.accept, "page answered");
         Ok(Response::new(pb::AcknowledgeResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
@@ -124,6 +132,7 @@ impl UnitTerminal for TerminalService {
             s.acting_for(&caller, &report.unit_id)?;
             seen += 1;
             if seen > max {
+                s.metrics.limit_hit("terminals.max_positions_per_stream");
                 return Err(Status::resource_exhausted(format!(
                     "more than {max} position reports on one stream (terminals.max_positions_per_stream): reconnect; {} applied",
                     answer.applied
