@@ -1,17 +1,11 @@
 //! A small gRPC client for people at a terminal.
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::dispatch_client::DispatchClient;
-use tonic::transport::Channel;
 
-#[derive(Args)]
-pub struct Target {
-    /// Server address.
-    #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]
-    addr: String,
-}
+pub use crate::connect::Target;
+use crate::connect::Conn;
 
 /// Where and what an incident is (report and preview).
 #[derive(Args)]
@@ -137,8 +131,8 @@ pub enum Status {
     OutOfService,
 }
 
-async fn connect(target: &Target) -> anyhow::Result<DispatchClient<Channel>> {
-    DispatchClient::connect(target.addr.clone()).await.with_context(|| format!("cannot connect to {}", target.addr))
+async fn connect(target: &Target) -> anyhow::Result<DispatchClient<Conn>> {
+    Ok(DispatchClient::new(target.connect().await?))
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

@@ -10,6 +10,7 @@
 
 mod bench;
 mod client;
+mod connect;
 mod sim_terminal;
 mod watch;
 
@@ -51,8 +52,8 @@ enum Command {
     },
     /// Follow the dispatchers' live feed, one line per event.
     Watch {
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: connect::Target,
         /// Resume after this sequence number (0: only new events).
         #[arg(long, default_value_t = 0)]
         after_seq: u64,
@@ -65,8 +66,8 @@ enum Command {
     },
     /// A simulated responder terminal for one unit.
     Terminal {
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: connect::Target,
         /// The unit, e.g. T3-331004001231.
         #[arg(long)]
         unit: String,
@@ -88,6 +89,13 @@ enum Command {
         /// Run simulated time this many times faster than life.
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
+    },
+    /// Make a bearer token for [[auth.tokens]]: prints a new random token and
+    /// the `token_sha256` line for the config (`--hash`: the digest of a token
+    /// read from stdin).
+    Token {
+        #[arg(long)]
+        hash: bool,
     },
     /// Load benchmark of simultaneous incidents, measured against Ping in the same run.
     Bench(bench::BenchArgs),
@@ -114,10 +122,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let data_dir = if in_memory { Some(String::new()) } else { data_dir.map(|d| d.display().to_string()) };
             runtime.block_on(serve(config, listen, data_dir))
         }
-        Command::Watch { addr, after_seq, incident, unit } => {
-            runtime.block_on(watch::run(addr, after_seq, incident, unit))
+        Command::Watch { target, after_seq, incident, unit } => {
+            runtime.block_on(watch::run(target, after_seq, incident, unit))
         }
-        Command::Terminal { addr, unit, auto_ack, decline, ack_delay_s, drive, on_scene_s, time_scale } => {
+        Command::Terminal { target, unit, auto_ack, decline, ack_delay_s, drive, on_scene_s, time_scale } => {
             let behaviour = sim_terminal::Behaviour {
                 auto_ack,
                 decline,
@@ -129,10 +137,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime.block_on(async move {
                 loop {
-                    let channel = tonic::transport::Endpoint::from_shared(addr.clone())?.connect().await;
-                    let result = match channel {
-                        Ok(channel) => sim_terminal::run(channel, unit.clone(), behaviour.clone()).await,
-                        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                    let result = match target.connect().await {
+                        Ok(conn) => sim_terminal::run(conn, unit.clone(), behaviour.clone()).await,
+                        Err(e) => Err(tonic::Status::unavailable(format!("{e:#}"))),
                     };
                     match result {
                         Err(status) if status.code() == tonic::Code::NotFound => anyhow::bail!("{}", status.message()),
@@ -143,6 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
         }
+        Command::Token { hash } => token(hash),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Client(command) => runtime.block_on(client::run(command)),
     }
@@ -229,6 +237,26 @@ async fn serve(
         () = tokio::time::sleep(grace) => warn!("shutdown: grace period over; exiting with requests in flight"),
         () = shutdown_signal() => warn!("shutdown: second signal; exiting now"),
     }
+    Ok(())
+}
+
+fn token(hash: bool) -> anyhow::Result<()> {
+    use std::io::Read;
+    let token = if hash {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text.trim().to_string()
+    } else {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .context("cannot read /dev/urandom")?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        println!("token = {token}");
+        token
+    };
+    anyhow::ensure!(!token.is_empty(), "empty token");
+    println!("token_sha256 = \"{}\"", lastmile_server::auth::token_sha256_hex(&token));
     Ok(())
 }
 
