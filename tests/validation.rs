@@ -53,10 +53,10 @@ async fn bad_reports_are_refused_naming_the_field() {
 async fn an_oversized_message_is_refused_before_decoding() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    // 100 KiB: over server.max_decoding_message_bytes (64 KiB).
+    // 100 KiB: over server.max_decoding_message_bytes (64 KiB): RESOURCE_EXHAUSTED, gRPC's code for a size limit.
     let huge = pb::ReportIncidentRequest { description: "x".repeat(100 * 1024), ..report("huge") };
     let err = client.report_incident(huge).await.unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("too large"), "{}", err.message());
     client.ping(pb::PingRequest {}).await.unwrap();
 }

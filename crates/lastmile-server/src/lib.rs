@@ -25,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod grpc_outcome;
 pub mod journal;
 pub mod metrics;
 pub mod service;
@@ -381,6 +382,7 @@ pub async fn run_opened(
         .timeout(Duration::from_millis(server.request_timeout_ms))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(grpc_outcome::OutcomeLayer::new(shared.metrics.clone()))
         .add_service(health)
         .add_service(reflection)
         .add_service(dispatch)

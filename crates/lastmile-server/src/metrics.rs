@@ -22,6 +22,11 @@ pub const LATENCY_BOUNDS_S: &[f64] =
 /// Bucket bounds for page acknowledgement (a person answering), seconds.
 pub const ACK_BOUNDS_S: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0];
 
+/// Most (method, code) series kept for `lastmile_grpc_errors_total`: the
+/// method is the caller's path, so an unbounded set would let a caller grow
+/// the page without limit. 17 methods x 16 codes fit.
+const MAX_ERROR_SERIES: usize = 512;
+
 /// A cumulative histogram with fixed bounds.
 pub struct Histogram {
     bounds_s: &'static [f64],
@@ -65,6 +70,8 @@ pub struct Metrics {
     pub journal_commit_seconds: Histogram,
     /// Requests refused by a bound, by the bound's name.
     limit_hits: Mutex<BTreeMap<&'static str, u64>>,
+    /// gRPC calls answered with an error, by (method, code).
+    grpc_errors: Mutex<BTreeMap<(String, i32), u64>>,
 }
 
 impl Default for Metrics {
@@ -74,6 +81,7 @@ impl Default for Metrics {
             page_ack_seconds: Histogram::new(ACK_BOUNDS_S),
             journal_commit_seconds: Histogram::new(LATENCY_BOUNDS_S),
             limit_hits: Mutex::new(BTreeMap::new()),
+            grpc_errors: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -82,6 +90,21 @@ impl Metrics {
     /// Counts a request refused by the bound named `limit` (its config key).
     pub fn limit_hit(&self, limit: &'static str) {
         *self.limit_hits.lock().unwrap_or_else(|p| p.into_inner()).entry(limit).or_default() += 1;
+    }
+
+    /// Counts a gRPC call answered with `code` (not OK).
+    pub fn grpc_error(&self, method: &str, code: tonic::Code) {
+        let mut errors = self.grpc_errors.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (method.to_string(), code as i32);
+        match errors.get_mut(&key) {
+            Some(n) => *n += 1,
+            None => {
+                // Method names come from the request path: bound the label set.
+                if errors.len() < MAX_ERROR_SERIES {
+                    errors.insert(key, 1);
+                }
+            }
+        }
     }
 
     pub fn limit_hits(&self) -> BTreeMap<&'static str, u64> {
@@ -229,6 +252,19 @@ pub fn render(shared: &crate::Shared) -> String {
         "counter",
         "Requests or streams refused or ended by a bound, by the bound's config key.",
         hits.iter().map(|(limit, n)| (vec![("limit", *limit)], *n as f64)),
+    );
+    let errors: Vec<(String, String, u64)> = m
+        .grpc_errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|((method, code), n)| (method.clone(), format!("{:?}", tonic::Code::from_i32(*code)), *n))
+        .collect();
+    out.family(
+        "lastmile_grpc_errors_total",
+        "counter",
+        "gRPC calls answered with an error, by method and code.",
+        errors.iter().map(|(method, code, n)| (vec![("method", method.as_str()), ("code", code.as_str())], *n as f64)),
     );
     let auth = &shared.auth.counters;
     out.family(

@@ -4,8 +4,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::dispatch_client::DispatchClient;
 
-pub use crate::connect::Target;
 use crate::connect::Conn;
+pub use crate::connect::Target;
 
 /// Where and what an incident is (report and preview).
 #[derive(Args)]

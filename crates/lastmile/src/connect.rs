@@ -49,7 +49,8 @@ pub struct Target {
 
 impl Target {
     pub fn endpoint(&self) -> anyhow::Result<Endpoint> {
-        let mut endpoint = Endpoint::from_shared(self.addr.clone()).with_context(|| format!("bad address {}", self.addr))?;
+        let mut endpoint =
+            Endpoint::from_shared(self.addr.clone()).with_context(|| format!("bad address {}", self.addr))?;
         if self.addr.starts_with("https://") {
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &self.ca {
@@ -64,9 +65,9 @@ impl Target {
     pub fn bearer(&self) -> anyhow::Result<Bearer> {
         match &self.token {
             None => Ok(Bearer::none()),
-            Some(token) => Ok(Bearer(Some(
-                format!("Bearer {token}").parse().context("the token must be printable ASCII")?,
-            ))),
+            Some(token) => {
+                Ok(Bearer(Some(format!("Bearer {token}").parse().context("the token must be printable ASCII")?)))
+            }
         }
     }
 

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
+use crate::connect::Conn;
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::unit_terminal_client::UnitTerminalClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use crate::connect::Conn;
 
 #[derive(Clone, Debug)]
 pub struct Behaviour {

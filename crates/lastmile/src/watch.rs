@@ -6,7 +6,12 @@ use std::time::Duration;
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::dispatch_client::DispatchClient;
 
-pub async fn run(target: crate::connect::Target, mut after_seq: u64, incident_id: String, unit_id: String) -> anyhow::Result<()> {
+pub async fn run(
+    target: crate::connect::Target,
+    mut after_seq: u64,
+    incident_id: String,
+    unit_id: String,
+) -> anyhow::Result<()> {
     loop {
         match follow(&target, &mut after_seq, &incident_id, &unit_id).await {
             Ok(()) => eprintln!("watch: feed ended; reconnecting from seq {after_seq}"),
@@ -27,9 +32,8 @@ async fn follow(
     incident_id: &str,
     unit_id: &str,
 ) -> Result<(), tonic::Status> {
-    let mut client = DispatchClient::new(
-        target.connect().await.map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?,
-    );
+    let mut client =
+        DispatchClient::new(target.connect().await.map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?);
     let mut stream = client
         .watch_events(pb::WatchEventsRequest {
             after_seq: *after_seq,
