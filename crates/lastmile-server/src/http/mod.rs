@@ -109,7 +109,8 @@ pub async fn serve(
 }
 
 /// A JSON request body: read whole (bounded by `http.max_body_bytes`), an
-/// empty body meaning `{}`, otherwise `Content-Type: application/json`.
+/// empty body meaning `{}`, otherwise a JSON object with
+/// `Content-Type: application/json`.
 /// Every failure is an [`ApiError`] (axum's own rejections are plain text).
 pub struct JsonBody<T>(pub T);
 
@@ -131,6 +132,10 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for JsonBody<T> {
             .map_err(|r| error::from_bytes_rejection(r, gateway.max_body_bytes))?;
         if bytes.is_empty() {
             return axum::Json::<T>::from_bytes(b"{}").map(|j| JsonBody(j.0)).map_err(error::from_json_rejection);
+        }
+        // serde would read a struct from an array too; the API takes objects.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') && is_json == Some(true) {
+            return Err(ApiError::invalid("request body: must be a JSON object"));
         }
         if is_json != Some(true) {
             return Err(ApiError::new(
