@@ -534,10 +534,16 @@ impl From<&pb::DispatchEvent> for DispatchEvent {
     }
 }
 
-/// The one JSON form of a live-feed event: the `data` of the SSE stream's
-/// events, and what webhooks send.
+/// The one JSON form of a live-feed event: what webhooks send, and (as
+/// [`event_text`], the same fields in the proto's order) the `data` of the
+/// SSE stream's events.
 pub fn event(e: &pb::DispatchEvent) -> serde_json::Value {
     serde_json::to_value(DispatchEvent::from(e)).expect("a DispatchEvent always serialises")
+}
+
+/// [`event`] as text, fields in the proto's order.
+pub fn event_text(e: &pb::DispatchEvent) -> String {
+    serde_json::to_string(&DispatchEvent::from(e)).expect("a DispatchEvent always serialises")
 }
 
 /// The SSE `event:` name of a live-feed event (`INCIDENT_REPORTED`, ...).

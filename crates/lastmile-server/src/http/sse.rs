@@ -64,7 +64,7 @@ pub(super) async fn watch_events(
             Ok(event) => Event::default()
                 .id(event.seq.to_string())
                 .event(json::event_type_name(&event))
-                .data(json::event(&event).to_string()),
+                .data(json::event_text(&event)),
             // The forwarding task sends at most one error and then ends, so
             // this is the stream's last event.
             Err(status) => {
