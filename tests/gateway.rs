@@ -275,20 +275,20 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
             return Err(format!("{at}: {value} is not of type {types:?}"));
         }
     }
-    if let Some(values) = schema.get("enum") {
-        if !values.as_array().unwrap().contains(value) {
-            return Err(format!("{at}: {value} is not one of {values}"));
-        }
+    if let Some(values) = schema.get("enum")
+        && !values.as_array().unwrap().contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {values}"));
     }
-    if let (Some(min), Some(n)) = (schema.get("minimum"), value.as_f64()) {
-        if n < min.as_f64().unwrap() {
-            return Err(format!("{at}: {n} < minimum {min}"));
-        }
+    if let (Some(min), Some(n)) = (schema.get("minimum"), value.as_f64())
+        && n < min.as_f64().unwrap()
+    {
+        return Err(format!("{at}: {n} < minimum {min}"));
     }
-    if let (Some(max), Some(n)) = (schema.get("maximum"), value.as_f64()) {
-        if n > max.as_f64().unwrap() {
-            return Err(format!("{at}: {n} > maximum {max}"));
-        }
+    if let (Some(max), Some(n)) = (schema.get("maximum"), value.as_f64())
+        && n > max.as_f64().unwrap()
+    {
+        return Err(format!("{at}: {n} > maximum {max}"));
     }
     if let Some(object) = value.as_object() {
         let properties = schema.get("properties").and_then(Value::as_object);
