@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use lastmile_server::http::error::CODE_NAMES;
 use lastmile_server::http::json::{JsonEnum, enum_names};
 use lastmile_suite::v1 as pb;
-use lastmile_suite::{PATIENCE, ServedBinary, TestServer, report};
+use lastmile_suite::{PATIENCE, ServedBinary, TestServer, eventually, report};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -850,4 +850,79 @@ fn the_schema_checker_refuses_extra_missing_and_mistyped_fields() {
     assert!(check(&doc, &p, &json!({"a": -1, "b": "X"}), "$").is_err());
     assert!(check(&doc, &p, &json!({"a": 1.5, "b": "X"}), "$").is_err());
     assert!(check(&doc, &json!({"pattern": "x"}), &json!("x"), "$").unwrap_err().contains("pattern"));
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_frees_its_watcher_place_on_a_quiet_feed() {
+    let mut config = lastmile_server::LastmileConfig::embedded().unwrap();
+    config.journal.data_dir = String::new();
+    config.feed.max_watchers = 1;
+    let server = TestServer::start_with(config).await;
+    let addr = server.http_addr;
+    let first = Sse::open(addr, "/v1/events", &[]).await;
+    drop(first); // closes the connection; no event is ever published
+    let mut second = eventually(|| async { Sse::try_open(addr, "/v1/events", &[]).await.ok() }).await;
+    // And the new watcher is live.
+    post(addr, "/v1/incidents", &report_json("quiet-1")).await;
+    assert_eq!(second.next().await.unwrap().event, "INCIDENT_REPORTED");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_with_every_documented_field_are_accepted() {
+    let server = TestServer::start().await;
+    let addr = server.http_addr;
+    let doc = openapi(addr).await;
+    let properties = |name: &str| -> Vec<String> {
+        let mut keys: Vec<String> =
+            doc["components"]["schemas"][name]["properties"].as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let keys = |body: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let mut report = report_json("every-field");
+    report["grid_id"] = json!("");
+    assert_eq!(keys(&report), properties("ReportIncidentRequest"));
+    conforms(&doc, "/v1/incidents", "post", &post(addr, "/v1/incidents", &report).await, 201);
+    let preview = json!({"location": {"lat": 28.58, "lng": 121.37}, "kind": "RESCUE", "severity": 4});
+    assert_eq!(keys(&preview), properties("PreviewDispatchRequest"));
+    conforms(&doc, "/v1/dispatch/preview", "post", &post(addr, "/v1/dispatch/preview", &preview).await, 200);
+    let close = json!({"reason": "done"});
+    assert_eq!(keys(&close), properties("CloseIncidentRequest"));
+    let closed = post(addr, "/v1/incidents/inc-000001/close", &close).await;
+    conforms(&doc, "/v1/incidents/{id}/close", "post", &closed, 200);
+
+    let parameters = |route: &str| -> Vec<String> {
+        let mut names: Vec<String> = doc["paths"][route]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["in"] == "query")
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let query_names = |query: &str| -> Vec<String> {
+        let mut names: Vec<String> = query.split('&').map(|kv| kv.split('=').next().unwrap().to_string()).collect();
+        names.sort();
+        names
+    };
+    let incidents = "status=CLOSED&page_size=10&page_token=";
+    assert_eq!(query_names(incidents), parameters("/v1/incidents"));
+    let listed = conforms(&doc, "/v1/incidents", "get", &get(addr, &format!("/v1/incidents?{incidents}")).await, 200);
+    assert_eq!(listed["incidents"].as_array().unwrap().len(), 1);
+    let units = "tier=TIER_5&status=AVAILABLE&town=%E8%B7%AF%E6%A1%A5%E8%A1%97%E9%81%93&page_size=10&page_token=";
+    assert_eq!(query_names(units), parameters("/v1/units"));
+    let listed = conforms(&doc, "/v1/units", "get", &get(addr, &format!("/v1/units?{units}")).await, 200);
+    assert!(listed["units"].as_array().unwrap().iter().all(|u| u["town"] == "路桥街道"));
+    let events = "after_seq=1&incident_id=inc-000001&unit_id=";
+    assert_eq!(query_names(events), parameters("/v1/events"));
+    let mut stream = Sse::open(addr, &format!("/v1/events?{events}"), &[]).await;
+    assert_eq!(stream.next().await.unwrap().data["incident_id"], "inc-000001");
+    server.shutdown().await;
 }
