@@ -926,3 +926,20 @@ async fn requests_with_every_documented_field_are_accepted() {
     assert_eq!(stream.next().await.unwrap().data["incident_id"], "inc-000001");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_no_request_is_closed_and_frees_its_place() {
+    let mut config = lastmile_server::LastmileConfig::embedded().unwrap();
+    config.journal.data_dir = String::new();
+    config.http.max_connections = 1;
+    config.http.header_read_timeout_ms = 200;
+    let server = TestServer::start_with(config).await;
+    let addr = server.http_addr;
+    // Holds the only place, saying nothing: closed after the head timeout.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, silent.read_to_end(&mut rest)).await.expect("the server closes it");
+    // The place is free again.
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    server.shutdown().await;
+}

@@ -90,6 +90,11 @@ pub struct HttpConfig {
     /// Seconds between keep-alive comments on an idle event stream (so
     /// proxies and clients can tell a quiet feed from a dead connection).
     pub sse_keepalive_s: u64,
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head within this long
+    /// is closed (slow or stuck clients must not hold a connection place).
+    pub header_read_timeout_ms: u64,
 }
 
 impl HttpConfig {
@@ -214,6 +219,8 @@ impl LastmileConfig {
             ("journal.max_batch_records", self.journal.max_batch_records as u64),
             ("journal.enqueue_timeout_ms", self.journal.enqueue_timeout_ms),
             ("http.sse_keepalive_s", self.http.sse_keepalive_s),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(self.invalid(key, "must be greater than 0"));

@@ -346,11 +346,8 @@ pub async fn run_opened(
         let router = http::router(shared.clone(), &config.http);
         info!(addr = ?http_listener.local_addr().ok(), "lastmile serving the JSON/HTTP gateway");
         let stopped = shared.stop.clone().cancelled_owned();
-        AbortOnDrop(tokio::spawn(async move {
-            if let Err(error) = http::serve(http_listener, router, stopped).await {
-                tracing::error!(%error, "http gateway stopped");
-            }
-        }))
+        let http_config = config.http.clone();
+        AbortOnDrop(tokio::spawn(async move { http::serve(http_listener, router, &http_config, stopped).await }))
     });
     let stop = shared.stop.clone();
     let signal = async {

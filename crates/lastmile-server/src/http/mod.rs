@@ -89,23 +89,65 @@ pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
         .with_state(gateway)
 }
 
-/// Serves `router` on `listener` (TCP_NODELAY on every accepted connection,
-/// as the gRPC side) until `shutdown` resolves; then stops accepting and
-/// waits for in-flight requests. Event streams end on their own at shutdown
-/// (`Shared::stop`), so they do not hold the drain open; bounding the drain
-/// is the caller's (`server.shutdown_grace_ms` in the binary).
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|stream| {
+/// Serves `router` on `listener` until `shutdown` resolves; then stops
+/// accepting and waits for the connections to finish their requests. Event
+/// streams end on their own at shutdown (`Shared::stop`), so they do not hold
+/// the drain open; bounding the drain is the caller's
+/// (`server.shutdown_grace_ms` in the binary).
+///
+/// HTTP/1.1, TCP_NODELAY on every connection (as the gRPC side), at most
+/// `http.max_connections` at once (the next waits in the listen backlog),
+/// and `http.header_read_timeout_ms` for a request head. (axum::serve
+/// bounds neither.) Every connection task lives in this future: dropping it
+/// ends them all.
+pub async fn serve(listener: TcpListener, router: Router, config: &HttpConfig, shutdown: impl Future<Output = ()>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let places = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let header_read_timeout = Duration::from_millis(config.header_read_timeout_ms);
+    let graceful = GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let place = tokio::select! {
+            () = &mut shutdown => break,
+            place = places.clone().acquire_owned() => place.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: back off rather
+                // than spin (what axum::serve does too).
+                tracing::warn!(%error, "http: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "http: cannot set TCP_NODELAY");
         }
-    });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        connections.spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "http connection ended");
+            }
+            drop(place);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// A JSON request body: read whole (bounded by `http.max_body_bytes`), an
