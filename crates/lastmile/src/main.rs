@@ -173,6 +173,7 @@ async fn serve(
         Some(path) => LastmileConfig::load(path)?,
         None => LastmileConfig::embedded()?,
     };
+    let overridden = listen.is_some() || http_listen.is_some();
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
@@ -181,7 +182,9 @@ async fn serve(
     }
     if let Some(addr) = http_listen {
         config.http.listen = addr;
-        // The flag is checked like the file's value (names `http.listen`).
+    }
+    if overridden {
+        // Flags are checked like the file's values (e.g. naming `http.listen`).
         config.validate()?;
     }
     if config.journal.data_dir.is_empty() {
