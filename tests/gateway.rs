@@ -711,6 +711,29 @@ async fn the_document_lists_every_enum_value_and_route() {
             "POST /v1/incidents/{id}/close",
         ]
     );
+    // And the server has each of them (not the 404 / 405 of a missing route).
+    for route in &routes {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = path.replace("{id}", "x");
+        let response = if path == "/v1/events" {
+            match Sse::try_open(server.http_addr, "/v1/events?after_seq=999999", &[]).await {
+                Ok(_) => panic!("a resume from ahead of the feed is refused"),
+                Err(response) => response,
+            }
+        } else {
+            http(server.http_addr, method, &path, &[], None).await
+        };
+        let code = response.json().get("error").map(|e| e["code"].clone());
+        assert!(
+            response.status != 405
+                && !(response.status == 404
+                    && code == Some(json!("NOT_FOUND"))
+                    && response.text().contains("no route")),
+            "{route}: {} {}",
+            response.status,
+            response.text()
+        );
+    }
     // Every schema is an object schema the checker understands, closed to
     // unknown fields.
     for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
