@@ -36,6 +36,7 @@ pub fn embedded_config_text() -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct LastmileConfig {
     pub server: ServerConfig,
+    pub http: HttpConfig,
     pub feed: FeedConfig,
     pub terminals: TerminalsConfig,
     pub journal: JournalConfig,
@@ -81,6 +82,33 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     pub default_page_size: u32,
     pub max_page_size: u32,
+}
+
+/// The JSON/HTTP gateway (`crate::http`): the Dispatch operations and the
+/// live feed (Server-Sent Events) for systems that cannot speak gRPC.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` of the gateway; empty = no gateway.
+    pub listen: String,
+    /// Largest request body accepted, bytes; larger is 413.
+    pub max_body_bytes: usize,
+    /// Seconds between keep-alive comments on an idle event stream (so
+    /// proxies and clients can tell a quiet feed from a dead connection).
+    pub sse_keepalive_s: u64,
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head within this long
+    /// is closed (slow or stuck clients must not hold a connection place).
+    pub header_read_timeout_ms: u64,
+}
+
+impl HttpConfig {
+    /// The address to listen on; `None` when the gateway is off. (Checked
+    /// by [`LastmileConfig::validate`], so a validated config never fails here.)
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        (!self.listen.is_empty()).then(|| self.listen.parse().ok()).flatten()
+    }
 }
 
 /// The dispatchers' live feed.
@@ -224,6 +252,9 @@ impl LastmileConfig {
             ("journal.max_pending_ops", self.journal.max_pending_ops as u64),
             ("journal.max_batch_records", self.journal.max_batch_records as u64),
             ("journal.enqueue_timeout_ms", self.journal.enqueue_timeout_ms),
+            ("http.sse_keepalive_s", self.http.sse_keepalive_s),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(self.invalid(key, "must be greater than 0"));
@@ -233,6 +264,21 @@ impl LastmileConfig {
         }
         if s.max_decoding_message_bytes < 1024 {
             return Err(self.invalid("server.max_decoding_message_bytes", "must be at least 1024"));
+        }
+        let h = &self.http;
+        if !h.listen.is_empty() {
+            let Ok(addr) = h.listen.parse::<SocketAddr>() else {
+                return Err(self.invalid(
+                    "http.listen",
+                    format!("{:?} is not host:port (e.g. \"127.0.0.1:8080\"; \"\" = no gateway)", h.listen),
+                ));
+            };
+            if addr == s.listen && addr.port() != 0 {
+                return Err(self.invalid("http.listen", "must differ from server.listen"));
+            }
+        }
+        if h.max_body_bytes < 1024 {
+            return Err(self.invalid("http.max_body_bytes", "must be at least 1024"));
         }
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
         self.build_auth()?;
@@ -329,5 +375,13 @@ mod tests {
         let text = EMBEDDED_CONFIG.replace("default_page_size = 100", "default_page_size = 0");
         let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
         assert!(err.contains("server.default_page_size"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"");
+        let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("max_body_bytes = 65536", "max_body_bytes = 10");
+        let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("http.max_body_bytes"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("listen = \"127.0.0.1:8080\"", "listen = \"\"");
+        assert_eq!(LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap().http.listen_addr(), None);
     }
 }

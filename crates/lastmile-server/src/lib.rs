@@ -14,8 +14,11 @@
 //! - [`clock`]: the server's only clock.
 //! - [`journal`]: group commit of every change before it is answered; fail
 //!   closed.
+//! - [`http`]: the JSON/HTTP gateway (the Dispatch operations, the live feed
+//!   as Server-Sent Events) over the same `Dispatch` service.
 //! - [`run`]: serves all of it, `grpc.health.v1` and server reflection on a
-//!   listener until a shutdown future resolves.
+//!   listener (and the gateway on a second one) until a shutdown future
+//!   resolves.
 //!
 //! No dispatch logic lives here: that is `lastmile-core`'s.
 
@@ -26,6 +29,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod grpc_outcome;
+pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod service;
@@ -250,6 +254,23 @@ fn grpc_builder(config: &LastmileConfig) -> Result<tonic::transport::Server, Ser
     Ok(builder.tls_config(tls)?)
 }
 
+/// Where the server listens: gRPC, and optionally the JSON/HTTP gateway.
+/// A bare gRPC listener converts into one (no gateway), so
+/// `run_opened(Arc::new(listener), ...)` keeps working.
+pub struct Listeners {
+    /// Shared, so one port can serve the recovery phase (health only) and
+    /// then the full service.
+    pub grpc: Arc<TcpListener>,
+    /// The gateway's listener (`http.listen`); `None` = no gateway.
+    pub http: Option<TcpListener>,
+}
+
+impl From<Arc<TcpListener>> for Listeners {
+    fn from(grpc: Arc<TcpListener>) -> Self {
+        Listeners { grpc, http: None }
+    }
+}
+
 /// Builds the dispatcher from a configuration and the dataset it names.
 pub fn build_dispatcher(config: &LastmileConfig) -> Result<Dispatcher, ServerError> {
     let (units, area) = config.load_dataset()?;
@@ -275,13 +296,15 @@ pub const FEED_SEQ_GAP_AFTER_RESTART: u64 = 1 << 32;
 
 /// [`run`] for a dispatcher from [`open`]: starts its journal, re-arms every
 /// timer of the recovered state (those already due fire at once, in order),
-/// then serves.
+/// then serves gRPC, and the JSON/HTTP gateway if `listeners` has its
+/// listener. At shutdown both stop accepting and drain.
 pub async fn run_opened(
-    listener: Arc<TcpListener>,
+    listeners: impl Into<Listeners>,
     config: Arc<LastmileConfig>,
     opened: Opened,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let Listeners { grpc: listener, http: http_listener } = listeners.into();
     let auth = config.build_auth()?;
     let grpc_addr = listener.local_addr().map_err(ServerError::Listener)?;
     config.check_exposure(&[("server.listen", grpc_addr)])?;
@@ -367,6 +390,15 @@ pub async fn run_opened(
         config = %config.source,
         "lastmile serving lastmile.v1.Dispatch, lastmile.v1.UnitTerminal, grpc.health.v1, reflection"
     );
+    // The gateway: its own task, stopped with the rest (`shared.stop`), and
+    // aborted if gRPC serving fails (the guard drops).
+    let mut gateway = http_listener.map(|http_listener| {
+        let router = http::router(shared.clone(), &config.http);
+        info!(addr = ?http_listener.local_addr().ok(), "lastmile serving the JSON/HTTP gateway");
+        let stopped = shared.stop.clone().cancelled_owned();
+        let http_config = config.http.clone();
+        AbortOnDrop(tokio::spawn(async move { http::serve(http_listener, router, &http_config, stopped).await }))
+    });
     let stop = shared.stop.clone();
     let signal = async {
         shutdown.await;
@@ -389,6 +421,10 @@ pub async fn run_opened(
         .add_service(terminal)
         .serve_with_incoming_shutdown(incoming_nodelay(listener), signal)
         .await?;
+    // The gateway drains too (its event streams ended with `stop`).
+    if let Some(gateway) = gateway.as_mut() {
+        let _ = (&mut gateway.0).await;
+    }
     // Requests are drained; stop the timers, then flush and close the journal.
     drop(_timers);
     if let Some(journal) = journal {

@@ -258,6 +258,10 @@ impl Dispatch for DispatchService {
                         let _ = tx.try_send(Err(Status::unavailable(format!("server shutting down; resume with after_seq = {last_sent}"))));
                         return;
                     }
+                    // The watcher left (an SSE client closing its connection
+                    // does this at once): free its place now, not at the next
+                    // event, which on a quiet feed may be hours away.
+                    () = tx.closed() => return,
                     received = live.recv() => received,
                 };
                 match received {

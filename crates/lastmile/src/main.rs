@@ -40,6 +40,9 @@ enum Command {
         /// gRPC listen address, overriding `server.listen` (port 0 picks a free port).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// JSON/HTTP gateway listen address, overriding `http.listen` ("" = no gateway).
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<String>,
         /// Log as JSON lines instead of human-readable text. Level: RUST_LOG (default info).
         #[arg(long)]
         log_json: bool,
@@ -117,10 +120,10 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { config, listen, log_json, data_dir, in_memory } => {
+        Command::Serve { config, listen, http_listen, log_json, data_dir, in_memory } => {
             init_logging(log_json);
             let data_dir = if in_memory { Some(String::new()) } else { data_dir.map(|d| d.display().to_string()) };
-            runtime.block_on(serve(config, listen, data_dir))
+            runtime.block_on(serve(config, listen, http_listen, data_dir))
         }
         Command::Watch { target, after_seq, incident, unit } => {
             runtime.block_on(watch::run(target, after_seq, incident, unit))
@@ -171,17 +174,26 @@ fn init_logging(json: bool) {
 async fn serve(
     config_path: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
+    http_listen: Option<String>,
     data_dir: Option<String>,
 ) -> anyhow::Result<()> {
     let mut config = match &config_path {
         Some(path) => LastmileConfig::load(path)?,
         None => LastmileConfig::embedded()?,
     };
+    let overridden = listen.is_some() || http_listen.is_some();
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
     if let Some(dir) = data_dir {
         config.journal.data_dir = dir;
+    }
+    if let Some(addr) = http_listen {
+        config.http.listen = addr;
+    }
+    if overridden {
+        // Flags are checked like the file's values (e.g. naming `http.listen`).
+        config.validate()?;
     }
     if config.journal.data_dir.is_empty() {
         warn!("running in memory: nothing survives a restart");
@@ -208,6 +220,16 @@ async fn serve(
     let _ = recovered_tx.send(());
     health_phase.await??;
     let opened = opened?;
+    // The gateway's port is bound once recovered, so a journal that cannot be
+    // opened is reported as such, not as a busy port.
+    let http_listener = match config.http.listen_addr() {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     {
         use std::io::Write;
         // Printed once recovered, i.e. ready: scripts and tests that pass port 0
@@ -216,13 +238,18 @@ async fn serve(
         // A closed stdout is ignored: the server must not die because its reader did.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "lastmile listening on {}", listener.local_addr()?);
+        // Second, so scripts reading the first line are unaffected.
+        if let Some(http) = &http_listener {
+            let _ = writeln!(out, "lastmile http listening on {}", http.local_addr()?);
+        }
         let _ = out.flush();
     }
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let config = Arc::new(config);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lastmile_server::run_opened(listener, config, opened, async {
+    let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener };
+    let server = tokio::spawn(lastmile_server::run_opened(listeners, config, opened, async {
         let _ = stop_rx.await;
     }));
     tokio::pin!(server);
