@@ -679,16 +679,15 @@ impl Dispatcher {
         }
         incident.status = IncidentStatus::Closed;
         incident.closed_at = Some(now);
-        // Eight arguments: the caller holds the incident's lock and lends its id and
-        // grid cell apart from the assignment it borrows mutably.
-        #[allow(clippy::too_many_arguments)]
         fx.store_incident(incident);
         Ok(incident.clone())
     }
 
     /// Releases the unit of an active assignment (the caller holds the
     /// incident's lock): PAGED -> AVAILABLE, EN_ROUTE/ON_SCENE -> RETURNING.
-    #[allow(clippy::too_many_arguments)] // the incident's id and cell come apart: the caller holds its lock and tiers
+    // Eight arguments: the caller holds the incident's lock and lends its id and
+    // grid cell apart from the assignment it borrows mutably.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn release_assignment(
         &self,
         incident_id: &str,
