@@ -679,6 +679,7 @@ impl Dispatcher {
         }
         incident.status = IncidentStatus::Closed;
         incident.closed_at = Some(now);
+        fx.emit(Event::new(EventKind::IncidentClosed, now).incident(id, &incident.grid_id));
         fx.store_incident(incident);
         Ok(incident.clone())
     }

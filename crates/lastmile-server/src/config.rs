@@ -18,6 +18,7 @@ const EMBEDDED_FILES: &[(&str, &str)] = &[
     ("luqiao/units.json", include_str!("../../../config/luqiao/units.json")),
     ("luqiao/places.json", include_str!("../../../config/luqiao/places.json")),
     ("luqiao/district.geojson", include_str!("../../../config/luqiao/district.geojson")),
+    ("luqiao/grid.geojson", include_str!("../../../config/luqiao/grid.geojson")),
 ];
 
 /// A dataset file of the embedded default, by its path in `config/`
@@ -127,6 +128,8 @@ pub struct DatasetPaths {
     pub units: String,
     pub places: String,
     pub outline: String,
+    /// Grid cells (网格) with their grid workers, GeoJSON.
+    pub grid: String,
 }
 
 /// A configuration that cannot be used: names the file and the key.
@@ -236,7 +239,9 @@ impl LastmileConfig {
             .map_err(|e| err(&self.dataset.places, e.to_string()))?;
         let outline = dataset::parse_outline(&self.read_dataset_file(&self.dataset.outline)?)
             .map_err(|e| err(&self.dataset.outline, e.to_string()))?;
-        Ok((units, ServiceArea::new(outline, places)))
+        let grid = dataset::parse_grid(&self.read_dataset_file(&self.dataset.grid)?)
+            .map_err(|e| err(&self.dataset.grid, e.to_string()))?;
+        Ok((units, ServiceArea::new(outline, places).with_grid(grid)))
     }
 
     pub fn dispatcher_limits(&self) -> DispatcherLimits {
@@ -251,8 +256,9 @@ mod tests {
     #[test]
     fn the_embedded_default_loads_with_its_dataset() {
         let config = LastmileConfig::embedded().unwrap();
-        let (units, _area) = config.load_dataset().unwrap();
+        let (units, area) = config.load_dataset().unwrap();
         assert_eq!(units.len(), 4 + 12 + 228 + 600);
+        assert_eq!(area.grid().len(), 636);
         assert_eq!(config.dispatch, {
             let mut d = DispatchConfig::defaults();
             d.response_plan = config.dispatch.response_plan.clone();
