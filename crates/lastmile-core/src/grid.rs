@@ -76,7 +76,8 @@ impl GridIndex {
             if !seen.insert(cell.grid_id.as_str()) {
                 return Err(problem("duplicate grid_id"));
             }
-            if !(cell.polygon.unsigned_area() > 0.0) {
+            // NaN fails too (coordinates are checked finite by the parser).
+            if cell.polygon.unsigned_area().partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 return Err(problem("polygon has no area"));
             }
         }
