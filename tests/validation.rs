@@ -31,6 +31,8 @@ async fn bad_reports_are_refused_naming_the_field() {
         ("over-long external_id", report(&long(129)), "external_id"),
         ("over-long address", pb::ReportIncidentRequest { address: long(513), ..report("x") }, "address"),
         ("over-long description", pb::ReportIncidentRequest { description: long(4097), ..report("x") }, "description"),
+        ("over-long grid_id", pb::ReportIncidentRequest { grid_id: long(129), ..report("x") }, "grid_id"),
+        ("another cell's grid_id", pb::ReportIncidentRequest { grid_id: "LQ-G0001".into(), ..report("x") }, "grid_id"),
     ];
     for (what, request, field) in cases {
         let err = client.report_incident(request).await.expect_err(what);

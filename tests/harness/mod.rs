@@ -93,8 +93,8 @@ impl Drop for TestServer {
 }
 
 /// A configuration on disk, as an operator would write it: the embedded
-/// config file with `edit` applied to its text, the embedded places and
-/// outline, and `units_json` as the unit list, in a fresh temporary folder.
+/// config file with `edit` applied to its text, the embedded places,
+/// outline and grid, and `units_json` as the unit list, in a fresh temporary folder.
 pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> LastmileConfig {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir: PathBuf = std::env::temp_dir().join(format!(
@@ -103,7 +103,7 @@ pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> 
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(dir.join("luqiao")).expect("temp dir");
-    for name in ["luqiao/places.json", "luqiao/district.geojson"] {
+    for name in ["luqiao/places.json", "luqiao/district.geojson", "luqiao/grid.geojson"] {
         std::fs::write(dir.join(name), embedded_dataset_file(name).expect("embedded file")).expect("write");
     }
     std::fs::write(dir.join("luqiao/units.json"), units_json).expect("write units");

@@ -120,6 +120,7 @@ fn event_type(kind: EventKind) -> pb::EventType {
         EventKind::TierEscalated => pb::EventType::TierEscalated,
         EventKind::UnitStatusChanged => pb::EventType::UnitStatusChanged,
         EventKind::UnitPosition => pb::EventType::UnitPosition,
+        EventKind::GridWorkerNotified => pb::EventType::GridWorkerNotified,
     }
 }
 
@@ -135,7 +136,7 @@ fn event_to_pb(e: &Event, seq: u64) -> pb::DispatchEvent {
         unit_status: e.unit_status.map(|s| convert::unit_status_to_pb(s) as i32).unwrap_or(0),
         position: e.position.map(convert::lat_lng_to_pb),
         detail: e.detail.clone(),
-        grid_id: String::new(),
+        grid_id: e.grid_id.clone(),
     }
 }
 

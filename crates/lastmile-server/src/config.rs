@@ -18,6 +18,7 @@ const EMBEDDED_FILES: &[(&str, &str)] = &[
     ("luqiao/units.json", include_str!("../../../config/luqiao/units.json")),
     ("luqiao/places.json", include_str!("../../../config/luqiao/places.json")),
     ("luqiao/district.geojson", include_str!("../../../config/luqiao/district.geojson")),
+    ("luqiao/grid.geojson", include_str!("../../../config/luqiao/grid.geojson")),
 ];
 
 /// A dataset file of the embedded default, by its path in `config/`
@@ -189,6 +190,8 @@ pub struct DatasetPaths {
     pub units: String,
     pub places: String,
     pub outline: String,
+    /// Grid cells (网格) with their grid workers, GeoJSON.
+    pub grid: String,
 }
 
 /// A configuration that cannot be used: names the file and the key.
@@ -340,7 +343,9 @@ impl LastmileConfig {
             .map_err(|e| err(&self.dataset.places, e.to_string()))?;
         let outline = dataset::parse_outline(&self.read_dataset_file(&self.dataset.outline)?)
             .map_err(|e| err(&self.dataset.outline, e.to_string()))?;
-        Ok((units, ServiceArea::new(outline, places)))
+        let grid = dataset::parse_grid(&self.read_dataset_file(&self.dataset.grid)?)
+            .map_err(|e| err(&self.dataset.grid, e.to_string()))?;
+        Ok((units, ServiceArea::new(outline, places).with_grid(grid)))
     }
 
     pub fn dispatcher_limits(&self) -> DispatcherLimits {
@@ -355,13 +360,47 @@ mod tests {
     #[test]
     fn the_embedded_default_loads_with_its_dataset() {
         let config = LastmileConfig::embedded().unwrap();
-        let (units, _area) = config.load_dataset().unwrap();
+        let (units, area) = config.load_dataset().unwrap();
         assert_eq!(units.len(), 4 + 12 + 228 + 600);
+        assert_eq!(area.grid().len(), 636);
         assert_eq!(config.dispatch, {
             let mut d = DispatchConfig::defaults();
             d.response_plan = config.dispatch.response_plan.clone();
             d
         });
+    }
+
+    /// The embedded grid tiles the outline: the cells' areas add up to the
+    /// outline's, and random points inside the outline (away from its edge,
+    /// where cell coordinates are rounded) are in exactly one cell, points
+    /// outside in none.
+    #[test]
+    fn the_embedded_grid_tiles_the_outline() {
+        use geo::{Area, BoundingRect, Contains, Distance, Euclidean, Intersects, Point};
+        let (_, area) = LastmileConfig::embedded().unwrap().load_dataset().unwrap();
+        let outline = dataset::parse_outline(embedded_dataset_file("luqiao/district.geojson").unwrap()).unwrap();
+        let cells = area.grid().cells();
+        assert_eq!(cells.len(), 636);
+        let cells_area: f64 = cells.iter().map(|c| c.polygon.unsigned_area()).sum();
+        let outline_area = outline.unsigned_area();
+        assert!((cells_area - outline_area).abs() < 1e-6 * outline_area, "{cells_area} vs {outline_area}");
+        let seed = std::env::var("LASTMILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(636);
+        println!("the_embedded_grid_tiles_the_outline: LASTMILE_SEED={seed}");
+        let mut rng = lastmile_core::sim::SplitMix64(seed);
+        let bbox = outline.bounding_rect().unwrap();
+        let (mut inside, mut checked) = (0, 0);
+        while checked < 3000 {
+            let p = Point::new(rng.range(bbox.min().x, bbox.max().x), rng.range(bbox.min().y, bbox.max().y));
+            if outline.0.iter().any(|poly| Euclidean.distance(&p, poly.exterior()) < 1e-5) {
+                continue;
+            }
+            checked += 1;
+            let in_outline = outline.contains(&p);
+            inside += usize::from(in_outline);
+            let containing = cells.iter().filter(|c| c.polygon.intersects(&p)).count();
+            assert_eq!(containing, usize::from(in_outline), "{p:?} (LASTMILE_SEED={seed})");
+        }
+        assert!(inside > 500, "{inside} of {checked} points inside");
     }
 
     #[test]

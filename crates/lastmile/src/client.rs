@@ -36,6 +36,10 @@ pub enum ClientCommand {
         address: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The grid cell (网格) the reporter says the location is in; checked:
+        /// another cell than the location's is refused (INVALID_ARGUMENT).
+        #[arg(long, default_value = "")]
+        grid_id: String,
     },
     /// Show what a report would dispatch now, reserving nothing.
     Preview {
@@ -147,6 +151,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             external_id,
             address,
             description,
+            grid_id,
         } => {
             let external_id = external_id.unwrap_or_else(|| {
                 let ms =
@@ -162,7 +167,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     severity,
                     address,
                     description,
-                    grid_id: String::new(),
+                    grid_id,
                 })
                 .await
                 .map_err(status_error)?
@@ -282,6 +287,9 @@ fn print_incident(i: &pb::Incident) {
         i.village,
         if i.outside_service_area { "  (outside the service area)" } else { "" }
     );
+    if let Some(worker) = &i.grid_worker {
+        println!("  grid {}  worker {}  {}", i.grid_id, worker.name, worker.contact);
+    }
     print_tiers(&i.tiers);
 }
 
