@@ -225,3 +225,64 @@ async fn auth_off_is_refused_on_a_non_loopback_address() {
         .unwrap_err();
     assert!(err.to_string().contains("not a loopback address"), "{err}");
 }
+
+#[tokio::test]
+async fn the_http_gateway_holds_callers_to_the_same_table() {
+    use lastmile_suite::http::http;
+    let server = TestServer::start_with(config_on_disk(&paging_units(), |c| c + &auth_section(""))).await;
+    let addr = server.http_addr;
+    let bearer = |token: &str| format!("Bearer {token}");
+    let json = [("content-type", "application/json")];
+    let body = br#"{"external_id":"http-auth-1","location":{"lat":28.58,"lng":121.37},"kind":"FIRE","severity":2}"#;
+
+    // No token: 401 with the scheme to use.
+    let answer = http(addr, "POST", "/v1/incidents", &json, Some(body)).await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(answer.json()["error"]["code"], "UNAUTHENTICATED");
+
+    // The upstream system reports...
+    let auth = bearer(UPSTREAM);
+    let answer = http(addr, "POST", "/v1/incidents", &[json[0], ("authorization", auth.as_str())], Some(body)).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let id = answer.json()["incident"]["id"].as_str().unwrap().to_string();
+    // ...but may not close.
+    let close = format!("/v1/incidents/{id}/close");
+    let answer = http(addr, "POST", &close, &[("authorization", auth.as_str())], None).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], "PERMISSION_DENIED");
+    // A terminal token may not read incidents.
+    let terminal = bearer(TERMINAL);
+    let answer = http(addr, "GET", &format!("/v1/incidents/{id}"), &[("authorization", terminal.as_str())], None).await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    // The dispatcher may close.
+    let desk = bearer(DESK);
+    let answer = http(addr, "POST", &close, &[("authorization", desk.as_str())], None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // The live feed needs a token too.
+    let answer = http(addr, "GET", "/v1/events?after_seq=1", &[], None).await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+
+    // Health, metrics and the document stay open.
+    for open in ["/healthz", "/metrics", "/openapi.json"] {
+        assert_eq!(http(addr, "GET", open, &[], None).await.status, 200, "{open}");
+    }
+}
+
+#[tokio::test]
+async fn an_http_caller_over_its_rate_gets_429_with_retry_after() {
+    use lastmile_suite::http::http;
+    let limited = format!(
+        "\n[[auth.tokens]]\nname = \"chatty\"\nrole = \"integration\"\ntoken_sha256 = \"{}\"\nrate_per_s = 0.001\nburst = 2\n",
+        token_sha256_hex("chatty-secret")
+    );
+    let server = TestServer::start_with(config_on_disk(&paging_units(), |c| c + &auth_section(&limited))).await;
+    let auth = [("authorization", "Bearer chatty-secret")];
+    for _ in 0..2 {
+        assert_eq!(http(server.http_addr, "GET", "/v1/incidents", &auth, None).await.status, 200);
+    }
+    let answer = http(server.http_addr, "GET", "/v1/incidents", &auth, None).await;
+    assert_eq!(answer.status, 429, "{}", answer.text());
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert_eq!(answer.json()["error"]["code"], "RESOURCE_EXHAUSTED");
+}

@@ -65,3 +65,40 @@ fn tls_needs_both_cert_and_key() {
         .to_string();
     assert!(err.contains("tls.key_path"), "{err}");
 }
+
+#[tokio::test]
+async fn the_http_gateway_over_tls_handshakes_with_the_test_ca() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+
+    let server = TestServer::start_with(config_on_disk(&paging_units(), |c| c + &tls_section())).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(server.http_addr).await.unwrap();
+    let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake");
+    let answer = lastmile_suite::http::http_over(tls, server.http_addr, "GET", "/v1/units", &[], None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["units"].as_array().unwrap().len(), 6);
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(server.http_addr).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(lastmile_suite::PATIENCE, plain.read_to_end(&mut reply)).await;
+    assert!(
+        !reply.starts_with(b"HTTP/1.1 200"),
+        "plain text must not be served: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+}

@@ -17,6 +17,8 @@ use tonic::transport::Channel;
 
 pub use lastmile_proto::v1;
 
+pub mod http;
+
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The JSON/HTTP gateway (always on, on its own port 0).

@@ -239,6 +239,8 @@ pub enum ServerError {
     Recovery(String),
     #[error("listener: {0}")]
     Listener(std::io::Error),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A gRPC server builder, with TLS when `[tls]` is configured.
@@ -307,7 +309,18 @@ pub async fn run_opened(
     let Listeners { grpc: listener, http: http_listener } = listeners.into();
     let auth = config.build_auth()?;
     let grpc_addr = listener.local_addr().map_err(ServerError::Listener)?;
-    config.check_exposure(&[("server.listen", grpc_addr)])?;
+    let mut listening = vec![("server.listen", grpc_addr)];
+    if let Some(http) = &http_listener {
+        listening.push(("http.listen", http.local_addr().map_err(ServerError::Listener)?));
+    }
+    config.check_exposure(&listening)?;
+    let http_tls = match (&http_listener, config.tls.enabled()) {
+        (Some(_), true) => {
+            let (cert, key) = config.tls.read_pem()?;
+            Some(http::tls_acceptor(&cert, &key).map_err(ServerError::Tls)?)
+        }
+        _ => None,
+    };
     if auth.enabled() {
         info!(tokens = config.auth.tokens.len(), "auth on: every call needs a bearer token");
     } else {
@@ -397,7 +410,9 @@ pub async fn run_opened(
         info!(addr = ?http_listener.local_addr().ok(), "lastmile serving the JSON/HTTP gateway");
         let stopped = shared.stop.clone().cancelled_owned();
         let http_config = config.http.clone();
-        AbortOnDrop(tokio::spawn(async move { http::serve(http_listener, router, &http_config, stopped).await }))
+        AbortOnDrop(tokio::spawn(
+            async move { http::serve(http_listener, router, &http_config, http_tls, stopped).await },
+        ))
     });
     let stop = shared.stop.clone();
     let signal = async {

@@ -199,7 +199,11 @@ async fn serve(
         warn!("running in memory: nothing survives a restart");
     }
     // Before anything listens: no open service on a reachable address.
-    config.check_exposure(&[("server.listen", config.server.listen)])?;
+    let mut listening = vec![("server.listen", config.server.listen)];
+    if let Some(addr) = config.http.listen_addr() {
+        listening.push(("http.listen", addr));
+    }
+    config.check_exposure(&listening)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

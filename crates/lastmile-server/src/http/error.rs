@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tonic::Code;
 
@@ -101,7 +101,19 @@ impl From<tonic::Status> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        match self.status {
+            // RFC 6750: tell the client which scheme to use.
+            StatusCode::UNAUTHORIZED => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            // A token over its rate: the bucket refills within a second or so.
+            StatusCode::TOO_MANY_REQUESTS => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
     }
 }
 
@@ -112,11 +124,12 @@ impl ApiError {
 }
 
 /// The body was larger than `http.max_body_bytes`: 413, with the meaning
-/// gRPC gives a message over `server.max_decoding_message_bytes`.
+/// gRPC gives a message over `server.max_decoding_message_bytes`
+/// (RESOURCE_EXHAUSTED).
 pub fn body_too_large(max_body_bytes: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        Code::OutOfRange,
+        Code::ResourceExhausted,
         format!("request body: larger than {max_body_bytes} bytes (http.max_body_bytes)"),
     )
 }

@@ -35,7 +35,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lastmile_proto::v1 as pb;
@@ -74,6 +74,7 @@ pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/incidents", post(report_incident).get(list_incidents))
         .route("/v1/incidents/{id}", get(get_incident))
@@ -100,7 +101,13 @@ pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
 /// and `http.header_read_timeout_ms` for a request head. (axum::serve
 /// bounds neither.) Every connection task lives in this future: dropping it
 /// ends them all.
-pub async fn serve(listener: TcpListener, router: Router, config: &HttpConfig, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: &HttpConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
@@ -133,13 +140,32 @@ pub async fn serve(listener: TcpListener, router: Router, config: &HttpConfig, s
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "http: cannot set TCP_NODELAY");
         }
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        // The TLS handshake runs in the connection's task (a slow client must
+        // not hold up accepting), bounded by the header read timeout.
         connections.spawn(async move {
-            if let Err(error) = connection.await {
+            let builder = {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+                b
+            };
+            let result = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                Some(tls) => match tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "http: TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!("http: TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(error) = result {
                 tracing::debug!(%error, "http connection ended");
             }
             drop(place);
@@ -148,6 +174,28 @@ pub async fn serve(listener: TcpListener, router: Router, config: &HttpConfig, s
     drop(listener);
     graceful.shutdown().await;
     while connections.join_next().await.is_some() {}
+}
+
+/// The rustls acceptor for `[tls]` (HTTP/1.1 by ALPN).
+pub fn tls_acceptor(cert_pem: &str, key_pem: &str) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.cert_path: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.cert_path: no certificate in the file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| format!("tls.key_path: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("tls.key_path: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A JSON request body: read whole (bounded by `http.max_body_bytes`), an
@@ -169,9 +217,13 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for JsonBody<T> {
                 let mime = mime.trim().to_ascii_lowercase();
                 mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
-        let bytes = Bytes::from_request(request, gateway)
-            .await
-            .map_err(|r| error::from_bytes_rejection(r, gateway.max_body_bytes))?;
+        let bytes = Bytes::from_request(request, gateway).await.map_err(|r| {
+            let refusal = error::from_bytes_rejection(r, gateway.max_body_bytes);
+            if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
+                gateway.shared.metrics.limit_hit("http.max_body_bytes");
+            }
+            refusal
+        })?;
         if bytes.is_empty() {
             return axum::Json::<T>::from_bytes(b"{}").map(|j| JsonBody(j.0)).map_err(error::from_json_rejection);
         }
@@ -208,12 +260,32 @@ async fn call<T>(
     }
 }
 
+/// The gRPC request the gateway hands to the service, with the caller's
+/// `authorization` header: the service's own check ([`crate::auth`]) decides,
+/// so HTTP and gRPC callers are held to the same table and rate.
+pub(super) fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = headers.get(header::AUTHORIZATION)
+        && let Ok(value) = tonic::metadata::MetadataValue::try_from(value.as_bytes())
+    {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
 fn ok<T: serde::Serialize>(value: T) -> Response {
     axum::Json(value).into_response()
 }
 
 async fn healthz() -> Response {
     ok(serde_json::json!({ "status": "SERVING" }))
+}
+
+/// Prometheus text format; open like health (see [`crate::metrics`]).
+async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let text = crate::metrics::render(&gateway.shared);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
+        .into_response()
 }
 
 async fn openapi() -> Response {
@@ -224,10 +296,11 @@ async fn openapi() -> Response {
 /// `duplicate: true` for a repeated `external_id`.
 async fn report_incident(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<json::ReportIncidentBody>,
 ) -> Result<Response, ApiError> {
     let request = pb::ReportIncidentRequest::from(body);
-    let answer = call(&gateway, gateway.dispatch.report_incident(tonic::Request::new(request))).await?;
+    let answer = call(&gateway, gateway.dispatch.report_incident(grpc_request(&headers, request))).await?;
     let answer = json::ReportIncidentResponse::from(answer);
     if answer.duplicate {
         return Ok(ok(answer));
@@ -242,60 +315,66 @@ async fn report_incident(
 
 async fn get_incident(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(error::from_path_rejection)?;
     let answer =
-        call(&gateway, gateway.dispatch.get_incident(tonic::Request::new(pb::GetIncidentRequest { id }))).await?;
+        call(&gateway, gateway.dispatch.get_incident(grpc_request(&headers, pb::GetIncidentRequest { id }))).await?;
     Ok(ok(json::Incident::from(answer)))
 }
 
 async fn list_incidents(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     query: Result<Query<json::ListIncidentsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(error::from_query_rejection)?;
     let request = pb::ListIncidentsRequest::from(query);
-    let answer = call(&gateway, gateway.dispatch.list_incidents(tonic::Request::new(request))).await?;
+    let answer = call(&gateway, gateway.dispatch.list_incidents(grpc_request(&headers, request))).await?;
     Ok(ok(json::ListIncidentsResponse::from(answer)))
 }
 
 async fn close_incident(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody<json::CloseIncidentBody>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(error::from_path_rejection)?;
     let request = pb::CloseIncidentRequest { id, reason: body.reason };
-    let answer = call(&gateway, gateway.dispatch.close_incident(tonic::Request::new(request))).await?;
+    let answer = call(&gateway, gateway.dispatch.close_incident(grpc_request(&headers, request))).await?;
     Ok(ok(json::CloseIncidentResponse::from(answer)))
 }
 
 async fn preview_dispatch(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<json::PreviewDispatchBody>,
 ) -> Result<Response, ApiError> {
     let request = pb::PreviewDispatchRequest::from(body);
-    let answer = call(&gateway, gateway.dispatch.preview_dispatch(tonic::Request::new(request))).await?;
+    let answer = call(&gateway, gateway.dispatch.preview_dispatch(grpc_request(&headers, request))).await?;
     Ok(ok(json::PreviewDispatchResponse::from(answer)))
 }
 
 async fn list_units(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     query: Result<Query<json::ListUnitsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(error::from_query_rejection)?;
     let request = pb::ListUnitsRequest::from(query);
-    let answer = call(&gateway, gateway.dispatch.list_units(tonic::Request::new(request))).await?;
+    let answer = call(&gateway, gateway.dispatch.list_units(grpc_request(&headers, request))).await?;
     Ok(ok(json::ListUnitsResponse::from(answer)))
 }
 
 async fn get_unit(
     State(gateway): State<Gateway>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(error::from_path_rejection)?;
-    let answer = call(&gateway, gateway.dispatch.get_unit(tonic::Request::new(pb::GetUnitRequest { id }))).await?;
+    let answer = call(&gateway, gateway.dispatch.get_unit(grpc_request(&headers, pb::GetUnitRequest { id }))).await?;
     Ok(ok(json::Unit::from(answer)))
 }
 

@@ -58,7 +58,7 @@ pub(super) async fn watch_events(
     // No request timeout here: the stream lives until the client leaves, the
     // feed ends it, or the server shuts down (the service's forwarding task
     // watches `Shared::stop` and ends with UNAVAILABLE).
-    let feed = gateway.dispatch.watch_events(tonic::Request::new(request)).await?.into_inner();
+    let feed = gateway.dispatch.watch_events(super::grpc_request(&headers, request)).await?.into_inner();
     let events = feed.map(|item| -> Result<Event, Infallible> {
         Ok(match item {
             Ok(event) => Event::default()
