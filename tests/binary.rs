@@ -21,6 +21,9 @@ fn serve_on_the_embedded_default_answers_and_stops_on_sigterm() {
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.starts_with("inc-000001  external_id=grid-bin-1  FLOOD  severity 3  OPEN"), "{stdout}");
     assert!(stdout.contains("金清镇"), "located in 金清镇: {stdout}");
+    // The grid cell and its worker, on the line after the incident's.
+    let grid_line = stdout.lines().nth(1).unwrap_or_default();
+    assert!(grid_line.starts_with("  grid LQ-G") && grid_line.contains("worker "), "{stdout}");
 
     // A bad request: the client exits non-zero with the server's message.
     let output = Command::new(lastmile_bin())

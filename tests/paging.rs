@@ -69,6 +69,8 @@ async fn page_acknowledge_on_scene_meets_the_tier_and_the_feed_tells_it_in_order
         story,
         vec![
             t(pb::EventType::IncidentReported, ""),
+            // report() is inside the demo grid: its worker is told at once.
+            t(pb::EventType::GridWorkerNotified, ""),
             t(pb::EventType::UnitPaged, "T1-a"),
             t(pb::EventType::UnitPaged, "T3-a"),
             t(pb::EventType::UnitPaged, "T5-a"),

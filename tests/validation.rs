@@ -31,6 +31,8 @@ async fn bad_reports_are_refused_naming_the_field() {
         ("over-long external_id", report(&long(129)), "external_id"),
         ("over-long address", pb::ReportIncidentRequest { address: long(513), ..report("x") }, "address"),
         ("over-long description", pb::ReportIncidentRequest { description: long(4097), ..report("x") }, "description"),
+        ("over-long grid_id", pb::ReportIncidentRequest { grid_id: long(129), ..report("x") }, "grid_id"),
+        ("another cell's grid_id", pb::ReportIncidentRequest { grid_id: "LQ-G0001".into(), ..report("x") }, "grid_id"),
     ];
     for (what, request, field) in cases {
         let err = client.report_incident(request).await.expect_err(what);
@@ -53,10 +55,10 @@ async fn bad_reports_are_refused_naming_the_field() {
 async fn an_oversized_message_is_refused_before_decoding() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
-    // 100 KiB: over server.max_decoding_message_bytes (64 KiB).
+    // 100 KiB: over server.max_decoding_message_bytes (64 KiB): RESOURCE_EXHAUSTED, gRPC's code for a size limit.
     let huge = pb::ReportIncidentRequest { description: "x".repeat(100 * 1024), ..report("huge") };
     let err = client.report_incident(huge).await.unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("too large"), "{}", err.message());
     client.ping(pb::PingRequest {}).await.unwrap();
 }

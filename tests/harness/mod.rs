@@ -17,8 +17,12 @@ use tonic::transport::Channel;
 
 pub use lastmile_proto::v1;
 
+pub mod http;
+
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The JSON/HTTP gateway (always on, on its own port 0).
+    pub http_addr: SocketAddr,
     /// The server's state, for invariant checks after a run.
     pub dispatcher: Arc<Dispatcher>,
     pub config: Arc<LastmileConfig>,
@@ -37,6 +41,9 @@ impl TestServer {
     pub async fn start_with(config: LastmileConfig) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let http_addr = http_listener.local_addr().expect("local addr");
+        let listeners = lastmile_server::Listeners { grpc: Arc::new(listener), http: Some(http_listener) };
         // The way the binary does it: recover from the journal if there is one.
         let opened = lastmile_server::open(&config).expect("open");
         let dispatcher = opened.dispatcher.clone();
@@ -45,14 +52,14 @@ impl TestServer {
         let task = tokio::spawn({
             let config = config.clone();
             async move {
-                lastmile_server::run_opened(Arc::new(listener), config, opened, async {
+                lastmile_server::run_opened(listeners, config, opened, async {
                     let _ = stopped.await;
                 })
                 .await
                 .expect("server run");
             }
         });
-        TestServer { addr, dispatcher, config, stop: Some(stop), task: Some(task) }
+        TestServer { addr, http_addr, dispatcher, config, stop: Some(stop), task: Some(task) }
     }
 
     pub fn endpoint(&self) -> String {
@@ -88,8 +95,8 @@ impl Drop for TestServer {
 }
 
 /// A configuration on disk, as an operator would write it: the embedded
-/// config file with `edit` applied to its text, the embedded places and
-/// outline, and `units_json` as the unit list, in a fresh temporary folder.
+/// config file with `edit` applied to its text, the embedded places,
+/// outline and grid, and `units_json` as the unit list, in a fresh temporary folder.
 pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> LastmileConfig {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir: PathBuf = std::env::temp_dir().join(format!(
@@ -98,7 +105,7 @@ pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> 
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(dir.join("luqiao")).expect("temp dir");
-    for name in ["luqiao/places.json", "luqiao/district.geojson"] {
+    for name in ["luqiao/places.json", "luqiao/district.geojson", "luqiao/grid.geojson"] {
         std::fs::write(dir.join(name), embedded_dataset_file(name).expect("embedded file")).expect("write");
     }
     std::fs::write(dir.join("luqiao/units.json"), units_json).expect("write units");
@@ -158,25 +165,30 @@ pub fn lastmile_bin() -> PathBuf {
 pub struct ServedBinary {
     pub child: std::process::Child,
     pub addr: String,
+    /// The JSON/HTTP gateway's address (the second ready line).
+    pub http_addr: String,
 }
 
 impl ServedBinary {
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> ServedBinary {
         use std::io::BufRead;
         let mut child = std::process::Command::new(lastmile_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("spawn lastmile serve");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
-            .read_line(&mut line)
-            .expect("read the ready line");
+        stdout.read_line(&mut line).expect("read the ready line");
         let addr = line.trim().strip_prefix("lastmile listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-        ServedBinary { child, addr }
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the http ready line");
+        let http_addr =
+            line.trim().strip_prefix("lastmile http listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+        ServedBinary { child, addr, http_addr }
     }
 
     pub fn endpoint(&self) -> String {

@@ -31,7 +31,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::area::ServiceArea;
+use crate::area::{Located, ServiceArea};
 use crate::config::DispatchConfig;
 use crate::effects::{Effects, Event, EventKind, PageOrder, Timer, TimerKey};
 use crate::error::DispatchError;
@@ -71,6 +71,9 @@ pub struct NewIncident {
     pub severity: u8,
     pub address: String,
     pub description: String,
+    /// The grid cell the caller says the location is in; empty = not said.
+    /// Checked, not trusted: it must be the cell the location is in.
+    pub grid_id: String,
 }
 
 /// The answer to a report.
@@ -297,13 +300,18 @@ impl Dispatcher {
     }
 
     /// Reports an incident: selects and reserves, for every tier of the response
-    /// plan, the units that can meet the tier's target. Idempotent by
-    /// `external_id`.
+    /// plan, the units that can meet the tier's target, and notifies the grid
+    /// worker of the cell it is in. Idempotent by `external_id`. A `grid_id`
+    /// the caller gives must be the cell the location is in (checked before
+    /// the idempotency look-up, like every other field: a retry that
+    /// contradicts itself is refused, not answered from the stored incident).
     pub fn report(&self, new: NewIncident, now: Timestamp, fx: &dyn Effects) -> Result<Reported, DispatchError> {
         if new.external_id.is_empty() {
             return Err(DispatchError::invalid("external_id", "must not be empty"));
         }
         check_severity(new.severity)?;
+        let located = self.area.locate(new.location);
+        self.check_grid_claim(&new.grid_id, &located)?;
         match self.external_ids.entry(new.external_id.clone()) {
             Entry::Occupied(seen) => {
                 let seq = *seen.get();
@@ -324,7 +332,7 @@ impl Dispatcher {
                     });
                 }
                 let seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                let incident = self.dispatch_new(seq, new, now, fx);
+                let incident = self.dispatch_new(seq, new, located, now, fx);
                 // Inserted, then announced under the incident's lock: nothing
                 // (a timer, an acknowledgement) can act on it before its report
                 // event is out.
@@ -339,9 +347,29 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch_new(&self, seq: u64, new: NewIncident, now: Timestamp, fx: &dyn Effects) -> Incident {
+    /// A caller's `grid_id` against the cell the location is in: empty is
+    /// fine; anything else must be that cell.
+    fn check_grid_claim(&self, claimed: &str, located: &Located) -> Result<(), DispatchError> {
+        if claimed.is_empty() || claimed == located.grid_id {
+            return Ok(());
+        }
+        let actual = if located.grid_id.is_empty() {
+            "the location is in no grid cell".to_string()
+        } else {
+            format!("the location is in grid cell {}", located.grid_id)
+        };
+        Err(DispatchError::invalid(
+            "grid_id",
+            if self.area.grid().get(claimed).is_some() {
+                format!("{actual}, not {claimed}")
+            } else {
+                format!("unknown grid cell {claimed:?}; {actual}")
+            },
+        ))
+    }
+
+    fn dispatch_new(&self, seq: u64, new: NewIncident, located: Located, now: Timestamp, fx: &dyn Effects) -> Incident {
         let id = incident_id_for(seq);
-        let located = self.area.locate(new.location);
         let tiers =
             self.respond(new.location, new.kind, new.severity, now, |unit_id| self.try_reserve(unit_id, &id, fx));
         Incident {
@@ -360,6 +388,8 @@ impl Dispatcher {
             description: new.description,
             outside_service_area: located.outside_service_area,
             closed_at: None,
+            grid_id: located.grid_id,
+            grid_worker: located.grid_worker,
         }
     }
 
@@ -389,10 +419,25 @@ impl Dispatcher {
     /// Events, pages and timers of a freshly dispatched incident.
     fn announce_new(&self, incident: &Incident, now: Timestamp, fx: &dyn Effects) {
         fx.emit(
-            Event::new(EventKind::IncidentReported, now).incident(&incident.id).position(incident.location).detail(
-                format!("{:?} severity {} {} {}", incident.kind, incident.severity, incident.town, incident.village),
-            ),
+            Event::new(EventKind::IncidentReported, now)
+                .incident(&incident.id, &incident.grid_id)
+                .position(incident.location)
+                .detail(format!(
+                    "{:?} severity {} {} {}",
+                    incident.kind, incident.severity, incident.town, incident.village
+                )),
         );
+        if let Some(worker) = &incident.grid_worker {
+            fx.emit(
+                Event::new(EventKind::GridWorkerNotified, now)
+                    .incident(&incident.id, &incident.grid_id)
+                    .position(incident.location)
+                    .detail(format!(
+                        "grid worker {} ({}) of grid cell {}",
+                        worker.name, worker.contact, incident.grid_id
+                    )),
+            );
+        }
         for tier in &incident.tiers {
             for a in &tier.assignments {
                 self.page_out(incident, a, now, fx);
@@ -400,7 +445,7 @@ impl Dispatcher {
             if tier.state == TierState::Short {
                 fx.emit(
                     Event::new(EventKind::TierShort, now)
-                        .incident(&incident.id)
+                        .incident(&incident.id, &incident.grid_id)
                         .tier(tier.tier)
                         .detail(tier.note.clone()),
                 );
@@ -425,7 +470,7 @@ impl Dispatcher {
         let kind = if a.attempt > 1 { EventKind::UnitRepaged } else { EventKind::UnitPaged };
         fx.emit(
             Event::new(kind, now)
-                .incident(&incident.id)
+                .incident(&incident.id, &incident.grid_id)
                 .unit(&a.unit_id)
                 .tier(a.tier)
                 .attempt(a.attempt)
@@ -625,7 +670,7 @@ impl Dispatcher {
         for tier in &mut incident.tiers {
             for a in &mut tier.assignments {
                 if a.is_active() {
-                    self.release_assignment(id, a, now, "incident closed", None, fx);
+                    self.release_assignment(id, &incident.grid_id, a, now, "incident closed", None, fx);
                 }
             }
             if matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated) {
@@ -634,16 +679,20 @@ impl Dispatcher {
         }
         incident.status = IncidentStatus::Closed;
         incident.closed_at = Some(now);
-        fx.emit(Event::new(EventKind::IncidentClosed, now).incident(id));
+        fx.emit(Event::new(EventKind::IncidentClosed, now).incident(id, &incident.grid_id));
         fx.store_incident(incident);
         Ok(incident.clone())
     }
 
     /// Releases the unit of an active assignment (the caller holds the
     /// incident's lock): PAGED -> AVAILABLE, EN_ROUTE/ON_SCENE -> RETURNING.
+    // Eight arguments: the caller holds the incident's lock and lends its id and
+    // grid cell apart from the assignment it borrows mutably.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn release_assignment(
         &self,
         incident_id: &str,
+        grid_id: &str,
         a: &mut Assignment,
         now: Timestamp,
         why: &str,
@@ -670,7 +719,7 @@ impl Dispatcher {
         fx.store_unit(&unit);
         fx.emit(
             Event::new(EventKind::UnitReleased, now)
-                .incident(incident_id)
+                .incident(incident_id, grid_id)
                 .unit(&a.unit_id)
                 .tier(a.tier)
                 .attempt(a.attempt)
@@ -840,7 +889,7 @@ impl Dispatcher {
             };
             let a = tier.assignments.iter_mut().rev().find(|a| a.unit_id == id && a.is_active()).expect("found above");
             let event = Event::new(EventKind::UnitStatusChanged, now)
-                .incident(&incident_id)
+                .incident(&incident_id, &incident.grid_id)
                 .unit(id)
                 .tier(a.tier)
                 .attempt(a.attempt);
@@ -872,7 +921,7 @@ impl Dispatcher {
                         tier.state = TierState::Met;
                         fx.emit(
                             Event::new(EventKind::TierMet, now)
-                                .incident(&incident_id)
+                                .incident(&incident_id, &incident.grid_id)
                                 .tier(tier.tier)
                                 .detail(format!("{on_scene} of {} on scene by the deadline", tier.required)),
                         );
@@ -880,7 +929,7 @@ impl Dispatcher {
                 }
                 UnitStatus::Returning | UnitStatus::Available => {
                     drop(unit); // release_assignment takes the unit's entry itself
-                    self.release_assignment(&incident_id, a, now, "left the scene", Some(to), fx);
+                    self.release_assignment(&incident_id, &incident.grid_id, a, now, "left the scene", Some(to), fx);
                     fx.store_incident(incident);
                     return self.get_unit(id);
                 }
@@ -961,7 +1010,9 @@ fn check_severity(severity: u8) -> Result<(), DispatchError> {
 #[cfg(test)]
 mod tests;
 
+mod census;
 mod escalation;
+pub use census::{Census, TierOutcome};
 pub use escalation::Acknowledgement;
 
 #[cfg(test)]

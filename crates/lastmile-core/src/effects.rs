@@ -34,6 +34,8 @@ pub enum EventKind {
     TierEscalated,
     UnitStatusChanged,
     UnitPosition,
+    /// The grid worker of the incident's cell was told (right after the report).
+    GridWorkerNotified,
 }
 
 /// One state change, for the dispatchers' live feed.
@@ -42,6 +44,9 @@ pub struct Event {
     pub kind: EventKind,
     pub at: Timestamp,
     pub incident_id: Option<String>,
+    /// The incident's grid cell, on every event of an incident that has one;
+    /// empty otherwise.
+    pub grid_id: String,
     pub unit_id: Option<String>,
     pub tier: Option<Tier>,
     pub attempt: u32,
@@ -57,6 +62,7 @@ impl Event {
             kind,
             at,
             incident_id: None,
+            grid_id: String::new(),
             unit_id: None,
             tier: None,
             attempt: 0,
@@ -65,8 +71,12 @@ impl Event {
             detail: String::new(),
         }
     }
-    pub fn incident(mut self, id: &str) -> Self {
+    /// The event is about this incident, in this grid cell (empty if none):
+    /// both are asked for together so no incident event goes out without its
+    /// cell.
+    pub fn incident(mut self, id: &str, grid_id: &str) -> Self {
         self.incident_id = Some(id.to_string());
+        self.grid_id = grid_id.to_string();
         self
     }
     pub fn unit(mut self, id: &str) -> Self {

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::geodesy::LatLng;
+use crate::grid::GridWorker;
 use crate::tier::Tier;
 
 /// Wall-clock time as milliseconds since the Unix epoch. The core never reads
@@ -134,6 +135,13 @@ pub struct Incident {
     pub description: String,
     pub outside_service_area: bool,
     pub closed_at: Option<Timestamp>,
+    /// The grid cell (网格) the location is in; empty when in none. (Default:
+    /// journals written before grid cells load as "in none".)
+    #[serde(default)]
+    pub grid_id: String,
+    /// That cell's grid worker, notified when the incident was reported.
+    #[serde(default)]
+    pub grid_worker: Option<GridWorker>,
 }
 
 /// `inc-000042` for sequence 42.

@@ -12,6 +12,8 @@
 //! - [`index`]: one R-tree per tier; candidates in exact selection order.
 //! - [`select`]: the selection rule, and a brute-force reference of it.
 //! - [`area`]: the served area (district outline, town/village lookup).
+//! - [`grid`]: grid cells (网格) and their grid workers; the cell a location
+//!   is in (R-tree of boxes, exact point-in-polygon).
 //! - [`dataset`]: parsing the demo dataset's JSON/GeoJSON.
 //! - [`sim`]: seeded randomness for simulations, tests and benchmarks.
 //! - [`dispatcher`]: the concurrent state (units, incidents, reservations),
@@ -31,6 +33,7 @@ pub mod dispatcher;
 pub mod effects;
 pub mod error;
 pub mod geodesy;
+pub mod grid;
 pub mod incident;
 pub mod index;
 pub mod select;

@@ -10,7 +10,7 @@ use crate::tier::Tier;
 /// Longest unit id accepted, bytes.
 pub const MAX_UNIT_ID_BYTES: usize = 64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitStatus {
     /// Free to be dispatched.

@@ -120,6 +120,7 @@ fn event_type(kind: EventKind) -> pb::EventType {
         EventKind::TierEscalated => pb::EventType::TierEscalated,
         EventKind::UnitStatusChanged => pb::EventType::UnitStatusChanged,
         EventKind::UnitPosition => pb::EventType::UnitPosition,
+        EventKind::GridWorkerNotified => pb::EventType::GridWorkerNotified,
     }
 }
 
@@ -135,7 +136,7 @@ fn event_to_pb(e: &Event, seq: u64) -> pb::DispatchEvent {
         unit_status: e.unit_status.map(|s| convert::unit_status_to_pb(s) as i32).unwrap_or(0),
         position: e.position.map(convert::lat_lng_to_pb),
         detail: e.detail.clone(),
-        grid_id: String::new(),
+        grid_id: e.grid_id.clone(),
     }
 }
 
@@ -285,8 +286,19 @@ pub async fn run_timers(
                 if journal.as_ref().is_some_and(|j| j.failure().is_some()) {
                     continue;
                 }
+                let key = expired.get_ref();
+                let span = match key {
+                    TimerKey::Ack { incident_seq, tier, unit_id, attempt } => tracing::info_span!(
+                        "timer", kind = "ack", incident_id = %lastmile_core::incident::incident_id_for(*incident_seq), tier = %tier, unit_id = %unit_id, attempt
+                    ),
+                    TimerKey::Deadline { incident_seq, tier } => tracing::info_span!(
+                        "timer", kind = "deadline", incident_id = %lastmile_core::incident::incident_id_for(*incident_seq), tier = %tier
+                    ),
+                    TimerKey::Return { unit_id, .. } => tracing::info_span!("timer", kind = "return", unit_id = %unit_id),
+                };
+                let _in_span = span.enter();
                 let op = crate::journal::Op::internal(&bus, &journal);
-                dispatcher.fire(expired.get_ref(), clock.now(), &op);
+                dispatcher.fire(key, clock.now(), &op);
                 op.finish();
             }
         }

@@ -20,6 +20,7 @@ const EMBEDDED_FILES: &[(&str, &str)] = &[
     ("luqiao/units.json", include_str!("../../../config/luqiao/units.json")),
     ("luqiao/places.json", include_str!("../../../config/luqiao/places.json")),
     ("luqiao/district.geojson", include_str!("../../../config/luqiao/district.geojson")),
+    ("luqiao/grid.geojson", include_str!("../../../config/luqiao/grid.geojson")),
 ];
 
 /// A dataset file of the embedded default, by its path in `config/`
@@ -38,6 +39,7 @@ pub fn embedded_config_text() -> &'static str {
 #[serde(deny_unknown_fields)]
 pub struct LastmileConfig {
     pub server: ServerConfig,
+    pub http: HttpConfig,
     pub feed: FeedConfig,
     pub terminals: TerminalsConfig,
     pub journal: JournalConfig,
@@ -47,6 +49,12 @@ pub struct LastmileConfig {
     /// Webhooks out (optional section; no endpoints by default).
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Bearer tokens and roles; absent = auth off (loopback only).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
+    /// TLS for every listener; absent = plain TCP.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -80,6 +88,33 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     pub default_page_size: u32,
     pub max_page_size: u32,
+}
+
+/// The JSON/HTTP gateway (`crate::http`): the Dispatch operations and the
+/// live feed (Server-Sent Events) for systems that cannot speak gRPC.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` of the gateway; empty = no gateway.
+    pub listen: String,
+    /// Largest request body accepted, bytes; larger is 413.
+    pub max_body_bytes: usize,
+    /// Seconds between keep-alive comments on an idle event stream (so
+    /// proxies and clients can tell a quiet feed from a dead connection).
+    pub sse_keepalive_s: u64,
+    /// Connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head within this long
+    /// is closed (slow or stuck clients must not hold a connection place).
+    pub header_read_timeout_ms: u64,
+}
+
+impl HttpConfig {
+    /// The address to listen on; `None` when the gateway is off. (Checked
+    /// by [`LastmileConfig::validate`], so a validated config never fails here.)
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        (!self.listen.is_empty()).then(|| self.listen.parse().ok()).flatten()
+    }
 }
 
 /// The dispatchers' live feed.
@@ -126,12 +161,42 @@ pub struct RequestLimits {
     pub max_units: usize,
 }
 
+/// TLS (rustls) for the gRPC and HTTP listeners.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_path`, turns TLS on. Relative paths
+    /// are relative to the working directory.
+    #[serde(default)]
+    pub cert_path: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_path: String,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
+
+    /// The certificate chain and key as PEM text.
+    pub fn read_pem(&self) -> Result<(String, String), ConfigError> {
+        let read = |key: &str, path: &str| {
+            std::fs::read_to_string(path)
+                .map_err(|error| ConfigError::Read { source_name: format!("{key} {path}"), error })
+        };
+        Ok((read("tls.cert_path", &self.cert_path)?, read("tls.key_path", &self.key_path)?))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetPaths {
     pub units: String,
     pub places: String,
     pub outline: String,
+    /// Grid cells (网格) with their grid workers, GeoJSON.
+    pub grid: String,
 }
 
 /// A configuration that cannot be used: names the file and the key.
@@ -195,6 +260,9 @@ impl LastmileConfig {
             ("journal.max_pending_ops", self.journal.max_pending_ops as u64),
             ("journal.max_batch_records", self.journal.max_batch_records as u64),
             ("journal.enqueue_timeout_ms", self.journal.enqueue_timeout_ms),
+            ("http.sse_keepalive_s", self.http.sse_keepalive_s),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(self.invalid(key, "must be greater than 0"));
@@ -205,9 +273,48 @@ impl LastmileConfig {
         if s.max_decoding_message_bytes < 1024 {
             return Err(self.invalid("server.max_decoding_message_bytes", "must be at least 1024"));
         }
+        let h = &self.http;
+        if !h.listen.is_empty() {
+            let Ok(addr) = h.listen.parse::<SocketAddr>() else {
+                return Err(self.invalid(
+                    "http.listen",
+                    format!("{:?} is not host:port (e.g. \"127.0.0.1:8080\"; \"\" = no gateway)", h.listen),
+                ));
+            };
+            if addr == s.listen && addr.port() != 0 {
+                return Err(self.invalid("http.listen", "must differ from server.listen"));
+            }
+        }
+        if h.max_body_bytes < 1024 {
+            return Err(self.invalid("http.max_body_bytes", "must be at least 1024"));
+        }
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
         self.webhooks.validate(&crate::webhook::config::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
+        self.build_auth()?;
+        if self.tls.cert_path.is_empty() != self.tls.key_path.is_empty() {
+            return Err(self.invalid("tls.key_path", "set both tls.cert_path and tls.key_path, or neither"));
+        }
         Ok(())
+    }
+
+    /// The token table (`token_env` variables read from the environment).
+    pub fn build_auth(&self) -> Result<crate::auth::Auth, ConfigError> {
+        crate::auth::Auth::from_config(&self.auth, |var| std::env::var(var).ok())
+            .map_err(|e| self.invalid(&e.key, e.problem))
+    }
+
+    /// Refuses to serve without auth on an address other machines can reach.
+    pub fn check_exposure(&self, listening: &[(&str, SocketAddr)]) -> Result<(), ConfigError> {
+        if self.auth.enabled {
+            return Ok(());
+        }
+        match listening.iter().find(|(_, addr)| !addr.ip().is_loopback()) {
+            Some((key, addr)) => Err(self.invalid(
+                "auth.enabled",
+                format!("{key} is {addr}, not a loopback address: configure [auth] tokens and set enabled = true"),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn read_dataset_file(&self, relative: &str) -> Result<String, ConfigError> {
@@ -242,7 +349,9 @@ impl LastmileConfig {
             .map_err(|e| err(&self.dataset.places, e.to_string()))?;
         let outline = dataset::parse_outline(&self.read_dataset_file(&self.dataset.outline)?)
             .map_err(|e| err(&self.dataset.outline, e.to_string()))?;
-        Ok((units, ServiceArea::new(outline, places)))
+        let grid = dataset::parse_grid(&self.read_dataset_file(&self.dataset.grid)?)
+            .map_err(|e| err(&self.dataset.grid, e.to_string()))?;
+        Ok((units, ServiceArea::new(outline, places).with_grid(grid)))
     }
 
     pub fn dispatcher_limits(&self) -> DispatcherLimits {
@@ -257,13 +366,47 @@ mod tests {
     #[test]
     fn the_embedded_default_loads_with_its_dataset() {
         let config = LastmileConfig::embedded().unwrap();
-        let (units, _area) = config.load_dataset().unwrap();
+        let (units, area) = config.load_dataset().unwrap();
         assert_eq!(units.len(), 4 + 12 + 228 + 600);
+        assert_eq!(area.grid().len(), 636);
         assert_eq!(config.dispatch, {
             let mut d = DispatchConfig::defaults();
             d.response_plan = config.dispatch.response_plan.clone();
             d
         });
+    }
+
+    /// The embedded grid tiles the outline: the cells' areas add up to the
+    /// outline's, and random points inside the outline (away from its edge,
+    /// where cell coordinates are rounded) are in exactly one cell, points
+    /// outside in none.
+    #[test]
+    fn the_embedded_grid_tiles_the_outline() {
+        use geo::{Area, BoundingRect, Contains, Distance, Euclidean, Intersects, Point};
+        let (_, area) = LastmileConfig::embedded().unwrap().load_dataset().unwrap();
+        let outline = dataset::parse_outline(embedded_dataset_file("luqiao/district.geojson").unwrap()).unwrap();
+        let cells = area.grid().cells();
+        assert_eq!(cells.len(), 636);
+        let cells_area: f64 = cells.iter().map(|c| c.polygon.unsigned_area()).sum();
+        let outline_area = outline.unsigned_area();
+        assert!((cells_area - outline_area).abs() < 1e-6 * outline_area, "{cells_area} vs {outline_area}");
+        let seed = std::env::var("LASTMILE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(636);
+        println!("the_embedded_grid_tiles_the_outline: LASTMILE_SEED={seed}");
+        let mut rng = lastmile_core::sim::SplitMix64(seed);
+        let bbox = outline.bounding_rect().unwrap();
+        let (mut inside, mut checked) = (0, 0);
+        while checked < 3000 {
+            let p = Point::new(rng.range(bbox.min().x, bbox.max().x), rng.range(bbox.min().y, bbox.max().y));
+            if outline.0.iter().any(|poly| Euclidean.distance(&p, poly.exterior()) < 1e-5) {
+                continue;
+            }
+            checked += 1;
+            let in_outline = outline.contains(&p);
+            inside += usize::from(in_outline);
+            let containing = cells.iter().filter(|c| c.polygon.intersects(&p)).count();
+            assert_eq!(containing, usize::from(in_outline), "{p:?} (LASTMILE_SEED={seed})");
+        }
+        assert!(inside > 500, "{inside} of {checked} points inside");
     }
 
     #[test]
@@ -277,5 +420,13 @@ mod tests {
         let text = EMBEDDED_CONFIG.replace("default_page_size = 100", "default_page_size = 0");
         let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
         assert!(err.contains("server.default_page_size"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"");
+        let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("http.listen"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("max_body_bytes = 65536", "max_body_bytes = 10");
+        let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("http.max_body_bytes"), "{err}");
+        let text = EMBEDDED_CONFIG.replace("listen = \"127.0.0.1:8080\"", "listen = \"\"");
+        assert_eq!(LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap().http.listen_addr(), None);
     }
 }

@@ -187,6 +187,9 @@ pub fn new_incident(req: pb::ReportIncidentRequest, limits: &RequestLimits) -> R
     bounded_str("external_id", &req.external_id, limits.max_external_id_bytes)?;
     bounded_str("address", &req.address, limits.max_address_bytes)?;
     bounded_str("description", &req.description, limits.max_description_bytes)?;
+    // Only bounded here: whether it is the location's cell is the dispatcher's
+    // check (it owns the grid).
+    optional_id("grid_id", &req.grid_id)?;
     Ok(NewIncident {
         location: lat_lng("location", req.location.as_ref())?,
         kind: kind("kind", req.kind)?,
@@ -194,6 +197,7 @@ pub fn new_incident(req: pb::ReportIncidentRequest, limits: &RequestLimits) -> R
         external_id: req.external_id,
         address: req.address,
         description: req.description,
+        grid_id: req.grid_id,
     })
 }
 
@@ -348,8 +352,12 @@ pub fn incident_to_pb(i: &core_incident::Incident) -> pb::Incident {
         description: i.description.clone(),
         outside_service_area: i.outside_service_area,
         closed_at: i.closed_at.map(timestamp),
-        grid_id: String::new(),
-        grid_worker: None,
+        grid_id: i.grid_id.clone(),
+        grid_worker: i.grid_worker.as_ref().map(|w| pb::GridWorker {
+            grid_id: i.grid_id.clone(),
+            name: w.name.clone(),
+            contact: w.contact.clone(),
+        }),
     }
 }
 

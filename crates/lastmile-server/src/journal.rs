@@ -33,6 +33,7 @@ use tonic::Status;
 use tracing::{error, info};
 
 use crate::bus::Bus;
+use crate::metrics::Metrics;
 
 enum Message {
     Record(u64, Record),
@@ -51,6 +52,8 @@ pub struct Journal {
     enqueue_timeout: Duration,
     location: String,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Commit latency and queue-full refusals.
+    metrics: Arc<Metrics>,
 }
 
 impl Journal {
@@ -62,7 +65,9 @@ impl Journal {
         max_batch_records: usize,
         enqueue_timeout: Duration,
         feed_seq: Arc<dyn Fn() -> u64 + Send + Sync>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Journal> {
+        let writer_metrics = metrics.clone();
         let (tx, rx) = std_mpsc::channel::<Message>();
         let (committed_tx, committed) = watch::channel(0u64);
         let failure: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
@@ -120,7 +125,10 @@ impl Journal {
                         continue;
                     }
                     if !batch.is_empty() {
-                        if let Err(e) = store.commit(&batch, feed_seq()) {
+                        let started = std::time::Instant::now();
+                        let result = store.commit(&batch, feed_seq());
+                        writer_metrics.journal_commit_seconds.observe(started.elapsed());
+                        if let Err(e) = result {
                             error!(journal = %store.location(), error = %e, "journal write failed: refusing every change from now on");
                             let _ = writer_failure.set(e.to_string());
                             batch.clear();
@@ -148,6 +156,7 @@ impl Journal {
             permits: Arc::new(Semaphore::new(max_pending_ops)),
             enqueue_timeout,
             location,
+            metrics,
             writer: Mutex::new(Some(writer)),
         })
     }
@@ -243,6 +252,7 @@ impl Op {
         let permit = tokio::time::timeout(j.enqueue_timeout, j.permits.clone().acquire_owned())
             .await
             .map_err(|_| {
+                j.metrics.limit_hit("journal.max_pending_ops");
                 Status::unavailable(format!(
                     "journal queue full for {} ms (journal.max_pending_ops): retry",
                     j.enqueue_timeout.as_millis()
@@ -378,7 +388,8 @@ mod tests {
         let store = Gate { open: open.clone(), commits: commits.clone() };
         let config = Arc::new(crate::LastmileConfig::embedded().unwrap());
         let (bus, _timers) = Bus::new(config, 1);
-        let journal = Some(Journal::start(Box::new(store), 16, 16, Duration::from_secs(5), Arc::new(|| 0)));
+        let journal =
+            Some(Journal::start(Box::new(store), 16, 16, Duration::from_secs(5), Arc::new(|| 0), Arc::default()));
 
         let first = Op::begin(&bus, &journal).await.unwrap();
         first.store(Record { table: Table::Unit, key: "T1".into(), body: b"{}".to_vec() });

@@ -16,17 +16,24 @@
 //!   closed.
 //! - [`webhook`]: status changes pushed to HTTP endpoints (signed POSTs,
 //!   bounded queues, retries, dead letters).
+//! - [`http`]: the JSON/HTTP gateway (the Dispatch operations, the live feed
+//!   as Server-Sent Events) over the same `Dispatch` service.
 //! - [`run`]: serves all of it, `grpc.health.v1` and server reflection on a
-//!   listener until a shutdown future resolves.
+//!   listener (and the gateway on a second one) until a shutdown future
+//!   resolves.
 //!
 //! No dispatch logic lives here: that is `lastmile-core`'s.
 
+pub mod auth;
 pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod grpc_outcome;
+pub mod http;
 pub mod journal;
+pub mod metrics;
 pub mod service;
 pub mod terminal;
 pub mod webhook;
@@ -57,9 +64,22 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// None when running in memory only.
     pub journal: Option<Arc<journal::Journal>>,
+    /// Who may call what (see [`auth`]).
+    pub auth: auth::Auth,
+    /// Latencies and refusals (see [`metrics`]).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Shared {
+    /// PERMISSION_DENIED (counted) when `caller` is a terminal token bound to
+    /// another unit than `unit_id`.
+    pub fn acting_for(&self, caller: &Option<Arc<auth::Principal>>, unit_id: &str) -> Result<(), tonic::Status> {
+        match caller {
+            Some(principal) => principal.may_act_for(unit_id).inspect_err(|_| self.auth.count_permission_denied()),
+            None => Ok(()),
+        }
+    }
+
     /// Runs a state change: waits (bounded) for a place in the journal's
     /// queue, applies `change` with the operation's effects, and hands back its
     /// result once everything it changed is durable (see [`journal::Op`]).
@@ -181,16 +201,20 @@ fn futures_lite_stream<T>(
 /// answering NOT_SERVING for the lastmile services, until `recovered`
 /// resolves. Then stops (connections opened meanwhile are closed; clients
 /// reconnect to the full service on the same port).
-pub async fn serve_health_while_recovering(listener: Arc<TcpListener>, recovered: impl Future<Output = ()> + Send) {
+pub async fn serve_health_while_recovering(
+    listener: Arc<TcpListener>,
+    config: &LastmileConfig,
+    recovered: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<DispatchServer<DispatchService>>().await;
     reporter.set_not_serving::<UnitTerminalServer<TerminalService>>().await;
     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-    let server = tonic::transport::Server::builder()
-        .add_service(health)
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), recovered);
+    let server =
+        grpc_builder(config)?.add_service(health).serve_with_incoming_shutdown(incoming_nodelay(listener), recovered);
     // A Health/Watch stream would hold the drain open: give it a second.
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    Ok(())
 }
 
 /// Stops a background task when its owner (the running server) goes away.
@@ -216,6 +240,40 @@ pub enum ServerError {
     Store(#[from] lastmile_store::StoreError),
     #[error("recovery: {0}")]
     Recovery(String),
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// A gRPC server builder, with TLS when `[tls]` is configured.
+fn grpc_builder(config: &LastmileConfig) -> Result<tonic::transport::Server, ServerError> {
+    let builder = tonic::transport::Server::builder();
+    if !config.tls.enabled() {
+        return Ok(builder);
+    }
+    let (cert, key) = config.tls.read_pem()?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .timeout(Duration::from_secs(10));
+    Ok(builder.tls_config(tls)?)
+}
+
+/// Where the server listens: gRPC, and optionally the JSON/HTTP gateway.
+/// A bare gRPC listener converts into one (no gateway), so
+/// `run_opened(Arc::new(listener), ...)` keeps working.
+pub struct Listeners {
+    /// Shared, so one port can serve the recovery phase (health only) and
+    /// then the full service.
+    pub grpc: Arc<TcpListener>,
+    /// The gateway's listener (`http.listen`); `None` = no gateway.
+    pub http: Option<TcpListener>,
+}
+
+impl From<Arc<TcpListener>> for Listeners {
+    fn from(grpc: Arc<TcpListener>) -> Self {
+        Listeners { grpc, http: None }
+    }
 }
 
 /// Builds the dispatcher from a configuration and the dataset it names.
@@ -243,13 +301,37 @@ pub const FEED_SEQ_GAP_AFTER_RESTART: u64 = 1 << 32;
 
 /// [`run`] for a dispatcher from [`open`]: starts its journal, re-arms every
 /// timer of the recovered state (those already due fire at once, in order),
-/// then serves.
+/// then serves gRPC, and the JSON/HTTP gateway if `listeners` has its
+/// listener. At shutdown both stop accepting and drain.
 pub async fn run_opened(
-    listener: Arc<TcpListener>,
+    listeners: impl Into<Listeners>,
     config: Arc<LastmileConfig>,
     opened: Opened,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let Listeners { grpc: listener, http: http_listener } = listeners.into();
+    let auth = config.build_auth()?;
+    let grpc_addr = listener.local_addr().map_err(ServerError::Listener)?;
+    let mut listening = vec![("server.listen", grpc_addr)];
+    if let Some(http) = &http_listener {
+        listening.push(("http.listen", http.local_addr().map_err(ServerError::Listener)?));
+    }
+    config.check_exposure(&listening)?;
+    let http_tls = match (&http_listener, config.tls.enabled()) {
+        (Some(_), true) => {
+            let (cert, key) = config.tls.read_pem()?;
+            Some(http::tls_acceptor(&cert, &key).map_err(ServerError::Tls)?)
+        }
+        _ => None,
+    };
+    if auth.enabled() {
+        info!(tokens = config.auth.tokens.len(), "auth on: every call needs a bearer token");
+    } else {
+        tracing::warn!(
+            addr = %grpc_addr,
+            "AUTH IS OFF: every caller may do everything. Allowed on loopback only; configure [auth] before exposing lastmile"
+        );
+    }
     let dispatcher = opened.dispatcher.clone();
     // Sequence numbers after a restart jump past anything the old process can
     // have published, so a watcher resuming from a number it saw before the
@@ -258,6 +340,7 @@ pub async fn run_opened(
     // The gap is far larger than anything published between two commits.
     let first_seq = if opened.store.is_some() { opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART } else { 1 };
     let (bus, armed) = bus::Bus::new(config.clone(), first_seq);
+    let metrics = Arc::new(metrics::Metrics::default());
     let journal = opened.store.map(|store| {
         let feed_bus = bus.clone();
         journal::Journal::start(
@@ -266,6 +349,7 @@ pub async fn run_opened(
             config.journal.max_batch_records,
             Duration::from_millis(config.journal.enqueue_timeout_ms),
             Arc::new(move || feed_bus.feed.last_seq()),
+            metrics.clone(),
         )
     });
     let shared = Arc::new(Shared {
@@ -275,6 +359,8 @@ pub async fn run_opened(
         config: config.clone(),
         stop: CancellationToken::new(),
         journal: journal.clone(),
+        auth,
+        metrics,
     });
     // Re-arm: due ones now, in order; the rest on the wheel.
     let now = shared.clock.now();
@@ -320,6 +406,17 @@ pub async fn run_opened(
         config = %config.source,
         "lastmile serving lastmile.v1.Dispatch, lastmile.v1.UnitTerminal, grpc.health.v1, reflection"
     );
+    // The gateway: its own task, stopped with the rest (`shared.stop`), and
+    // aborted if gRPC serving fails (the guard drops).
+    let mut gateway = http_listener.map(|http_listener| {
+        let router = http::router(shared.clone(), &config.http);
+        info!(addr = ?http_listener.local_addr().ok(), "lastmile serving the JSON/HTTP gateway");
+        let stopped = shared.stop.clone().cancelled_owned();
+        let http_config = config.http.clone();
+        AbortOnDrop(tokio::spawn(
+            async move { http::serve(http_listener, router, &http_config, http_tls, stopped).await },
+        ))
+    });
     let stop = shared.stop.clone();
     let signal = async {
         shutdown.await;
@@ -329,18 +426,23 @@ pub async fn run_opened(
     };
     // Long-lived streams must not keep a connection's HTTP/2 stream limit busy
     // forever: keepalive finds dead peers.
-    tonic::transport::Server::builder()
+    grpc_builder(&config)?
         .max_concurrent_streams(Some(server.max_concurrent_streams))
         .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
         .timeout(Duration::from_millis(server.request_timeout_ms))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(grpc_outcome::OutcomeLayer::new(shared.metrics.clone()))
         .add_service(health)
         .add_service(reflection)
         .add_service(dispatch)
         .add_service(terminal)
         .serve_with_incoming_shutdown(incoming_nodelay(listener), signal)
         .await?;
+    // The gateway drains too (its event streams ended with `stop`).
+    if let Some(gateway) = gateway.as_mut() {
+        let _ = (&mut gateway.0).await;
+    }
     // Requests are drained; stop the timers, then flush and close the journal.
     drop(_timers);
     if let Some(journal) = journal {

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use crate::Shared;
+use crate::auth::Operation;
 use crate::convert;
 use crate::error::{invalid, to_status};
 
@@ -56,14 +57,20 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ReportIncidentRequest>,
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ReportIncident)?;
+        let started = std::time::Instant::now();
         let new = convert::new_incident(request.into_inner(), &self.config().limits)?;
         let external_id = new.external_id.clone();
-        let reported = self.shared.change(|op| self.dispatcher().report(new, self.now(), op)).await?;
+        // Everything logged while this incident is dispatched carries its ids.
+        let span = tracing::info_span!("incident", external_id = %external_id, incident_id = tracing::field::Empty);
+        let reported = self.shared.change(|op| span.in_scope(|| self.dispatcher().report(new, self.now(), op))).await?;
+        let _in_span = span.enter();
         let reported = reported.map_err(|e| {
             warn!(external_id = %external_id, error = %e, "report refused");
             to_status(e)
         })?;
         let incident = &reported.incident;
+        span.record("incident_id", incident.id.as_str());
         if reported.duplicate {
             info!(incident_id = %incident.id, external_id = %external_id, "duplicate report: stored incident returned");
         } else {
@@ -77,13 +84,16 @@ impl Dispatch for DispatchService {
                 "incident dispatched"
             );
         }
-        Ok(Response::new(pb::ReportIncidentResponse {
+        let answer = pb::ReportIncidentResponse {
             incident: Some(convert::incident_to_pb(incident)),
             duplicate: reported.duplicate,
-        }))
+        };
+        self.shared.metrics.dispatch_seconds.observe(started.elapsed());
+        Ok(Response::new(answer))
     }
 
     async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
+        self.shared.auth.check(&request, Operation::GetIncident)?;
         let id = convert::required_id("id", &request.get_ref().id)?;
         let incident = self.dispatcher().get_incident(id).map_err(to_status)?;
         Ok(Response::new(convert::incident_to_pb(&incident)))
@@ -93,6 +103,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ListIncidents)?;
         let req = request.get_ref();
         let status = convert::incident_status_filter("status", req.status)?;
         let page_size = convert::page_size(req.page_size, &self.config().server)?;
@@ -110,6 +121,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::CloseIncidentRequest>,
     ) -> Result<Response<pb::CloseIncidentResponse>, Status> {
+        self.shared.auth.check(&request, Operation::CloseIncident)?;
         let req = request.get_ref();
         let id = convert::required_id("id", &req.id)?;
         if req.reason.len() > self.config().limits.max_description_bytes {
@@ -128,6 +140,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::PreviewDispatchRequest>,
     ) -> Result<Response<pb::PreviewDispatchResponse>, Status> {
+        self.shared.auth.check(&request, Operation::PreviewDispatch)?;
         let req = request.get_ref();
         let at = convert::lat_lng("location", req.location.as_ref())?;
         let kind = convert::kind("kind", req.kind)?;
@@ -145,6 +158,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ListUnitsRequest>,
     ) -> Result<Response<pb::ListUnitsResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ListUnits)?;
         let req = request.get_ref();
         let filter = convert::unit_filter(req, &self.config().limits)?;
         let page_size = convert::page_size(req.page_size, &self.config().server)?;
@@ -156,6 +170,7 @@ impl Dispatch for DispatchService {
     }
 
     async fn get_unit(&self, request: Request<pb::GetUnitRequest>) -> Result<Response<pb::Unit>, Status> {
+        self.shared.auth.check(&request, Operation::GetUnit)?;
         let id = convert::required_id("id", &request.get_ref().id)?;
         let unit = self.dispatcher().get_unit(id).map_err(to_status)?;
         Ok(Response::new(convert::unit_to_pb(&unit)))
@@ -165,6 +180,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::UpsertUnitRequest>,
     ) -> Result<Response<pb::UpsertUnitResponse>, Status> {
+        self.shared.auth.check(&request, Operation::UpsertUnit)?;
         let unit = convert::unit_from_pb(request.into_inner().unit, &self.config().limits)?;
         let upserted = self.shared.change(|op| self.dispatcher().upsert_unit(unit, op)).await?;
         let (unit, created) = upserted.map_err(to_status)?;
@@ -176,6 +192,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::SetUnitStatusRequest>,
     ) -> Result<Response<pb::SetUnitStatusResponse>, Status> {
+        self.shared.auth.check(&request, Operation::SetUnitStatus)?;
         let req = request.get_ref();
         let id = convert::required_id("id", &req.id)?;
         let Some(status) = convert::unit_status_filter("status", req.status)? else {
@@ -187,7 +204,8 @@ impl Dispatch for DispatchService {
         Ok(Response::new(pb::SetUnitStatusResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
 
-    async fn ping(&self, _request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+    async fn ping(&self, request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        self.shared.auth.check(&request, Operation::Ping)?;
         Ok(Response::new(pb::PingResponse {}))
     }
 
@@ -197,6 +215,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        self.shared.auth.check(&request, Operation::WatchEvents)?;
         let req = request.into_inner();
         convert::optional_id("incident_id", &req.incident_id)?;
         convert::optional_id("unit_id", &req.unit_id)?;
@@ -204,9 +223,11 @@ impl Dispatch for DispatchService {
         let max = self.config().feed.max_watchers;
         if feed.watchers.fetch_add(1, Ordering::Relaxed) >= max {
             feed.watchers.fetch_sub(1, Ordering::Relaxed);
+            self.shared.metrics.limit_hit("feed.max_watchers");
             return Err(Status::resource_exhausted(format!("{max} watchers already (feed.max_watchers)")));
         }
         let slot = WatcherSlot(self.shared.clone());
+        let metrics = self.shared.metrics.clone();
         let (backlog, mut live) = feed.subscribe(req.after_seq)?;
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         let stop = self.shared.stop.clone();
@@ -237,6 +258,10 @@ impl Dispatch for DispatchService {
                         let _ = tx.try_send(Err(Status::unavailable(format!("server shutting down; resume with after_seq = {last_sent}"))));
                         return;
                     }
+                    // The watcher left (an SSE client closing its connection
+                    // does this at once): free its place now, not at the next
+                    // event, which on a quiet feed may be hours away.
+                    () = tx.closed() => return,
                     received = live.recv() => received,
                 };
                 match received {
@@ -250,11 +275,13 @@ impl Dispatch for DispatchService {
                                 last_sent,
                                 "live feed watcher gone or not reading (feed.watcher_stall_timeout_ms): ended"
                             );
+                            metrics.limit_hit("feed.watcher_stall_timeout_ms");
                             return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "live feed watcher too slow: ended");
+                        metrics.limit_hit("feed.subscriber_buffer_events");
                         let _ = send(
                             Err(Status::resource_exhausted(format!(
                                 "watcher fell more than {buffer} events behind (feed.subscriber_buffer_events) and missed {missed}; resume with after_seq = {last_sent}"
@@ -272,6 +299,7 @@ impl Dispatch for DispatchService {
     }
 
     async fn assign_unit(&self, request: Request<pb::AssignUnitRequest>) -> Result<Response<pb::Incident>, Status> {
+        self.shared.auth.check(&request, Operation::AssignUnit)?;
         let req = request.get_ref();
         let incident_id = convert::required_id("incident_id", &req.incident_id)?;
         let unit_id = convert::required_id("unit_id", &req.unit_id)?;
@@ -289,6 +317,7 @@ impl Dispatch for DispatchService {
         &self,
         request: Request<pb::ReleaseUnitRequest>,
     ) -> Result<Response<pb::ReleaseUnitResponse>, Status> {
+        self.shared.auth.check(&request, Operation::ReleaseUnit)?;
         let req = request.get_ref();
         let unit_id = convert::required_id("unit_id", &req.unit_id)?;
         if req.reason.len() > self.config().limits.max_description_bytes {

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::Shared;
+use crate::auth::Operation;
 use crate::convert;
 use crate::error::{invalid, to_status};
 
@@ -33,8 +34,10 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::Subscribe)?;
         let s = &self.shared;
         let unit_id = convert::required_id("unit_id", &request.get_ref().unit_id)?;
+        s.acting_for(&caller, unit_id)?;
         s.dispatcher.get_unit(unit_id).map_err(to_status)?;
         // Register first, then look for the waiting page: a page sent in between
         // arrives twice (at-least-once, same incident and attempt), never zero times.
@@ -50,9 +53,11 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::AcknowledgeResponse>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::Acknowledge)?;
         let s = &self.shared;
         let req = request.into_inner();
         convert::required_id("unit_id", &req.unit_id)?;
+        s.acting_for(&caller, &req.unit_id)?;
         convert::required_id("incident_id", &req.incident_id)?;
         if req.reason.len() > s.config.limits.max_description_bytes {
             return Err(invalid("reason", format!("must be at most {} bytes", s.config.limits.max_description_bytes)));
@@ -63,8 +68,16 @@ impl UnitTerminal for TerminalService {
             accept: req.accept,
             reason: req.reason,
         };
-        let unit = s.change(|op| s.dispatcher.acknowledge(&ack, s.clock.now(), op)).await?;
+        // The page being answered, for the acknowledgement latency.
+        let paged_at =
+            s.dispatcher.pending_page(&ack.unit_id).filter(|p| p.incident_id == ack.incident_id).map(|p| p.paged_at);
+        let now = s.clock.now();
+        let unit = s.change(|op| s.dispatcher.acknowledge(&ack, now, op)).await?;
         let unit = unit.map_err(to_status)?;
+        if let Some(paged_at) = paged_at {
+            let waited_ms = (now.unix_ms - paged_at.unix_ms).max(0) as u64;
+            s.metrics.page_ack_seconds.observe(std::time::Duration::from_millis(waited_ms));
+        }
         info!(unit_id = %ack.unit_id, incident_id = %ack.incident_id, accept = ack.accept, "page answered");
         Ok(Response::new(pb::AcknowledgeResponse { unit: Some(convert::unit_to_pb(&unit)) }))
     }
@@ -73,9 +86,11 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<pb::ReportStatusRequest>,
     ) -> Result<Response<pb::ReportStatusResponse>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::ReportStatus)?;
         let s = &self.shared;
         let req = request.get_ref();
         let unit_id = convert::required_id("unit_id", &req.unit_id)?;
+        s.acting_for(&caller, unit_id)?;
         let status = match convert::unit_status_filter("status", req.status)? {
             Some(
                 status @ (UnitStatus::EnRoute
@@ -105,6 +120,7 @@ impl UnitTerminal for TerminalService {
         &self,
         request: Request<Streaming<pb::PositionReport>>,
     ) -> Result<Response<pb::ReportPositionResponse>, Status> {
+        let caller = self.shared.auth.check(&request, Operation::ReportPosition)?;
         let s = &self.shared;
         let max = s.config.terminals.max_positions_per_stream;
         let mut stream = request.into_inner();
@@ -112,8 +128,11 @@ impl UnitTerminal for TerminalService {
         let mut seen: u64 = 0;
         while let Some(report) = stream.next().await {
             let report = report?;
+            // A terminal reporting another unit's position ends its stream.
+            s.acting_for(&caller, &report.unit_id)?;
             seen += 1;
             if seen > max {
+                s.metrics.limit_hit("terminals.max_positions_per_stream");
                 return Err(Status::resource_exhausted(format!(
                     "more than {max} position reports on one stream (terminals.max_positions_per_stream): reconnect; {} applied",
                     answer.applied

@@ -1,17 +1,11 @@
 //! A small gRPC client for people at a terminal.
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::dispatch_client::DispatchClient;
-use tonic::transport::Channel;
 
-#[derive(Args)]
-pub struct Target {
-    /// Server address.
-    #[arg(long, default_value = "http://127.0.0.1:50051", global = true)]
-    addr: String,
-}
+use crate::connect::Conn;
+pub use crate::connect::Target;
 
 /// Where and what an incident is (report and preview).
 #[derive(Args)]
@@ -42,6 +36,10 @@ pub enum ClientCommand {
         address: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The grid cell (网格) the reporter says the location is in; checked:
+        /// another cell than the location's is refused (INVALID_ARGUMENT).
+        #[arg(long, default_value = "")]
+        grid_id: String,
     },
     /// Show what a report would dispatch now, reserving nothing.
     Preview {
@@ -137,8 +135,8 @@ pub enum Status {
     OutOfService,
 }
 
-async fn connect(target: &Target) -> anyhow::Result<DispatchClient<Channel>> {
-    DispatchClient::connect(target.addr.clone()).await.with_context(|| format!("cannot connect to {}", target.addr))
+async fn connect(target: &Target) -> anyhow::Result<DispatchClient<Conn>> {
+    Ok(DispatchClient::new(target.connect().await?))
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
@@ -153,6 +151,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             external_id,
             address,
             description,
+            grid_id,
         } => {
             let external_id = external_id.unwrap_or_else(|| {
                 let ms =
@@ -168,7 +167,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     severity,
                     address,
                     description,
-                    grid_id: String::new(),
+                    grid_id,
                 })
                 .await
                 .map_err(status_error)?
@@ -288,6 +287,9 @@ fn print_incident(i: &pb::Incident) {
         i.village,
         if i.outside_service_area { "  (outside the service area)" } else { "" }
     );
+    if let Some(worker) = &i.grid_worker {
+        println!("  grid {}  worker {}  {}", i.grid_id, worker.name, worker.contact);
+    }
     print_tiers(&i.tiers);
 }
 

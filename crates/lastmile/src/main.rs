@@ -11,6 +11,7 @@
 
 mod bench;
 mod client;
+mod connect;
 mod sim_terminal;
 mod watch;
 
@@ -40,6 +41,9 @@ enum Command {
         /// gRPC listen address, overriding `server.listen` (port 0 picks a free port).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// JSON/HTTP gateway listen address, overriding `http.listen` ("" = no gateway).
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<String>,
         /// Log as JSON lines instead of human-readable text. Level: RUST_LOG (default info).
         #[arg(long)]
         log_json: bool,
@@ -52,8 +56,8 @@ enum Command {
     },
     /// Follow the dispatchers' live feed, one line per event.
     Watch {
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: connect::Target,
         /// Resume after this sequence number (0: only new events).
         #[arg(long, default_value_t = 0)]
         after_seq: u64,
@@ -66,8 +70,8 @@ enum Command {
     },
     /// A simulated responder terminal for one unit.
     Terminal {
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: connect::Target,
         /// The unit, e.g. T3-331004001231.
         #[arg(long)]
         unit: String,
@@ -89,6 +93,13 @@ enum Command {
         /// Run simulated time this many times faster than life.
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
+    },
+    /// Make a bearer token for [[auth.tokens]]: prints a new random token and
+    /// the `token_sha256` line for the config (`--hash`: the digest of a token
+    /// read from stdin).
+    Token {
+        #[arg(long)]
+        hash: bool,
     },
     /// Load benchmark of simultaneous incidents, measured against Ping in the same run.
     Bench(bench::BenchArgs),
@@ -132,15 +143,15 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { config, listen, log_json, data_dir, in_memory } => {
+        Command::Serve { config, listen, http_listen, log_json, data_dir, in_memory } => {
             init_logging(log_json);
             let data_dir = if in_memory { Some(String::new()) } else { data_dir.map(|d| d.display().to_string()) };
-            runtime.block_on(serve(config, listen, data_dir))
+            runtime.block_on(serve(config, listen, http_listen, data_dir))
         }
-        Command::Watch { addr, after_seq, incident, unit } => {
-            runtime.block_on(watch::run(addr, after_seq, incident, unit))
+        Command::Watch { target, after_seq, incident, unit } => {
+            runtime.block_on(watch::run(target, after_seq, incident, unit))
         }
-        Command::Terminal { addr, unit, auto_ack, decline, ack_delay_s, drive, on_scene_s, time_scale } => {
+        Command::Terminal { target, unit, auto_ack, decline, ack_delay_s, drive, on_scene_s, time_scale } => {
             let behaviour = sim_terminal::Behaviour {
                 auto_ack,
                 decline,
@@ -152,10 +163,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime.block_on(async move {
                 loop {
-                    let channel = tonic::transport::Endpoint::from_shared(addr.clone())?.connect().await;
-                    let result = match channel {
-                        Ok(channel) => sim_terminal::run(channel, unit.clone(), behaviour.clone()).await,
-                        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+                    let result = match target.connect().await {
+                        Ok(conn) => sim_terminal::run(conn, unit.clone(), behaviour.clone()).await,
+                        Err(e) => Err(tonic::Status::unavailable(format!("{e:#}"))),
                     };
                     match result {
                         Err(status) if status.code() == tonic::Code::NotFound => anyhow::bail!("{}", status.message()),
@@ -166,6 +176,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             })
         }
+        Command::Token { hash } => token(hash),
         Command::Bench(args) => runtime.block_on(bench::run(args)),
         Command::Webhooks(WebhooksCommand::DeadLetters { config, data_dir, file }) => {
             print_dead_letters(config, data_dir, file)
@@ -215,21 +226,36 @@ fn init_logging(json: bool) {
 async fn serve(
     config_path: Option<PathBuf>,
     listen: Option<std::net::SocketAddr>,
+    http_listen: Option<String>,
     data_dir: Option<String>,
 ) -> anyhow::Result<()> {
     let mut config = match &config_path {
         Some(path) => LastmileConfig::load(path)?,
         None => LastmileConfig::embedded()?,
     };
+    let overridden = listen.is_some() || http_listen.is_some();
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
     if let Some(dir) = data_dir {
         config.journal.data_dir = dir;
     }
+    if let Some(addr) = http_listen {
+        config.http.listen = addr;
+    }
+    if overridden {
+        // Flags are checked like the file's values (e.g. naming `http.listen`).
+        config.validate()?;
+    }
     if config.journal.data_dir.is_empty() {
         warn!("running in memory: nothing survives a restart");
     }
+    // Before anything listens: no open service on a reachable address.
+    let mut listening = vec![("server.listen", config.server.listen)];
+    if let Some(addr) = config.http.listen_addr() {
+        listening.push(("http.listen", addr));
+    }
+    config.check_exposure(&listening)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -237,14 +263,29 @@ async fn serve(
     // Recover (read the journal, rebuild the state) while the port answers
     // health checks with NOT_SERVING; then serve for real.
     let (recovered_tx, recovered_rx) = tokio::sync::oneshot::channel::<()>();
-    let health_phase = tokio::spawn(lastmile_server::serve_health_while_recovering(listener.clone(), async {
-        let _ = recovered_rx.await;
-    }));
+    let health_config = config.clone();
+    let health_listener = listener.clone();
+    let health_phase = tokio::spawn(async move {
+        lastmile_server::serve_health_while_recovering(health_listener, &health_config, async {
+            let _ = recovered_rx.await;
+        })
+        .await
+    });
     let recovery_config = config.clone();
     let opened = tokio::task::spawn_blocking(move || lastmile_server::open(&recovery_config)).await?;
     let _ = recovered_tx.send(());
-    let _ = health_phase.await;
+    health_phase.await??;
     let opened = opened?;
+    // The gateway's port is bound once recovered, so a journal that cannot be
+    // opened is reported as such, not as a busy port.
+    let http_listener = match config.http.listen_addr() {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
     {
         use std::io::Write;
         // Printed once recovered, i.e. ready: scripts and tests that pass port 0
@@ -253,13 +294,18 @@ async fn serve(
         // A closed stdout is ignored: the server must not die because its reader did.
         let mut out = std::io::stdout();
         let _ = writeln!(out, "lastmile listening on {}", listener.local_addr()?);
+        // Second, so scripts reading the first line are unaffected.
+        if let Some(http) = &http_listener {
+            let _ = writeln!(out, "lastmile http listening on {}", http.local_addr()?);
+        }
         let _ = out.flush();
     }
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let config = Arc::new(config);
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lastmile_server::run_opened(listener, config, opened, async {
+    let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener };
+    let server = tokio::spawn(lastmile_server::run_opened(listeners, config, opened, async {
         let _ = stop_rx.await;
     }));
     tokio::pin!(server);
@@ -274,6 +320,26 @@ async fn serve(
         () = tokio::time::sleep(grace) => warn!("shutdown: grace period over; exiting with requests in flight"),
         () = shutdown_signal() => warn!("shutdown: second signal; exiting now"),
     }
+    Ok(())
+}
+
+fn token(hash: bool) -> anyhow::Result<()> {
+    use std::io::Read;
+    let token = if hash {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        text.trim().to_string()
+    } else {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .context("cannot read /dev/urandom")?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        println!("token = {token}");
+        token
+    };
+    anyhow::ensure!(!token.is_empty(), "empty token");
+    println!("token_sha256 = \"{}\"", lastmile_server::auth::token_sha256_hex(&token));
     Ok(())
 }
 

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
+use crate::connect::Conn;
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::unit_terminal_client::UnitTerminalClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 #[derive(Clone, Debug)]
 pub struct Behaviour {
@@ -30,7 +30,7 @@ pub struct Behaviour {
 
 /// Runs until the connection fails for good (returns the error) — callers
 /// reconnect. Pages are answered one at a time, in order.
-pub async fn run(channel: Channel, unit_id: String, behaviour: Behaviour) -> Result<(), tonic::Status> {
+pub async fn run(channel: Conn, unit_id: String, behaviour: Behaviour) -> Result<(), tonic::Status> {
     let mut client = UnitTerminalClient::new(channel);
     let mut pages = client.subscribe(pb::SubscribeRequest { unit_id: unit_id.clone() }).await?.into_inner();
     if behaviour.verbose {
@@ -101,7 +101,7 @@ pub async fn run(channel: Channel, unit_id: String, behaviour: Behaviour) -> Res
 }
 
 async fn drive(
-    client: &mut UnitTerminalClient<Channel>,
+    client: &mut UnitTerminalClient<Conn>,
     unit_id: &str,
     page: &pb::Page,
     b: &Behaviour,
@@ -252,7 +252,7 @@ impl PageLog {
 /// slow answer never delays the next page's timestamp). Runs until the page
 /// stream ends or fails; every task it started ends with it.
 pub async fn run_crew(
-    channel: Channel,
+    channel: Conn,
     unit_id: String,
     model: std::sync::Arc<CrewModel>,
     log: std::sync::Arc<PageLog>,

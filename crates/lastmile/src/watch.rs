@@ -6,9 +6,14 @@ use std::time::Duration;
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::dispatch_client::DispatchClient;
 
-pub async fn run(addr: String, mut after_seq: u64, incident_id: String, unit_id: String) -> anyhow::Result<()> {
+pub async fn run(
+    target: crate::connect::Target,
+    mut after_seq: u64,
+    incident_id: String,
+    unit_id: String,
+) -> anyhow::Result<()> {
     loop {
-        match follow(&addr, &mut after_seq, &incident_id, &unit_id).await {
+        match follow(&target, &mut after_seq, &incident_id, &unit_id).await {
             Ok(()) => eprintln!("watch: feed ended; reconnecting from seq {after_seq}"),
             Err(status) if status.code() == tonic::Code::OutOfRange => {
                 anyhow::bail!("{}", status.message());
@@ -21,10 +26,14 @@ pub async fn run(addr: String, mut after_seq: u64, incident_id: String, unit_id:
     }
 }
 
-async fn follow(addr: &str, after_seq: &mut u64, incident_id: &str, unit_id: &str) -> Result<(), tonic::Status> {
-    let mut client = DispatchClient::connect(addr.to_string())
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("cannot connect to {addr}: {e}")))?;
+async fn follow(
+    target: &crate::connect::Target,
+    after_seq: &mut u64,
+    incident_id: &str,
+    unit_id: &str,
+) -> Result<(), tonic::Status> {
+    let mut client =
+        DispatchClient::new(target.connect().await.map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?);
     let mut stream = client
         .watch_events(pb::WatchEventsRequest {
             after_seq: *after_seq,

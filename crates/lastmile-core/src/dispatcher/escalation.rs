@@ -94,7 +94,7 @@ impl Dispatcher {
         }
         let (tier, attempt) = (a.tier, a.attempt);
         let event = Event::new(EventKind::UnitAcknowledged, now)
-            .incident(&incident.id)
+            .incident(&incident.id, &incident.grid_id)
             .unit(&ack.unit_id)
             .tier(tier)
             .attempt(attempt);
@@ -175,9 +175,10 @@ impl Dispatcher {
         };
         // The tier was met meanwhile: its timers have stopped; withdraw the page.
         if matches!(incident.tiers[ti].state, TierState::Met | TierState::Cancelled) {
-            let id = incident.id.clone();
+            let (id, grid_id) = (incident.id.clone(), incident.grid_id.clone());
             self.release_assignment(
                 &id,
+                &grid_id,
                 &mut incident.tiers[ti].assignments[ai],
                 now,
                 "page withdrawn: tier met",
@@ -197,7 +198,7 @@ impl Dispatcher {
         }
         fx.emit(
             Event::new(EventKind::UnitTimedOut, now)
-                .incident(&incident.id)
+                .incident(&incident.id, &incident.grid_id)
                 .unit(unit_id)
                 .tier(tier)
                 .attempt(attempt)
@@ -237,7 +238,10 @@ impl Dispatcher {
                     t.state = TierState::Short;
                     t.note = format!("re-paged {} beyond target (eta {} s > {} s)", a.unit_id, a.eta_s, t.target_s);
                     fx.emit(
-                        Event::new(EventKind::TierShort, now).incident(&incident.id).tier(tier).detail(t.note.clone()),
+                        Event::new(EventKind::TierShort, now)
+                            .incident(&incident.id, &incident.grid_id)
+                            .tier(tier)
+                            .detail(t.note.clone()),
                     );
                 }
                 t.assignments.push(a);
@@ -252,7 +256,12 @@ impl Dispatcher {
             t.state = TierState::Escalated;
         }
         t.note = why.clone();
-        fx.emit(Event::new(EventKind::TierEscalated, now).incident(&incident.id).tier(t.tier).detail(why));
+        fx.emit(
+            Event::new(EventKind::TierEscalated, now)
+                .incident(&incident.id, &incident.grid_id)
+                .tier(t.tier)
+                .detail(why),
+        );
     }
 
     fn deadline_passed(&self, seq: u64, tier: Tier, now: Timestamp, fx: &dyn Effects) {
@@ -273,7 +282,7 @@ impl Dispatcher {
         let required = t.required;
         fx.emit(
             Event::new(EventKind::TierBreached, now)
-                .incident(&incident.id)
+                .incident(&incident.id, &incident.grid_id)
                 .tier(tier)
                 .detail(format!("{on_scene} of {required} on scene at the {} s deadline", t.target_s)),
         );
@@ -296,7 +305,12 @@ impl Dispatcher {
             None if unbounded => format!("breach of {tier}: no available {up} unit anywhere; dispatchers must act"),
             None => format!("breach of {tier}: no available {up} unit within its reach; dispatchers must act"),
         };
-        fx.emit(Event::new(EventKind::TierEscalated, now).incident(&incident.id).tier(tier).detail(detail));
+        fx.emit(
+            Event::new(EventKind::TierEscalated, now)
+                .incident(&incident.id, &incident.grid_id)
+                .tier(tier)
+                .detail(detail),
+        );
         fx.store_incident(incident);
     }
 
@@ -451,7 +465,7 @@ impl Dispatcher {
         } else {
             format!("released by dispatcher: {reason}")
         };
-        self.release_assignment(&incident_id, a, now, &why, None, fx);
+        self.release_assignment(&incident_id, &incident.grid_id, a, now, &why, None, fx);
         fx.store_incident(incident);
         self.get_unit(unit_id)
     }

@@ -77,6 +77,7 @@ pub(super) fn fire(external_id: &str, at: LatLng) -> NewIncident {
         severity: 2,
         address: String::new(),
         description: String::new(),
+        grid_id: String::new(),
     }
 }
 
@@ -289,4 +290,101 @@ fn the_incident_table_is_bounded() {
     assert!(matches!(d.report_nofx(fire("c", ll(28.58, 121.37)), T0), Err(DispatchError::CapacityExhausted { .. })));
     // A retry of a stored one is still answered.
     assert!(d.report_nofx(fire("a", ll(28.58, 121.37)), T0).unwrap().duplicate);
+}
+
+/// The test dispatcher with two grid cells side by side:
+/// G-A (121.30..121.37) and G-B (121.37..121.44), both 28.55..28.62.
+fn gridded_dispatcher() -> Dispatcher {
+    use crate::grid::{GridCell, GridIndex, GridWorker};
+    let cell = |id: &str, lng0: f64, village: &str, worker: &str| {
+        let ring = LineString::from(vec![
+            (lng0, 28.55),
+            (lng0 + 0.07, 28.55),
+            (lng0 + 0.07, 28.62),
+            (lng0, 28.62),
+            (lng0, 28.55),
+        ]);
+        GridCell {
+            grid_id: id.into(),
+            town: "路北街道".into(),
+            village: village.into(),
+            worker: GridWorker { name: worker.into(), contact: format!("0576-0000{}", &id[2..]) },
+            polygon: MultiPolygon(vec![Polygon::new(ring, vec![])]),
+        }
+    };
+    let grid =
+        GridIndex::new(vec![cell("G-A", 121.30, "西村", "甲（虚构）"), cell("G-B", 121.37, "东村", "乙（虚构）")])
+            .unwrap();
+    let d = dispatcher();
+    Dispatcher::new(
+        DispatchConfig::defaults(),
+        area().with_grid(grid),
+        d.units.iter().map(|u| u.clone()).collect(),
+        DispatcherLimits::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_report_in_a_grid_cell_takes_the_cell_and_notifies_its_worker_on_every_event() {
+    let d = gridded_dispatcher();
+    let fx = crate::effects::Recorder::default();
+    let inc = d.report(fire("ext-g", ll(28.58, 121.38)), T0, &fx).unwrap().incident;
+    assert_eq!(inc.grid_id, "G-B");
+    assert_eq!(inc.grid_worker.as_ref().map(|w| w.name.as_str()), Some("乙（虚构）"));
+    // The cell's town and village, not the nearest village centre's (中心村).
+    assert_eq!((inc.town.as_str(), inc.village.as_str()), ("路北街道", "东村"));
+    let events = fx.take_events();
+    assert_eq!(events[0].kind, EventKind::IncidentReported);
+    assert_eq!(events[1].kind, EventKind::GridWorkerNotified);
+    assert_eq!(events[1].grid_id, "G-B");
+    assert!(events[1].detail.contains("乙（虚构）") && events[1].detail.contains("0576-0000B"), "{}", events[1].detail);
+    assert_eq!(events.iter().filter(|e| e.kind == EventKind::GridWorkerNotified).count(), 1);
+    // Later events of the incident (a timeout and its re-page, the close and
+    // its releases) carry the cell too.
+    let ack = fx.take_timers().into_iter().find(|t| matches!(t.key, TimerKey::Ack { .. })).unwrap();
+    d.fire(&ack.key, ack.at, &fx);
+    d.close_incident(&inc.id, ack.at, &fx).unwrap();
+    let later = fx.take_events();
+    assert!(later.iter().any(|e| e.kind == EventKind::UnitTimedOut));
+    assert!(later.iter().any(|e| e.kind == EventKind::IncidentClosed));
+    for e in events.iter().chain(&later).filter(|e| e.incident_id.is_some()) {
+        assert_eq!(e.grid_id, "G-B", "{e:?}");
+    }
+    // Outside every cell: no cell, no worker, no notification.
+    let outside = d.report(fire("ext-h", ll(28.45, 121.5)), T0, &fx).unwrap().incident;
+    assert_eq!((outside.grid_id.as_str(), outside.grid_worker.as_ref()), ("", None));
+    assert!(fx.take_events().iter().all(|e| e.kind != EventKind::GridWorkerNotified && e.grid_id.is_empty()));
+}
+
+#[test]
+fn a_claimed_grid_id_is_checked_against_the_location() {
+    let d = gridded_dispatcher();
+    let claim = |ext: &str, at: LatLng, grid_id: &str| NewIncident { grid_id: grid_id.into(), ..fire(ext, at) };
+    let refused = |new: NewIncident| match d.report_nofx(new, T0) {
+        Err(DispatchError::InvalidArgument { field, reason }) => {
+            assert_eq!(field, "grid_id");
+            reason
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    };
+    let in_b = ll(28.58, 121.38);
+    assert_eq!(refused(claim("x1", in_b, "G-A")), "the location is in grid cell G-B, not G-A");
+    assert_eq!(refused(claim("x2", in_b, "G-Z")), "unknown grid cell \"G-Z\"; the location is in grid cell G-B");
+    assert_eq!(refused(claim("x3", ll(28.45, 121.5), "G-A")), "the location is in no grid cell, not G-A");
+    assert_eq!(d.incident_count(), 0, "a refused report dispatches nothing");
+    assert_eq!(d.report_nofx(claim("x4", in_b, "G-B"), T0).unwrap().incident.grid_id, "G-B");
+    // A retry that contradicts the location is refused, not answered from the stored incident.
+    assert_eq!(refused(claim("x4", in_b, "G-A")), "the location is in grid cell G-B, not G-A");
+}
+
+#[test]
+fn incidents_stored_before_grid_cells_load_in_none() {
+    let d = dispatcher();
+    let inc = d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
+    let mut json = serde_json::to_value(&inc).unwrap();
+    let fields = json.as_object_mut().unwrap();
+    assert!(fields.remove("grid_id").is_some() && fields.remove("grid_worker").is_some());
+    let old: Incident = serde_json::from_value(json).unwrap();
+    assert_eq!((old.grid_id.as_str(), old.grid_worker), ("", None));
 }

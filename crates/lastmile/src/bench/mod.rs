@@ -423,7 +423,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let channel = connect(&endpoint).await?;
             for unit in chunk {
                 fleet.spawn(crate::sim_terminal::run_crew(
-                    channel.clone(),
+                    crate::connect::Bearer::wrap_plain(channel.clone()),
                     unit.id.clone(),
                     model.clone(),
                     log.clone(),

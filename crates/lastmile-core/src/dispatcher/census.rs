@@ -1,0 +1,78 @@
+//! A count of everything the dispatcher holds, by the labels operators
+//! watch (what `/metrics` exports). Read shard by shard, so it is a
+//! near-instant picture, not one atomic snapshot; it takes no lock that a
+//! dispatch waits on for longer than one entry's read.
+
+use std::collections::BTreeMap;
+
+use super::Dispatcher;
+use crate::incident::{IncidentStatus, TierState};
+use crate::tier::Tier;
+use crate::unit::UnitStatus;
+
+/// How a tier ended up (or stands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TierOutcome {
+    /// Every required unit reserved within target; pages out.
+    WithinTarget,
+    Short,
+    Met,
+    Breached,
+    Escalated,
+    /// Closed before it had an outcome.
+    Cancelled,
+}
+
+impl TierOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            TierOutcome::WithinTarget => "within_target",
+            TierOutcome::Short => "short",
+            TierOutcome::Met => "met",
+            TierOutcome::Breached => "breached",
+            TierOutcome::Escalated => "escalated",
+            TierOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    fn of(state: TierState) -> Self {
+        match state {
+            TierState::Paging => TierOutcome::WithinTarget,
+            TierState::Short => TierOutcome::Short,
+            TierState::Met => TierOutcome::Met,
+            TierState::Breached => TierOutcome::Breached,
+            TierState::Escalated => TierOutcome::Escalated,
+            TierState::Cancelled => TierOutcome::Cancelled,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Census {
+    pub incidents_open: u64,
+    pub incidents_closed: u64,
+    /// Tiers of every incident held, by (tier, town, outcome); town is empty
+    /// outside the served area.
+    pub tiers: BTreeMap<(Tier, String, TierOutcome), u64>,
+    /// Units by (tier, status).
+    pub units: BTreeMap<(Tier, UnitStatus), u64>,
+}
+
+impl Dispatcher {
+    pub fn census(&self) -> Census {
+        let mut census = Census::default();
+        for incident in self.incidents.iter() {
+            match incident.status {
+                IncidentStatus::Open => census.incidents_open += 1,
+                IncidentStatus::Closed => census.incidents_closed += 1,
+            }
+            for tier in &incident.tiers {
+                *census.tiers.entry((tier.tier, incident.town.clone(), TierOutcome::of(tier.state))).or_default() += 1;
+            }
+        }
+        for unit in self.units.iter() {
+            *census.units.entry((unit.tier, unit.status)).or_default() += 1;
+        }
+        census
+    }
+}

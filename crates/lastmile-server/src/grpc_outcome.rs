@@ -1,0 +1,95 @@
+//! A tower layer around every gRPC service: counts refused calls by method
+//! and code (`lastmile_grpc_errors_total`), and answers an oversized request
+//! message with RESOURCE_EXHAUSTED (gRPC's code for a size limit; tonic's
+//! own answer is OUT_OF_RANGE), counted as a hit of
+//! `server.max_decoding_message_bytes`.
+//!
+//! It sees error answers only: tonic puts an error's `grpc-status` in the
+//! response headers ("trailers-only"), a success's in the trailers, which
+//! this layer does not wait for (it would have to wrap every body).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Code;
+
+use crate::metrics::Metrics;
+
+/// tonic's message for a request message over `max_decoding_message_size`.
+const DECODE_TOO_LARGE: &str = "Error, decoded message length too large";
+
+#[derive(Clone)]
+pub struct OutcomeLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl OutcomeLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        OutcomeLayer { metrics }
+    }
+}
+
+impl<S> tower::Layer<S> for OutcomeLayer {
+    type Service = Outcome<S>;
+    fn layer(&self, inner: S) -> Outcome<S> {
+        Outcome { inner, metrics: self.metrics.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Outcome<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Outcome<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let answer = self.inner.call(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let mut response = answer.await?;
+            let Some(code) = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
+            else {
+                return Ok(response);
+            };
+            let mut code = Code::from_i32(code);
+            if code == Code::OutOfRange
+                && response
+                    .headers()
+                    .get("grpc-message")
+                    .and_then(|m| m.to_str().ok())
+                    .is_some_and(|m| percent_decoded_starts_with(m, DECODE_TOO_LARGE))
+            {
+                code = Code::ResourceExhausted;
+                response.headers_mut().insert("grpc-status", http::HeaderValue::from(code as i32));
+                metrics.limit_hit("server.max_decoding_message_bytes");
+            }
+            if code != Code::Ok {
+                let method = path.rsplit('/').next().unwrap_or_default();
+                metrics.grpc_error(method, code);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// grpc-message is percent-encoded; the prefix we look for has only spaces
+/// and commas to decode.
+fn percent_decoded_starts_with(message: &str, prefix: &str) -> bool {
+    message.replace("%20", " ").replace("%2C", ",").starts_with(prefix)
+}

@@ -1,0 +1,593 @@
+//! The gateway's JSON: hand-written DTOs mirroring `proto/lastmile/v1`
+//! message by message, field by field (snake_case, the proto's field names).
+//!
+//! Conventions, the same for every message (and written down in
+//! `openapi.json`, which the e2e test checks responses against):
+//! - an enum is its proto value name without the enum's prefix (`FIRE` for
+//!   `INCIDENT_KIND_FIRE`, `OPEN`, `AVAILABLE`, `PAGING`, `UNIT_PAGED`); tiers
+//!   are `TIER_1`, `TIER_3`, `TIER_5`, `TIER_10`. The unspecified value is
+//!   `null` in responses and is never accepted in requests (leave the field
+//!   out instead);
+//! - a timestamp is an RFC 3339 string in UTC (`2026-11-29T03:02:07.178Z`);
+//! - an absent message or timestamp is `null`; strings are never `null`
+//!   (empty means none, as in the proto); every response field is always
+//!   present;
+//! - requests refuse unknown fields; a missing field is the proto default,
+//!   so the gRPC validation names it exactly as it does for gRPC callers.
+//!
+//! [`event`] is the one serialisation of a live-feed event (the SSE stream
+//! uses it; webhooks are meant to).
+
+use lastmile_proto::v1 as pb;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+// ---------------------------------------------------------------- enums
+
+/// A proto enum as it appears in JSON.
+pub trait JsonEnum: Sized + Copy + TryFrom<i32> + Into<i32> {
+    /// Stripped from the proto value name (`INCIDENT_KIND_`).
+    const PREFIX: &'static str;
+    /// Stripped from the end of the proto value name (`_MIN` for tiers).
+    const SUFFIX: &'static str;
+    /// What the enum is called in error messages.
+    const WHAT: &'static str;
+    fn proto_name(self) -> &'static str;
+    fn from_proto_name(name: &str) -> Option<Self>;
+}
+
+macro_rules! json_enum {
+    ($ty:ty, $prefix:literal, $suffix:literal, $what:literal) => {
+        impl JsonEnum for $ty {
+            const PREFIX: &'static str = $prefix;
+            const SUFFIX: &'static str = $suffix;
+            const WHAT: &'static str = $what;
+            fn proto_name(self) -> &'static str {
+                self.as_str_name()
+            }
+            fn from_proto_name(name: &str) -> Option<Self> {
+                Self::from_str_name(name)
+            }
+        }
+    };
+}
+
+json_enum!(pb::Tier, "", "_MIN", "tier");
+json_enum!(pb::UnitStatus, "UNIT_STATUS_", "", "unit status");
+json_enum!(pb::IncidentKind, "INCIDENT_KIND_", "", "incident kind");
+json_enum!(pb::IncidentStatus, "INCIDENT_STATUS_", "", "incident status");
+json_enum!(pb::TierState, "TIER_STATE_", "", "tier state");
+json_enum!(pb::AssignmentState, "ASSIGNMENT_STATE_", "", "assignment state");
+json_enum!(pb::EventType, "EVENT_TYPE_", "", "event type");
+
+/// The JSON name of a proto enum value; `None` for the unspecified value (0)
+/// and for numbers the proto does not define.
+pub fn enum_name<E: JsonEnum>(value: i32) -> Option<&'static str> {
+    if value == 0 {
+        return None;
+    }
+    let name = E::try_from(value).ok()?.proto_name();
+    Some(name.strip_prefix(E::PREFIX).unwrap_or(name).strip_suffix(E::SUFFIX).unwrap_or(name))
+}
+
+/// Every JSON name of a proto enum (the unspecified value excluded), in
+/// number order: what requests accept and `openapi.json` lists.
+pub fn enum_names<E: JsonEnum>() -> Vec<&'static str> {
+    // Proto enum numbers here are small; 0..=255 covers every one defined.
+    (1..=255).filter_map(enum_name::<E>).collect()
+}
+
+/// A proto enum value read from a JSON name (requests and query strings).
+#[derive(Clone, Copy, Debug)]
+pub struct Named<E>(pub E);
+
+impl<E: JsonEnum> Named<E> {
+    pub fn number(self) -> i32 {
+        self.0.into()
+    }
+}
+
+impl<'de, E: JsonEnum> Deserialize<'de> for Named<E> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        let full = format!("{}{name}{}", E::PREFIX, E::SUFFIX);
+        match E::from_proto_name(&full) {
+            Some(value) if value.into() != 0 => Ok(Named(value)),
+            _ => Err(D::Error::custom(format!(
+                "unknown {} {name:?}: expected one of {}",
+                E::WHAT,
+                enum_names::<E>().join(", ")
+            ))),
+        }
+    }
+}
+
+/// An enum field that the server always sets (non-null in the schema).
+fn required_enum<E: JsonEnum>(value: i32) -> &'static str {
+    let name = enum_name::<E>(value);
+    debug_assert!(name.is_some(), "{} {value} in a response", E::WHAT);
+    name.unwrap_or("")
+}
+
+// ---------------------------------------------------------------- scalars
+
+/// RFC 3339, UTC, `Z` (prost's formatting: 0, 3, 6 or 9 fraction digits).
+pub fn timestamp(t: &prost_types::Timestamp) -> String {
+    t.to_string()
+}
+
+fn optional_timestamp(t: Option<&prost_types::Timestamp>) -> Option<String> {
+    t.map(timestamp)
+}
+
+/// A timestamp the server always sets.
+fn required_timestamp(t: Option<&prost_types::Timestamp>) -> String {
+    debug_assert!(t.is_some(), "a required timestamp is missing");
+    timestamp(&t.copied().unwrap_or_default())
+}
+
+/// WGS-84 degrees (requests and responses).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatLng {
+    pub lat: f64,
+    pub lng: f64,
+}
+
+impl From<&pb::LatLng> for LatLng {
+    fn from(p: &pb::LatLng) -> Self {
+        LatLng { lat: p.lat, lng: p.lng }
+    }
+}
+
+impl From<LatLng> for pb::LatLng {
+    fn from(p: LatLng) -> Self {
+        pb::LatLng { lat: p.lat, lng: p.lng }
+    }
+}
+
+fn required_lat_lng(p: Option<&pb::LatLng>) -> LatLng {
+    debug_assert!(p.is_some(), "a required position is missing");
+    p.map(LatLng::from).unwrap_or(LatLng { lat: 0.0, lng: 0.0 })
+}
+
+// ---------------------------------------------------------------- requests
+
+/// `POST /v1/incidents`: `ReportIncidentRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportIncidentBody {
+    #[serde(default)]
+    pub external_id: String,
+    #[serde(default)]
+    pub location: Option<LatLng>,
+    #[serde(default)]
+    pub kind: Option<Named<pb::IncidentKind>>,
+    #[serde(default)]
+    pub severity: u32,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub grid_id: String,
+}
+
+impl From<ReportIncidentBody> for pb::ReportIncidentRequest {
+    fn from(b: ReportIncidentBody) -> Self {
+        pb::ReportIncidentRequest {
+            external_id: b.external_id,
+            location: b.location.map(Into::into),
+            kind: b.kind.map(Named::number).unwrap_or(0),
+            severity: b.severity,
+            address: b.address,
+            description: b.description,
+            grid_id: b.grid_id,
+        }
+    }
+}
+
+/// `POST /v1/incidents/{id}/close`: `CloseIncidentRequest` without the id
+/// (it is in the path). An empty body is `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseIncidentBody {
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/dispatch/preview`: `PreviewDispatchRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewDispatchBody {
+    #[serde(default)]
+    pub location: Option<LatLng>,
+    #[serde(default)]
+    pub kind: Option<Named<pb::IncidentKind>>,
+    #[serde(default)]
+    pub severity: u32,
+}
+
+impl From<PreviewDispatchBody> for pb::PreviewDispatchRequest {
+    fn from(b: PreviewDispatchBody) -> Self {
+        pb::PreviewDispatchRequest {
+            location: b.location.map(Into::into),
+            kind: b.kind.map(Named::number).unwrap_or(0),
+            severity: b.severity,
+        }
+    }
+}
+
+/// `GET /v1/incidents?...`: `ListIncidentsRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListIncidentsQuery {
+    pub status: Option<Named<pb::IncidentStatus>>,
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+impl From<ListIncidentsQuery> for pb::ListIncidentsRequest {
+    fn from(q: ListIncidentsQuery) -> Self {
+        pb::ListIncidentsRequest {
+            status: q.status.map(Named::number).unwrap_or(0),
+            page_size: q.page_size.unwrap_or(0),
+            page_token: q.page_token.unwrap_or_default(),
+        }
+    }
+}
+
+/// `GET /v1/units?...`: `ListUnitsRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListUnitsQuery {
+    pub tier: Option<Named<pb::Tier>>,
+    pub status: Option<Named<pb::UnitStatus>>,
+    pub town: Option<String>,
+    pub page_size: Option<u32>,
+    pub page_token: Option<String>,
+}
+
+impl From<ListUnitsQuery> for pb::ListUnitsRequest {
+    fn from(q: ListUnitsQuery) -> Self {
+        pb::ListUnitsRequest {
+            tier: q.tier.map(Named::number).unwrap_or(0),
+            status: q.status.map(Named::number).unwrap_or(0),
+            town: q.town.unwrap_or_default(),
+            page_size: q.page_size.unwrap_or(0),
+            page_token: q.page_token.unwrap_or_default(),
+        }
+    }
+}
+
+/// `GET /v1/events?...`: `WatchEventsRequest` (`Last-Event-ID` overrides
+/// `after_seq`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchEventsQuery {
+    pub after_seq: Option<u64>,
+    pub incident_id: Option<String>,
+    pub unit_id: Option<String>,
+}
+
+// ---------------------------------------------------------------- responses
+
+#[derive(Debug, Serialize)]
+pub struct Unit {
+    pub id: String,
+    pub name: String,
+    pub tier: &'static str,
+    pub home: LatLng,
+    pub position: LatLng,
+    pub status: &'static str,
+    pub town: String,
+    pub village: String,
+    pub crew: u32,
+    pub capabilities: Vec<String>,
+    pub incident_id: String,
+}
+
+impl From<pb::Unit> for Unit {
+    fn from(u: pb::Unit) -> Self {
+        Unit {
+            tier: required_enum::<pb::Tier>(u.tier),
+            home: required_lat_lng(u.home.as_ref()),
+            position: required_lat_lng(u.position.as_ref()),
+            status: required_enum::<pb::UnitStatus>(u.status),
+            id: u.id,
+            name: u.name,
+            town: u.town,
+            village: u.village,
+            crew: u.crew,
+            capabilities: u.capabilities,
+            incident_id: u.incident_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Assignment {
+    pub unit_id: String,
+    pub unit_name: String,
+    pub tier: &'static str,
+    pub distance_m: f64,
+    pub eta_s: u32,
+    pub within_target: bool,
+    /// `null` in previews (nothing was paged).
+    pub state: Option<&'static str>,
+    /// `null` in previews.
+    pub paged_at: Option<String>,
+    pub attempt: u32,
+    /// The breached lower tier this unit helps; `null` if none.
+    pub escalated_from: Option<&'static str>,
+}
+
+impl From<pb::Assignment> for Assignment {
+    fn from(a: pb::Assignment) -> Self {
+        Assignment {
+            tier: required_enum::<pb::Tier>(a.tier),
+            state: enum_name::<pb::AssignmentState>(a.state),
+            paged_at: optional_timestamp(a.paged_at.as_ref()),
+            escalated_from: enum_name::<pb::Tier>(a.escalated_from),
+            unit_id: a.unit_id,
+            unit_name: a.unit_name,
+            distance_m: a.distance_m,
+            eta_s: a.eta_s,
+            within_target: a.within_target,
+            attempt: a.attempt,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TierResponse {
+    pub tier: &'static str,
+    pub target_s: u32,
+    pub required: u32,
+    pub state: &'static str,
+    pub deadline: String,
+    pub assignments: Vec<Assignment>,
+    pub note: String,
+}
+
+impl From<pb::TierResponse> for TierResponse {
+    fn from(t: pb::TierResponse) -> Self {
+        TierResponse {
+            tier: required_enum::<pb::Tier>(t.tier),
+            target_s: t.target_s,
+            required: t.required,
+            state: required_enum::<pb::TierState>(t.state),
+            deadline: required_timestamp(t.deadline.as_ref()),
+            assignments: t.assignments.into_iter().map(Into::into).collect(),
+            note: t.note,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct GridWorker {
+    pub grid_id: String,
+    pub name: String,
+    pub contact: String,
+}
+
+impl From<pb::GridWorker> for GridWorker {
+    fn from(g: pb::GridWorker) -> Self {
+        GridWorker { grid_id: g.grid_id, name: g.name, contact: g.contact }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Incident {
+    pub id: String,
+    pub external_id: String,
+    pub location: LatLng,
+    pub kind: &'static str,
+    pub severity: u32,
+    pub reported_at: String,
+    pub status: &'static str,
+    pub tiers: Vec<TierResponse>,
+    pub town: String,
+    pub village: String,
+    pub address: String,
+    pub description: String,
+    pub outside_service_area: bool,
+    /// `null` while open.
+    pub closed_at: Option<String>,
+    pub grid_id: String,
+    /// `null` when the location is in no grid cell.
+    pub grid_worker: Option<GridWorker>,
+}
+
+impl From<pb::Incident> for Incident {
+    fn from(i: pb::Incident) -> Self {
+        Incident {
+            location: required_lat_lng(i.location.as_ref()),
+            kind: required_enum::<pb::IncidentKind>(i.kind),
+            reported_at: required_timestamp(i.reported_at.as_ref()),
+            status: required_enum::<pb::IncidentStatus>(i.status),
+            closed_at: optional_timestamp(i.closed_at.as_ref()),
+            tiers: i.tiers.into_iter().map(Into::into).collect(),
+            grid_worker: i.grid_worker.map(Into::into),
+            id: i.id,
+            external_id: i.external_id,
+            severity: i.severity,
+            town: i.town,
+            village: i.village,
+            address: i.address,
+            description: i.description,
+            outside_service_area: i.outside_service_area,
+            grid_id: i.grid_id,
+        }
+    }
+}
+
+/// The incident a response carries; the service always sets it.
+fn required_incident(i: Option<pb::Incident>) -> Incident {
+    debug_assert!(i.is_some(), "a response without its incident");
+    Incident::from(i.unwrap_or_default())
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportIncidentResponse {
+    pub incident: Incident,
+    pub duplicate: bool,
+}
+
+impl From<pb::ReportIncidentResponse> for ReportIncidentResponse {
+    fn from(r: pb::ReportIncidentResponse) -> Self {
+        ReportIncidentResponse { incident: required_incident(r.incident), duplicate: r.duplicate }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListIncidentsResponse {
+    pub incidents: Vec<Incident>,
+    pub next_page_token: String,
+}
+
+impl From<pb::ListIncidentsResponse> for ListIncidentsResponse {
+    fn from(r: pb::ListIncidentsResponse) -> Self {
+        ListIncidentsResponse {
+            incidents: r.incidents.into_iter().map(Into::into).collect(),
+            next_page_token: r.next_page_token,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CloseIncidentResponse {
+    pub incident: Incident,
+}
+
+impl From<pb::CloseIncidentResponse> for CloseIncidentResponse {
+    fn from(r: pb::CloseIncidentResponse) -> Self {
+        CloseIncidentResponse { incident: required_incident(r.incident) }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PreviewDispatchResponse {
+    pub tiers: Vec<TierResponse>,
+    pub town: String,
+    pub village: String,
+    pub outside_service_area: bool,
+}
+
+impl From<pb::PreviewDispatchResponse> for PreviewDispatchResponse {
+    fn from(r: pb::PreviewDispatchResponse) -> Self {
+        PreviewDispatchResponse {
+            tiers: r.tiers.into_iter().map(Into::into).collect(),
+            town: r.town,
+            village: r.village,
+            outside_service_area: r.outside_service_area,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListUnitsResponse {
+    pub units: Vec<Unit>,
+    pub next_page_token: String,
+}
+
+impl From<pb::ListUnitsResponse> for ListUnitsResponse {
+    fn from(r: pb::ListUnitsResponse) -> Self {
+        ListUnitsResponse { units: r.units.into_iter().map(Into::into).collect(), next_page_token: r.next_page_token }
+    }
+}
+
+/// A live-feed event (`DispatchEvent`).
+#[derive(Debug, Serialize)]
+pub struct DispatchEvent {
+    pub seq: u64,
+    pub at: String,
+    pub r#type: &'static str,
+    pub incident_id: String,
+    pub unit_id: String,
+    /// `null` when the event is about no tier.
+    pub tier: Option<&'static str>,
+    pub attempt: u32,
+    /// `null` when the event carries no unit status.
+    pub unit_status: Option<&'static str>,
+    /// `null` when the event carries no position.
+    pub position: Option<LatLng>,
+    pub detail: String,
+    pub grid_id: String,
+}
+
+impl From<&pb::DispatchEvent> for DispatchEvent {
+    fn from(e: &pb::DispatchEvent) -> Self {
+        DispatchEvent {
+            seq: e.seq,
+            at: required_timestamp(e.at.as_ref()),
+            r#type: required_enum::<pb::EventType>(e.r#type),
+            incident_id: e.incident_id.clone(),
+            unit_id: e.unit_id.clone(),
+            tier: enum_name::<pb::Tier>(e.tier),
+            attempt: e.attempt,
+            unit_status: enum_name::<pb::UnitStatus>(e.unit_status),
+            position: e.position.as_ref().map(LatLng::from),
+            detail: e.detail.clone(),
+            grid_id: e.grid_id.clone(),
+        }
+    }
+}
+
+/// The one JSON form of a live-feed event: what webhooks send, and (as
+/// [`event_text`], the same fields in the proto's order) the `data` of the
+/// SSE stream's events.
+pub fn event(e: &pb::DispatchEvent) -> serde_json::Value {
+    serde_json::to_value(DispatchEvent::from(e)).expect("a DispatchEvent always serialises")
+}
+
+/// [`event`] as text, fields in the proto's order.
+pub fn event_text(e: &pb::DispatchEvent) -> String {
+    serde_json::to_string(&DispatchEvent::from(e)).expect("a DispatchEvent always serialises")
+}
+
+/// The SSE `event:` name of a live-feed event (`INCIDENT_REPORTED`, ...).
+pub fn event_type_name(e: &pb::DispatchEvent) -> &'static str {
+    enum_name::<pb::EventType>(e.r#type).unwrap_or("UNSPECIFIED")
+}
+
+/// `{"error": {"code": "INVALID_ARGUMENT", "message": "..."}}`: every
+/// refusal's body.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    /// The gRPC code's name (`NOT_FOUND`, ...).
+    pub code: &'static str,
+    /// What was wrong; names the field, as the gRPC message does.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_names_drop_the_prefix_and_the_tier_suffix() {
+        assert_eq!(enum_name::<pb::IncidentKind>(1), Some("FIRE"));
+        assert_eq!(enum_name::<pb::Tier>(10), Some("TIER_10"));
+        assert_eq!(enum_name::<pb::Tier>(0), None);
+        assert_eq!(enum_names::<pb::Tier>(), ["TIER_1", "TIER_3", "TIER_5", "TIER_10"]);
+        assert_eq!(enum_names::<pb::IncidentStatus>(), ["OPEN", "CLOSED"]);
+        let tier: Named<pb::Tier> = serde_json::from_str("\"TIER_5\"").unwrap();
+        assert_eq!(tier.number(), 5);
+        let err = serde_json::from_str::<Named<pb::Tier>>("\"TIER_UNSPECIFIED\"").unwrap_err().to_string();
+        assert!(err.contains("expected one of TIER_1, TIER_3, TIER_5, TIER_10"), "{err}");
+        assert!(serde_json::from_str::<Named<pb::IncidentKind>>("\"fire\"").is_err());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = prost_types::Timestamp { seconds: 1_795_924_927, nanos: 178_000_000 };
+        assert_eq!(timestamp(&t), "2026-11-29T04:02:07.178Z");
+        assert_eq!(timestamp(&prost_types::Timestamp { seconds: 0, nanos: 0 }), "1970-01-01T00:00:00Z");
+    }
+}
