@@ -19,7 +19,9 @@
 //! receiver acted is retried under the same `X-Lastmile-Delivery` id), and
 //! best effort across a crash: queues live in memory. A graceful shutdown
 //! flushes each queue for `shutdown_flush_ms`, then dead-letters the rest
-//! (reason `shutdown`) into the file, from which they can be replayed.
+//! (reason `shutdown`) into the file, from which they can be replayed. The
+//! file is written by the supervisor task while it runs: dead letters made
+//! after `shutdown` (late offers, a replay) stay in memory.
 
 pub mod config;
 pub mod dead_letter;
@@ -121,6 +123,12 @@ impl Drop for Webhooks {
         self.supervisor.abort();
     }
 }
+
+// Shared by every request handler (behind an `Arc`).
+const _: () = {
+    const fn shared_across_tasks<T: Send + Sync>() {}
+    shared_across_tasks::<Webhooks>();
+};
 
 /// Per endpoint, for metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
