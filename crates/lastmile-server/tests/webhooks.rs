@@ -103,6 +103,45 @@ async fn receiver(secret: &str, script: &[Reply], then: Reply) -> Running {
     Running { url, receiver, server }
 }
 
+/// The test CA and the certificate it signed for `localhost` (the
+/// repository's `tests/fixtures/tls`).
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tls").join(name)
+}
+
+/// The same receiver behind TLS (rustls, the server's own acceptor), at
+/// `https://localhost:PORT/hook`.
+async fn tls_receiver(secret: &str, then: Reply) -> Running {
+    let cert = std::fs::read_to_string(fixture("server.pem")).unwrap();
+    let key = std::fs::read_to_string(fixture("server.key")).unwrap();
+    let acceptor = lastmile_server::http::tls_acceptor(&cert, &key).unwrap();
+    let receiver = Arc::new(Receiver {
+        secret: secret.to_string(),
+        script: Mutex::new(VecDeque::new()),
+        then: Mutex::new(then),
+        received: Mutex::new(Vec::new()),
+    });
+    let app = axum::Router::new().route("/hook", post(hook)).with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}/hook", listener.local_addr().unwrap().port());
+    let server = tokio::spawn(async move {
+        // Connection tasks end with this one.
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            connections.spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Running { url, receiver, server }
+}
+
 fn endpoint(name: &str, url: &str) -> EndpointConfig {
     let mut e = EndpointConfig::new(name, url, SECRET);
     e.max_attempts = 3;
@@ -268,4 +307,26 @@ async fn webhook_e2e_queue_full_dead_letters_without_blocking_and_spares_other_e
     let order: Vec<Bytes> = healthy.received().into_iter().map(|r| r.body).collect();
     assert_eq!(order, (0..=10).map(body).collect::<Vec<_>>());
     drop(webhooks); // aborts the stuck delivery
+}
+
+#[tokio::test]
+async fn webhook_e2e_https_trusting_the_endpoint_ca() {
+    let rx = tls_receiver(SECRET, Reply::Status(200)).await;
+    let mut e = endpoint("siping", &rx.url);
+    e.ca_path = fixture("ca.pem").display().to_string();
+    let webhooks = start(vec![e], None);
+    webhooks.offer("TIER_BREACHED", body(1));
+    webhooks.offer("TIER_MET", body(2));
+    until("delivered over TLS", || webhooks.stats().endpoints[0].delivered == 2).await;
+    let got = rx.received();
+    assert!(got.iter().all(|r| r.signature_ok));
+    assert_eq!(got.iter().map(|r| r.body.clone()).collect::<Vec<_>>(), [body(1), body(2)]);
+    webhooks.shutdown().await;
+
+    // A CA file that is not one is refused at start, naming the key.
+    let mut e = endpoint("siping", &rx.url);
+    e.ca_path = fixture("README.md").display().to_string();
+    let config = WebhooksConfig { endpoints: vec![e], ..WebhooksConfig::default() };
+    let err = Webhooks::start(&config, None, CancellationToken::new()).err().unwrap().to_string();
+    assert!(err.contains("webhooks.endpoints[0].ca_path"), "{err}");
 }

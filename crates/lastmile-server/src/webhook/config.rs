@@ -49,9 +49,13 @@ pub struct EndpointConfig {
     /// Unique; names the endpoint in stats, logs and dead letters
     /// (letters, digits, `-`, `_`, `.`).
     pub name: String,
-    /// `http://host[:port]/path`. https:// is refused: this build has no TLS
-    /// client (terminate TLS in a local proxy).
+    /// `http://host[:port]/path` or `https://...` (then `ca_path` is required).
     pub url: String,
+    /// For https:// only: a PEM file of the CA certificate(s) to trust for
+    /// this endpoint (this build has no system root store), relative to the
+    /// working directory. Read at start.
+    #[serde(default)]
+    pub ca_path: String,
     /// The HMAC-SHA256 key, in the file. Exactly one of `secret` and
     /// `secret_env`.
     #[serde(default)]
@@ -122,6 +126,7 @@ impl EndpointConfig {
         EndpointConfig {
             name: name.to_string(),
             url: url.to_string(),
+            ca_path: String::new(),
             secret: Some(secret.to_string()),
             secret_env: None,
             events: Vec::new(),
@@ -187,8 +192,15 @@ impl WebhooksConfig {
             if self.endpoints[..i].iter().any(|other| other.name == e.name) {
                 return invalid(key("name"), "is used by another endpoint");
             }
-            if let Err(problem) = parse_http_url(&e.url) {
-                return invalid(key("url"), &problem);
+            match parse_http_url(&e.url) {
+                Err(problem) => return invalid(key("url"), &problem),
+                Ok(uri) if uri.scheme_str() == Some("https") && e.ca_path.is_empty() => {
+                    return invalid(key("ca_path"), "is required for an https:// url (no system root store)");
+                }
+                Ok(uri) if uri.scheme_str() == Some("http") && !e.ca_path.is_empty() => {
+                    return invalid(key("ca_path"), "is only for https:// urls");
+                }
+                Ok(_) => {}
             }
             match (&e.secret, &e.secret_env) {
                 (Some(_), Some(_)) | (None, None) => {
@@ -239,17 +251,12 @@ impl WebhooksConfig {
     }
 }
 
-/// An `http://` URL with a host; anything else is refused with the reason.
+/// An `http://` or `https://` URL with a host; anything else is refused
+/// with the reason.
 pub(crate) fn parse_http_url(url: &str) -> Result<http::Uri, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err("https:// is not supported: this build has no TLS client; use http:// (e.g. to a local \
-                        TLS-terminating proxy)"
-                .into());
-        }
-        _ => return Err("must start with http://".into()),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with http:// or https://".into());
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("has no host".into());

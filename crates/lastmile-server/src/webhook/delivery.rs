@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use lastmile_core::sim::SplitMix64;
 use tokio::sync::mpsc;
@@ -23,6 +22,7 @@ use tracing::debug;
 
 use super::dead_letter::{DeadLetter, DeadLetterLog, DeadLetterReason};
 use super::sign::Signer;
+use super::tls::Connector;
 use crate::clock::Clock;
 
 pub const HEADER_SIGNATURE: &str = "x-lastmile-signature";
@@ -46,20 +46,29 @@ pub trait Transport: Send + Sync + 'static {
     fn post(&self, request: Request<Bytes>) -> PostFuture;
 }
 
-/// hyper-util's pooled HTTP/1.1 client (keep-alive per endpoint; no TLS).
+/// hyper-util's pooled HTTP/1.1 client (keep-alive per endpoint), with
+/// rustls for https:// when built [`HyperTransport::with_tls`].
 pub struct HyperTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl HyperTransport {
+    /// http:// only.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        Self::build(None)
+    }
+
+    /// http:// and https:// (trusting what `tls` trusts).
+    pub fn with_tls(tls: tokio_rustls::TlsConnector) -> Self {
+        Self::build(Some(tls))
+    }
+
+    fn build(tls: Option<tokio_rustls::TlsConnector>) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
-            .build(connector);
+            .build(Connector::new(tls));
         HyperTransport { client }
     }
 }

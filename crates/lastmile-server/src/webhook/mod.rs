@@ -7,6 +7,7 @@
 //! - [`sign`]: `X-Lastmile-Signature` (HMAC-SHA256 of the body) and its check.
 //! - [`delivery`]: one task per endpoint: bounded queue, one POST in flight,
 //!   retries with full-jitter backoff, the HTTP transport.
+//! - [`tls`]: https:// (rustls) trusting the endpoint's `ca_path`.
 //! - [`dead_letter`]: failed deliveries, in memory and in a JSON Lines file;
 //!   replayed by an operator.
 //!
@@ -27,6 +28,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod delivery;
 pub mod sign;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -68,8 +70,9 @@ pub struct WebhookOptions {
     pub dead_letter_path: Option<PathBuf>,
     /// Cancelled = shut down (bounded flush), as [`Webhooks::shutdown`].
     pub shutdown: CancellationToken,
-    /// How POSTs are sent.
-    pub transport: Arc<dyn Transport>,
+    /// How POSTs are sent; none = hyper (one shared client for http://
+    /// endpoints, one per https:// endpoint with its `ca_path`).
+    pub transport: Option<Arc<dyn Transport>>,
     /// Reads `secret_env` variables.
     pub env: config::BoxedEnvReader,
     /// Seed of the backoff jitter (endpoint i draws from `seed + i`).
@@ -84,7 +87,7 @@ impl WebhookOptions {
         WebhookOptions {
             dead_letter_path,
             shutdown,
-            transport: Arc::new(HyperTransport::new()),
+            transport: None,
             env: Box::new(config::process_env),
             jitter_seed: clock.now().unix_ms as u64,
             clock,
@@ -192,7 +195,15 @@ impl Webhooks {
         let cutoff = CancellationToken::new();
         let mut workers = JoinSet::new();
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        let plain: Arc<dyn Transport> = match &options.transport {
+            Some(transport) => transport.clone(),
+            None => Arc::new(HyperTransport::new()),
+        };
         for (i, endpoint) in config.endpoints.iter().enumerate() {
+            let transport = match (&options.transport, endpoint.ca_path.is_empty()) {
+                (None, false) => https_transport(i, &endpoint.ca_path)?,
+                _ => plain.clone(),
+            };
             let secret = match (&endpoint.secret, &endpoint.secret_env) {
                 (Some(secret), _) => secret.clone(),
                 (None, Some(var)) => (options.env)(var).unwrap_or_default(),
@@ -215,7 +226,7 @@ impl Webhooks {
                     settings,
                     queue: rx,
                     counters: counters.clone(),
-                    transport: options.transport.clone(),
+                    transport,
                     dead_letters: dead_letters.clone(),
                     rng: SplitMix64(options.jitter_seed.wrapping_add(i as u64)),
                     clock: options.clock,
@@ -370,6 +381,14 @@ impl Webhooks {
         self.stop.cancel();
         self.stopped.cancelled().await;
     }
+}
+
+/// A hyper client for an https:// endpoint, trusting its `ca_path`.
+fn https_transport(index: usize, ca_path: &str) -> Result<Arc<dyn Transport>, WebhookConfigError> {
+    let invalid = |problem: String| WebhookConfigError { key: format!("webhooks.endpoints[{index}].ca_path"), problem };
+    let pem = std::fs::read(ca_path).map_err(|e| invalid(format!("{ca_path}: {e}")))?;
+    let tls = tls::tls_connector(&pem).map_err(|e| invalid(format!("{ca_path}: {e}")))?;
+    Ok(Arc::new(HyperTransport::with_tls(tls)))
 }
 
 /// Owns the endpoint tasks and writes dead letters until shutdown; then

@@ -109,7 +109,7 @@ fn start(config: &WebhooksConfig, transport: Arc<Scripted>, dead_letter_path: Op
         WebhookOptions {
             dead_letter_path,
             shutdown: CancellationToken::new(),
-            transport,
+            transport: Some(transport),
             env: Box::new(|name| (name == "HOOK_SECRET").then(|| "from-env".to_string())),
             jitter_seed: SEED,
             clock: Clock::start(),
@@ -354,7 +354,7 @@ async fn webhook_tasks_end_when_the_owner_drops_or_the_token_is_cancelled() {
     let transport = Scripted::new(&[], Answer::Hang);
     let token = CancellationToken::new();
     let mut options = WebhookOptions::new(None, token.clone());
-    options.transport = transport.clone();
+    options.transport = Some(transport.clone());
     let webhooks = Webhooks::start_with(&config(vec![endpoint("siping")]), options).unwrap();
     webhooks.offer("TIER_BREACHED", body(1));
     until(|| transport.seen().len() == 1).await;
@@ -410,7 +410,8 @@ fn webhook_config_errors_name_the_key() {
         assert_eq!(err.key, format!("webhooks.endpoints[1].{key}"), "{err}");
         assert!(err.problem.contains(problem), "{err}");
     };
-    check(&|e| e.url = "https://example.org/hook".into(), "url", "https:// is not supported");
+    check(&|e| e.url = "https://example.org/hook".into(), "ca_path", "required for an https:// url");
+    check(&|e| e.ca_path = "ca.pem".into(), "ca_path", "only for https://");
     check(&|e| e.url = "ftp://example.org/hook".into(), "url", "http://");
     check(&|e| e.url = "not a url".into(), "url", "not a URL");
     check(&|e| e.name = "grid".into(), "name", "another endpoint");
@@ -477,5 +478,5 @@ fn webhook_config_section_in_the_server_file() {
     assert!(err.contains("timeout_s"), "{err}");
     let bad = example.replace("http://10.0.0.5:8080/lastmile", "https://10.0.0.5/lastmile");
     let err = LastmileConfig::parse(&bad, ConfigSource::Embedded).unwrap_err().to_string();
-    assert!(err.contains("webhooks.endpoints[0].url") && err.contains("https"), "{err}");
+    assert!(err.contains("webhooks.endpoints[0].ca_path") && err.contains("https"), "{err}");
 }
