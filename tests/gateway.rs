@@ -495,11 +495,13 @@ async fn the_document_lists_every_enum_value_and_route() {
             "GET /healthz",
             "GET /metrics",
             "GET /openapi.json",
+            "GET /v1/admin/webhooks/dead-letters",
             "GET /v1/events",
             "GET /v1/incidents",
             "GET /v1/incidents/{id}",
             "GET /v1/units",
             "GET /v1/units/{id}",
+            "POST /v1/admin/webhooks/dead-letters/replay",
             "POST /v1/dispatch/preview",
             "POST /v1/incidents",
             "POST /v1/incidents/{id}/close",
@@ -763,5 +765,21 @@ async fn a_connection_that_sends_no_request_is_closed_and_frees_its_place() {
     let _ = tokio::time::timeout(PATIENCE, silent.read_to_end(&mut rest)).await.expect("the server closes it");
     // The place is free again.
     assert_eq!(get(addr, "/healthz").await.status, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_admin_dead_letter_routes_match_the_document() {
+    let server = TestServer::start().await;
+    let addr = server.http_addr;
+    let doc = openapi(addr).await;
+    let list = get(addr, "/v1/admin/webhooks/dead-letters").await;
+    let list = conforms(&doc, "/v1/admin/webhooks/dead-letters", "get", &list, 200);
+    assert_eq!(list["dead_letters"], json!([]));
+    let replay = post(addr, "/v1/admin/webhooks/dead-letters/replay", &json!({"endpoint": null})).await;
+    let report = conforms(&doc, "/v1/admin/webhooks/dead-letters/replay", "post", &replay, 200);
+    assert_eq!(report["requeued"], 0);
+    let bad = post(addr, "/v1/admin/webhooks/dead-letters/replay", &json!({"endpoints": "x"})).await;
+    refused(&doc, "/v1/admin/webhooks/dead-letters/replay", "post", &bad, 400, "INVALID_ARGUMENT", "endpoints");
     server.shutdown().await;
 }

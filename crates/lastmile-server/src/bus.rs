@@ -37,6 +37,8 @@ pub struct Feed {
     tx: broadcast::Sender<Arc<pb::DispatchEvent>>,
     history_events: usize,
     pub(crate) watchers: AtomicUsize,
+    /// The webhook endpoints, once started ([`Feed::set_webhooks`]).
+    webhooks: std::sync::OnceLock<Arc<crate::webhook::Webhooks>>,
 }
 
 struct FeedInner {
@@ -55,6 +57,7 @@ impl Feed {
             tx,
             history_events,
             watchers: AtomicUsize::new(0),
+            webhooks: std::sync::OnceLock::new(),
         }
     }
 
@@ -67,8 +70,22 @@ impl Feed {
             inner.history.pop_front();
         }
         inner.history.push_back(event.clone());
+        // Offered under the lock too, so each webhook endpoint's queue is in
+        // sequence order. Never waits (a full queue dead-letters); serialized
+        // only when some endpoint wants this type.
+        if let Some(webhooks) = self.webhooks.get() {
+            let event_type = crate::http::json::event_type_name(&event);
+            if webhooks.wants(event_type) {
+                webhooks.offer(event_type, crate::http::json::event_text(&event).into());
+            }
+        }
         // Sent under the lock, so receivers see sequence order. No receiver: fine.
         let _ = self.tx.send(event);
+    }
+
+    /// Forwards every event from now on to `webhooks` (set once, at start).
+    pub fn set_webhooks(&self, webhooks: Arc<crate::webhook::Webhooks>) {
+        let _ = self.webhooks.set(webhooks);
     }
 
     /// The last sequence number issued (0 if none).

@@ -68,6 +68,8 @@ pub struct Shared {
     pub auth: auth::Auth,
     /// Latencies and refusals (see [`metrics`]).
     pub metrics: Arc<metrics::Metrics>,
+    /// Webhook endpoints fed by the live feed (none configured: does nothing).
+    pub webhooks: Arc<webhook::Webhooks>,
 }
 
 impl Shared {
@@ -240,6 +242,8 @@ pub enum ServerError {
     Store(#[from] lastmile_store::StoreError),
     #[error("recovery: {0}")]
     Recovery(String),
+    #[error(transparent)]
+    Webhooks(#[from] webhook::WebhookError),
     #[error("listener: {0}")]
     Listener(std::io::Error),
     #[error("{0}")]
@@ -341,6 +345,14 @@ pub async fn run_opened(
     let first_seq = if opened.store.is_some() { opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART } else { 1 };
     let (bus, armed) = bus::Bus::new(config.clone(), first_seq);
     let metrics = Arc::new(metrics::Metrics::default());
+    // Webhooks get every event from the first one on; their own token: they
+    // are flushed after requests have drained, before the journal closes.
+    let webhooks = Arc::new(webhook::Webhooks::start(
+        &config.webhooks,
+        config.webhooks.dead_letter_file(&config.journal.data_dir),
+        CancellationToken::new(),
+    )?);
+    bus.feed.set_webhooks(webhooks.clone());
     let journal = opened.store.map(|store| {
         let feed_bus = bus.clone();
         journal::Journal::start(
@@ -361,6 +373,7 @@ pub async fn run_opened(
         journal: journal.clone(),
         auth,
         metrics,
+        webhooks: webhooks.clone(),
     });
     // Re-arm: due ones now, in order; the rest on the wheel.
     let now = shared.clock.now();
@@ -445,6 +458,9 @@ pub async fn run_opened(
     }
     // Requests are drained; stop the timers, then flush and close the journal.
     drop(_timers);
+    // Deliver what is queued (bounded by webhooks.shutdown_flush_ms); the rest
+    // is dead-lettered to the file, for replay after the restart.
+    webhooks.shutdown().await;
     if let Some(journal) = journal {
         let _ = tokio::task::spawn_blocking(move || journal.close()).await;
     }

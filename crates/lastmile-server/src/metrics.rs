@@ -277,6 +277,52 @@ pub fn render(shared: &crate::Shared) -> String {
             (vec![("reason", "rate_limited")], auth.rate_limited.load(Ordering::Relaxed) as f64),
         ],
     );
+    let webhooks = shared.webhooks.stats();
+    let per_endpoint = |f: &dyn Fn(&crate::webhook::EndpointStats) -> f64| {
+        webhooks.endpoints.iter().map(|e| (vec![("endpoint", e.name.as_str())], f(e))).collect::<Vec<_>>()
+    };
+    out.family(
+        "lastmile_webhook_queue_depth",
+        "gauge",
+        "Deliveries waiting in the endpoint's queue.",
+        per_endpoint(&|e| e.queue_depth as f64),
+    );
+    out.family(
+        "lastmile_webhook_delivered_total",
+        "counter",
+        "Deliveries answered 2xx.",
+        per_endpoint(&|e| e.delivered as f64),
+    );
+    out.family(
+        "lastmile_webhook_retries_total",
+        "counter",
+        "Attempts after the first.",
+        per_endpoint(&|e| e.retried as f64),
+    );
+    out.family(
+        "lastmile_webhook_failures_total",
+        "counter",
+        "Deliveries dead-lettered: retries exhausted, rejected, or cut off by shutdown.",
+        per_endpoint(&|e| e.failed as f64),
+    );
+    out.family(
+        "lastmile_webhook_dropped_queue_full_total",
+        "counter",
+        "Deliveries dead-lettered because the endpoint's queue was full.",
+        per_endpoint(&|e| e.dropped_queue_full as f64),
+    );
+    out.single(
+        "lastmile_webhook_dead_letters",
+        "gauge",
+        "Dead letters held (read and replay them under /v1/admin/webhooks/dead-letters).",
+        webhooks.dead_letters_kept as f64,
+    );
+    out.single(
+        "lastmile_webhook_dead_letters_dropped_total",
+        "counter",
+        "Dead letters dropped, oldest first, at webhooks.max_dead_letters_kept.",
+        webhooks.dead_letters_dropped as f64,
+    );
     if let Some(journal) = &shared.journal {
         out.single(
             "lastmile_journal_failed",

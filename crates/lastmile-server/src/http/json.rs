@@ -591,3 +591,17 @@ mod tests {
         assert_eq!(timestamp(&prost_types::Timestamp { seconds: 0, nanos: 0 }), "1970-01-01T00:00:00Z");
     }
 }
+
+/// `GET /v1/admin/webhooks/dead-letters`.
+#[derive(Debug, Serialize)]
+pub struct DeadLetters {
+    pub dead_letters: Vec<crate::webhook::DeadLetter>,
+}
+
+/// `POST /v1/admin/webhooks/dead-letters/replay`: one endpoint's, or all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}

@@ -83,6 +83,8 @@ pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
         .route("/v1/units", get(list_units))
         .route("/v1/units/{id}", get(get_unit))
         .route("/v1/events", get(sse::watch_events))
+        .route("/v1/admin/webhooks/dead-letters", get(read_dead_letters))
+        .route("/v1/admin/webhooks/dead-letters/replay", post(replay_dead_letters))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read whole (JsonBody) under this limit; beyond it 413.
@@ -376,6 +378,30 @@ async fn get_unit(
     let Path(id) = id.map_err(error::from_path_rejection)?;
     let answer = call(&gateway, gateway.dispatch.get_unit(grpc_request(&headers, pb::GetUnitRequest { id }))).await?;
     Ok(ok(json::Unit::from(answer)))
+}
+
+/// The operator's own check for routes that are not gRPC calls.
+fn authorize(gateway: &Gateway, headers: &HeaderMap, op: crate::auth::Operation) -> Result<(), ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    gateway.shared.auth.check_header(authorization, op).map(|_| ()).map_err(ApiError::from)
+}
+
+/// `GET /v1/admin/webhooks/dead-letters`: the webhook deliveries that
+/// failed, oldest first (role admin).
+async fn read_dead_letters(State(gateway): State<Gateway>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers, crate::auth::Operation::ReadDeadLetters)?;
+    Ok(ok(json::DeadLetters { dead_letters: gateway.shared.webhooks.dead_letters() }))
+}
+
+/// `POST /v1/admin/webhooks/dead-letters/replay`: puts them (of one
+/// `endpoint`, or all) back in their endpoints' queues (role admin).
+async fn replay_dead_letters(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<json::ReplayBody>,
+) -> Result<Response, ApiError> {
+    authorize(&gateway, &headers, crate::auth::Operation::ReplayDeadLetters)?;
+    Ok(ok(gateway.shared.webhooks.replay_dead_letters(body.endpoint.as_deref())))
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {

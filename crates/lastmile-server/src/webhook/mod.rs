@@ -164,7 +164,7 @@ pub struct WebhookStats {
 }
 
 /// What [`Webhooks::replay_dead_letters`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplayReport {
     /// Put back in their endpoint's queue (and removed from the log).
     pub requeued: usize,
@@ -257,6 +257,12 @@ impl Webhooks {
             stopped,
             supervisor,
         })
+    }
+
+    /// Whether any endpoint wants `event_type` (so the caller can skip
+    /// serializing what nobody will be sent).
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.endpoints.iter().any(|e| e.config.wants(event_type))
     }
 
     /// Queues `body` (the event's JSON, sent as is) for every endpoint that
