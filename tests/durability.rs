@@ -408,3 +408,27 @@ mod fail_closed {
         );
     }
 }
+
+#[tokio::test]
+async fn feed_numbers_start_at_1_on_a_new_journal_and_jump_past_the_old_ones_after_a_restart() {
+    use lastmile_suite::next;
+    let dir = temp_dir("feed-seq");
+    let server = TestServer::start_with(config_on_disk(&paging_units(), with_journal(&dir))).await;
+    let mut feed = server.watch(0, "").await;
+    server.client().await.report_incident(report("seq-1")).await.unwrap();
+    let first = next(&mut feed).await.unwrap().expect("an event");
+    assert_eq!(first.seq, 1, "a new journal has no numbers to protect");
+    drop(feed);
+    server.shutdown().await;
+
+    let server = TestServer::start_with(config_on_disk(&paging_units(), with_journal(&dir))).await;
+    let mut feed = server.watch(0, "").await;
+    server.client().await.report_incident(report("seq-2")).await.unwrap();
+    let after = next(&mut feed).await.unwrap().expect("an event");
+    assert!(
+        after.seq > lastmile_server::FEED_SEQ_GAP_AFTER_RESTART,
+        "a watcher's old number is never reused: {}",
+        after.seq
+    );
+    server.shutdown().await;
+}

@@ -342,7 +342,13 @@ pub async fn run_opened(
     // crash is told to resync (OUT_OF_RANGE) instead of getting other events
     // under old numbers.
     // The gap is far larger than anything published between two commits.
-    let first_seq = if opened.store.is_some() { opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART } else { 1 };
+    // A journal that never recorded an event (a new one) has no numbers to
+    // protect: start at 1.
+    let first_seq = if opened.store.is_some() && opened.recovered_feed_seq > 0 {
+        opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART
+    } else {
+        1
+    };
     let (bus, armed) = bus::Bus::new(config.clone(), first_seq);
     let metrics = Arc::new(metrics::Metrics::default());
     // Webhooks get every event from the first one on; their own token: they
