@@ -240,6 +240,9 @@ async fn the_http_gateway_holds_callers_to_the_same_table() {
     assert_eq!(answer.status, 401, "{}", answer.text());
     assert_eq!(answer.header("www-authenticate"), Some("Bearer"));
     assert_eq!(answer.json()["error"]["code"], "UNAUTHENTICATED");
+    // A stranger's body is not even read: 401, not 400 for the malformed JSON.
+    let answer = http(addr, "POST", "/v1/incidents", &json, Some(b"{not json")).await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
 
     // The upstream system reports...
     let auth = bearer(UPSTREAM);
@@ -285,4 +288,24 @@ async fn an_http_caller_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(answer.status, 429, "{}", answer.text());
     assert_eq!(answer.header("retry-after"), Some("1"));
     assert_eq!(answer.json()["error"]["code"], "RESOURCE_EXHAUSTED");
+}
+
+#[tokio::test]
+async fn a_position_stream_is_held_to_its_tokens_rate_message_by_message() {
+    let limited = format!(
+        "\n[[auth.tokens]]\nname = \"t3b\"\nrole = \"terminal\"\nunit_id = \"T3-b\"\ntoken_sha256 = \"{}\"\nrate_per_s = 0.001\nburst = 3\n",
+        token_sha256_hex("t3b-secret")
+    );
+    let server = TestServer::start_with(config_on_disk(&paging_units(), |c| c + &auth_section(&limited))).await;
+    let report = |i: u32| pb::PositionReport {
+        unit_id: "T3-b".into(),
+        position: Some(pb::LatLng { lat: 28.58 + f64::from(i) * 1e-4, lng: 121.37 }),
+        ..Default::default()
+    };
+    let mut terminal = pb::unit_terminal_client::UnitTerminalClient::new(server.channel().await);
+    // Burst 3: the stream's opening takes one, two reports fit, the third is over.
+    let answer = terminal.report_position(with(tokio_stream::iter((0..5).map(report)), Some("t3b-secret"))).await;
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("t3b"), "{status:?}");
 }

@@ -63,19 +63,32 @@ impl ServiceArea {
     }
 
     /// True when `at` is inside the outline or on its edge.
+    /// Where `at` falls when the caller names its cell: that cell if its
+    /// closed polygon holds `at` (a point on a shared edge is in both
+    /// neighbours; the caller's grid worker keeps it), else `None`.
+    pub fn locate_in_claimed(&self, at: LatLng, grid_id: &str) -> Option<Located> {
+        use geo::Intersects;
+        let cell = self.grid.get(grid_id)?;
+        cell.polygon.intersects(&at.to_point()).then(|| Self::in_cell(cell))
+    }
+
+    fn in_cell(cell: &crate::grid::GridCell) -> Located {
+        Located {
+            town: cell.town.clone(),
+            village: cell.village.clone(),
+            outside_service_area: false,
+            grid_id: cell.grid_id.clone(),
+            grid_worker: Some(cell.worker.clone()),
+        }
+    }
+
     pub fn contains(&self, at: LatLng) -> bool {
         self.outline.intersects(&at.to_point())
     }
 
     pub fn locate(&self, at: LatLng) -> Located {
         if let Some(cell) = self.grid.locate(at) {
-            return Located {
-                town: cell.town.clone(),
-                village: cell.village.clone(),
-                outside_service_area: false,
-                grid_id: cell.grid_id.clone(),
-                grid_worker: Some(cell.worker.clone()),
-            };
+            return Self::in_cell(cell);
         }
         if !self.contains(at) {
             return Located { outside_service_area: true, ..Located::default() };

@@ -310,8 +310,7 @@ impl Dispatcher {
             return Err(DispatchError::invalid("external_id", "must not be empty"));
         }
         check_severity(new.severity)?;
-        let located = self.area.locate(new.location);
-        self.check_grid_claim(&new.grid_id, &located)?;
+        let located = self.check_grid_claim(&new.grid_id, new.location)?;
         match self.external_ids.entry(new.external_id.clone()) {
             Entry::Occupied(seen) => {
                 let seq = *seen.get();
@@ -349,9 +348,16 @@ impl Dispatcher {
 
     /// A caller's `grid_id` against the cell the location is in: empty is
     /// fine; anything else must be that cell.
-    fn check_grid_claim(&self, claimed: &str, located: &Located) -> Result<(), DispatchError> {
+    /// Where the report falls: its grid cell by point in polygon, or the
+    /// caller's `claimed` cell when that one holds the point too (on a shared
+    /// edge). A claim of a cell that does not hold the point is refused.
+    fn check_grid_claim(&self, claimed: &str, at: LatLng) -> Result<Located, DispatchError> {
+        let located = self.area.locate(at);
         if claimed.is_empty() || claimed == located.grid_id {
-            return Ok(());
+            return Ok(located);
+        }
+        if let Some(in_claimed) = self.area.locate_in_claimed(at, claimed) {
+            return Ok(in_claimed);
         }
         let actual = if located.grid_id.is_empty() {
             "the location is in no grid cell".to_string()

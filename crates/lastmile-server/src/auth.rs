@@ -203,6 +203,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Spends one call of this token's rate (for each message of a stream;
+    /// the stream's opening took one already). False when over the rate.
+    pub fn take(&self) -> bool {
+        self.bucket.lock().unwrap_or_else(|p| p.into_inner()).take(Instant::now())
+    }
+
     /// PERMISSION_DENIED unless this caller may act for `unit_id` (only
     /// terminals are bound to a unit; the role table has already said whether
     /// the operation is theirs).
@@ -335,6 +341,29 @@ impl Auth {
         self.enabled
     }
 
+    /// Only that the caller presents a configured token (no role, no rate):
+    /// lets the HTTP gateway refuse strangers before reading their bodies.
+    /// The operation's own [`Auth::check_header`] follows.
+    pub fn authenticate_header(&self, authorization: Option<&[u8]>) -> Result<(), Status> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let known = authorization
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| Sha256::digest(token.trim().as_bytes()).into())
+            .is_some_and(|digest: [u8; 32]| self.by_digest.contains_key(&digest));
+        if known {
+            Ok(())
+        } else {
+            self.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            Err(Status::unauthenticated(
+                "missing, malformed or unknown bearer token: send 'Authorization: Bearer <token>'",
+            ))
+        }
+    }
+
     /// Checks the caller of `op` by its `authorization` value (`Bearer
     /// TOKEN`): known token, role allows `op`, within its rate. `None` when
     /// auth is off.
@@ -352,7 +381,11 @@ impl Auth {
                 Status::unauthenticated("missing authorization: send 'authorization: Bearer <token>'"),
             );
         };
-        let token = match std::str::from_utf8(value).ok().and_then(|v| v.strip_prefix("Bearer ")) {
+        // The scheme is case-insensitive (RFC 7235); the token is not.
+        let token = match std::str::from_utf8(value).ok().and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        }) {
             Some(token) if !token.trim().is_empty() => token.trim(),
             _ => {
                 return refuse(
@@ -375,8 +408,7 @@ impl Auth {
                 )),
             );
         }
-        let allowed = principal.bucket.lock().unwrap_or_else(|p| p.into_inner()).take(Instant::now());
-        if !allowed {
+        if !principal.take() {
             return refuse(
                 &self.counters.rate_limited,
                 Status::resource_exhausted(format!("rate limit of token '{}' exceeded: retry later", principal.name)),
@@ -411,6 +443,21 @@ impl Auth {
     /// another unit mid-way).
     pub fn count_permission_denied(&self) {
         self.counters.permission_denied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One more message of a stream opened by `caller`: RESOURCE_EXHAUSTED
+    /// (counted) when over the token's rate. Auth off: always fine.
+    pub fn take_message(&self, caller: &Option<Arc<Principal>>) -> Result<(), Status> {
+        match caller {
+            Some(p) if !p.take() => {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                Err(Status::resource_exhausted(format!(
+                    "rate limit of token '{}' exceeded within the stream: retry later",
+                    p.name
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -453,9 +500,11 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let err = auth.check_header(Some(b"Basic x"), Operation::Ping).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let err = auth.check_header(Some(b"Bearer"), Operation::Ping).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let err = auth.check_header(Some(&bearer("nope")), Operation::Ping).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let p = auth.check_header(Some(&bearer("s-desk")), Operation::CloseIncident).unwrap().unwrap();
+        let p = auth.check_header(Some(b"bearer s-desk"), Operation::CloseIncident).unwrap().unwrap();
         assert_eq!(p.name, "desk");
         let err = auth.check_header(Some(&bearer("s-desk")), Operation::UpsertUnit).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
@@ -468,7 +517,7 @@ mod tests {
         let t1 = auth.check_header(Some(&bearer("s-t1")), Operation::Acknowledge).unwrap().unwrap();
         assert!(t1.may_act_for("u1").is_ok());
         assert_eq!(t1.may_act_for("u2").unwrap_err().code(), tonic::Code::PermissionDenied);
-        assert_eq!(auth.counters.unauthenticated.load(Ordering::Relaxed), 3);
+        assert_eq!(auth.counters.unauthenticated.load(Ordering::Relaxed), 4);
         assert_eq!(auth.counters.permission_denied.load(Ordering::Relaxed), 1);
         assert_eq!(auth.counters.rate_limited.load(Ordering::Relaxed), 1);
     }

@@ -80,12 +80,40 @@ where
                 metrics.limit_hit("server.max_decoding_message_bytes");
             }
             if code != Code::Ok {
-                let method = path.rsplit('/').next().unwrap_or_default();
-                metrics.grpc_error(method, code);
+                metrics.grpc_error(method_label(&path), code);
             }
             Ok(response)
         })
     }
+}
+
+/// The method name of a known RPC; anything else (a caller's made-up path)
+/// is `unknown`, so callers cannot grow the label set.
+fn method_label(path: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "ReportIncident",
+        "GetIncident",
+        "ListIncidents",
+        "CloseIncident",
+        "PreviewDispatch",
+        "ListUnits",
+        "GetUnit",
+        "UpsertUnit",
+        "SetUnitStatus",
+        "Ping",
+        "WatchEvents",
+        "AssignUnit",
+        "ReleaseUnit",
+        "Subscribe",
+        "Acknowledge",
+        "ReportStatus",
+        "ReportPosition",
+        "Check",
+        "Watch",
+        "ServerReflectionInfo",
+    ];
+    let method = path.rsplit('/').next().unwrap_or_default();
+    KNOWN.iter().find(|known| **known == method).copied().unwrap_or("unknown")
 }
 
 /// grpc-message is percent-encoded; the prefix we look for has only spaces

@@ -440,12 +440,16 @@ pub async fn run_opened(
     let signal = async {
         shutdown.await;
         info!("shutdown: ending live streams, draining requests");
+        // Load balancers and probes see the server going before it is gone.
+        health_reporter.set_not_serving::<DispatchServer<DispatchService>>().await;
+        health_reporter.set_not_serving::<UnitTerminalServer<TerminalService>>().await;
+        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         stop.cancel();
         shared.bus.terminals.close_all();
     };
     // Long-lived streams must not keep a connection's HTTP/2 stream limit busy
     // forever: keepalive finds dead peers.
-    grpc_builder(&config)?
+    let served = grpc_builder(&config)?
         .max_concurrent_streams(Some(server.max_concurrent_streams))
         .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
         .timeout(Duration::from_millis(server.request_timeout_ms))
@@ -457,7 +461,9 @@ pub async fn run_opened(
         .add_service(dispatch)
         .add_service(terminal)
         .serve_with_incoming_shutdown(incoming_nodelay(listener), signal)
-        .await?;
+        .await;
+    // Whatever ended serving (a signal, or an error), what was accepted is
+    // delivered and stored before returning.
     // The gateway drains too (its event streams ended with `stop`).
     if let Some(gateway) = gateway.as_mut() {
         let _ = (&mut gateway.0).await;
@@ -470,6 +476,7 @@ pub async fn run_opened(
     if let Some(journal) = journal {
         let _ = tokio::task::spawn_blocking(move || journal.close()).await;
     }
+    served?;
     info!("lastmile stopped");
     Ok(())
 }

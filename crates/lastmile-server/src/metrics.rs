@@ -22,9 +22,8 @@ pub const LATENCY_BOUNDS_S: &[f64] =
 /// Bucket bounds for page acknowledgement (a person answering), seconds.
 pub const ACK_BOUNDS_S: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0];
 
-/// Most (method, code) series kept for `lastmile_grpc_errors_total`: the
-/// method is the caller's path, so an unbounded set would let a caller grow
-/// the page without limit. 17 methods x 16 codes fit.
+/// Most (method, code) series kept for `lastmile_grpc_errors_total` (the
+/// method label is one of the known RPCs or `unknown`: 21 x 17 fit).
 const MAX_ERROR_SERIES: usize = 512;
 
 /// A cumulative histogram with fixed bounds.
@@ -72,7 +71,14 @@ pub struct Metrics {
     limit_hits: Mutex<BTreeMap<&'static str, u64>>,
     /// gRPC calls answered with an error, by (method, code).
     grpc_errors: Mutex<BTreeMap<(String, i32), u64>>,
+    /// The last page rendered and when (see [`MIN_SCRAPE_INTERVAL`]).
+    last_page: Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// A scrape within this long of the previous one gets the previous page:
+/// `/metrics` is open and walks every incident held, so how often it does is
+/// bounded (Prometheus scrapes every 15 s or so).
+pub const MIN_SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -82,6 +88,7 @@ impl Default for Metrics {
             journal_commit_seconds: Histogram::new(LATENCY_BOUNDS_S),
             limit_hits: Mutex::new(BTreeMap::new()),
             grpc_errors: Mutex::new(BTreeMap::new()),
+            last_page: Mutex::new(None),
         }
     }
 }
@@ -183,8 +190,21 @@ impl Exposition {
     }
 }
 
-/// The whole `/metrics` page for a running server.
+/// The whole `/metrics` page for a running server, at most once per
+/// [`MIN_SCRAPE_INTERVAL`].
 pub fn render(shared: &crate::Shared) -> String {
+    let mut last = shared.metrics.last_page.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, page)) = last.as_ref()
+        && at.elapsed() < MIN_SCRAPE_INTERVAL
+    {
+        return page.clone();
+    }
+    let page = render_now(shared);
+    *last = Some((std::time::Instant::now(), page.clone()));
+    page
+}
+
+fn render_now(shared: &crate::Shared) -> String {
     let m = &shared.metrics;
     let mut out = Exposition::default();
     out.histogram(

@@ -126,8 +126,17 @@ impl UnitTerminal for TerminalService {
         let mut stream = request.into_inner();
         let mut answer = pb::ReportPositionResponse::default();
         let mut seen: u64 = 0;
-        while let Some(report) = stream.next().await {
-            let report = report?;
+        loop {
+            // A position stream ends at shutdown (with what it applied), so
+            // it does not hold the drain open.
+            let report = tokio::select! {
+                () = s.stop.cancelled() => break,
+                report = stream.next() => match report {
+                    Some(report) => report?,
+                    None => break,
+                },
+            };
+            s.auth.take_message(&caller)?;
             // A terminal reporting another unit's position ends its stream.
             s.acting_for(&caller, &report.unit_id)?;
             seen += 1;

@@ -1,7 +1,9 @@
 //! A count of everything the dispatcher holds, by the labels operators
-//! watch (what `/metrics` exports). Read shard by shard, so it is a
-//! near-instant picture, not one atomic snapshot; it takes no lock that a
-//! dispatch waits on for longer than one entry's read.
+//! watch (what `/metrics` exports). Read shard by shard (a shard's read lock
+//! is held while that shard is counted, so a write to it waits that long),
+//! so it is a near-instant picture, not one atomic snapshot. Its cost grows
+//! with the incidents held: the server bounds how often it runs
+//! (`metrics::MIN_SCRAPE_INTERVAL`).
 
 use std::collections::BTreeMap;
 

@@ -296,14 +296,9 @@ fn the_incident_table_is_bounded() {
 /// G-A (121.30..121.37) and G-B (121.37..121.44), both 28.55..28.62.
 fn gridded_dispatcher() -> Dispatcher {
     use crate::grid::{GridCell, GridIndex, GridWorker};
-    let cell = |id: &str, lng0: f64, village: &str, worker: &str| {
-        let ring = LineString::from(vec![
-            (lng0, 28.55),
-            (lng0 + 0.07, 28.55),
-            (lng0 + 0.07, 28.62),
-            (lng0, 28.62),
-            (lng0, 28.55),
-        ]);
+    // Neighbours share their edge exactly (the same literal longitude).
+    let cell = |id: &str, lng0: f64, lng1: f64, village: &str, worker: &str| {
+        let ring = LineString::from(vec![(lng0, 28.55), (lng1, 28.55), (lng1, 28.62), (lng0, 28.62), (lng0, 28.55)]);
         GridCell {
             grid_id: id.into(),
             town: "路北街道".into(),
@@ -312,9 +307,11 @@ fn gridded_dispatcher() -> Dispatcher {
             polygon: MultiPolygon(vec![Polygon::new(ring, vec![])]),
         }
     };
-    let grid =
-        GridIndex::new(vec![cell("G-A", 121.30, "西村", "甲（虚构）"), cell("G-B", 121.37, "东村", "乙（虚构）")])
-            .unwrap();
+    let grid = GridIndex::new(vec![
+        cell("G-A", 121.30, 121.37, "西村", "甲（虚构）"),
+        cell("G-B", 121.37, 121.44, "东村", "乙（虚构）"),
+    ])
+    .unwrap();
     let d = dispatcher();
     Dispatcher::new(
         DispatchConfig::defaults(),
@@ -376,6 +373,13 @@ fn a_claimed_grid_id_is_checked_against_the_location() {
     assert_eq!(d.report_nofx(claim("x4", in_b, "G-B"), T0).unwrap().incident.grid_id, "G-B");
     // A retry that contradicts the location is refused, not answered from the stored incident.
     assert_eq!(refused(claim("x4", in_b, "G-A")), "the location is in grid cell G-B, not G-A");
+    // On the edge G-A and G-B share, both hold the point: located, it is in
+    // G-A (the smaller id); claimed by G-B's worker, it stays in G-B.
+    let on_edge = ll(28.58, 121.37);
+    assert_eq!(d.report_nofx(fire("x5", on_edge), T0).unwrap().incident.grid_id, "G-A");
+    let claimed = d.report_nofx(claim("x6", on_edge, "G-B"), T0).unwrap().incident;
+    assert_eq!((claimed.grid_id.as_str(), claimed.village.as_str()), ("G-B", "东村"));
+    assert_eq!(claimed.grid_worker.unwrap().name, "乙（虚构）");
 }
 
 #[test]

@@ -85,6 +85,8 @@ pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
         .route("/v1/events", get(sse::watch_events))
         .route("/v1/admin/webhooks/dead-letters", get(read_dead_letters))
         .route("/v1/admin/webhooks/dead-letters/replay", post(replay_dead_letters))
+        // Strangers are refused before their bodies are read.
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), authenticate))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read whole (JsonBody) under this limit; beyond it 413.
@@ -219,7 +221,17 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for JsonBody<T> {
                 let mime = mime.trim().to_ascii_lowercase();
                 mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
-        let bytes = Bytes::from_request(request, gateway).await.map_err(|r| {
+        // A body trickling in must not hold a connection place for ever.
+        let limit_ms = gateway.shared.config.server.request_timeout_ms;
+        let read = tokio::time::timeout(Duration::from_millis(limit_ms), Bytes::from_request(request, gateway));
+        let read = read.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                Code::DeadlineExceeded,
+                format!("request body: not received within {limit_ms} ms (server.request_timeout_ms)"),
+            )
+        })?;
+        let bytes = read.map_err(|r| {
             let refusal = error::from_bytes_rejection(r, gateway.max_body_bytes);
             if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
                 gateway.shared.metrics.limit_hit("http.max_body_bytes");
@@ -279,7 +291,15 @@ fn ok<T: serde::Serialize>(value: T) -> Response {
     axum::Json(value).into_response()
 }
 
-async fn healthz() -> Response {
+/// 503 NOT_SERVING once shutting down or after a journal write failed
+/// (every change is refused then): what a load balancer should act on.
+async fn healthz(State(gateway): State<Gateway>) -> Response {
+    let shared = &gateway.shared;
+    let failed = shared.journal.as_ref().is_some_and(|j| j.failure().is_some());
+    if failed || shared.stop.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "NOT_SERVING" })))
+            .into_response();
+    }
     ok(serde_json::json!({ "status": "SERVING" }))
 }
 
@@ -378,6 +398,20 @@ async fn get_unit(
     let Path(id) = id.map_err(error::from_path_rejection)?;
     let answer = call(&gateway, gateway.dispatch.get_unit(grpc_request(&headers, pb::GetUnitRequest { id }))).await?;
     Ok(ok(json::Unit::from(answer)))
+}
+
+/// Every route but health, metrics and the document needs a configured
+/// token (the operation's role and rate are checked by the handler).
+async fn authenticate(
+    State(gateway): State<Gateway>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    if request.uri().path().starts_with("/v1/") {
+        let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        gateway.shared.auth.authenticate_header(authorization).map_err(ApiError::from)?;
+    }
+    Ok(next.run(request).await)
 }
 
 /// The operator's own check for routes that are not gRPC calls.

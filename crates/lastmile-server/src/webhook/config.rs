@@ -42,8 +42,9 @@ pub struct WebhooksConfig {
     pub endpoints: Vec<EndpointConfig>,
 }
 
-/// `[[webhooks.endpoints]]`: one receiver.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// `[[webhooks.endpoints]]`: one receiver. (Its `Debug` hides the secret
+/// and the URL's credentials and query.)
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Unique; names the endpoint in stats, logs and dead letters
@@ -85,6 +86,44 @@ pub struct EndpointConfig {
     pub backoff_initial_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+}
+
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("name", &self.name)
+            .field("url", &redacted_url(&self.url))
+            .field("ca_path", &self.ca_path)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_env", &self.secret_env)
+            .field("events", &self.events)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_initial_ms", &self.backoff_initial_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .finish()
+    }
+}
+
+/// `url` without credentials (`user:pass@`) or query (`?token=...`): what
+/// may go to logs.
+pub fn redacted_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[test]
+fn urls_in_logs_carry_no_credentials() {
+    assert_eq!(redacted_url("https://u:p@h.example:8443/a/b?token=x#f"), "https://h.example:8443/a/b");
+    assert_eq!(redacted_url("http://h/hook"), "http://h/hook");
 }
 
 fn default_max_dead_letters_kept() -> usize {

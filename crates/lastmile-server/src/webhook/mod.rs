@@ -235,7 +235,7 @@ impl Webhooks {
                 }
                 .run(),
             );
-            info!(endpoint = %name, url = %endpoint.url, "webhook endpoint started");
+            info!(endpoint = %name, url = %config::redacted_url(&endpoint.url), "webhook endpoint started");
             endpoints.push(Endpoint { config: endpoint.clone(), name, queue: tx, counters });
         }
         let stopped = CancellationToken::new();
