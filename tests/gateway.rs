@@ -635,7 +635,7 @@ async fn watchers_share_the_feed_limit_and_streams_end_at_shutdown() {
     // server's drain completes.
     let stopped = tokio::spawn(server.shutdown());
     let last = watcher.next().await.expect("a last event");
-    assert_eq!(last.event, "error");
+    assert_eq!(last.event, "feed_error");
     assert_eq!(last.id, None);
     check(&doc, &json!({"$ref": "#/components/schemas/Error"}), &last.data, "$").unwrap();
     assert_eq!(last.data["error"]["code"], "UNAVAILABLE");

@@ -60,6 +60,7 @@ async fn metrics_count_dispatch_acknowledgement_census_and_refusals() {
     let huge = pb::ReportIncidentRequest { description: "x".repeat(100 * 1024), ..report("huge") };
     assert_eq!(client.report_incident(huge).await.unwrap_err().code(), tonic::Code::ResourceExhausted);
 
+    assert_eq!(get(server.http_addr, "/v1/incidents/inc-999999").await.status, 404);
     let response = get(server.http_addr, "/metrics").await;
     assert_eq!(response.status, 200);
     assert!(response.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
@@ -93,5 +94,6 @@ async fn metrics_count_dispatch_acknowledgement_census_and_refusals() {
         "{page}"
     );
     assert_eq!(sample(&page, "lastmile_feed_watchers"), Some(0.0));
+    assert_eq!(sample(&page, "lastmile_http_responses_total{status=\"404\"}"), Some(1.0), "{page}");
     server.shutdown().await;
 }

@@ -71,6 +71,8 @@ pub struct Metrics {
     limit_hits: Mutex<BTreeMap<&'static str, u64>>,
     /// gRPC calls answered with an error, by (method, code).
     grpc_errors: Mutex<BTreeMap<(String, i32), u64>>,
+    /// HTTP gateway answers, by status code (at most the 500 codes HTTP has).
+    http_responses: Mutex<BTreeMap<u16, u64>>,
     /// The last page rendered and when (see [`MIN_SCRAPE_INTERVAL`]).
     last_page: Mutex<Option<(std::time::Instant, String)>>,
 }
@@ -88,6 +90,7 @@ impl Default for Metrics {
             journal_commit_seconds: Histogram::new(LATENCY_BOUNDS_S),
             limit_hits: Mutex::new(BTreeMap::new()),
             grpc_errors: Mutex::new(BTreeMap::new()),
+            http_responses: Mutex::new(BTreeMap::new()),
             last_page: Mutex::new(None),
         }
     }
@@ -112,6 +115,11 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Counts an HTTP gateway answer.
+    pub fn http_response(&self, status: u16) {
+        *self.http_responses.lock().unwrap_or_else(|p| p.into_inner()).entry(status).or_default() += 1;
     }
 
     pub fn limit_hits(&self) -> BTreeMap<&'static str, u64> {
@@ -285,6 +293,19 @@ fn render_now(shared: &crate::Shared) -> String {
         "counter",
         "gRPC calls answered with an error, by method and code.",
         errors.iter().map(|(method, code, n)| (vec![("method", method.as_str()), ("code", code.as_str())], *n as f64)),
+    );
+    let http: Vec<(String, u64)> = m
+        .http_responses
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(status, n)| (status.to_string(), *n))
+        .collect();
+    out.family(
+        "lastmile_http_responses_total",
+        "counter",
+        "JSON/HTTP gateway answers by status (4xx: refusals, e.g. 400 validation, 413 body size, 429 rate).",
+        http.iter().map(|(status, n)| (vec![("status", status.as_str())], *n as f64)),
     );
     let auth = &shared.auth.counters;
     out.family(

@@ -89,6 +89,8 @@ pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), authenticate))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Every answer counted by status (refusals included).
+        .layer(axum::middleware::map_response_with_state(gateway.clone(), count_response))
         // Bodies are read whole (JsonBody) under this limit; beyond it 413.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(gateway)
@@ -398,6 +400,11 @@ async fn get_unit(
     let Path(id) = id.map_err(error::from_path_rejection)?;
     let answer = call(&gateway, gateway.dispatch.get_unit(grpc_request(&headers, pb::GetUnitRequest { id }))).await?;
     Ok(ok(json::Unit::from(answer)))
+}
+
+async fn count_response(State(gateway): State<Gateway>, response: Response) -> Response {
+    gateway.shared.metrics.http_response(response.status().as_u16());
+    response
 }
 
 /// Every route but health, metrics and the document needs a configured

@@ -13,8 +13,10 @@
 //! Resume with `Last-Event-ID: <seq>` (what `EventSource` sends on
 //! reconnect; it wins over `?after_seq=`). When the feed ends the stream
 //! for a reason (the watcher fell too far behind, the server is shutting
-//! down), the last event is `event: error` with the error body as `data`
-//! and no `id`, so a reconnect resumes after the last real event; then the
+//! down), the last event is `event: feed_error` (not `error`, which a
+//! browser's `EventSource` keeps for its own connection errors) with the
+//! error body as `data` and no `id`, so a reconnect resumes after the last
+//! real event; then the
 //! response ends. A refusal before the stream starts (too many watchers,
 //! `after_seq` no longer in the history) is an ordinary JSON error response.
 //! Idle streams carry a keep-alive comment every `http.sse_keepalive_s`.
@@ -69,7 +71,7 @@ pub(super) async fn watch_events(
             // this is the stream's last event.
             Err(status) => {
                 let body = ApiError::from(status).body();
-                Event::default().event("error").data(serde_json::to_string(&body).unwrap_or_default())
+                Event::default().event("feed_error").data(serde_json::to_string(&body).unwrap_or_default())
             }
         })
     });
