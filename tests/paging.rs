@@ -314,3 +314,27 @@ async fn positions_move_units_and_overrides_show_in_the_feed() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     server.dispatcher.check_invariants().unwrap();
 }
+
+#[tokio::test]
+async fn a_position_stream_outlives_the_request_timeout() {
+    // Unary calls are bounded by server.request_timeout_ms; a terminal's
+    // position stream is not (it lives as long as the terminal reports).
+    let server = paging_server(|c| c.replace("request_timeout_ms = 10000", "request_timeout_ms = 200")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let report = |lat: f64| pb::PositionReport {
+        unit_id: "T3-a".into(),
+        position: Some(pb::LatLng { lat, lng: 121.37 }),
+        ..Default::default()
+    };
+    tx.send(report(28.5811)).await.unwrap();
+    let mut terminal = server.terminal().await;
+    let call =
+        tokio::spawn(async move { terminal.report_position(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    // Longer than the request timeout between two reports (a wait, not a
+    // measured duration: nothing here asserts how long anything took).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    tx.send(report(28.5812)).await.unwrap();
+    drop(tx);
+    let answer = call.await.unwrap().expect("the stream was not cut off").into_inner();
+    assert_eq!(answer.applied, 2, "{answer:?}");
+}

@@ -1,8 +1,10 @@
-//! A tower layer around every gRPC service: counts refused calls by method
-//! and code (`lastmile_grpc_errors_total`), and answers an oversized request
-//! message with RESOURCE_EXHAUSTED (gRPC's code for a size limit; tonic's
-//! own answer is OUT_OF_RANGE), counted as a hit of
-//! `server.max_decoding_message_bytes`.
+//! A tower layer around every gRPC service: bounds each call by
+//! `server.request_timeout_ms` (CANCELLED when over, as tonic's own timeout
+//! answers) except a terminal's position stream, which lives as long as the
+//! terminal reports; counts refused calls by method and code
+//! (`lastmile_grpc_errors_total`); and answers an oversized request message
+//! with RESOURCE_EXHAUSTED (gRPC's code for a size limit; tonic's own answer
+//! is OUT_OF_RANGE), counted as a hit of `server.max_decoding_message_bytes`.
 //!
 //! It sees error answers only: tonic puts an error's `grpc-status` in the
 //! response headers ("trailers-only"), a success's in the trailers, which
@@ -12,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tonic::Code;
 
@@ -23,18 +26,19 @@ const DECODE_TOO_LARGE: &str = "Error, decoded message length too large";
 #[derive(Clone)]
 pub struct OutcomeLayer {
     metrics: Arc<Metrics>,
+    request_timeout: Duration,
 }
 
 impl OutcomeLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        OutcomeLayer { metrics }
+    pub fn new(metrics: Arc<Metrics>, request_timeout: Duration) -> Self {
+        OutcomeLayer { metrics, request_timeout }
     }
 }
 
 impl<S> tower::Layer<S> for OutcomeLayer {
     type Service = Outcome<S>;
     fn layer(&self, inner: S) -> Outcome<S> {
-        Outcome { inner, metrics: self.metrics.clone() }
+        Outcome { inner, metrics: self.metrics.clone(), request_timeout: self.request_timeout }
     }
 }
 
@@ -42,7 +46,13 @@ impl<S> tower::Layer<S> for OutcomeLayer {
 pub struct Outcome<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    request_timeout: Duration,
 }
+
+/// Client-streaming calls whose handler runs as long as the caller sends:
+/// not bounded by `server.request_timeout_ms` (their own bounds are
+/// `terminals.max_positions_per_stream`, the token's rate and shutdown).
+const LONG_LIVED: &[&str] = &["ReportPosition"];
 
 impl<S, B> tower::Service<http::Request<B>> for Outcome<S>
 where
@@ -61,8 +71,24 @@ where
         let path = request.uri().path().to_string();
         let answer = self.inner.call(request);
         let metrics = self.metrics.clone();
+        let limit = (!LONG_LIVED.contains(&method_label(&path))).then_some(self.request_timeout);
         Box::pin(async move {
-            let mut response = answer.await?;
+            let answered = match limit {
+                Some(limit) => match tokio::time::timeout(limit, answer).await {
+                    Ok(answered) => answered,
+                    Err(_) => {
+                        metrics.limit_hit("server.request_timeout_ms");
+                        metrics.grpc_error(method_label(&path), Code::Cancelled);
+                        let status = tonic::Status::cancelled(format!(
+                            "not answered within {} ms (server.request_timeout_ms)",
+                            limit.as_millis()
+                        ));
+                        return Ok(status.into_http());
+                    }
+                },
+                None => answer.await,
+            };
+            let mut response = answered?;
             let Some(code) = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<i32>().ok())
             else {
                 return Ok(response);

@@ -452,10 +452,12 @@ pub async fn run_opened(
     let served = grpc_builder(&config)?
         .max_concurrent_streams(Some(server.max_concurrent_streams))
         .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
-        .timeout(Duration::from_millis(server.request_timeout_ms))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(grpc_outcome::OutcomeLayer::new(shared.metrics.clone()))
+        .layer(grpc_outcome::OutcomeLayer::new(
+            shared.metrics.clone(),
+            Duration::from_millis(server.request_timeout_ms),
+        ))
         .add_service(health)
         .add_service(reflection)
         .add_service(dispatch)
