@@ -109,6 +109,9 @@ async fn a_report_reaches_the_receiver_signed_and_failed_deliveries_are_replayed
     let notified = got.iter().find(|r| r.event == "GRID_WORKER_NOTIFIED").unwrap();
     assert_eq!(notified.body["incident_id"], incident.id.as_str());
     assert_eq!(notified.body["grid_id"], incident.grid_id.as_str());
+    let worker = incident.grid_worker.as_ref().expect("the incident's grid worker");
+    assert_eq!(notified.body["grid_worker"]["name"], worker.name.as_str(), "structured, not only in detail");
+    assert_eq!(notified.body["grid_worker"]["contact"], worker.contact.as_str());
     assert!(got.iter().any(|r| r.event == "UNIT_PAGED"));
     let seqs: Vec<u64> = got.iter().map(|r| r.body["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in sequence order: {seqs:?}");

@@ -434,15 +434,16 @@ impl Dispatcher {
                 )),
         );
         if let Some(worker) = &incident.grid_worker {
-            fx.emit(
-                Event::new(EventKind::GridWorkerNotified, now)
+            fx.emit(Event {
+                grid_worker: Some(worker.clone()),
+                ..Event::new(EventKind::GridWorkerNotified, now)
                     .incident(&incident.id, &incident.grid_id)
                     .position(incident.location)
                     .detail(format!(
                         "grid worker {} ({}) of grid cell {}",
                         worker.name, worker.contact, incident.grid_id
-                    )),
-            );
+                    ))
+            });
         }
         for tier in &incident.tiers {
             for a in &tier.assignments {

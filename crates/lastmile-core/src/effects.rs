@@ -54,6 +54,8 @@ pub struct Event {
     pub position: Option<LatLng>,
     /// Human-readable detail (reason, escalation target, ...).
     pub detail: String,
+    /// On `GridWorkerNotified`: the worker notified.
+    pub grid_worker: Option<crate::grid::GridWorker>,
 }
 
 impl Event {
@@ -69,6 +71,7 @@ impl Event {
             unit_status: None,
             position: None,
             detail: String::new(),
+            grid_worker: None,
         }
     }
     /// The event is about this incident, in this grid cell (empty if none):

@@ -154,6 +154,11 @@ fn event_to_pb(e: &Event, seq: u64) -> pb::DispatchEvent {
         position: e.position.map(convert::lat_lng_to_pb),
         detail: e.detail.clone(),
         grid_id: e.grid_id.clone(),
+        grid_worker: e.grid_worker.as_ref().map(|w| pb::GridWorker {
+            grid_id: e.grid_id.clone(),
+            name: w.name.clone(),
+            contact: w.contact.clone(),
+        }),
     }
 }
 

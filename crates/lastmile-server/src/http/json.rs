@@ -514,6 +514,8 @@ pub struct DispatchEvent {
     pub position: Option<LatLng>,
     pub detail: String,
     pub grid_id: String,
+    /// On GRID_WORKER_NOTIFIED: the worker notified; `null` otherwise.
+    pub grid_worker: Option<GridWorker>,
 }
 
 impl From<&pb::DispatchEvent> for DispatchEvent {
@@ -530,6 +532,7 @@ impl From<&pb::DispatchEvent> for DispatchEvent {
             position: e.position.as_ref().map(LatLng::from),
             detail: e.detail.clone(),
             grid_id: e.grid_id.clone(),
+            grid_worker: e.grid_worker.clone().map(Into::into),
         }
     }
 }
