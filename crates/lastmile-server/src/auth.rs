@@ -348,19 +348,31 @@ impl Auth {
         if !self.enabled {
             return Ok(());
         }
-        let known = authorization
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| Sha256::digest(token.trim().as_bytes()).into())
-            .is_some_and(|digest: [u8; 32]| self.by_digest.contains_key(&digest));
-        if known {
-            Ok(())
-        } else {
+        self.principal(authorization).map(|_| ())
+    }
+
+    /// The configured token an `authorization` value (`Bearer TOKEN`)
+    /// presents; UNAUTHENTICATED (counted) saying what is missing or wrong.
+    fn principal(&self, authorization: Option<&[u8]>) -> Result<&Arc<Principal>, Status> {
+        let refuse = |message: &str| {
             self.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
-            Err(Status::unauthenticated(
-                "missing, malformed or unknown bearer token: send 'Authorization: Bearer <token>'",
-            ))
+            Err(Status::unauthenticated(message))
+        };
+        let Some(value) = authorization else {
+            return refuse("missing authorization: send 'authorization: Bearer <token>'");
+        };
+        // The scheme is case-insensitive (RFC 7235); the token is not.
+        let token = match std::str::from_utf8(value).ok().and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        }) {
+            Some(token) if !token.trim().is_empty() => token.trim(),
+            _ => return refuse("malformed authorization: expected 'Bearer <token>'"),
+        };
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match self.by_digest.get(&digest) {
+            Some(principal) => Ok(principal),
+            None => refuse("unknown bearer token"),
         }
     }
 
@@ -371,32 +383,10 @@ impl Auth {
         if !self.enabled {
             return Ok(None);
         }
+        let principal = self.principal(authorization)?;
         let refuse = |counter: &AtomicU64, status: Status| {
             counter.fetch_add(1, Ordering::Relaxed);
             Err(status)
-        };
-        let Some(value) = authorization else {
-            return refuse(
-                &self.counters.unauthenticated,
-                Status::unauthenticated("missing authorization: send 'authorization: Bearer <token>'"),
-            );
-        };
-        // The scheme is case-insensitive (RFC 7235); the token is not.
-        let token = match std::str::from_utf8(value).ok().and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token)
-        }) {
-            Some(token) if !token.trim().is_empty() => token.trim(),
-            _ => {
-                return refuse(
-                    &self.counters.unauthenticated,
-                    Status::unauthenticated("malformed authorization: expected 'Bearer <token>'"),
-                );
-            }
-        };
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let Some(principal) = self.by_digest.get(&digest) else {
-            return refuse(&self.counters.unauthenticated, Status::unauthenticated("unknown bearer token"));
         };
         if !principal.role.allows(op) {
             return refuse(
@@ -422,27 +412,16 @@ impl Auth {
         self.check_header(request.metadata().get("authorization").map(|v| v.as_bytes()), op)
     }
 
-    /// [`Auth::check`], then: a terminal token may act only for its own unit.
-    pub fn check_unit<T>(
-        &self,
-        request: &tonic::Request<T>,
-        op: Operation,
-        unit_id: &str,
-    ) -> Result<Option<Arc<Principal>>, Status> {
-        let principal = self.check(request, op)?;
-        if let Some(p) = &principal
-            && let Err(status) = p.may_act_for(unit_id)
-        {
-            self.counters.permission_denied.fetch_add(1, Ordering::Relaxed);
-            return Err(status);
+    /// After [`Auth::check`]: PERMISSION_DENIED (counted) when `caller` is a
+    /// terminal token bound to another unit than `unit_id`. Auth off (no
+    /// caller): fine.
+    pub fn acting_for(&self, caller: &Option<Arc<Principal>>, unit_id: &str) -> Result<(), Status> {
+        match caller {
+            Some(principal) => principal.may_act_for(unit_id).inspect_err(|_| {
+                self.counters.permission_denied.fetch_add(1, Ordering::Relaxed);
+            }),
+            None => Ok(()),
         }
-        Ok(principal)
-    }
-
-    /// Counts a refusal made after [`Auth::check`] (a stream acting for
-    /// another unit mid-way).
-    pub fn count_permission_denied(&self) {
-        self.counters.permission_denied.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One more message of a stream opened by `caller`: RESOURCE_EXHAUSTED

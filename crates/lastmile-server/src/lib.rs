@@ -73,15 +73,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// PERMISSION_DENIED (counted) when `caller` is a terminal token bound to
-    /// another unit than `unit_id`.
-    pub fn acting_for(&self, caller: &Option<Arc<auth::Principal>>, unit_id: &str) -> Result<(), tonic::Status> {
-        match caller {
-            Some(principal) => principal.may_act_for(unit_id).inspect_err(|_| self.auth.count_permission_denied()),
-            None => Ok(()),
-        }
-    }
-
     /// Runs a state change: waits (bounded) for a place in the journal's
     /// queue, applies `change` with the operation's effects, and hands back its
     /// result once everything it changed is durable (see [`journal::Op`]).

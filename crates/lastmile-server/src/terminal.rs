@@ -37,7 +37,7 @@ impl UnitTerminal for TerminalService {
         let caller = self.shared.auth.check(&request, Operation::Subscribe)?;
         let s = &self.shared;
         let unit_id = convert::required_id("unit_id", &request.get_ref().unit_id)?;
-        s.acting_for(&caller, unit_id)?;
+        s.auth.acting_for(&caller, unit_id)?;
         s.dispatcher.get_unit(unit_id).map_err(to_status)?;
         // Register first, then look for the waiting page: a page sent in between
         // arrives twice (at-least-once, same incident and attempt), never zero times.
@@ -57,7 +57,7 @@ impl UnitTerminal for TerminalService {
         let s = &self.shared;
         let req = request.into_inner();
         convert::required_id("unit_id", &req.unit_id)?;
-        s.acting_for(&caller, &req.unit_id)?;
+        s.auth.acting_for(&caller, &req.unit_id)?;
         convert::required_id("incident_id", &req.incident_id)?;
         if req.reason.len() > s.config.limits.max_description_bytes {
             return Err(invalid("reason", format!("must be at most {} bytes", s.config.limits.max_description_bytes)));
@@ -90,7 +90,7 @@ impl UnitTerminal for TerminalService {
         let s = &self.shared;
         let req = request.get_ref();
         let unit_id = convert::required_id("unit_id", &req.unit_id)?;
-        s.acting_for(&caller, unit_id)?;
+        s.auth.acting_for(&caller, unit_id)?;
         let status = match convert::unit_status_filter("status", req.status)? {
             Some(
                 status @ (UnitStatus::EnRoute
@@ -138,7 +138,7 @@ impl UnitTerminal for TerminalService {
             };
             s.auth.take_message(&caller)?;
             // A terminal reporting another unit's position ends its stream.
-            s.acting_for(&caller, &report.unit_id)?;
+            s.auth.acting_for(&caller, &report.unit_id)?;
             seen += 1;
             if seen > max {
                 s.metrics.limit_hit("terminals.max_positions_per_stream");
