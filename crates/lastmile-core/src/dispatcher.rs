@@ -523,6 +523,18 @@ impl Dispatcher {
     /// The page still waiting for a unit (PAGED, not yet acknowledged), for a
     /// terminal that (re)connects.
     pub fn pending_page(&self, unit_id: &str) -> Option<PageOrder> {
+        self.with_pending(unit_id, |incident, tier, a| self.page_order(incident, a, tier.deadline))
+    }
+
+    /// When the page `unit_id` is waiting to answer for `incident_id` was
+    /// sent (where its acknowledgement latency starts); `None` if it has none.
+    pub fn pending_page_sent_at(&self, unit_id: &str, incident_id: &str) -> Option<Timestamp> {
+        self.with_pending(unit_id, |incident, _, a| (incident.id == incident_id).then_some(a.paged_at)).flatten()
+    }
+
+    /// `f` of the incident, tier and assignment of the page `unit_id` is
+    /// waiting to answer, read under the incident's lock.
+    fn with_pending<T>(&self, unit_id: &str, f: impl FnOnce(&Incident, &TierResponse, &Assignment) -> T) -> Option<T> {
         let incident_id = self.units.get(unit_id).filter(|u| u.status == UnitStatus::Paged)?.incident_id.clone()?;
         let incident = self.incidents.get(&parse_incident_id(&incident_id)?)?;
         let tier = incident
@@ -530,7 +542,7 @@ impl Dispatcher {
             .iter()
             .find(|t| t.assignments.iter().any(|a| a.unit_id == unit_id && a.state == AssignmentState::Paged))?;
         let a = tier.assignments.iter().rev().find(|a| a.unit_id == unit_id && a.state == AssignmentState::Paged)?;
-        Some(self.page_order(&incident, a, tier.deadline))
+        Some(f(&incident, tier, a))
     }
 
     fn tier_response(&self, tier: Tier, required: u32, picks: Vec<Pick>, now: Timestamp) -> TierResponse {

@@ -69,8 +69,7 @@ impl UnitTerminal for TerminalService {
             reason: req.reason,
         };
         // The page being answered, for the acknowledgement latency.
-        let paged_at =
-            s.dispatcher.pending_page(&ack.unit_id).filter(|p| p.incident_id == ack.incident_id).map(|p| p.paged_at);
+        let paged_at = s.dispatcher.pending_page_sent_at(&ack.unit_id, &ack.incident_id);
         let now = s.clock.now();
         let unit = s.change(|op| s.dispatcher.acknowledge(&ack, now, op)).await?;
         let unit = unit.map_err(to_status)?;
