@@ -3,7 +3,7 @@
 //! idempotency index and the timers.
 
 use lastmile_suite::v1 as pb;
-use lastmile_suite::{TestServer, config_on_disk, paging_units, report, temp_dir, with_journal};
+use lastmile_suite::{TestServer, accept, config_on_disk, paging_units, report, temp_dir, with_journal};
 
 #[tokio::test]
 async fn a_restart_recovers_incidents_units_idempotency_and_timers() {
@@ -14,15 +14,7 @@ async fn a_restart_recovers_incidents_units_idempotency_and_timers() {
     let mut client = server.client().await;
     let first = client.report_incident(report("grid-d1")).await.unwrap().into_inner().incident.unwrap();
     let mut terminal = server.terminal().await;
-    terminal
-        .acknowledge(pb::AcknowledgeRequest {
-            unit_id: "T5-a".into(),
-            incident_id: first.id.clone(),
-            accept: true,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    terminal.acknowledge(accept("T5-a", &first.id)).await.unwrap();
     let second = client.report_incident(report("grid-d2")).await.unwrap().into_inner().incident.unwrap();
     client.close_incident(pb::CloseIncidentRequest { id: second.id.clone(), reason: "test".into() }).await.unwrap();
     let before_first = client.get_incident(pb::GetIncidentRequest { id: first.id.clone() }).await.unwrap().into_inner();

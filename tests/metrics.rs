@@ -5,7 +5,7 @@
 
 use lastmile_suite::http::get;
 use lastmile_suite::v1 as pb;
-use lastmile_suite::{TestServer, config_on_disk, next, paging_units, report, temp_dir, with_journal};
+use lastmile_suite::{TestServer, accept, config_on_disk, next, paging_units, report, temp_dir, with_journal};
 
 /// The value of the sample whose line starts with `series` (name and labels).
 fn sample(page: &str, series: &str) -> Option<f64> {
@@ -44,17 +44,7 @@ async fn metrics_count_dispatch_acknowledgement_census_and_refusals() {
     let mut client = server.client().await;
     let incident = client.report_incident(report("metrics-1")).await.unwrap().into_inner().incident.unwrap();
     let page = next(&mut pages).await.unwrap().expect("a page");
-    server
-        .terminal()
-        .await
-        .acknowledge(pb::AcknowledgeRequest {
-            unit_id: "T3-a".into(),
-            incident_id: incident.id.clone(),
-            accept: true,
-            reason: String::new(),
-        })
-        .await
-        .unwrap();
+    server.terminal().await.acknowledge(accept("T3-a", &incident.id)).await.unwrap();
     assert_eq!(page.incident_id, incident.id);
     // An oversized message: refused by server.max_decoding_message_bytes.
     let huge = pb::ReportIncidentRequest { description: "x".repeat(100 * 1024), ..report("huge") };

@@ -4,7 +4,7 @@
 //! not stall dispatch; the feed tells the whole story in order.
 
 use lastmile_suite::v1 as pb;
-use lastmile_suite::{TestServer, config_on_disk, next, paging_units, report, until_event};
+use lastmile_suite::{TestServer, accept, config_on_disk, next, paging_units, report, until_event};
 use tonic::Code;
 
 async fn paging_server(edit: impl FnOnce(String) -> String) -> TestServer {
@@ -28,12 +28,7 @@ async fn page_acknowledge_on_scene_meets_the_tier_and_the_feed_tells_it_in_order
     assert_eq!(page.address, "路桥街道 test");
 
     let mut terminal = server.terminal().await;
-    let ack = pb::AcknowledgeRequest {
-        unit_id: "T3-a".into(),
-        incident_id: incident.id.clone(),
-        accept: true,
-        reason: String::new(),
-    };
+    let ack = accept("T3-a", &incident.id);
     let unit = terminal.acknowledge(ack.clone()).await.unwrap().into_inner().unit.unwrap();
     assert_eq!(unit.status(), pb::UnitStatus::EnRoute);
     // Repeated: refused, naming the state; applied once.
@@ -104,17 +99,7 @@ async fn a_silent_terminal_is_timed_out_and_the_next_unit_paged() {
     let unit = client.get_unit(pb::GetUnitRequest { id: "T3-a".into() }).await.unwrap().into_inner();
     assert_eq!(unit.status(), pb::UnitStatus::Unresponsive);
     // A late acknowledgement is answered clearly and changes nothing.
-    let err = server
-        .terminal()
-        .await
-        .acknowledge(pb::AcknowledgeRequest {
-            unit_id: "T3-a".into(),
-            incident_id: incident.id.clone(),
-            accept: true,
-            reason: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = server.terminal().await.acknowledge(accept("T3-a", &incident.id)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("TIMED_OUT"), "{}", err.message());
     server.dispatcher.check_invariants().unwrap();

@@ -221,6 +221,16 @@ pub fn with_journal(dir: &std::path::Path) -> impl FnOnce(String) -> String + '_
     move |text| text.replace("data_dir = \"\"", &format!("data_dir = {:?}", dir.display().to_string()))
 }
 
+/// A terminal's acceptance of `unit_id`'s page for `incident_id`.
+pub fn accept(unit_id: &str, incident_id: &str) -> pb::AcknowledgeRequest {
+    pb::AcknowledgeRequest {
+        unit_id: unit_id.to_string(),
+        incident_id: incident_id.to_string(),
+        accept: true,
+        reason: String::new(),
+    }
+}
+
 /// A valid report at central Luqiao (路桥街道).
 pub fn report(external_id: &str) -> pb::ReportIncidentRequest {
     pb::ReportIncidentRequest {
