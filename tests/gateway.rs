@@ -319,10 +319,10 @@ async fn preview_and_units() {
 
 #[tokio::test]
 async fn refusals_carry_the_json_error_body_and_the_grpc_meaning() {
-    let mut config = lastmile_server::LastmileConfig::embedded().unwrap();
-    config.journal.data_dir = String::new();
-    config.http.max_body_bytes = 1024;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_edited(|config| {
+        config.http.max_body_bytes = 1024;
+    })
+    .await;
     let addr = server.http_addr;
     let doc = openapi(addr).await;
     let mut grpc = server.client().await;
@@ -617,10 +617,10 @@ async fn the_live_feed_streams_as_sse_and_resumes_with_last_event_id() {
 
 #[tokio::test]
 async fn watchers_share_the_feed_limit_and_streams_end_at_shutdown() {
-    let mut config = lastmile_server::LastmileConfig::embedded().unwrap();
-    config.journal.data_dir = String::new();
-    config.feed.max_watchers = 1;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_edited(|config| {
+        config.feed.max_watchers = 1;
+    })
+    .await;
     let addr = server.http_addr;
     let doc = openapi(addr).await;
     let mut watcher = Sse::open(addr, "/v1/events", &[]).await;
@@ -677,10 +677,10 @@ fn the_schema_checker_refuses_extra_missing_and_mistyped_fields() {
 
 #[tokio::test]
 async fn a_client_that_leaves_frees_its_watcher_place_on_a_quiet_feed() {
-    let mut config = lastmile_server::LastmileConfig::embedded().unwrap();
-    config.journal.data_dir = String::new();
-    config.feed.max_watchers = 1;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_edited(|config| {
+        config.feed.max_watchers = 1;
+    })
+    .await;
     let addr = server.http_addr;
     let first = Sse::open(addr, "/v1/events", &[]).await;
     drop(first); // closes the connection; no event is ever published
@@ -752,11 +752,11 @@ async fn requests_with_every_documented_field_are_accepted() {
 
 #[tokio::test]
 async fn a_connection_that_sends_no_request_is_closed_and_frees_its_place() {
-    let mut config = lastmile_server::LastmileConfig::embedded().unwrap();
-    config.journal.data_dir = String::new();
-    config.http.max_connections = 1;
-    config.http.header_read_timeout_ms = 200;
-    let server = TestServer::start_with(config).await;
+    let server = TestServer::start_edited(|config| {
+        config.http.max_connections = 1;
+        config.http.header_read_timeout_ms = 200;
+    })
+    .await;
     let addr = server.http_addr;
     // Holds the only place, saying nothing: closed after the head timeout.
     use tokio::io::AsyncReadExt;

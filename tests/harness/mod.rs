@@ -33,8 +33,14 @@ pub struct TestServer {
 impl TestServer {
     /// A server on the embedded default (the Luqiao demo dataset).
     pub async fn start() -> TestServer {
+        TestServer::start_edited(|_| {}).await
+    }
+
+    /// [`TestServer::start`] with `edit` applied to the configuration.
+    pub async fn start_edited(edit: impl FnOnce(&mut LastmileConfig)) -> TestServer {
         let mut config = LastmileConfig::embedded().expect("embedded config");
         config.journal.data_dir = String::new(); // in memory: each test starts clean
+        edit(&mut config);
         TestServer::start_with(config).await
     }
 
