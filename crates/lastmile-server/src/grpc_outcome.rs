@@ -68,17 +68,18 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_string();
+        // Once per call, and no copy of the path: a known RPC's name or `unknown`.
+        let method = method_label(request.uri().path());
         let answer = self.inner.call(request);
         let metrics = self.metrics.clone();
-        let limit = (!LONG_LIVED.contains(&method_label(&path))).then_some(self.request_timeout);
+        let limit = (!LONG_LIVED.contains(&method)).then_some(self.request_timeout);
         Box::pin(async move {
             let answered = match limit {
                 Some(limit) => match tokio::time::timeout(limit, answer).await {
                     Ok(answered) => answered,
                     Err(_) => {
                         metrics.limit_hit("server.request_timeout_ms");
-                        metrics.grpc_error(method_label(&path), Code::Cancelled);
+                        metrics.grpc_error(method, Code::Cancelled);
                         let status = tonic::Status::cancelled(format!(
                             "not answered within {} ms (server.request_timeout_ms)",
                             limit.as_millis()
@@ -106,7 +107,7 @@ where
                 metrics.limit_hit("server.max_decoding_message_bytes");
             }
             if code != Code::Ok {
-                metrics.grpc_error(method_label(&path), code);
+                metrics.grpc_error(method, code);
             }
             Ok(response)
         })
