@@ -22,10 +22,6 @@ pub const LATENCY_BOUNDS_S: &[f64] =
 /// Bucket bounds for page acknowledgement (a person answering), seconds.
 pub const ACK_BOUNDS_S: &[f64] = &[1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0];
 
-/// Most (method, code) series kept for `lastmile_grpc_errors_total` (the
-/// method label is one of the known RPCs or `unknown`: 21 x 17 fit).
-const MAX_ERROR_SERIES: usize = 512;
-
 /// A cumulative histogram with fixed bounds.
 pub struct Histogram {
     bounds_s: &'static [f64],
@@ -69,8 +65,10 @@ pub struct Metrics {
     pub journal_commit_seconds: Histogram,
     /// Requests refused by a bound, by the bound's name.
     limit_hits: Mutex<BTreeMap<&'static str, u64>>,
-    /// gRPC calls answered with an error, by (method, code).
-    grpc_errors: Mutex<BTreeMap<(String, i32), u64>>,
+    /// gRPC calls answered with an error, by (method, code). The method is
+    /// one of the known RPC names or `unknown` (`grpc_outcome`), so the
+    /// series are bounded by construction.
+    grpc_errors: Mutex<BTreeMap<(&'static str, i32), u64>>,
     /// HTTP gateway answers, by status code (at most the 500 codes HTTP has).
     http_responses: Mutex<BTreeMap<u16, u64>>,
     /// The last page rendered and when (see [`MIN_SCRAPE_INTERVAL`]).
@@ -103,18 +101,8 @@ impl Metrics {
     }
 
     /// Counts a gRPC call answered with `code` (not OK).
-    pub fn grpc_error(&self, method: &str, code: tonic::Code) {
-        let mut errors = self.grpc_errors.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (method.to_string(), code as i32);
-        match errors.get_mut(&key) {
-            Some(n) => *n += 1,
-            None => {
-                // Method names come from the request path: bound the label set.
-                if errors.len() < MAX_ERROR_SERIES {
-                    errors.insert(key, 1);
-                }
-            }
-        }
+    pub fn grpc_error(&self, method: &'static str, code: tonic::Code) {
+        *self.grpc_errors.lock().unwrap_or_else(|p| p.into_inner()).entry((method, code as i32)).or_default() += 1;
     }
 
     /// Counts an HTTP gateway answer.
@@ -281,18 +269,18 @@ fn render_now(shared: &crate::Shared) -> String {
         "Requests or streams refused or ended by a bound, by the bound's config key.",
         hits.iter().map(|(limit, n)| (vec![("limit", *limit)], *n as f64)),
     );
-    let errors: Vec<(String, String, u64)> = m
+    let errors: Vec<(&str, String, u64)> = m
         .grpc_errors
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|((method, code), n)| (method.clone(), format!("{:?}", tonic::Code::from_i32(*code)), *n))
+        .map(|((method, code), n)| (*method, format!("{:?}", tonic::Code::from_i32(*code)), *n))
         .collect();
     out.family(
         "lastmile_grpc_errors_total",
         "counter",
         "gRPC calls answered with an error, by method and code.",
-        errors.iter().map(|(method, code, n)| (vec![("method", method.as_str()), ("code", code.as_str())], *n as f64)),
+        errors.iter().map(|(method, code, n)| (vec![("method", *method), ("code", code.as_str())], *n as f64)),
     );
     let http: Vec<(String, u64)> = m
         .http_responses
