@@ -63,7 +63,10 @@ impl Dispatch for DispatchService {
         let external_id = new.external_id.clone();
         // Everything logged while this incident is dispatched carries its ids.
         let span = tracing::info_span!("incident", external_id = %external_id, incident_id = tracing::field::Empty);
-        let reported = self.shared.change(|op| span.in_scope(|| self.dispatcher().report(new, self.now(), op))).await?;
+        let reported = self
+            .shared
+            .change(|op| span.in_scope(|| self.dispatcher().report_with(new, self.now(), op, convert::incident_to_pb)))
+            .await?;
         let _in_span = span.enter();
         let reported = reported.map_err(|e| {
             warn!(external_id = %external_id, error = %e, "report refused");
@@ -74,7 +77,7 @@ impl Dispatch for DispatchService {
         if reported.duplicate {
             info!(incident_id = %incident.id, external_id = %external_id, "duplicate report: stored incident returned");
         } else {
-            let short = incident.tiers.iter().filter(|t| t.state == lastmile_core::incident::TierState::Short).count();
+            let short = incident.tiers.iter().filter(|t| t.state == pb::TierState::Short as i32).count();
             info!(
                 incident_id = %incident.id,
                 external_id = %external_id,
@@ -84,10 +87,7 @@ impl Dispatch for DispatchService {
                 "incident dispatched"
             );
         }
-        let answer = pb::ReportIncidentResponse {
-            incident: Some(convert::incident_to_pb(incident)),
-            duplicate: reported.duplicate,
-        };
+        let answer = pb::ReportIncidentResponse { incident: Some(reported.incident), duplicate: reported.duplicate };
         self.shared.metrics.dispatch_seconds.observe(started.elapsed());
         Ok(Response::new(answer))
     }

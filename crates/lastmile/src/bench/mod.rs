@@ -6,6 +6,7 @@
 //! - [`scenario`]: the incidents of a run, drawn from a seed (uniform, typhoon).
 //! - [`load`]: closed-loop, open-loop (coordinated-omission-correct) and burst drivers.
 //! - [`feed`]: replay of the live feed, the double-assignment check.
+//! - [`cpu`]: CPU time per phase and per operation (`/proc`).
 //! - [`report`] and [`svg`]: the table, the JSON and the latency chart.
 //!
 //! A run: start (or reach, with `--addr`) a server; subscribe to the live
@@ -15,6 +16,7 @@
 //! back; stop the server and check the invariants. Every phase is bounded by
 //! `--timeout-s`; the bench only ever talks to loopback addresses.
 
+mod cpu;
 mod feed;
 mod load;
 mod report;
@@ -143,6 +145,10 @@ pub struct BenchArgs {
     /// seconds and reports what it has.
     #[arg(long, default_value_t = 300.0)]
     pub timeout_s: f64,
+    /// Measure the CPU time of this process (a `lastmile serve` that --addr
+    /// points at) instead of the bench's own, per Ping and per report (Linux).
+    #[arg(long, requires = "addr")]
+    pub server_pid: Option<u32>,
     /// JSON on stdout instead of the table (no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -471,7 +477,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await;
     bar.set_message("Ping");
+    let meter = cpu::CpuMeter::new(args.server_pid);
+    let cpu_before_ping = meter.now();
     let ping_run = load::drive(mode, pings, &clients, ping, deadline, &bar).await;
+    let cpu_after_ping = meter.now();
     bar.set_message("Report");
     // The closer: one message per report at most, so a channel of that
     // capacity never blocks a reporter.
@@ -541,6 +550,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     bar.finish_and_clear();
     let (close_micros, close_errors) = closer.await.context("closer task")?;
+    let cpu_after_reports = meter.now();
 
     // Wait for the reports' pages to reach the terminals.
     let expected: Vec<(usize, &Reported)> = report_run
@@ -700,6 +710,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (Some(f), Some(l)) if not_fully_paged == 0 => Some(l.saturating_duration_since(f)),
         _ => None,
     };
+    let ping_cpu = cpu::PhaseCpu::between(cpu_before_ping, cpu_after_ping, ping_summary.ok);
+    let report_cpu = cpu::PhaseCpu::between(cpu_after_ping, cpu_after_reports, report_summary.ok);
+    let cpu_ratio = match (ping_cpu, report_cpu) {
+        (Some(p), Some(r)) if p.micros_per_op() > 0.0 => Some(r.micros_per_op() / p.micros_per_op()),
+        _ => None,
+    };
     let p50_ratio = report_summary.p(0.5) as f64 / ping_summary.p(0.5).max(1) as f64;
     let throughput_ratio = report_summary.throughput_per_s() / ping_summary.throughput_per_s().max(f64::MIN_POSITIVE);
 
@@ -766,7 +782,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "report_incident": report_summary.json(),
             "report_to_all_pages_delivered_us": latency_json(&page_micros),
             "close_incident": { "latency_us": latency_json(&close_micros), "errors": close_errors, "keep_open": args.open_incidents },
-            "ratios": { "p50_report_over_ping": p50_ratio, "throughput_report_over_ping": throughput_ratio },
+            "ratios": { "p50_report_over_ping": p50_ratio, "throughput_report_over_ping": throughput_ratio, "cpu_per_report_over_cpu_per_ping": cpu_ratio },
+            "cpu": {
+                "whose": meter.whose,
+                "ping_us_per_op": ping_cpu.map(|c| c.micros_per_op()),
+                "report_us_per_op": report_cpu.map(|c| c.micros_per_op()),
+                "report_phase_includes": "ReportIncident, the closer's CloseIncident, the terminals' and the feed reader's work during the report phase",
+            },
             "burst": {
                 "first_send_to_last_response_s": burst_last_response.map(|d| d.as_secs_f64()),
                 "first_send_to_last_page_delivered_s": burst_fully_paged.map(|d| d.as_secs_f64()),
@@ -822,6 +844,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "  ratios (same run): ReportIncident p50 / Ping p50 = {p50_ratio:.2}x; ReportIncident throughput / Ping throughput = {:.0}%",
             throughput_ratio * 100.0
         );
+        if let (Some(p), Some(r), Some(ratio)) = (ping_cpu, report_cpu, cpu_ratio) {
+            println!(
+                "  CPU ({}): {:.1} µs per Ping, {:.1} µs per report (with everything the report phase set off: closes, terminals, feed) = {ratio:.2}x",
+                meter.whose,
+                p.micros_per_op(),
+                r.micros_per_op()
+            );
+        }
         if matches!(mode, Mode::Burst) {
             println!(
                 "  burst: first send -> last response {}; -> last page delivered {}",
