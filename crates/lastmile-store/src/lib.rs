@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 /// What a row holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Table {
     Incident,
     Unit,
@@ -183,7 +183,12 @@ impl JournalStore for SqliteStore {
                     "INSERT INTO units (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
                 )
                 .map_err(err("cannot prepare"))?;
-            for r in batch {
+            // A key written twice in one batch (a report and its close in the
+            // same group commit) is written once, with its last body: rows
+            // are upserts, so the result is the same and SQLite does less.
+            let mut seen = std::collections::HashSet::with_capacity(batch.len());
+            let latest: Vec<&Record> = batch.iter().rev().filter(|r| seen.insert((r.table, r.key.as_str()))).collect();
+            for r in latest {
                 match r.table {
                     Table::Incident => {
                         let seq: i64 = r.key.parse().map_err(|_| StoreError::Io {
@@ -246,6 +251,28 @@ mod tests {
         assert_eq!(got.incidents, vec![b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(got.units, vec![b"u1".to_vec()]);
         assert_eq!((got.feed_seq, got.commits), (9, 2));
+    }
+
+    #[test]
+    fn a_key_written_twice_in_one_batch_keeps_its_last_body() {
+        let d = dir("twice-in-a-batch");
+        let mut store = SqliteStore::open(&d).unwrap();
+        store
+            .commit(
+                &[
+                    rec(Table::Incident, "1", "reported"),
+                    rec(Table::Unit, "T1", "paged"),
+                    rec(Table::Incident, "2", "other"),
+                    rec(Table::Unit, "T1", "available"),
+                    rec(Table::Incident, "1", "closed"),
+                ],
+                3,
+            )
+            .unwrap();
+        drop(store);
+        let got = SqliteStore::open(&d).unwrap().recover().unwrap();
+        assert_eq!(got.incidents, vec![b"closed".to_vec(), b"other".to_vec()]);
+        assert_eq!(got.units, vec![b"available".to_vec()]);
     }
 
     #[test]
