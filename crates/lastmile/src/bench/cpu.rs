@@ -30,13 +30,16 @@ impl CpuMeter {
     /// (not Linux, or the pid is gone). Threads that ended in between are
     /// missed: tokio's workers live as long as the process.
     pub fn now(&self) -> Option<Duration> {
-        let mut total: u64 = 0;
+        let mut total: Option<u64> = None;
         for entry in std::fs::read_dir(&self.task_dir).ok()? {
             let Ok(entry) = entry else { continue };
             let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
-            total += text.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
+            if let Some(ns) = text.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()) {
+                total = Some(total.unwrap_or(0) + ns);
+            }
         }
-        Some(Duration::from_nanos(total))
+        // No thread's schedstat readable (a kernel without schedstats): unknown, not zero.
+        total.map(Duration::from_nanos)
     }
 }
 
