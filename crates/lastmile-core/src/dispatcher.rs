@@ -43,7 +43,7 @@ use crate::incident::{
 use crate::index::TierIndex;
 use crate::select::{Pick, select_tier};
 use crate::tier::Tier;
-use crate::unit::{Unit, UnitStatus, check_transition, check_unit_id};
+use crate::unit::{Cause, Unit, UnitStatus, check_transition, check_unit_id};
 
 /// Bounds of the in-memory state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,16 +224,15 @@ impl Dispatcher {
                     && i.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == *unit.id && a.is_active())
             });
             if !held || !unit.status.is_assigned() {
-                unit.status = match unit.status {
-                    UnitStatus::EnRoute | UnitStatus::OnScene => {
-                        unit.returning_since = Some(now); // so its return timer is re-armed
-                        UnitStatus::Returning
-                    }
+                let to = match unit.status {
+                    // RETURNING since now, so its return timer is re-armed.
+                    UnitStatus::EnRoute | UnitStatus::OnScene => UnitStatus::Returning,
                     UnitStatus::Paged => UnitStatus::Available,
-                    other => other,
+                    other => other, // keeps its status, drops the reference
                 };
-                unit.incident_id = None;
-                repaired += 1;
+                if unit.transition(to, Cause::Repaired, now).is_ok() {
+                    repaired += 1;
+                }
             }
         }
         for mut incident in self.incidents.iter_mut() {
@@ -392,7 +391,7 @@ impl Dispatcher {
     fn dispatch_new(&self, seq: u64, new: NewIncident, located: Located, now: Timestamp, fx: &dyn Effects) -> Incident {
         let id = incident_id_for(seq);
         let tiers =
-            self.respond(new.location, new.kind, new.severity, now, |unit_id| self.try_reserve(unit_id, &id, fx));
+            self.respond(new.location, new.kind, new.severity, now, |unit_id| self.try_reserve(unit_id, &id, now, fx));
         Incident {
             seq,
             id,
@@ -616,14 +615,14 @@ impl Dispatcher {
     /// every change: the reserving operation is then open in the journal
     /// before anyone can copy the reservation (say, a position report on the
     /// unit), so both commit together.
-    pub(crate) fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str, fx: &dyn Effects) -> bool {
+    pub(crate) fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str, now: Timestamp, fx: &dyn Effects) -> bool {
         match self.units.get_mut(unit_id) {
             Some(mut unit) if self.dispatchable(unit.status) => {
-                unit.status = UnitStatus::Paged;
-                unit.incident_id = Some(incident_id.to_string());
-                unit.returning_since = None;
-                fx.store_unit(&unit);
-                true
+                let reserved = unit.transition(UnitStatus::Paged, Cause::Reserved { incident_id }, now).is_ok();
+                if reserved {
+                    fx.store_unit(&unit);
+                }
+                reserved
             }
             _ => false,
         }
@@ -738,13 +737,14 @@ impl Dispatcher {
         if unit.incident_id.as_deref() != Some(incident_id) {
             return;
         }
-        unit.status = leave_as.unwrap_or(match unit.status {
+        let to = leave_as.unwrap_or(match unit.status {
             UnitStatus::Paged => UnitStatus::Available,
             _ => UnitStatus::Returning,
         });
-        unit.incident_id = None;
+        if unit.transition(to, Cause::Released, now).is_err() {
+            return; // a bug, asserted in debug builds: the unit is left as it was
+        }
         if unit.status == UnitStatus::Returning {
-            unit.returning_since = Some(now);
             fx.arm(Timer {
                 at: now.plus_s(self.config.escalation.return_to_available_s),
                 key: TimerKey::Return { unit_id: unit.id.clone(), since: now },
@@ -896,9 +896,7 @@ impl Dispatcher {
                     continue; // reserved meanwhile: start again under the right locks
                 }
                 check_transition(&unit, to)?;
-                let from = unit.status;
-                unit.status = to;
-                unit.returning_since = None;
+                let from = unit.transition(to, Cause::Reported, now)?;
                 fx.store_unit(&unit);
                 fx.emit(
                     Event::new(EventKind::UnitStatusChanged, now).unit(id).status(to).detail(format!("{from} -> {to}")),
@@ -929,7 +927,7 @@ impl Dispatcher {
                 .attempt(a.attempt);
             match to {
                 UnitStatus::EnRoute => {
-                    unit.status = to;
+                    unit.transition(to, Cause::Reported, now)?;
                     let kind = if a.state == AssignmentState::Paged {
                         EventKind::UnitAcknowledged
                     } else {
@@ -939,7 +937,7 @@ impl Dispatcher {
                     fx.emit(Event { kind, ..event.status(to) });
                 }
                 UnitStatus::OnScene => {
-                    unit.status = to;
+                    unit.transition(to, Cause::Reported, now)?;
                     a.state = AssignmentState::OnScene;
                     fx.emit(Event { kind: EventKind::UnitOnScene, ..event.status(to) });
                     let on_scene = tier

@@ -30,7 +30,7 @@ use crate::incident::{
 };
 use crate::select::{Pick, select_tier};
 use crate::tier::Tier;
-use crate::unit::{Unit, UnitStatus};
+use crate::unit::{Cause, Unit, UnitStatus};
 
 /// A terminal's answer to a page.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,25 +104,26 @@ impl Dispatcher {
                 .get_mut(ack.unit_id.as_str())
                 .ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
             debug_assert_eq!(unit.incident_id.as_deref(), Some(incident.id.as_str()));
-            unit.status = UnitStatus::EnRoute;
+            unit.transition(UnitStatus::EnRoute, Cause::Accepted, now)?;
             incident.tiers[ti].assignments[ai].state = AssignmentState::Acknowledged;
             fx.emit(event.status(UnitStatus::EnRoute));
             fx.store_unit(&unit);
             fx.store_incident(incident);
             return Ok(unit.clone());
         }
-        incident.tiers[ti].assignments[ai].state = AssignmentState::Declined;
         {
             let mut unit = self
                 .units
                 .get_mut(ack.unit_id.as_str())
                 .ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
             if unit.incident_id.as_deref() == Some(incident.id.as_str()) {
-                unit.status = UnitStatus::Available;
-                unit.incident_id = None;
+                unit.transition(UnitStatus::Available, Cause::Declined, now)?;
             }
             fx.store_unit(&unit);
         }
+        // Under the incident's lock since it was found: set after the unit,
+        // so a refused move (a bug) leaves both as they were.
+        incident.tiers[ti].assignments[ai].state = AssignmentState::Declined;
         fx.emit(Event {
             kind: EventKind::UnitDeclined,
             ..event.status(UnitStatus::Available).detail(ack.reason.clone())
@@ -144,9 +145,10 @@ impl Dispatcher {
             TimerKey::Deadline { incident_seq, tier } => self.deadline_passed(*incident_seq, *tier, now, fx),
             TimerKey::Return { unit_id, since } => {
                 let Some(mut unit) = self.units.get_mut(unit_id) else { return };
-                if unit.status == UnitStatus::Returning && unit.returning_since == Some(*since) {
-                    unit.status = UnitStatus::Available;
-                    unit.returning_since = None;
+                if unit.status == UnitStatus::Returning
+                    && unit.returning_since == Some(*since)
+                    && unit.transition(UnitStatus::Available, Cause::ReturnElapsed, now).is_ok()
+                {
                     fx.store_unit(&unit);
                     fx.emit(
                         Event::new(EventKind::UnitStatusChanged, now)
@@ -191,9 +193,8 @@ impl Dispatcher {
         incident.tiers[ti].assignments[ai].state = AssignmentState::TimedOut;
         if let Some(mut unit) = self.units.get_mut(unit_id)
             && unit.incident_id.as_deref() == Some(incident.id.as_str())
+            && unit.transition(UnitStatus::Unresponsive, Cause::AckTimedOut, now).is_ok()
         {
-            unit.status = UnitStatus::Unresponsive;
-            unit.incident_id = None;
             fx.store_unit(&unit);
         }
         fx.emit(
@@ -229,7 +230,7 @@ impl Dispatcher {
             );
             return;
         }
-        match self.pick_for(incident, tier, tier, false, fx) {
+        match self.pick_for(incident, tier, tier, false, now, fx) {
             Some(pick) => {
                 let a = self.assignment(&pick, tier, now, attempt + 1);
                 self.page_out(incident, &a, now, fx);
@@ -291,7 +292,7 @@ impl Dispatcher {
             Some(up) => (up, false),
             None => (Tier::T10, true),
         };
-        let pick = self.pick_for(incident, up, up, unbounded, fx);
+        let pick = self.pick_for(incident, up, up, unbounded, now, fx);
         let detail = match pick {
             Some(pick) => {
                 let ui = self.tier_slot(incident, up, now);
@@ -343,11 +344,12 @@ impl Dispatcher {
         rule_tier: Tier,
         unit_tier: Tier,
         unbounded: bool,
+        now: Timestamp,
         fx: &dyn Effects,
     ) -> Option<Pick> {
         let tried: HashSet<&str> =
             incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()).collect();
-        let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id, fx);
+        let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id, now, fx);
         let index = read(&self.index[unit_tier.index()]);
         let params = self.config.tiers.get(rule_tier);
         if !unbounded {
@@ -399,7 +401,7 @@ impl Dispatcher {
             )));
         }
         let unit_key: Arc<str> = unit.id.clone();
-        if !self.try_reserve(&unit_key, &incident.id, fx) {
+        if !self.try_reserve(&unit_key, &incident.id, now, fx) {
             let now_unit = self.get_unit(unit_id)?;
             return Err(DispatchError::FailedPrecondition(format!(
                 "unit {unit_id} is {}{}: only an available unit can be assigned",
