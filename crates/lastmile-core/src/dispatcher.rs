@@ -890,94 +890,103 @@ impl Dispatcher {
                 }
                 unit.incident_id.clone()
             };
-            let Some(incident_id) = incident_id else {
-                let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
-                if unit.incident_id.is_some() {
-                    continue; // reserved meanwhile: start again under the right locks
-                }
-                check_transition(&unit, to)?;
-                let from = unit.transition(to, Cause::Reported, now)?;
-                fx.store_unit(&unit);
-                fx.emit(
-                    Event::new(EventKind::UnitStatusChanged, now).unit(id).status(to).detail(format!("{from} -> {to}")),
-                );
-                return Ok(unit.clone());
+            let done = match incident_id {
+                None => self.set_free_unit_status(id, to, now, fx)?,
+                Some(incident_id) => self.set_assigned_unit_status(id, &incident_id, to, now, fx)?,
             };
-            let seq = parse_incident_id(&incident_id).expect("units hold well-formed incident ids");
-            let Some(mut incident) = self.incidents.get_mut(&seq) else {
-                continue; // not yet inserted by its report: retry
-            };
-            let incident = &mut *incident;
-            let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
-            if unit.incident_id.as_deref() != Some(incident_id.as_str()) {
-                continue;
+            if let Some(unit) = done {
+                return Ok(unit);
             }
-            check_transition(&unit, to)?;
-            let Some(tier) =
-                incident.tiers.iter_mut().find(|t| t.assignments.iter().any(|a| a.unit_id == id && a.is_active()))
-            else {
-                debug_assert!(false, "assigned unit {id} has no active assignment in {incident_id}");
-                return Err(DispatchError::FailedPrecondition(format!("unit {id} has no active assignment")));
-            };
-            let a = tier.assignments.iter_mut().rev().find(|a| a.unit_id == id && a.is_active()).expect("found above");
-            let event = Event::new(EventKind::UnitStatusChanged, now)
-                .incident(&incident_id, &incident.grid_id)
-                .unit(id)
-                .tier(a.tier)
-                .attempt(a.attempt);
-            match to {
-                UnitStatus::EnRoute => {
-                    unit.transition(to, Cause::Reported, now)?;
-                    let kind = if a.state == AssignmentState::Paged {
-                        EventKind::UnitAcknowledged
-                    } else {
-                        EventKind::UnitEnRoute
-                    };
-                    a.state = AssignmentState::Acknowledged;
-                    fx.emit(Event { kind, ..event.status(to) });
-                }
-                UnitStatus::OnScene => {
-                    unit.transition(to, Cause::Reported, now)?;
-                    a.state = AssignmentState::OnScene;
-                    fx.emit(Event { kind: EventKind::UnitOnScene, ..event.status(to) });
-                    let on_scene = tier
-                        .assignments
-                        .iter()
-                        .filter(|a| a.state == AssignmentState::OnScene && a.escalated_from.is_none())
-                        .count() as u32;
-                    if tier.required > 0
-                        && on_scene >= tier.required
-                        && now <= tier.deadline
-                        && matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated)
-                    {
-                        tier.state = TierState::Met;
-                        fx.emit(
-                            Event::new(EventKind::TierMet, now)
-                                .incident(&incident_id, &incident.grid_id)
-                                .tier(tier.tier)
-                                .detail(format!("{on_scene} of {} on scene by the deadline", tier.required)),
-                        );
-                    }
-                }
-                UnitStatus::Returning | UnitStatus::Available => {
-                    drop(unit); // release_assignment takes the unit's entry itself
-                    self.release_assignment(&incident_id, &incident.grid_id, a, now, "left the scene", Some(to), fx);
-                    fx.store_incident(incident);
-                    return self.get_unit(id);
-                }
-                other => {
-                    // check_transition lets an assigned unit only move as above.
-                    debug_assert!(false, "assigned unit moved to {other}");
-                    return Err(DispatchError::FailedPrecondition(format!(
-                        "unit {id} cannot become {other} while assigned"
-                    )));
-                }
-            }
-            fx.store_unit(&unit);
-            fx.store_incident(incident);
-            return Ok(unit.clone());
         }
         Err(DispatchError::Contended(format!("unit {id} kept changing while its status was set")))
+    }
+
+    /// [`Dispatcher::set_unit_status`] of a unit that has no incident.
+    /// `Ok(None)`: it was reserved meanwhile; start again under the right locks.
+    fn set_free_unit_status(
+        &self,
+        id: &str,
+        to: UnitStatus,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<Option<Unit>, DispatchError> {
+        let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
+        if unit.incident_id.is_some() {
+            return Ok(None);
+        }
+        check_transition(&unit, to)?;
+        let from = unit.transition(to, Cause::Reported, now)?;
+        fx.store_unit(&unit);
+        fx.emit(Event::new(EventKind::UnitStatusChanged, now).unit(id).status(to).detail(format!("{from} -> {to}")));
+        Ok(Some(unit.clone()))
+    }
+
+    /// [`Dispatcher::set_unit_status`] of a unit of `incident_id`, under the
+    /// incident's lock and then the unit's. `Ok(None)`: the incident is not
+    /// yet inserted by its report, or the unit left it meanwhile; start again.
+    fn set_assigned_unit_status(
+        &self,
+        id: &str,
+        incident_id: &str,
+        to: UnitStatus,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<Option<Unit>, DispatchError> {
+        let seq = parse_incident_id(incident_id).expect("units hold well-formed incident ids");
+        let Some(mut incident) = self.incidents.get_mut(&seq) else { return Ok(None) };
+        let incident = &mut *incident;
+        let mut unit = self.units.get_mut(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
+        if unit.incident_id.as_deref() != Some(incident_id) {
+            return Ok(None);
+        }
+        check_transition(&unit, to)?;
+        let Some(tier) =
+            incident.tiers.iter_mut().find(|t| t.assignments.iter().any(|a| a.unit_id == id && a.is_active()))
+        else {
+            debug_assert!(false, "assigned unit {id} has no active assignment in {incident_id}");
+            return Err(DispatchError::FailedPrecondition(format!("unit {id} has no active assignment")));
+        };
+        let a = tier.assignments.iter_mut().rev().find(|a| a.unit_id == id && a.is_active()).expect("found above");
+        let event = Event::new(EventKind::UnitStatusChanged, now)
+            .incident(incident_id, &incident.grid_id)
+            .unit(id)
+            .tier(a.tier)
+            .attempt(a.attempt)
+            .status(to);
+        match to {
+            UnitStatus::EnRoute => {
+                unit.transition(to, Cause::Reported, now)?;
+                let kind = if a.state == AssignmentState::Paged {
+                    EventKind::UnitAcknowledged
+                } else {
+                    EventKind::UnitEnRoute
+                };
+                a.state = AssignmentState::Acknowledged;
+                fx.emit(Event { kind, ..event });
+            }
+            UnitStatus::OnScene => {
+                unit.transition(to, Cause::Reported, now)?;
+                a.state = AssignmentState::OnScene;
+                fx.emit(Event { kind: EventKind::UnitOnScene, ..event });
+                meet_if_on_scene(tier, incident_id, &incident.grid_id, now, fx);
+            }
+            UnitStatus::Returning | UnitStatus::Available => {
+                drop(unit); // release_assignment takes the unit's entry itself
+                self.release_assignment(incident_id, &incident.grid_id, a, now, "left the scene", Some(to), fx);
+                fx.store_incident(incident);
+                return self.get_unit(id).map(Some);
+            }
+            other => {
+                // check_transition lets an assigned unit only move as above.
+                debug_assert!(false, "assigned unit moved to {other}");
+                return Err(DispatchError::FailedPrecondition(format!(
+                    "unit {id} cannot become {other} while assigned"
+                )));
+            }
+        }
+        fx.store_unit(&unit);
+        fx.store_incident(incident);
+        Ok(Some(unit.clone()))
     }
 
     /// Checks the dispatch invariants over the whole state; for tests, the load
@@ -1029,6 +1038,27 @@ impl Dispatcher {
 
 fn tree_mut<'a>(guards: &'a mut [(Tier, RwLockWriteGuard<'_, TierIndex>)], tier: Tier) -> Option<&'a mut TierIndex> {
     guards.iter_mut().find(|(t, _)| *t == tier).map(|(_, g)| &mut **g)
+}
+
+/// The tier MET once its required units are on scene by the deadline (units
+/// paged to help another, breached tier do not count).
+fn meet_if_on_scene(tier: &mut TierResponse, incident_id: &str, grid_id: &str, now: Timestamp, fx: &dyn Effects) {
+    let on_scene =
+        tier.assignments.iter().filter(|a| a.state == AssignmentState::OnScene && a.escalated_from.is_none()).count()
+            as u32;
+    if tier.required > 0
+        && on_scene >= tier.required
+        && now <= tier.deadline
+        && matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated)
+    {
+        tier.state = TierState::Met;
+        fx.emit(
+            Event::new(EventKind::TierMet, now)
+                .incident(incident_id, grid_id)
+                .tier(tier.tier)
+                .detail(format!("{on_scene} of {} on scene by the deadline", tier.required)),
+        );
+    }
 }
 
 fn check_severity(severity: u8) -> Result<(), DispatchError> {

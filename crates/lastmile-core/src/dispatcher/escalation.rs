@@ -58,59 +58,85 @@ impl Dispatcher {
                 incident.id, ack.unit_id
             )));
         }
+        let (ti, ai) = self.waiting_page(incident, &ack.unit_id)?;
+        let a = &incident.tiers[ti].assignments[ai];
+        let event = Event::new(EventKind::UnitAcknowledged, now)
+            .incident(&incident.id, &incident.grid_id)
+            .unit(&ack.unit_id)
+            .tier(a.tier)
+            .attempt(a.attempt);
+        if ack.accept {
+            self.accept_page(incident, (ti, ai), ack, event, now, fx)
+        } else {
+            self.decline_page(incident, (ti, ai), ack, event, now, fx)
+        }
+    }
+
+    /// Where (tier, assignment) in `incident` the page waiting for `unit_id`
+    /// is. Refused with what became of its latest page when none is waiting.
+    fn waiting_page(&self, incident: &Incident, unit_id: &str) -> Result<(usize, usize), DispatchError> {
         // The page waiting for this unit, wherever it is; else its latest
         // assignment, to say what became of it.
         let positions = || {
             incident.tiers.iter().enumerate().flat_map(|(ti, t)| {
-                t.assignments
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.unit_id == ack.unit_id)
-                    .map(move |(ai, a)| (ti, ai, a))
+                t.assignments.iter().enumerate().filter(|(_, a)| a.unit_id == unit_id).map(move |(ai, a)| (ti, ai, a))
             })
         };
         let found = positions()
             .find(|(_, _, a)| a.state == AssignmentState::Paged)
-            .or_else(|| positions().max_by_key(|(_, _, a)| a.paged_at))
-            .map(|(ti, ai, _)| (ti, ai));
-        let Some((ti, ai)) = found else {
-            if !self.units.contains_key(ack.unit_id.as_str()) {
-                return Err(DispatchError::UnitNotFound(ack.unit_id.clone()));
+            .or_else(|| positions().max_by_key(|(_, _, a)| a.paged_at));
+        let Some((ti, ai, a)) = found else {
+            if !self.units.contains_key(unit_id) {
+                return Err(DispatchError::UnitNotFound(unit_id.to_string()));
             }
             return Err(DispatchError::FailedPrecondition(format!(
-                "unit {} was not paged for incident {}",
-                ack.unit_id, incident.id
+                "unit {unit_id} was not paged for incident {}",
+                incident.id
             )));
         };
-        let a = &incident.tiers[ti].assignments[ai];
         if a.state != AssignmentState::Paged {
             return Err(DispatchError::FailedPrecondition(format!(
-                "the page of unit {} for incident {} is already {} (attempt {})",
-                ack.unit_id,
+                "the page of unit {unit_id} for incident {} is already {} (attempt {})",
                 incident.id,
                 a.state.name(),
                 a.attempt
             )));
         }
-        let (tier, attempt) = (a.tier, a.attempt);
-        let event = Event::new(EventKind::UnitAcknowledged, now)
-            .incident(&incident.id, &incident.grid_id)
-            .unit(&ack.unit_id)
-            .tier(tier)
-            .attempt(attempt);
-        if ack.accept {
-            let mut unit = self
-                .units
-                .get_mut(ack.unit_id.as_str())
-                .ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
-            debug_assert_eq!(unit.incident_id.as_deref(), Some(incident.id.as_str()));
-            unit.transition(UnitStatus::EnRoute, Cause::Accepted, now)?;
-            incident.tiers[ti].assignments[ai].state = AssignmentState::Acknowledged;
-            fx.emit(event.status(UnitStatus::EnRoute));
-            fx.store_unit(&unit);
-            fx.store_incident(incident);
-            return Ok(unit.clone());
-        }
+        Ok((ti, ai))
+    }
+
+    /// Accept of the waiting page at `(ti, ai)`: assignment ACKNOWLEDGED, unit EN_ROUTE.
+    fn accept_page(
+        &self,
+        incident: &mut Incident,
+        (ti, ai): (usize, usize),
+        ack: &Acknowledgement,
+        event: Event,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<Unit, DispatchError> {
+        let mut unit =
+            self.units.get_mut(ack.unit_id.as_str()).ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
+        debug_assert_eq!(unit.incident_id.as_deref(), Some(incident.id.as_str()));
+        unit.transition(UnitStatus::EnRoute, Cause::Accepted, now)?;
+        incident.tiers[ti].assignments[ai].state = AssignmentState::Acknowledged;
+        fx.emit(event.status(UnitStatus::EnRoute));
+        fx.store_unit(&unit);
+        fx.store_incident(incident);
+        Ok(unit.clone())
+    }
+
+    /// Decline of the waiting page at `(ti, ai)`: assignment DECLINED, unit
+    /// AVAILABLE, and the slot re-paged at once.
+    fn decline_page(
+        &self,
+        incident: &mut Incident,
+        (ti, ai): (usize, usize),
+        ack: &Acknowledgement,
+        event: Event,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Result<Unit, DispatchError> {
         {
             let mut unit = self
                 .units
@@ -123,13 +149,15 @@ impl Dispatcher {
         }
         // Under the incident's lock since it was found: set after the unit,
         // so a refused move (a bug) leaves both as they were.
-        incident.tiers[ti].assignments[ai].state = AssignmentState::Declined;
+        let a = &mut incident.tiers[ti].assignments[ai];
+        a.state = AssignmentState::Declined;
+        let (attempt, helps_another_tier) = (a.attempt, a.escalated_from.is_some());
         fx.emit(Event {
             kind: EventKind::UnitDeclined,
             ..event.status(UnitStatus::Available).detail(ack.reason.clone())
         });
         // An escalation page is a one-off help for a breached tier, not a slot.
-        if incident.tiers[ti].assignments[ai].escalated_from.is_none() {
+        if !helps_another_tier {
             self.advance_slot(incident, ti, attempt, now, fx);
         }
         fx.store_incident(incident);
