@@ -37,8 +37,8 @@ use crate::effects::{Effects, Event, EventKind, PageOrder, Timer, TimerKey};
 use crate::error::DispatchError;
 use crate::geodesy::LatLng;
 use crate::incident::{
-    Assignment, AssignmentState, Incident, IncidentKind, IncidentStatus, SEVERITY_RANGE, TierResponse, TierState,
-    Timestamp, incident_id_for, parse_incident_id,
+    Assignment, AssignmentState, Incident, IncidentKind, IncidentStatus, TierResponse, TierState, Timestamp,
+    check_severity, incident_id_for, parse_incident_id,
 };
 use crate::index::TierIndex;
 use crate::select::{Pick, select_tier};
@@ -323,7 +323,7 @@ impl Dispatcher {
         if new.external_id.is_empty() {
             return Err(DispatchError::invalid("external_id", "must not be empty"));
         }
-        check_severity(new.severity)?;
+        check_severity(new.severity.into())?;
         let located = self.check_grid_claim(&new.grid_id, new.location)?;
         match self.external_ids.entry(new.external_id.clone()) {
             Entry::Occupied(seen) => {
@@ -641,7 +641,7 @@ impl Dispatcher {
         severity: u8,
         now: Timestamp,
     ) -> Result<Preview, DispatchError> {
-        check_severity(severity)?;
+        check_severity(severity.into())?;
         let tiers = self.respond(at, kind, severity, now, |unit_id| {
             self.units.get(unit_id).is_some_and(|u| self.dispatchable(u.status))
         });
@@ -1058,14 +1058,6 @@ fn meet_if_on_scene(tier: &mut TierResponse, incident_id: &str, grid_id: &str, n
                 .tier(tier.tier)
                 .detail(format!("{on_scene} of {} on scene by the deadline", tier.required)),
         );
-    }
-}
-
-fn check_severity(severity: u8) -> Result<(), DispatchError> {
-    if SEVERITY_RANGE.contains(&severity) {
-        Ok(())
-    } else {
-        Err(DispatchError::invalid("severity", format!("must be 1 (minor) to 4 (major), got {severity}")))
     }
 }
 

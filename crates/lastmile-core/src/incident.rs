@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::DispatchError;
 use crate::geodesy::LatLng;
 use crate::grid::GridWorker;
 use crate::tier::Tier;
@@ -78,6 +79,18 @@ impl AssignmentState {
 
 /// Lowest and highest severity (1 minor ... 4 major).
 pub const SEVERITY_RANGE: std::ops::RangeInclusive<u8> = 1..=4;
+
+/// The one severity rule: `value` (raw, as it came off the wire) as a
+/// severity, or why not. The dispatcher checks every report and preview with
+/// it; the server checks requests with it, so both refuse the same way.
+pub fn check_severity(value: u32) -> Result<u8, DispatchError> {
+    u8::try_from(value).ok().filter(|s| SEVERITY_RANGE.contains(s)).ok_or_else(|| {
+        DispatchError::invalid(
+            "severity",
+            format!("must be {} (minor) to {} (major), got {value}", SEVERITY_RANGE.start(), SEVERITY_RANGE.end()),
+        )
+    })
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
@@ -170,6 +183,18 @@ mod tests {
         assert_eq!(parse_incident_id("inc-42"), None);
         assert_eq!(parse_incident_id("inc-00004x"), None);
         assert_eq!(parse_incident_id("42"), None);
+    }
+
+    #[test]
+    fn severity_is_1_to_4_and_the_refusal_says_what_came() {
+        for s in 1..=4 {
+            assert_eq!(check_severity(s), Ok(s as u8));
+        }
+        for s in [0, 5, 255, 256, 260, u32::MAX] {
+            let e = check_severity(s).unwrap_err();
+            assert_eq!(e, DispatchError::invalid("severity", format!("must be 1 (minor) to 4 (major), got {s}")));
+        }
+        assert_eq!(check_severity(0).unwrap_err().to_string(), "severity: must be 1 (minor) to 4 (major), got 0");
     }
 
     #[test]

@@ -45,6 +45,6 @@ pub use config::DispatchConfig;
 pub use dispatcher::Dispatcher;
 pub use error::DispatchError;
 pub use geodesy::LatLng;
-pub use incident::{Incident, IncidentKind, Timestamp};
+pub use incident::{Incident, IncidentKind, Timestamp, check_severity};
 pub use tier::Tier;
 pub use unit::{Unit, UnitStatus};
