@@ -26,6 +26,8 @@
 //! No async runtime, no network, no files, no clock: time is passed in as
 //! [`Timestamp`]. Everything hard lives here so it can be unit-tested here.
 
+#![forbid(unsafe_code)]
+
 pub mod area;
 pub mod config;
 pub mod dataset;

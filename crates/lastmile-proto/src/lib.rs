@@ -3,6 +3,7 @@
 //! Nothing but generated code lives here: conversions and validation belong to
 //! `lastmile-server`, the domain to `lastmile-core`.
 
+#![forbid(unsafe_code)]
 #![allow(clippy::all, clippy::pedantic)]
 
 pub mod v1 {

@@ -12,6 +12,8 @@
 //! crate knows nothing of the dispatch domain: rows are opaque bytes with a
 //! key; the server serialises.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
