@@ -2,10 +2,10 @@
 //! (and, for a terminal, the one unit it speaks for), and a per-token rate
 //! limit.
 //!
-//! Every operation of both services (and of the HTTP gateway, which calls
-//! the same handlers with the caller's `authorization` header) starts with
-//! [`Auth::check`]: one table ([`Role::allows`]) says which role may call
-//! which operation. Health and metrics stay open. Tokens are kept only as
+//! Every adapter turns the caller's `authorization` value into a [`Caller`]
+//! ([`Auth::authenticate`]); every operation of the application layer then
+//! starts with [`Auth::authorize`]: one table ([`Role::allows`]) says which
+//! role may call which operation. Health and metrics stay open. Tokens are kept only as
 //! SHA-256 digests: the configuration holds `token_sha256` (or names an
 //! environment variable holding the token), so a leaked config file does not
 //! leak a credential.
@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
-use tonic::Status;
+
+use crate::error::{AppError, ErrorCode};
 
 /// What a token may do.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
@@ -212,9 +213,9 @@ impl Principal {
     /// PERMISSION_DENIED unless this caller may act for `unit_id` (only
     /// terminals are bound to a unit; the role table has already said whether
     /// the operation is theirs).
-    pub fn may_act_for(&self, unit_id: &str) -> Result<(), Status> {
+    pub fn may_act_for(&self, unit_id: &str) -> Result<(), AppError> {
         match &self.unit_id {
-            Some(own) if own != unit_id => Err(Status::permission_denied(format!(
+            Some(own) if own != unit_id => Err(AppError::new(ErrorCode::PermissionDenied, format!(
                 "token '{}' speaks for unit {own}, not for unit {unit_id}",
                 self.name
             ))),
@@ -341,22 +342,23 @@ impl Auth {
         self.enabled
     }
 
-    /// Only that the caller presents a configured token (no role, no rate):
-    /// lets the HTTP gateway refuse strangers before reading their bodies.
-    /// The operation's own [`Auth::check_header`] follows.
-    pub fn authenticate_header(&self, authorization: Option<&[u8]>) -> Result<(), Status> {
+    /// Who presents this `authorization` value (`Bearer TOKEN`): a configured
+    /// token's principal, or anyone when auth is off. UNAUTHENTICATED
+    /// (counted) saying what is missing or wrong. Every adapter calls this
+    /// once per call (gRPC metadata and HTTP headers are the same bytes);
+    /// what the caller may do is [`Auth::authorize`]'s.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AppError> {
         if !self.enabled {
-            return Ok(());
+            return Ok(Caller::anyone());
         }
-        self.principal(authorization).map(|_| ())
+        self.principal(authorization).map(|p| Caller(Some(p.clone())))
     }
 
-    /// The configured token an `authorization` value (`Bearer TOKEN`)
-    /// presents; UNAUTHENTICATED (counted) saying what is missing or wrong.
-    fn principal(&self, authorization: Option<&[u8]>) -> Result<&Arc<Principal>, Status> {
+    /// The configured token an `authorization` value presents.
+    fn principal(&self, authorization: Option<&[u8]>) -> Result<&Arc<Principal>, AppError> {
         let refuse = |message: &str| {
             self.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
-            Err(Status::unauthenticated(message))
+            Err(AppError::new(ErrorCode::Unauthenticated, message))
         };
         let Some(value) = authorization else {
             return refuse("missing authorization: send 'authorization: Bearer <token>'");
@@ -376,47 +378,37 @@ impl Auth {
         }
     }
 
-    /// Checks the caller of `op` by its `authorization` value (`Bearer
-    /// TOKEN`): known token, role allows `op`, within its rate. `None` when
-    /// auth is off.
-    pub fn check_header(&self, authorization: Option<&[u8]>, op: Operation) -> Result<Option<Arc<Principal>>, Status> {
+    /// May `caller` call `op` now: its role allows it (the table is
+    /// [`Role::allows`]) and it is within its token's rate (one call spent).
+    /// Auth off: always.
+    pub fn authorize(&self, caller: &Caller, op: Operation) -> Result<(), AppError> {
         if !self.enabled {
-            return Ok(None);
+            return Ok(());
         }
-        let principal = self.principal(authorization)?;
-        let refuse = |counter: &AtomicU64, status: Status| {
-            counter.fetch_add(1, Ordering::Relaxed);
-            Err(status)
+        let Some(principal) = &caller.0 else {
+            self.counters.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            return Err(AppError::new(ErrorCode::Unauthenticated, "no bearer token"));
         };
         if !principal.role.allows(op) {
-            return refuse(
-                &self.counters.permission_denied,
-                Status::permission_denied(format!(
-                    "token '{}' (role {}) may not call {op:?}",
-                    principal.name,
-                    principal.role.name()
-                )),
-            );
+            self.counters.permission_denied.fetch_add(1, Ordering::Relaxed);
+            return Err(AppError::new(
+                ErrorCode::PermissionDenied,
+                format!("token '{}' (role {}) may not call {op:?}", principal.name, principal.role.name()),
+            ));
         }
         if !principal.take() {
-            return refuse(
-                &self.counters.rate_limited,
-                Status::resource_exhausted(format!("rate limit of token '{}' exceeded: retry later", principal.name)),
-            );
+            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+            return Err(AppError::exhausted(format!("rate limit of token '{}' exceeded: retry later", principal.name))
+                .with_retry_after_s(1));
         }
-        Ok(Some(principal.clone()))
+        Ok(())
     }
 
-    /// [`Auth::check_header`] for a gRPC request.
-    pub fn check<T>(&self, request: &tonic::Request<T>, op: Operation) -> Result<Option<Arc<Principal>>, Status> {
-        self.check_header(request.metadata().get("authorization").map(|v| v.as_bytes()), op)
-    }
-
-    /// After [`Auth::check`]: PERMISSION_DENIED (counted) when `caller` is a
-    /// terminal token bound to another unit than `unit_id`. Auth off (no
-    /// caller): fine.
-    pub fn acting_for(&self, caller: &Option<Arc<Principal>>, unit_id: &str) -> Result<(), Status> {
-        match caller {
+    /// PERMISSION_DENIED (counted) when `caller` is a terminal token bound to
+    /// another unit than `unit_id`. Other callers: fine (the role table has
+    /// already said whether the operation is theirs).
+    pub fn acting_for(&self, caller: &Caller, unit_id: &str) -> Result<(), AppError> {
+        match &caller.0 {
             Some(principal) => principal.may_act_for(unit_id).inspect_err(|_| {
                 self.counters.permission_denied.fetch_add(1, Ordering::Relaxed);
             }),
@@ -426,17 +418,40 @@ impl Auth {
 
     /// One more message of a stream opened by `caller`: RESOURCE_EXHAUSTED
     /// (counted) when over the token's rate. Auth off: always fine.
-    pub fn take_message(&self, caller: &Option<Arc<Principal>>) -> Result<(), Status> {
-        match caller {
+    pub fn take_message(&self, caller: &Caller) -> Result<(), AppError> {
+        match &caller.0 {
             Some(p) if !p.take() => {
                 self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                Err(Status::resource_exhausted(format!(
+                Err(AppError::exhausted(format!(
                     "rate limit of token '{}' exceeded within the stream: retry later",
                     p.name
-                )))
+                ))
+                .with_retry_after_s(1))
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Who is calling, as the application sees it: the principal of a
+/// configured token, or anyone (auth off). Made only by
+/// [`Auth::authenticate`], so holding one means the token was checked.
+#[derive(Clone, Debug)]
+pub struct Caller(Option<Arc<Principal>>);
+
+impl Caller {
+    /// Auth off: every call is allowed.
+    pub fn anyone() -> Self {
+        Caller(None)
+    }
+
+    pub fn principal(&self) -> Option<&Principal> {
+        self.0.as_deref()
+    }
+
+    /// For logs: the token's name, or `anyone`.
+    pub fn name(&self) -> &str {
+        self.0.as_ref().map(|p| p.name.as_str()).unwrap_or("anyone")
     }
 }
 
@@ -475,29 +490,26 @@ mod tests {
             |_| None,
         )
         .unwrap();
-        let err = auth.check_header(None, Operation::Ping).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let err = auth.check_header(Some(b"Basic x"), Operation::Ping).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let err = auth.check_header(Some(b"Bearer"), Operation::Ping).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let err = auth.check_header(Some(&bearer("nope")), Operation::Ping).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let p = auth.check_header(Some(b"bearer s-desk"), Operation::CloseIncident).unwrap().unwrap();
-        assert_eq!(p.name, "desk");
-        let err = auth.check_header(Some(&bearer("s-desk")), Operation::UpsertUnit).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let check = |header: Option<&[u8]>, op| auth.authenticate(header).and_then(|c| auth.authorize(&c, op).map(|()| c));
+        for header in [None, Some(&b"Basic x"[..]), Some(b"Bearer"), Some(&bearer("nope"))] {
+            assert_eq!(check(header, Operation::Ping).unwrap_err().code, ErrorCode::Unauthenticated);
+        }
+        let desk = check(Some(b"bearer s-desk"), Operation::CloseIncident).unwrap();
+        assert_eq!(desk.name(), "desk");
+        let err = check(Some(&bearer("s-desk")), Operation::UpsertUnit).unwrap_err();
+        assert_eq!(err.code, ErrorCode::PermissionDenied);
         // Burst 2 (one spent above), rate 1/s: one more now, then refused, then one a second later.
-        auth.check_header(Some(&bearer("s-desk")), Operation::Ping).unwrap();
-        let err = auth.check_header(Some(&bearer("s-desk")), Operation::Ping).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        check(Some(&bearer("s-desk")), Operation::Ping).unwrap();
+        let err = check(Some(&bearer("s-desk")), Operation::Ping).unwrap_err();
+        assert_eq!((err.code, err.retry_after_s), (ErrorCode::ResourceExhausted, Some(1)));
         tokio::time::advance(Duration::from_millis(1001)).await;
-        auth.check_header(Some(&bearer("s-desk")), Operation::Ping).unwrap();
-        let t1 = auth.check_header(Some(&bearer("s-t1")), Operation::Acknowledge).unwrap().unwrap();
-        assert!(t1.may_act_for("u1").is_ok());
-        assert_eq!(t1.may_act_for("u2").unwrap_err().code(), tonic::Code::PermissionDenied);
+        check(Some(&bearer("s-desk")), Operation::Ping).unwrap();
+        let t1 = check(Some(&bearer("s-t1")), Operation::Acknowledge).unwrap();
+        assert!(auth.acting_for(&t1, "u1").is_ok());
+        assert_eq!(auth.acting_for(&t1, "u2").unwrap_err().code, ErrorCode::PermissionDenied);
+        assert!(auth.acting_for(&desk, "u2").is_ok());
         assert_eq!(auth.counters.unauthenticated.load(Ordering::Relaxed), 4);
-        assert_eq!(auth.counters.permission_denied.load(Ordering::Relaxed), 1);
+        assert_eq!(auth.counters.permission_denied.load(Ordering::Relaxed), 2);
         assert_eq!(auth.counters.rate_limited.load(Ordering::Relaxed), 1);
     }
 
@@ -524,7 +536,8 @@ mod tests {
         assert_eq!(err(vec![from_env.clone()]), "auth.tokens[0].token_env");
         let auth =
             Auth::from_config(&config(vec![from_env]), |v| (v == "LASTMILE_TEST_TOKEN").then(|| "tok".into())).unwrap();
-        assert!(auth.check_header(Some(&bearer("tok")), Operation::ReportIncident).is_ok());
+        let caller = auth.authenticate(Some(&bearer("tok"))).unwrap();
+        assert!(auth.authorize(&caller, Operation::ReportIncident).is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! The core hands the latest state of each incident and unit it changes to the
 //! effects sink, under that entity's lock (so per entity the last record is the
-//! latest state). Each operation runs with an [`Op`]: its records go to the
+//! latest state). Each operation runs with a [`JournalOp`]: its records go to the
 //! one writer thread in order, followed by an end marker. The writer commits
 //! whole operations only (never half of one), as many as are waiting, in one
 //! transaction and one fsync: that is the group commit. The request then waits
@@ -25,14 +25,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
 use std::time::Duration;
 
-use lastmile_core::effects::{Effects, Event, PageOrder, Timer};
 use lastmile_core::{Incident, Unit};
 use lastmile_store::{JournalStore, Record, Table};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tonic::Status;
 use tracing::{error, info};
 
-use crate::bus::Bus;
+use crate::error::AppError;
 use crate::metrics::Metrics;
 
 enum Message {
@@ -43,7 +41,11 @@ enum Message {
 }
 
 pub struct Journal {
-    /// Ticket counter and sender, under one lock so tickets are in channel order.
+    /// Ticket counter and sender, under one lock so tickets are in channel
+    /// order. Held for one counter increment and one channel push (no
+    /// allocation: the record was built before), taken while the core holds
+    /// an incident's or unit's lock: lock order entity -> journal sender,
+    /// and nothing is locked while it is held.
     sender: Mutex<(u64, std_mpsc::Sender<Message>)>,
     next_op: AtomicU64,
     committed: watch::Receiver<u64>,
@@ -60,92 +62,33 @@ impl Journal {
     /// Starts the writer thread over `store`. `feed_seq` tells the writer the
     /// live feed's position to record with each commit.
     pub fn start(
-        mut store: Box<dyn JournalStore>,
+        store: Box<dyn JournalStore>,
         max_pending_ops: usize,
         max_batch_records: usize,
         enqueue_timeout: Duration,
         feed_seq: Arc<dyn Fn() -> u64 + Send + Sync>,
         metrics: Arc<Metrics>,
     ) -> Arc<Journal> {
-        let writer_metrics = metrics.clone();
         let (tx, rx) = std_mpsc::channel::<Message>();
         let (committed_tx, committed) = watch::channel(0u64);
         let failure: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let location = store.location();
-        let writer_failure = failure.clone();
+        let writer = Writer {
+            store,
+            rx,
+            committed: committed_tx,
+            failure: failure.clone(),
+            feed_seq,
+            metrics: metrics.clone(),
+            max_batch_records,
+            ticket: 0,
+            batch: Vec::new(),
+            open_ops: HashSet::new(),
+            stopping: false,
+        };
         let writer = std::thread::Builder::new()
             .name("lastmile-journal".into())
-            .spawn(move || {
-                // Ends when every sender is gone (the server stopped).
-                let mut ticket = 0u64;
-                let mut batch: Vec<Record> = Vec::new();
-                let mut open_ops: HashSet<u64> = HashSet::new();
-                let mut stopping = false;
-                while let Ok(first) = rx.recv() {
-                    let mut next = Some(first);
-                    loop {
-                        match next.take() {
-                            Some(Message::Record(op, record)) => {
-                                ticket += 1;
-                                open_ops.insert(op);
-                                batch.push(record);
-                            }
-                            Some(Message::End(op)) => {
-                                ticket += 1;
-                                open_ops.remove(&op);
-                            }
-                            Some(Message::Shutdown) => {
-                                ticket += 1;
-                                stopping = true;
-                            }
-                            None => {}
-                        }
-                        // Close the batch at an operation boundary, when nothing
-                        // more is waiting or it is big enough.
-                        if open_ops.is_empty() && batch.len() >= max_batch_records {
-                            break;
-                        }
-                        match rx.try_recv() {
-                            Ok(m) => next = Some(m),
-                            Err(std_mpsc::TryRecvError::Empty) if open_ops.is_empty() => break,
-                            // An operation is mid-way: its end is microseconds away.
-                            Err(std_mpsc::TryRecvError::Empty) => match rx.recv() {
-                                Ok(m) => next = Some(m),
-                                Err(_) => break,
-                            },
-                            Err(std_mpsc::TryRecvError::Disconnected) => break,
-                        }
-                    }
-                    if writer_failure.get().is_some() {
-                        batch.clear();
-                        committed_tx.send_modify(|_| {}); // wake waiters: they see the failure
-                        if stopping {
-                            break;
-                        }
-                        continue;
-                    }
-                    if !batch.is_empty() {
-                        let started = std::time::Instant::now();
-                        let result = store.commit(&batch, feed_seq());
-                        writer_metrics.journal_commit_seconds.observe(started.elapsed());
-                        if let Err(e) = result {
-                            error!(journal = %store.location(), error = %e, "journal write failed: refusing every change from now on");
-                            let _ = writer_failure.set(e.to_string());
-                            batch.clear();
-                            committed_tx.send_modify(|_| {});
-                            if stopping {
-                                break;
-                            }
-                            continue;
-                        }
-                        batch.clear();
-                    }
-                    let _ = committed_tx.send(ticket);
-                    if stopping && open_ops.is_empty() {
-                        break; // dropping the store releases the file and its lock
-                    }
-                }
-            })
+            .spawn(move || writer.run())
             .expect("spawn the journal writer thread");
         info!(journal = %location, "journal open");
         Arc::new(Journal {
@@ -184,12 +127,94 @@ impl Journal {
         sender.0
     }
 
-    fn refused(&self) -> Status {
-        Status::unavailable(format!(
+    fn refused(&self) -> AppError {
+        AppError::unavailable(format!(
             "journal {} failed ({}): the server refuses changes it cannot store",
             self.location,
             self.failure().unwrap_or("unknown error")
         ))
+    }
+}
+
+/// The writer thread's state: the store, and the batch it is building.
+struct Writer {
+    store: Box<dyn JournalStore>,
+    rx: std_mpsc::Receiver<Message>,
+    /// The last ticket whose message is committed (or refused: see `failure`).
+    committed: watch::Sender<u64>,
+    failure: Arc<OnceLock<String>>,
+    feed_seq: Arc<dyn Fn() -> u64 + Send + Sync>,
+    metrics: Arc<Metrics>,
+    max_batch_records: usize,
+    /// Messages received so far: a sender's ticket is its message's number.
+    ticket: u64,
+    batch: Vec<Record>,
+    /// Operations with records in the batch and no end marker yet.
+    open_ops: HashSet<u64>,
+    stopping: bool,
+}
+
+impl Writer {
+    /// Ends when every sender is gone (the server stopped) or at shutdown.
+    fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            self.collect(first);
+            self.commit();
+            if self.stopping && (self.open_ops.is_empty() || self.failure.get().is_some()) {
+                break; // dropping the store releases the file and its lock
+            }
+        }
+    }
+
+    /// Takes `first` and whatever else is waiting into the batch, closing
+    /// it at an operation boundary: when nothing more is waiting, or when it
+    /// is big enough (`journal.max_batch_records`).
+    fn collect(&mut self, first: Message) {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            self.ticket += 1;
+            match message {
+                Message::Record(op, record) => {
+                    self.open_ops.insert(op);
+                    self.batch.push(record);
+                }
+                Message::End(op) => {
+                    self.open_ops.remove(&op);
+                }
+                Message::Shutdown => self.stopping = true,
+            }
+            if self.open_ops.is_empty() && self.batch.len() >= self.max_batch_records {
+                return;
+            }
+            next = match self.rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(std_mpsc::TryRecvError::Empty) if self.open_ops.is_empty() => None,
+                // An operation is mid-way: its end is microseconds away.
+                Err(std_mpsc::TryRecvError::Empty) => self.rx.recv().ok(),
+                Err(std_mpsc::TryRecvError::Disconnected) => None,
+            };
+        }
+    }
+
+    /// One transaction and one fsync for the batch, then every waiter whose
+    /// ticket it covers is woken. A failure marks the journal failed for
+    /// good (fail closed) and wakes the waiters to see it.
+    fn commit(&mut self) {
+        if self.failure.get().is_none() && !self.batch.is_empty() {
+            let started = std::time::Instant::now();
+            let result = self.store.commit(&self.batch, (self.feed_seq)());
+            self.metrics.journal_commit_seconds.observe(started.elapsed());
+            if let Err(e) = result {
+                error!(journal = %self.store.location(), error = %e, "journal write failed: refusing every change from now on");
+                let _ = self.failure.set(e.to_string());
+            }
+        }
+        self.batch.clear();
+        if self.failure.get().is_some() {
+            self.committed.send_modify(|_| {}); // wake waiters: they see the failure
+        } else {
+            let _ = self.committed.send(self.ticket);
+        }
     }
 }
 
@@ -205,26 +230,24 @@ fn record_of_unit(unit: &Unit) -> Record {
     Record { table: Table::Unit, key: unit.id.to_string(), body: serde_json::to_vec(unit).expect("units serialise") }
 }
 
-/// One operation's effects: delivered through the bus, stored through the
-/// journal (when there is one).
-pub struct Op {
-    bus: Arc<Bus>,
-    journal: Option<Arc<Journal>>,
+/// One operation's records, committed together: begun before the change
+/// (waiting, bounded, for a place), its records sent as the core hands them
+/// over, ended once, and then waited on until durable.
+pub struct JournalOp {
+    journal: Arc<Journal>,
     id: u64,
     wrote: AtomicBool,
     ended: AtomicBool,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-impl Drop for Op {
+impl Drop for JournalOp {
     /// An operation always ends, even on an early return: the writer commits
     /// only at operation boundaries. One that ends in a panic may have been
     /// half applied: the journal fails closed rather than commit half of it.
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && self.wrote.load(Ordering::Relaxed)
-            && let Some(j) = &self.journal
-        {
+        if std::thread::panicking() && self.wrote.load(Ordering::Relaxed) {
+            let j = &self.journal;
             let _ = j.failure.set("an operation panicked half-way; restart to recover".into());
             error!(journal = %j.location, "operation panicked half-way: journal failed closed");
         }
@@ -232,20 +255,13 @@ impl Drop for Op {
     }
 }
 
-impl Op {
-    /// Starts an operation that may change state: waits (bounded) for a place
-    /// in the journal's queue; refused if the journal has failed.
-    pub async fn begin(bus: &Arc<Bus>, journal: &Option<Arc<Journal>>) -> Result<Op, Status> {
-        let Some(j) = journal else {
-            return Ok(Op {
-                bus: bus.clone(),
-                journal: None,
-                id: 0,
-                wrote: false.into(),
-                ended: false.into(),
-                _permit: None,
-            });
-        };
+impl JournalOp {
+    /// Starts an operation that may change state: waits (bounded by
+    /// `journal.enqueue_timeout_ms`) for a place among
+    /// `journal.max_pending_ops`; UNAVAILABLE if none comes or the journal
+    /// has failed.
+    pub async fn begin(journal: &Arc<Journal>) -> Result<JournalOp, AppError> {
+        let j = journal;
         if j.failure().is_some() {
             return Err(j.refused());
         }
@@ -253,29 +269,41 @@ impl Op {
             .await
             .map_err(|_| {
                 j.metrics.limit_hit("journal.max_pending_ops");
-                Status::unavailable(format!(
+                AppError::unavailable(format!(
                     "journal queue full for {} ms (journal.max_pending_ops): retry",
                     j.enqueue_timeout.as_millis()
                 ))
+                .with_retry_after_s(1)
             })?
-            .map_err(|_| Status::unavailable("journal closed"))?;
+            .map_err(|_| AppError::unavailable("journal closed"))?;
         if j.failure().is_some() {
             return Err(j.refused()); // failed while this request waited for its place
         }
-        Ok(Op {
-            bus: bus.clone(),
-            journal: Some(j.clone()),
-            id: j.next_op.fetch_add(1, Ordering::Relaxed),
-            wrote: false.into(),
-            ended: false.into(),
-            _permit: Some(permit),
-        })
+        Ok(JournalOp::new(j, Some(permit)))
     }
 
-    /// An operation started by the server itself (a timer): never refused, never waits.
-    pub fn internal(bus: &Arc<Bus>, journal: &Option<Arc<Journal>>) -> Op {
-        let id = journal.as_ref().map(|j| j.next_op.fetch_add(1, Ordering::Relaxed)).unwrap_or(0);
-        Op { bus: bus.clone(), journal: journal.clone(), id, wrote: false.into(), ended: false.into(), _permit: None }
+    /// An operation started by the server itself (a timer): never refused,
+    /// never waits.
+    pub fn internal(journal: &Arc<Journal>) -> JournalOp {
+        JournalOp::new(journal, None)
+    }
+
+    fn new(journal: &Arc<Journal>, permit: Option<OwnedSemaphorePermit>) -> JournalOp {
+        JournalOp {
+            journal: journal.clone(),
+            id: journal.next_op.fetch_add(1, Ordering::Relaxed),
+            wrote: false.into(),
+            ended: false.into(),
+            _permit: permit,
+        }
+    }
+
+    pub fn store_incident(&self, incident: &Incident) {
+        self.store(record_of_incident(incident));
+    }
+
+    pub fn store_unit(&self, unit: &Unit) {
+        self.store(record_of_unit(unit));
     }
 
     /// Ends the operation and waits until everything it changed is durable.
@@ -285,8 +313,8 @@ impl Op {
     /// stored incident, a no-op close) still waits for everything sent before
     /// it: what it read may belong to an operation whose commit is pending,
     /// and it must not answer OK before that is durable.
-    pub async fn durable(self) -> Result<(), Status> {
-        let Some(j) = self.journal.clone() else { return Ok(()) };
+    pub async fn durable(self) -> Result<(), AppError> {
+        let j = self.journal.clone();
         let ticket = match self.end() {
             Some(ticket) => ticket,
             None => j.sender.lock().unwrap_or_else(|p| p.into_inner()).0,
@@ -300,7 +328,7 @@ impl Op {
                 return Err(j.refused());
             }
             if committed.changed().await.is_err() {
-                return Err(Status::unavailable("journal writer stopped"));
+                return Err(AppError::unavailable("journal writer stopped"));
             }
         }
     }
@@ -312,41 +340,15 @@ impl Op {
 
     /// Sends the end marker once, if anything was written; its ticket.
     fn end(&self) -> Option<u64> {
-        let j = self.journal.as_ref()?;
         if !self.wrote.load(Ordering::Relaxed) || self.ended.swap(true, Ordering::Relaxed) {
             return None;
         }
-        Some(j.send(Message::End(self.id)))
+        Some(self.journal.send(Message::End(self.id)))
     }
 
     fn store(&self, record: Record) {
-        if let Some(j) = &self.journal {
-            self.wrote.store(true, Ordering::Relaxed);
-            j.send(Message::Record(self.id, record));
-        }
-    }
-}
-
-impl Effects for Op {
-    fn emit(&self, event: Event) {
-        self.bus.emit(event);
-    }
-    fn page(&self, page: PageOrder) {
-        self.bus.page(page);
-    }
-    fn arm(&self, timer: Timer) {
-        self.bus.arm(timer);
-    }
-    // Serialised only when there is a journal: in memory, nothing is built.
-    fn store_incident(&self, incident: &Incident) {
-        if self.journal.is_some() {
-            self.store(record_of_incident(incident));
-        }
-    }
-    fn store_unit(&self, unit: &Unit) {
-        if self.journal.is_some() {
-            self.store(record_of_unit(unit));
-        }
+        self.wrote.store(true, Ordering::Relaxed);
+        self.journal.send(Message::Record(self.id, record));
     }
 }
 
@@ -386,17 +388,14 @@ mod tests {
         let open = Arc::new((Mutex::new(false), Condvar::new()));
         let commits = Arc::new(AtomicU64::new(0));
         let store = Gate { open: open.clone(), commits: commits.clone() };
-        let config = Arc::new(crate::LastmileConfig::embedded().unwrap());
-        let (bus, _timers) = Bus::new(config, 1);
-        let journal =
-            Some(Journal::start(Box::new(store), 16, 16, Duration::from_secs(5), Arc::new(|| 0), Arc::default()));
+        let journal = Journal::start(Box::new(store), 16, 16, Duration::from_secs(5), Arc::new(|| 0), Arc::default());
 
-        let first = Op::begin(&bus, &journal).await.unwrap();
+        let first = JournalOp::begin(&journal).await.unwrap();
         first.store(Record { table: Table::Unit, key: "T1".into(), body: b"{}".to_vec() });
         let first = tokio::spawn(first.durable());
         tokio::time::sleep(Duration::from_millis(50)).await;
 
-        let retry = Op::begin(&bus, &journal).await.unwrap(); // writes nothing
+        let retry = JournalOp::begin(&journal).await.unwrap(); // writes nothing
         let retry = tokio::spawn(retry.durable());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!retry.is_finished(), "answered before the first operation was durable");

@@ -1,42 +1,94 @@
-//! The lastmile gRPC server: tonic services over the dispatch core.
+//! The lastmile server: one application layer and the adapters over it.
 //!
 //! # Layout
 //!
-//! - [`config`]: the configuration file (embedded default or `--config`),
-//!   validated once, and the dataset it names.
-//! - [`convert`]: proto <-> core; every request field is checked here.
-//! - [`error`]: the one domain-error -> gRPC-code table.
-//! - [`service`]: the `lastmile.v1.Dispatch` service (dispatchers, the
-//!   upstream command system, the live feed).
-//! - [`terminal`]: the `lastmile.v1.UnitTerminal` service (responders).
-//! - [`bus`]: where the core's effects go: live feed, page queues, the one
-//!   timer wheel.
-//! - [`clock`]: the server's only clock.
+//! - [`app`]: every operation, in domain types, for any transport: a
+//!   [`Caller`](app::Caller) in, the core's values or one
+//!   [`AppError`](error::AppError) out. Validation, limits, the feed's
+//!   policy and the unit of work live there, once.
+//! - [`error`]: the one error and the one table giving each code its gRPC
+//!   code and its HTTP status.
+//! - [`auth`]: tokens, roles (the table of who may call what), rates.
+//! - [`sinks`]: where the core's effects go: the live feed, terminals' page
+//!   queues, the timer channel. No transport.
 //! - [`journal`]: group commit of every change before it is answered; fail
-//!   closed.
-//! - [`webhook`]: status changes pushed to HTTP endpoints (signed POSTs,
-//!   bounded queues, retries, dead letters).
-//! - [`http`]: the JSON/HTTP gateway (the Dispatch operations, the live feed
-//!   as Server-Sent Events) over the same `Dispatch` service.
-//! - [`run`]: serves all of it, `grpc.health.v1` and server reflection on a
-//!   listener (and the gateway on a second one) until a shutdown future
-//!   resolves.
+//!   closed. [`store`] opens the configured backend.
+//! - Adapters, siblings over [`app`] (neither calls the other):
+//!   - [`grpc`]: `lastmile.v1.Dispatch` and `lastmile.v1.UnitTerminal`;
+//!   - [`http`]: the same operations as JSON over HTTP/1.1, the feed as SSE,
+//!     `/metrics`, `/healthz`, `/openapi.json`;
+//!   - [`webhook`]: status changes pushed to HTTP endpoints, a consumer of
+//!     the feed like any watcher.
+//! - [`wire`]: the proto messages to and from the application's types (the
+//!   JSON of [`json`] mirrors them), shared by the adapters.
+//! - [`config`], [`clock`], [`metrics`]: the typed configuration, the one
+//!   clock, the counters.
+//! - [`run`]: serves all of it until a shutdown future resolves.
 //!
+//! Dependencies between these modules point one way (checked by
+//! `tests/layering.rs`): adapters -> app -> sinks, journal, auth -> error.
 //! No dispatch logic lives here: that is `lastmile-core`'s.
+//!
+//! # Tasks, channels and locks
+//!
+//! ```text
+//!  gRPC conns (tonic)   HTTP conns (hyper, <= http.max_connections)
+//!        \                    /
+//!         `-- request tasks --'            every operation: app::App
+//!                 |
+//!                 |  core, under one incident's or unit's DashMap shard lock
+//!                 v
+//!        +--------+-----------+-----------------+------------------+
+//!        |        |           |                 |                  |
+//!   feed mutex  page queue  timer channel    journal sender mutex
+//!   (history +  per unit    (unbounded,      (ticket + std mpsc push)
+//!   broadcast)  mpsc,       bounded by              |
+//!        |      try_send    the state)              v
+//!        |        |           |           journal writer THREAD
+//!        |        v           v           (batch, one txn + fsync,
+//!        |   terminal     timer task        watch<ticket> to waiters)
+//!        |   streams      (DelayQueue) --> core (as above)
+//!        v
+//!   broadcast receivers, one per consumer:
+//!   gRPC/SSE watcher tasks (<= feed.max_watchers; mpsc(64) to the stream)
+//!   webhook follower task --> per-endpoint mpsc(queue_capacity) --> worker
+//!                             task (one POST in flight) --> dead-letter log
+//!                             (mutex) <- supervisor task
+//! ```
+//!
+//! Lock order: an incident's or unit's shard lock, then the feed mutex or
+//! the journal sender mutex (never both at once, never the other way). Each
+//! of the two is held for a few hundred nanoseconds: numbering an event,
+//! pushing it on the history ring and the broadcast; or one counter
+//! increment and one channel push. No I/O, no await and no other lock
+//! inside either. Everything else the core calls while it holds a lock
+//! (`try_send` of a page, a send on the unbounded timer channel) takes no
+//! lock of ours. The journal writer thread holds nothing while it commits;
+//! waiters wait on a `watch`, not a lock. Webhooks are fed by their own
+//! task, never on the dispatch path.
+//!
+//! Tasks live as long as their owner: the timer task and the gateway are
+//! aborted when [`run`] returns ([`AbortOnDrop`]); watcher tasks end when
+//! their client leaves or at `App::stop`; the webhook follower and the
+//! endpoint workers end at [`webhook::Webhooks::shutdown`], after requests
+//! have drained; the journal writer ends when the journal is closed, last.
 
+#![forbid(unsafe_code)]
+
+pub mod app;
 pub mod auth;
-pub mod bus;
 pub mod clock;
 pub mod config;
-pub mod convert;
 pub mod error;
-pub mod grpc_outcome;
+pub mod grpc;
 pub mod http;
 pub mod journal;
+pub mod json;
 pub mod metrics;
-pub mod service;
-pub mod terminal;
+pub mod sinks;
+pub mod store;
 pub mod webhook;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,40 +101,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use app::App;
 pub use config::LastmileConfig;
-use service::DispatchService;
-use terminal::TerminalService;
-
-/// What every service shares.
-pub struct Shared {
-    pub dispatcher: Arc<Dispatcher>,
-    pub bus: Arc<bus::Bus>,
-    pub clock: clock::Clock,
-    pub config: Arc<LastmileConfig>,
-    /// Cancelled at shutdown: ends live streams (feed watchers, terminals) so
-    /// the drain is not held open by them.
-    pub stop: CancellationToken,
-    /// None when running in memory only.
-    pub journal: Option<Arc<journal::Journal>>,
-    /// Who may call what (see [`auth`]).
-    pub auth: auth::Auth,
-    /// Latencies and refusals (see [`metrics`]).
-    pub metrics: Arc<metrics::Metrics>,
-    /// Webhook endpoints fed by the live feed (none configured: does nothing).
-    pub webhooks: Arc<webhook::Webhooks>,
-}
-
-impl Shared {
-    /// Runs a state change: waits (bounded) for a place in the journal's
-    /// queue, applies `change` with the operation's effects, and hands back its
-    /// result once everything it changed is durable (see [`journal::Op`]).
-    pub async fn change<T>(&self, change: impl FnOnce(&journal::Op) -> T) -> Result<T, tonic::Status> {
-        let op = journal::Op::begin(&self.bus, &self.journal).await?;
-        let result = change(&op);
-        op.durable().await?;
-        Ok(result)
-    }
-}
+use grpc::{DispatchService, TerminalService};
 
 /// A dispatcher ready to serve, with its journal store when durable.
 pub struct Opened {
@@ -98,17 +119,21 @@ impl Opened {
     }
 }
 
-/// Builds the dispatcher the configuration asks for: in memory, or recovered
-/// from the journal in `journal.data_dir` (created if new).
+/// Builds the dispatcher the configuration asks for: from the dataset (memory
+/// backend), or recovered from the journal store (created if new).
 pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
-    if config.journal.data_dir.is_empty() {
-        return Ok(Opened::in_memory(Arc::new(build_dispatcher(config)?)));
+    match store::open(&config.journal.backend)? {
+        None => Ok(Opened::in_memory(Arc::new(build_dispatcher(config)?))),
+        Some(store) => recover(config, store),
     }
+}
+
+/// The dispatcher a store's records describe, over the configured dataset.
+fn recover(config: &LastmileConfig, mut store: Box<dyn lastmile_store::JournalStore>) -> Result<Opened, ServerError> {
     let started = std::time::Instant::now();
     let (units, area) = config.load_dataset()?;
-    let mut store = lastmile_store::SqliteStore::open(std::path::Path::new(&config.journal.data_dir))?;
-    let recovered = lastmile_store::JournalStore::recover(&mut store)?;
-    let location = lastmile_store::JournalStore::location(&store);
+    let recovered = store.recover()?;
+    let location = store.location();
     let corrupt = |what: &str, e: serde_json::Error| {
         ServerError::Recovery(format!("{location}: a stored {what} cannot be read: {e}"))
     };
@@ -147,11 +172,7 @@ pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
-    Ok(Opened {
-        dispatcher: Arc::new(dispatcher),
-        store: Some(Box::new(store)),
-        recovered_feed_seq: recovered.feed_seq,
-    })
+    Ok(Opened { dispatcher: Arc::new(dispatcher), store: Some(store), recovered_feed_seq: recovered.feed_seq })
 }
 
 /// Accepted connections with Nagle's algorithm off: a small response must not
@@ -200,14 +221,19 @@ pub async fn serve_health_while_recovering(
     recovered: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_not_serving::<DispatchServer<DispatchService>>().await;
-    reporter.set_not_serving::<UnitTerminalServer<TerminalService>>().await;
-    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
     let server =
         grpc_builder(config)?.add_service(health).serve_with_incoming_shutdown(incoming_nodelay(listener), recovered);
     // A Health/Watch stream would hold the drain open: give it a second.
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     Ok(())
+}
+
+/// Every service's health, and the server's (`""`).
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: tonic_health::ServingStatus) {
+    reporter.set_service_status("lastmile.v1.Dispatch", status).await;
+    reporter.set_service_status("lastmile.v1.UnitTerminal", status).await;
+    reporter.set_service_status("", status).await;
 }
 
 /// Stops a background task when its owner (the running server) goes away.
@@ -241,19 +267,6 @@ pub enum ServerError {
     Tls(String),
 }
 
-/// A gRPC server builder, with TLS when `[tls]` is configured.
-fn grpc_builder(config: &LastmileConfig) -> Result<tonic::transport::Server, ServerError> {
-    let builder = tonic::transport::Server::builder();
-    if !config.tls.enabled() {
-        return Ok(builder);
-    }
-    let (cert, key) = config.tls.read_pem()?;
-    let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key))
-        .timeout(Duration::from_secs(10));
-    Ok(builder.tls_config(tls)?)
-}
-
 /// Where the server listens: gRPC, and optionally the JSON/HTTP gateway.
 /// A bare gRPC listener converts into one (no gateway), so
 /// `run_opened(Arc::new(listener), ...)` keeps working.
@@ -269,6 +282,19 @@ impl From<Arc<TcpListener>> for Listeners {
     fn from(grpc: Arc<TcpListener>) -> Self {
         Listeners { grpc, http: None }
     }
+}
+
+/// A gRPC server builder, with TLS when `[tls]` is configured.
+fn grpc_builder(config: &LastmileConfig) -> Result<tonic::transport::Server, ServerError> {
+    let builder = tonic::transport::Server::builder();
+    let Some(tls) = &config.tls else {
+        return Ok(builder);
+    };
+    let (cert, key) = tls.read_pem()?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .timeout(Duration::from_secs(10));
+    Ok(builder.tls_config(tls)?)
 }
 
 /// Builds the dispatcher from a configuration and the dataset it names.
@@ -294,10 +320,87 @@ pub async fn run(
 /// watcher saw before the crash is never reused.
 pub const FEED_SEQ_GAP_AFTER_RESTART: u64 = 1 << 32;
 
+/// The first feed sequence number. After a durable restart it jumps past
+/// anything the old process can have published, so a watcher resuming from
+/// a number it saw before the crash is told to resync (OUT_OF_RANGE) instead
+/// of getting other events under old numbers. A journal that never recorded
+/// an event (a new one) has no numbers to protect: start at 1.
+fn first_feed_seq(opened: &Opened) -> u64 {
+    if opened.store.is_some() && opened.recovered_feed_seq > 0 {
+        opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART
+    } else {
+        1
+    }
+}
+
+/// The running application and what serving it started.
+struct Started {
+    app: Arc<App>,
+    webhooks: Arc<webhook::Webhooks>,
+    follower: Option<webhook::Follower>,
+    journal: Option<Arc<journal::Journal>>,
+    _timers: AbortOnDrop,
+}
+
+/// Starts the journal, the application, its timer task and the webhooks,
+/// and re-arms every timer of the recovered state.
+fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Result<Started, ServerError> {
+    let first_seq = first_feed_seq(&opened);
+    let (sinks, armed) = sinks::Sinks::new(config, first_seq);
+    let sinks = Arc::new(sinks);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let journal = opened.store.map(|store| {
+        let feed = sinks.clone();
+        journal::Journal::start(
+            store,
+            config.journal.max_pending_ops,
+            config.journal.max_batch_records,
+            Duration::from_millis(config.journal.enqueue_timeout_ms),
+            Arc::new(move || feed.feed.last_seq()),
+            metrics.clone(),
+        )
+    });
+    let app = Arc::new(App {
+        dispatcher: opened.dispatcher,
+        sinks: sinks.clone(),
+        clock: clock::Clock::start(),
+        config: config.clone(),
+        stop: CancellationToken::new(),
+        journal: journal.clone(),
+        auth,
+        metrics,
+    });
+    // Webhooks get every event from the first one on (the follower
+    // subscribes before any timer fires); their own token: they are flushed
+    // after requests have drained, before the journal closes.
+    let webhooks = Arc::new(webhook::Webhooks::start(
+        &config.webhooks,
+        config.webhooks.dead_letter_file(config.journal.backend.data_dir()),
+        CancellationToken::new(),
+    )?);
+    let follower = webhooks.has_endpoints().then(|| webhook::Follower::start(webhooks.clone(), sinks));
+    app::timers::rearm(&app);
+    let timers = AbortOnDrop(tokio::spawn(app::timers::run(app.clone(), armed)));
+    Ok(Started { app, webhooks, follower, journal, _timers: timers })
+}
+
+/// Logs whether auth is on; with it off, loudly.
+fn log_auth(auth: &auth::Auth, config: &LastmileConfig, grpc_addr: std::net::SocketAddr) {
+    if auth.enabled() {
+        info!(tokens = config.auth.tokens.len(), "auth on: every call needs a bearer token");
+    } else {
+        tracing::warn!(
+            addr = %grpc_addr,
+            "AUTH IS OFF: every caller may do everything. Allowed on loopback only; configure [auth] before exposing lastmile"
+        );
+    }
+}
+
 /// [`run`] for a dispatcher from [`open`]: starts its journal, re-arms every
 /// timer of the recovered state (those already due fire at once, in order),
 /// then serves gRPC, and the JSON/HTTP gateway if `listeners` has its
-/// listener. At shutdown both stop accepting and drain.
+/// listener. At shutdown both stop accepting and drain; then the webhooks
+/// are flushed and the journal closed.
 pub async fn run_opened(
     listeners: impl Into<Listeners>,
     config: Arc<LastmileConfig>,
@@ -312,164 +415,110 @@ pub async fn run_opened(
         listening.push(("http.listen", http.local_addr().map_err(ServerError::Listener)?));
     }
     config.check_exposure(&listening)?;
-    let http_tls = match (&http_listener, config.tls.enabled()) {
-        (Some(_), true) => {
-            let (cert, key) = config.tls.read_pem()?;
+    let http_tls = match (&http_listener, &config.tls) {
+        (Some(_), Some(tls)) => {
+            let (cert, key) = tls.read_pem()?;
             Some(http::tls_acceptor(&cert, &key).map_err(ServerError::Tls)?)
         }
         _ => None,
     };
-    if auth.enabled() {
-        info!(tokens = config.auth.tokens.len(), "auth on: every call needs a bearer token");
-    } else {
-        tracing::warn!(
-            addr = %grpc_addr,
-            "AUTH IS OFF: every caller may do everything. Allowed on loopback only; configure [auth] before exposing lastmile"
-        );
-    }
-    let dispatcher = opened.dispatcher.clone();
-    // Sequence numbers after a restart jump past anything the old process can
-    // have published, so a watcher resuming from a number it saw before the
-    // crash is told to resync (OUT_OF_RANGE) instead of getting other events
-    // under old numbers.
-    // The gap is far larger than anything published between two commits.
-    // A journal that never recorded an event (a new one) has no numbers to
-    // protect: start at 1.
-    let first_seq = if opened.store.is_some() && opened.recovered_feed_seq > 0 {
-        opened.recovered_feed_seq + FEED_SEQ_GAP_AFTER_RESTART
-    } else {
-        1
-    };
-    let (bus, armed) = bus::Bus::new(config.clone(), first_seq);
-    let metrics = Arc::new(metrics::Metrics::default());
-    // Webhooks get every event from the first one on; their own token: they
-    // are flushed after requests have drained, before the journal closes.
-    let webhooks = Arc::new(webhook::Webhooks::start(
-        &config.webhooks,
-        config.webhooks.dead_letter_file(&config.journal.data_dir),
-        CancellationToken::new(),
-    )?);
-    bus.feed.set_webhooks(webhooks.clone());
-    let journal = opened.store.map(|store| {
-        let feed_bus = bus.clone();
-        journal::Journal::start(
-            store,
-            config.journal.max_pending_ops,
-            config.journal.max_batch_records,
-            Duration::from_millis(config.journal.enqueue_timeout_ms),
-            Arc::new(move || feed_bus.feed.last_seq()),
-            metrics.clone(),
-        )
-    });
-    let shared = Arc::new(Shared {
-        dispatcher: dispatcher.clone(),
-        bus: bus.clone(),
-        clock: clock::Clock::start(),
-        config: config.clone(),
-        stop: CancellationToken::new(),
-        journal: journal.clone(),
-        auth,
-        metrics,
-        webhooks: webhooks.clone(),
-    });
-    // Re-arm: due ones now, in order; the rest on the wheel.
-    let now = shared.clock.now();
-    for timer in dispatcher.timers_to_rearm() {
-        if timer.at <= now {
-            let op = journal::Op::internal(&bus, &journal);
-            dispatcher.fire(&timer.key, now, &op);
-            op.finish();
-        } else {
-            lastmile_core::effects::Effects::arm(&*bus, timer);
-        }
-    }
-    let _timers = AbortOnDrop(tokio::spawn(bus::run_timers(
-        dispatcher.clone(),
-        bus.clone(),
-        journal.clone(),
-        shared.clock,
-        armed,
-        shared.stop.clone(),
-    )));
-
-    let server = &config.server;
-    let dispatch = DispatchServer::new(DispatchService::new(shared.clone()))
-        .max_decoding_message_size(server.max_decoding_message_bytes)
-        .max_encoding_message_size(server.max_encoding_message_bytes);
-    let terminal = UnitTerminalServer::new(TerminalService::new(shared.clone()))
-        .max_decoding_message_size(server.max_decoding_message_bytes)
-        .max_encoding_message_size(server.max_encoding_message_bytes);
-
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<DispatchServer<DispatchService>>().await;
-    health_reporter.set_serving::<UnitTerminalServer<TerminalService>>().await;
-
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lastmile_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-
-    let local = listener.local_addr().ok();
-    info!(
-        addr = ?local,
-        units = dispatcher.unit_count(),
-        config = %config.source,
-        "lastmile serving lastmile.v1.Dispatch, lastmile.v1.UnitTerminal, grpc.health.v1, reflection"
-    );
-    // The gateway: its own task, stopped with the rest (`shared.stop`), and
+    log_auth(&auth, &config, grpc_addr);
+    let started = start(&config, opened, auth)?;
+    let app = started.app.clone();
+    // The gateway: its own task, stopped with the rest (`App::stop`), and
     // aborted if gRPC serving fails (the guard drops).
     let mut gateway = http_listener.map(|http_listener| {
-        let router = http::router(shared.clone(), &config.http);
+        let router = http::router(app.clone(), started.webhooks.clone(), &config.http);
         info!(addr = ?http_listener.local_addr().ok(), "lastmile serving the JSON/HTTP gateway");
-        let stopped = shared.stop.clone().cancelled_owned();
+        let stopped = app.stop.clone().cancelled_owned();
         let http_config = config.http.clone();
         AbortOnDrop(tokio::spawn(
             async move { http::serve(http_listener, router, &http_config, http_tls, stopped).await },
         ))
     });
-    let stop = shared.stop.clone();
+    let served = serve_grpc(listener, &app, shutdown).await;
+    // Whatever ended serving (a signal, or an error), what was accepted is
+    // delivered and stored before returning. The gateway drains too (its
+    // event streams ended with `stop`).
+    if let Some(gateway) = gateway.as_mut() {
+        let _ = (&mut gateway.0).await;
+    }
+    drain(started).await;
+    served?;
+    info!("lastmile stopped");
+    Ok(())
+}
+
+/// Serves gRPC (with health and reflection) until `shutdown`, then ends
+/// the live streams and lets in-flight requests finish.
+async fn serve_grpc(
+    listener: Arc<TcpListener>,
+    app: &Arc<App>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let server = &app.config.server;
+    let dispatch = DispatchServer::new(DispatchService::new(app.clone()))
+        .max_decoding_message_size(server.max_decoding_message_bytes)
+        .max_encoding_message_size(server.max_encoding_message_bytes);
+    let terminal = UnitTerminalServer::new(TerminalService::new(app.clone()))
+        .max_decoding_message_size(server.max_decoding_message_bytes)
+        .max_encoding_message_size(server.max_encoding_message_bytes);
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    set_health(&health_reporter, tonic_health::ServingStatus::Serving).await;
+    // Both reflection versions: older grpcurl and GUI clients speak only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(lastmile_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
+    info!(
+        addr = ?listener.local_addr().ok(),
+        units = app.dispatcher.unit_count(),
+        config = %app.config.source,
+        "lastmile serving lastmile.v1.Dispatch, lastmile.v1.UnitTerminal, grpc.health.v1, reflection (v1, v1alpha)"
+    );
     let signal = async {
         shutdown.await;
         info!("shutdown: ending live streams, draining requests");
         // Load balancers and probes see the server going before it is gone.
-        health_reporter.set_not_serving::<DispatchServer<DispatchService>>().await;
-        health_reporter.set_not_serving::<UnitTerminalServer<TerminalService>>().await;
-        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        stop.cancel();
-        shared.bus.terminals.close_all();
+        set_health(&health_reporter, tonic_health::ServingStatus::NotServing).await;
+        app.stop.cancel();
+        app.sinks.terminals.close_all();
     };
     // Long-lived streams must not keep a connection's HTTP/2 stream limit busy
     // forever: keepalive finds dead peers.
-    let served = grpc_builder(&config)?
+    grpc_builder(&app.config)?
         .max_concurrent_streams(Some(server.max_concurrent_streams))
         .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(grpc_outcome::OutcomeLayer::new(
-            shared.metrics.clone(),
+        .layer(grpc::outcome::OutcomeLayer::new(
+            app.metrics.clone(),
             Duration::from_millis(server.request_timeout_ms),
         ))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(dispatch)
         .add_service(terminal)
         .serve_with_incoming_shutdown(incoming_nodelay(listener), signal)
-        .await;
-    // Whatever ended serving (a signal, or an error), what was accepted is
-    // delivered and stored before returning.
-    // The gateway drains too (its event streams ended with `stop`).
-    if let Some(gateway) = gateway.as_mut() {
-        let _ = (&mut gateway.0).await;
-    }
-    // Requests are drained; stop the timers, then flush and close the journal.
+        .await?;
+    Ok(())
+}
+
+/// After requests have drained: stops the timers, offers the webhooks what
+/// the feed published and flushes them (bounded by
+/// `webhooks.shutdown_flush_ms`; the rest is dead-lettered to the file),
+/// then closes the journal.
+async fn drain(started: Started) {
+    let Started { app, webhooks, follower, journal, _timers } = started;
     drop(_timers);
-    // Deliver what is queued (bounded by webhooks.shutdown_flush_ms); the rest
-    // is dead-lettered to the file, for replay after the restart.
+    if let Some(follower) = follower {
+        follower.finish(app.sinks.feed.last_seq()).await;
+    }
     webhooks.shutdown().await;
     if let Some(journal) = journal {
         let _ = tokio::task::spawn_blocking(move || journal.close()).await;
     }
-    served?;
-    info!("lastmile stopped");
-    Ok(())
 }

@@ -100,9 +100,9 @@ impl Metrics {
         *self.limit_hits.lock().unwrap_or_else(|p| p.into_inner()).entry(limit).or_default() += 1;
     }
 
-    /// Counts a gRPC call answered with `code` (not OK).
-    pub fn grpc_error(&self, method: &'static str, code: tonic::Code) {
-        *self.grpc_errors.lock().unwrap_or_else(|p| p.into_inner()).entry((method, code as i32)).or_default() += 1;
+    /// A gRPC call answered with an error: its method and gRPC code number.
+    pub fn grpc_error(&self, method: &'static str, code: i32) {
+        *self.grpc_errors.lock().unwrap_or_else(|p| p.into_inner()).entry((method, code)).or_default() += 1;
     }
 
     /// Counts an HTTP gateway answer.
@@ -112,6 +112,28 @@ impl Metrics {
 
     pub fn limit_hits(&self) -> BTreeMap<&'static str, u64> {
         self.limit_hits.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn grpc_errors(&self) -> BTreeMap<(&'static str, i32), u64> {
+        self.grpc_errors.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn http_responses(&self) -> BTreeMap<u16, u64> {
+        self.http_responses.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The page rendered less than [`MIN_SCRAPE_INTERVAL`] ago, or a new
+    /// one from `render` (kept for the next scrapes).
+    pub fn page(&self, render: impl FnOnce() -> String) -> String {
+        let mut last = self.last_page.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, page)) = last.as_ref()
+            && at.elapsed() < MIN_SCRAPE_INTERVAL
+        {
+            return page.clone();
+        }
+        let page = render();
+        *last = Some((std::time::Instant::now(), page.clone()));
+        page
     }
 }
 
@@ -184,183 +206,6 @@ impl Exposition {
     pub fn finish(self) -> String {
         self.text
     }
-}
-
-/// The whole `/metrics` page for a running server, at most once per
-/// [`MIN_SCRAPE_INTERVAL`].
-pub fn render(shared: &crate::Shared) -> String {
-    let mut last = shared.metrics.last_page.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((at, page)) = last.as_ref()
-        && at.elapsed() < MIN_SCRAPE_INTERVAL
-    {
-        return page.clone();
-    }
-    let page = render_now(shared);
-    *last = Some((std::time::Instant::now(), page.clone()));
-    page
-}
-
-fn render_now(shared: &crate::Shared) -> String {
-    let m = &shared.metrics;
-    let mut out = Exposition::default();
-    out.histogram(
-        "lastmile_dispatch_seconds",
-        "ReportIncident from receipt to answer (selection, reservation, durable commit).",
-        &m.dispatch_seconds,
-    );
-    out.histogram(
-        "lastmile_page_ack_seconds",
-        "From a page's sending to the unit's answer (accept or decline).",
-        &m.page_ack_seconds,
-    );
-    if shared.journal.is_some() {
-        out.histogram(
-            "lastmile_journal_commit_seconds",
-            "One group commit (write and fsync).",
-            &m.journal_commit_seconds,
-        );
-    }
-
-    let census = shared.dispatcher.census();
-    out.family(
-        "lastmile_incidents",
-        "gauge",
-        "Incidents held, by state.",
-        [
-            (vec![("state", "open")], census.incidents_open as f64),
-            (vec![("state", "closed")], census.incidents_closed as f64),
-        ],
-    );
-    let tiers: Vec<(String, &str, &str, u64)> = census
-        .tiers
-        .iter()
-        .map(|((tier, town, outcome), n)| (tier.minutes().to_string(), town.as_str(), outcome.name(), *n))
-        .collect();
-    out.family(
-        "lastmile_tiers",
-        "gauge",
-        "Tiers of the incidents held, by tier, town and outcome (within_target, short, met, breached, escalated, cancelled).",
-        tiers.iter().map(|(tier, town, outcome, n)| {
-            (vec![("tier", tier.as_str()), ("town", *town), ("outcome", *outcome)], *n as f64)
-        }),
-    );
-    let units: Vec<(String, &str, u64)> =
-        census.units.iter().map(|((tier, status), n)| (tier.minutes().to_string(), status.name(), *n)).collect();
-    out.family(
-        "lastmile_units",
-        "gauge",
-        "Units by tier and status.",
-        units.iter().map(|(tier, status, n)| (vec![("tier", tier.as_str()), ("status", *status)], *n as f64)),
-    );
-
-    let feed = &shared.bus.feed;
-    out.single(
-        "lastmile_feed_watchers",
-        "gauge",
-        "Live-feed watchers connected (gRPC WatchEvents and HTTP SSE).",
-        feed.watchers.load(Ordering::Relaxed) as f64,
-    );
-    out.single("lastmile_feed_last_seq", "counter", "Last live-feed sequence number issued.", feed.last_seq() as f64);
-
-    let hits = m.limit_hits();
-    out.family(
-        "lastmile_limit_hits_total",
-        "counter",
-        "Requests or streams refused or ended by a bound, by the bound's config key.",
-        hits.iter().map(|(limit, n)| (vec![("limit", *limit)], *n as f64)),
-    );
-    let errors: Vec<(&str, String, u64)> = m
-        .grpc_errors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|((method, code), n)| (*method, format!("{:?}", tonic::Code::from_i32(*code)), *n))
-        .collect();
-    out.family(
-        "lastmile_grpc_errors_total",
-        "counter",
-        "gRPC calls answered with an error, by method and code.",
-        errors.iter().map(|(method, code, n)| (vec![("method", *method), ("code", code.as_str())], *n as f64)),
-    );
-    let http: Vec<(String, u64)> = m
-        .http_responses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(status, n)| (status.to_string(), *n))
-        .collect();
-    out.family(
-        "lastmile_http_responses_total",
-        "counter",
-        "JSON/HTTP gateway answers by status (4xx: refusals, e.g. 400 validation, 413 body size, 429 rate).",
-        http.iter().map(|(status, n)| (vec![("status", status.as_str())], *n as f64)),
-    );
-    let auth = &shared.auth.counters;
-    out.family(
-        "lastmile_auth_refusals_total",
-        "counter",
-        "Calls refused by auth, by reason.",
-        [
-            (vec![("reason", "unauthenticated")], auth.unauthenticated.load(Ordering::Relaxed) as f64),
-            (vec![("reason", "permission_denied")], auth.permission_denied.load(Ordering::Relaxed) as f64),
-            (vec![("reason", "rate_limited")], auth.rate_limited.load(Ordering::Relaxed) as f64),
-        ],
-    );
-    let webhooks = shared.webhooks.stats();
-    let per_endpoint = |f: &dyn Fn(&crate::webhook::EndpointStats) -> f64| {
-        webhooks.endpoints.iter().map(|e| (vec![("endpoint", e.name.as_str())], f(e))).collect::<Vec<_>>()
-    };
-    out.family(
-        "lastmile_webhook_queue_depth",
-        "gauge",
-        "Deliveries waiting in the endpoint's queue.",
-        per_endpoint(&|e| e.queue_depth as f64),
-    );
-    out.family(
-        "lastmile_webhook_delivered_total",
-        "counter",
-        "Deliveries answered 2xx.",
-        per_endpoint(&|e| e.delivered as f64),
-    );
-    out.family(
-        "lastmile_webhook_retries_total",
-        "counter",
-        "Attempts after the first.",
-        per_endpoint(&|e| e.retried as f64),
-    );
-    out.family(
-        "lastmile_webhook_failures_total",
-        "counter",
-        "Deliveries dead-lettered: retries exhausted, rejected, or cut off by shutdown.",
-        per_endpoint(&|e| e.failed as f64),
-    );
-    out.family(
-        "lastmile_webhook_dropped_queue_full_total",
-        "counter",
-        "Deliveries dead-lettered because the endpoint's queue was full.",
-        per_endpoint(&|e| e.dropped_queue_full as f64),
-    );
-    out.single(
-        "lastmile_webhook_dead_letters",
-        "gauge",
-        "Dead letters held (read and replay them under /v1/admin/webhooks/dead-letters).",
-        webhooks.dead_letters_kept as f64,
-    );
-    out.single(
-        "lastmile_webhook_dead_letters_dropped_total",
-        "counter",
-        "Dead letters dropped, oldest first, at webhooks.max_dead_letters_kept.",
-        webhooks.dead_letters_dropped as f64,
-    );
-    if let Some(journal) = &shared.journal {
-        out.single(
-            "lastmile_journal_failed",
-            "gauge",
-            "1 once a journal write has failed (every change is refused from then on).",
-            if journal.failure().is_some() { 1.0 } else { 0.0 },
-        );
-    }
-    out.finish()
 }
 
 #[cfg(test)]

@@ -313,7 +313,7 @@ async fn webhook_e2e_queue_full_dead_letters_without_blocking_and_spares_other_e
 async fn webhook_e2e_https_trusting_the_endpoint_ca() {
     let rx = tls_receiver(SECRET, Reply::Status(200)).await;
     let mut e = endpoint("siping", &rx.url);
-    e.ca_path = fixture("ca.pem").display().to_string();
+    e.ca_path = Some(fixture("ca.pem").display().to_string());
     let webhooks = start(vec![e], None);
     webhooks.offer("TIER_BREACHED", body(1));
     webhooks.offer("TIER_MET", body(2));
@@ -325,7 +325,7 @@ async fn webhook_e2e_https_trusting_the_endpoint_ca() {
 
     // A CA file that is not one is refused at start, naming the key.
     let mut e = endpoint("siping", &rx.url);
-    e.ca_path = fixture("README.md").display().to_string();
+    e.ca_path = Some(fixture("README.md").display().to_string());
     let config = WebhooksConfig { endpoints: vec![e], ..WebhooksConfig::default() };
     let err = Webhooks::start(&config, None, CancellationToken::new()).err().unwrap().to_string();
     assert!(err.contains("webhooks.endpoints[0].ca_path"), "{err}");

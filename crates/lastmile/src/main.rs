@@ -9,11 +9,14 @@
 //!   release` are a small gRPC client for people at a terminal (the same calls
 //!   any gRPC tool can make through server reflection).
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod client;
 mod connect;
 mod sim_terminal;
 mod watch;
+
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,26 +37,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the dispatch service.
-    Serve {
-        /// Configuration file (default: the embedded config/lastmile.toml and Luqiao dataset).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// gRPC listen address, overriding `server.listen` (port 0 picks a free port).
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-        /// JSON/HTTP gateway listen address, overriding `http.listen` ("" = no gateway).
-        #[arg(long, value_name = "ADDR")]
-        http_listen: Option<String>,
-        /// Log as JSON lines instead of human-readable text. Level: RUST_LOG (default info).
-        #[arg(long)]
-        log_json: bool,
-        /// Journal folder, overriding `journal.data_dir` (default: ./data).
-        #[arg(long, conflicts_with = "in_memory")]
-        data_dir: Option<PathBuf>,
-        /// No journal: nothing survives a restart (demos, benchmarks).
-        #[arg(long)]
-        in_memory: bool,
-    },
+    Serve(ServeArgs),
     /// Follow the dispatchers' live feed, one line per event.
     Watch {
         #[command(flatten)]
@@ -110,6 +94,60 @@ enum Command {
     Client(client::ClientCommand),
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (default: the embedded config/lastmile.toml and Luqiao dataset).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC listen address, overriding `server.listen` (`127.0.0.1:0` picks a free port).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// JSON/HTTP gateway listen address, overriding `http.listen`.
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_http")]
+    http_listen: Option<String>,
+    /// No JSON/HTTP gateway, whatever `http.listen` says.
+    #[arg(long)]
+    no_http: bool,
+    /// Log as JSON lines instead of human-readable text. Level: RUST_LOG (default info).
+    #[arg(long)]
+    log_json: bool,
+    /// SQLite journal in this folder, overriding `[journal]` (default: ./data).
+    #[arg(long, conflicts_with = "in_memory")]
+    data_dir: Option<PathBuf>,
+    /// Journal backend "memory": nothing survives a restart (demos, benchmarks).
+    #[arg(long)]
+    in_memory: bool,
+}
+
+impl ServeArgs {
+    /// The configuration file (or the embedded one) with the flags applied,
+    /// validated again when a flag changed it.
+    fn config(&self) -> anyhow::Result<LastmileConfig> {
+        use lastmile_server::config::JournalBackend;
+        let mut config = match &self.config {
+            Some(path) => LastmileConfig::load(path)?,
+            None => LastmileConfig::embedded()?,
+        };
+        if let Some(addr) = self.listen {
+            config.server.listen = addr;
+        }
+        if self.in_memory {
+            config.journal.backend = JournalBackend::Memory;
+        } else if let Some(dir) = &self.data_dir {
+            config.journal.backend = JournalBackend::Sqlite { data_dir: dir.clone() };
+        }
+        if self.no_http {
+            config.http.listen = None;
+        } else if let Some(addr) = &self.http_listen {
+            anyhow::ensure!(!addr.is_empty(), "--http-listen: empty; use --no-http for no gateway");
+            config.http.listen = Some(addr.clone());
+        }
+        // Flags are checked like the file's values (e.g. naming `http.listen`).
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 #[derive(Subcommand)]
 enum WebhooksCommand {
     /// Print the dead-letter log, one JSON object per line, oldest first
@@ -146,10 +184,9 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { config, listen, http_listen, log_json, data_dir, in_memory } => {
-            init_logging(log_json);
-            let data_dir = if in_memory { Some(String::new()) } else { data_dir.map(|d| d.display().to_string()) };
-            runtime.block_on(serve(config, listen, http_listen, data_dir))
+        Command::Serve(args) => {
+            init_logging(args.log_json);
+            runtime.block_on(serve(args.config()?))
         }
         Command::Watch { target, after_seq, incident, unit } => {
             runtime.block_on(watch::run(target, after_seq, incident, unit))
@@ -196,11 +233,11 @@ fn print_dead_letters(config: Option<PathBuf>, data_dir: Option<PathBuf>, file: 
                 Some(path) => LastmileConfig::load(path)?,
                 None => LastmileConfig::embedded()?,
             };
-            let data_dir = data_dir.map(|d| d.display().to_string()).unwrap_or(config.journal.data_dir.clone());
+            let data_dir = data_dir.or_else(|| config.journal.backend.data_dir().map(PathBuf::from));
             let path = config
                 .webhooks
-                .dead_letter_file(&data_dir)
-                .context("no dead-letter file: webhooks.dead_letter_path is empty and the journal is in memory")?;
+                .dead_letter_file(data_dir.as_deref())
+                .context("no dead-letter file: webhooks.dead_letter_path is not set and the journal is in memory")?;
             (path, config.webhooks.max_dead_letters_kept)
         }
     };
@@ -226,31 +263,10 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn serve(
-    config_path: Option<PathBuf>,
-    listen: Option<std::net::SocketAddr>,
-    http_listen: Option<String>,
-    data_dir: Option<String>,
-) -> anyhow::Result<()> {
-    let mut config = match &config_path {
-        Some(path) => LastmileConfig::load(path)?,
-        None => LastmileConfig::embedded()?,
-    };
-    let overridden = listen.is_some() || http_listen.is_some();
-    if let Some(addr) = listen {
-        config.server.listen = addr;
-    }
-    if let Some(dir) = data_dir {
-        config.journal.data_dir = dir;
-    }
-    if let Some(addr) = http_listen {
-        config.http.listen = addr;
-    }
-    if overridden {
-        // Flags are checked like the file's values (e.g. naming `http.listen`).
-        config.validate()?;
-    }
-    if config.journal.data_dir.is_empty() {
+/// Binds, recovers (the port answering health NOT_SERVING meanwhile),
+/// serves, and on SIGTERM/SIGINT drains for `server.shutdown_grace_ms`.
+async fn serve(config: LastmileConfig) -> anyhow::Result<()> {
+    if !config.journal.backend.is_durable() {
         warn!("running in memory: nothing survives a restart");
     }
     // Before anything listens: no open service on a reachable address.
@@ -263,22 +279,7 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let listener = Arc::new(listener);
-    // Recover (read the journal, rebuild the state) while the port answers
-    // health checks with NOT_SERVING; then serve for real.
-    let (recovered_tx, recovered_rx) = tokio::sync::oneshot::channel::<()>();
-    let health_config = config.clone();
-    let health_listener = listener.clone();
-    let health_phase = tokio::spawn(async move {
-        lastmile_server::serve_health_while_recovering(health_listener, &health_config, async {
-            let _ = recovered_rx.await;
-        })
-        .await
-    });
-    let recovery_config = config.clone();
-    let opened = tokio::task::spawn_blocking(move || lastmile_server::open(&recovery_config)).await?;
-    let _ = recovered_tx.send(());
-    health_phase.await??;
-    let opened = opened?;
+    let opened = recover_answering_health(&config, listener.clone()).await?;
     // The gateway's port is bound once recovered, so a journal that cannot be
     // opened is reported as such, not as a busy port.
     let http_listener = match config.http.listen_addr() {
@@ -289,25 +290,56 @@ async fn serve(
         ),
         None => None,
     };
-    {
-        use std::io::Write;
-        // Printed once recovered, i.e. ready: scripts and tests that pass port 0
-        // read the real address from this line. (During recovery the port
-        // already answers grpc.health.v1 with NOT_SERVING, and nothing else.)
-        // A closed stdout is ignored: the server must not die because its reader did.
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "lastmile listening on {}", listener.local_addr()?);
-        // Second, so scripts reading the first line are unaffected.
-        if let Some(http) = &http_listener {
-            let _ = writeln!(out, "lastmile http listening on {}", http.local_addr()?);
-        }
-        let _ = out.flush();
-    }
-    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-    let config = Arc::new(config);
-
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    print_listening(&listener, http_listener.as_ref())?;
     let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener };
+    run_until_signal(Arc::new(config), listeners, opened).await
+}
+
+/// Reads the journal and rebuilds the state while the port answers health
+/// checks with NOT_SERVING.
+async fn recover_answering_health(
+    config: &LastmileConfig,
+    listener: Arc<tokio::net::TcpListener>,
+) -> anyhow::Result<lastmile_server::Opened> {
+    let (recovered_tx, recovered_rx) = tokio::sync::oneshot::channel::<()>();
+    let health_config = config.clone();
+    let health_phase = tokio::spawn(async move {
+        lastmile_server::serve_health_while_recovering(listener, &health_config, async {
+            let _ = recovered_rx.await;
+        })
+        .await
+    });
+    let recovery_config = config.clone();
+    let opened = tokio::task::spawn_blocking(move || lastmile_server::open(&recovery_config)).await?;
+    let _ = recovered_tx.send(());
+    health_phase.await??;
+    Ok(opened?)
+}
+
+/// Printed once recovered, i.e. ready: scripts and tests that pass port 0
+/// read the real addresses from these lines (gRPC first, so scripts reading
+/// the first line are unaffected). A closed stdout is ignored: the server
+/// must not die because its reader did.
+fn print_listening(grpc: &tokio::net::TcpListener, http: Option<&tokio::net::TcpListener>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "lastmile listening on {}", grpc.local_addr()?);
+    if let Some(http) = http {
+        let _ = writeln!(out, "lastmile http listening on {}", http.local_addr()?);
+    }
+    let _ = out.flush();
+    Ok(())
+}
+
+/// Serves until SIGTERM/SIGINT, then drains for at most
+/// `server.shutdown_grace_ms`; a second signal exits at once.
+async fn run_until_signal(
+    config: Arc<LastmileConfig>,
+    listeners: lastmile_server::Listeners,
+    opened: lastmile_server::Opened,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(lastmile_server::run_opened(listeners, config, opened, async {
         let _ = stop_rx.await;
     }));

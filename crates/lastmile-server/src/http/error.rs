@@ -1,115 +1,78 @@
-//! The gateway's one error table: a gRPC code -> an HTTP status, and every
-//! refusal (the service's `Status`, a malformed body or query, an unknown
-//! route) -> the same JSON body `{"error": {"code", "message"}}`.
+//! The gateway's refusals: an application error at the status its code's
+//! row gives ([`crate::error::ErrorCode::row`]: the one table), and the
+//! gateway's own (a malformed body or query, an unknown route) with the
+//! code that says what they mean; every one with the same JSON body
+//! `{"error": {"code", "message"}}`.
+//!
+//! A few statuses are the gateway's own, not the table's, because HTTP has
+//! a more precise word for them: 413 for a body over `http.max_body_bytes`
+//! (RESOURCE_EXHAUSTED), 415 for a body that is not JSON
+//! (INVALID_ARGUMENT), 408 for a body not received in time
+//! (DEADLINE_EXCEEDED), 405 for a wrong method (UNIMPLEMENTED).
 
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tonic::Code;
 
-use super::json::{ErrorBody, ErrorDetail};
+use crate::error::{AppError, ErrorCode};
+use crate::json::{ErrorBody, ErrorDetail};
 
 /// A refusal, as the gateway answers it.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    /// The gRPC code's name: the meaning, shared with gRPC callers.
-    pub code: &'static str,
+    /// The meaning, shared with gRPC callers.
+    pub code: ErrorCode,
     pub message: String,
+    /// `Retry-After`, seconds (every 429 carries one: 1 unless the error says).
+    pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
-        ApiError { status, code: code_name(code), message: message.into() }
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after_s: None }
     }
 
     /// A malformed request (body, query, header): 400 INVALID_ARGUMENT.
     pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, message)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidArgument, message)
     }
 }
 
-/// The HTTP status for a gRPC code.
-pub fn http_status(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        // 499 "client closed request" (nginx): what gRPC's CANCELLED means.
-        Code::Cancelled => StatusCode::from_u16(499).expect("499 is a valid status"),
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+/// Every code name, for `openapi.json`'s enum (checked by the e2e test):
+/// `OK` and the table's, in gRPC number order.
+pub fn code_names() -> Vec<&'static str> {
+    std::iter::once("OK").chain(ErrorCode::ALL.iter().map(|c| c.name())).collect()
 }
 
-/// The canonical name of a gRPC code (`INVALID_ARGUMENT`).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// Every code name, for `openapi.json`'s enum (checked by the e2e test).
-pub const CODE_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-impl From<tonic::Status> for ApiError {
-    fn from(status: tonic::Status) -> Self {
-        ApiError::new(http_status(status.code()), status.code(), status.message())
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError { status, code: error.code, message: error.message, retry_after_s: error.retry_after_s }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        let headers = response.headers_mut();
         match self.status {
             // RFC 6750: tell the client which scheme to use.
             StatusCode::UNAUTHORIZED => {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            // A token over its rate: the bucket refills within a second or so.
-            StatusCode::TOO_MANY_REQUESTS => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            // A bound that clears by itself (a token's rate refills within a
+            // second or so).
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                let seconds = match (self.status, self.retry_after_s) {
+                    (_, Some(s)) => Some(s),
+                    (StatusCode::TOO_MANY_REQUESTS, None) => Some(1),
+                    _ => None,
+                };
+                if let Some(seconds) = seconds {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
             }
             _ => {}
         }
@@ -119,7 +82,7 @@ impl IntoResponse for ApiError {
 
 impl ApiError {
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } }
+        ErrorBody { error: ErrorDetail { code: self.code.name(), message: self.message.clone() } }
     }
 }
 
@@ -129,7 +92,7 @@ impl ApiError {
 pub fn body_too_large(max_body_bytes: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        Code::ResourceExhausted,
+        ErrorCode::ResourceExhausted,
         format!("request body: larger than {max_body_bytes} bytes (http.max_body_bytes)"),
     )
 }

@@ -1,30 +1,32 @@
-//! The JSON/HTTP gateway: the `lastmile.v1.Dispatch` operations for systems
-//! that cannot speak gRPC (the upstream grid-governance command system), and
-//! the live feed as Server-Sent Events.
+//! The JSON/HTTP adapter: every `lastmile.v1.Dispatch` operation as JSON
+//! over HTTP/1.1, the live feed as Server-Sent Events, `/metrics`,
+//! `/healthz`, the OpenAPI document and the webhook admin routes.
 //!
-//! Same behaviour as gRPC by construction: every handler maps its JSON to
-//! the prost request, calls the [`DispatchService`] the gRPC server runs
-//! (built from the same [`Shared`]), and maps the answer back; a
-//! `tonic::Status` becomes an HTTP status by one table ([`error`]). So
-//! validation, error messages, idempotency by `external_id` and the feed's
-//! limits (`feed.max_watchers`, `feed.subscriber_buffer_events`,
-//! `feed.watcher_stall_timeout_ms`) are the gRPC ones. Nothing of dispatch is
-//! decided here.
+//! A sibling of the gRPC adapter over the same application layer
+//! ([`crate::app`]): each handler authenticates the caller (once, before
+//! its body is read: [`authenticate`]), parses its path, query and JSON
+//! body ([`crate::json`], the proto's mirror), calls the one application
+//! operation and writes its answer as JSON; an application error becomes a
+//! status by the one table ([`crate::error`]). So validation, error
+//! messages, idempotency by `external_id` and the feed's limits are the
+//! gRPC ones by construction, and nothing of dispatch is decided here.
 //!
 //! # Layout
 //!
-//! - [`json`]: the DTOs (and [`json::event`], the one JSON form of a feed event).
-//! - [`error`]: gRPC code -> HTTP status, and every refusal's JSON body.
+//! - [`handlers`]: the Dispatch operations.
 //! - [`sse`]: `GET /v1/events`.
+//! - [`admin`]: webhook dead letters (role admin).
+//! - [`prometheus`]: `/metrics`.
+//! - [`error`]: refusals and their JSON body.
 //! - `openapi.json`: the document served at `GET /openapi.json`; the e2e
-//!   test (`tests/gateway.rs`) checks real responses against it.
+//!   tests check real responses against it.
 //!
-//! [`router`] builds the routes; [`serve`] runs them on a listener. They are
-//! separate so that middleware (authentication, metrics) can wrap the router
-//! before it is served.
+//! [`router`] builds the routes; [`serve`] runs them on a listener.
 
+pub mod admin;
 pub mod error;
-pub mod json;
+pub mod handlers;
+pub mod prometheus;
 pub mod sse;
 
 use std::future::Future;
@@ -33,20 +35,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use lastmile_proto::v1 as pb;
-use lastmile_proto::v1::dispatch_server::Dispatch;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
-use tonic::Code;
 
-use crate::Shared;
+use crate::app::App;
 use crate::config::HttpConfig;
-use crate::service::DispatchService;
+use crate::error::ErrorCode;
+use crate::webhook::Webhooks;
 use error::ApiError;
 
 /// The OpenAPI 3.1 document of this gateway.
@@ -55,36 +54,40 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 /// What every handler shares.
 #[derive(Clone)]
 pub struct Gateway {
-    /// The gRPC service itself: handlers call its methods.
-    dispatch: Arc<DispatchService>,
-    /// For `server.request_timeout_ms` and the feed's shutdown.
-    shared: Arc<Shared>,
+    pub(crate) app: Arc<App>,
+    /// For the admin routes and `/metrics`.
+    pub(crate) webhooks: Arc<Webhooks>,
     max_body_bytes: usize,
     sse_keepalive: Duration,
 }
 
 /// The gateway's routes, as a router with its state applied, so callers can
-/// add layers (authentication) and routes (metrics) before serving it.
-pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
+/// add layers and routes before serving it.
+pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Router {
     let gateway = Gateway {
-        dispatch: Arc::new(DispatchService::new(shared.clone())),
-        shared,
+        app,
+        webhooks,
         max_body_bytes: config.max_body_bytes,
         sse_keepalive: Duration::from_secs(config.sse_keepalive_s),
     };
+    use handlers::*;
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(prometheus::metrics))
         .route("/openapi.json", get(openapi))
+        .route("/v1/ping", get(ping))
         .route("/v1/incidents", post(report_incident).get(list_incidents))
         .route("/v1/incidents/{id}", get(get_incident))
         .route("/v1/incidents/{id}/close", post(close_incident))
+        .route("/v1/incidents/{id}/assign", post(assign_unit))
         .route("/v1/dispatch/preview", post(preview_dispatch))
         .route("/v1/units", get(list_units))
-        .route("/v1/units/{id}", get(get_unit))
+        .route("/v1/units/{id}", get(get_unit).put(upsert_unit))
+        .route("/v1/units/{id}/status", post(set_unit_status))
+        .route("/v1/units/{id}/release", post(release_unit))
         .route("/v1/events", get(sse::watch_events))
-        .route("/v1/admin/webhooks/dead-letters", get(read_dead_letters))
-        .route("/v1/admin/webhooks/dead-letters/replay", post(replay_dead_letters))
+        .route("/v1/admin/webhooks/dead-letters", get(admin::read_dead_letters))
+        .route("/v1/admin/webhooks/dead-letters/replay", post(admin::replay_dead_letters))
         // Strangers are refused before their bodies are read.
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), authenticate))
         .fallback(unknown_route)
@@ -98,7 +101,7 @@ pub fn router(shared: Arc<Shared>, config: &HttpConfig) -> Router {
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting and waits for the connections to finish their requests. Event
-/// streams end on their own at shutdown (`Shared::stop`), so they do not hold
+/// streams end on their own at shutdown (`App::stop`), so they do not hold
 /// the drain open; bounding the drain is the caller's
 /// (`server.shutdown_grace_ms` in the binary).
 ///
@@ -224,19 +227,19 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for JsonBody<T> {
                 mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
             });
         // A body trickling in must not hold a connection place for ever.
-        let limit_ms = gateway.shared.config.server.request_timeout_ms;
+        let limit_ms = gateway.app.config.server.request_timeout_ms;
         let read = tokio::time::timeout(Duration::from_millis(limit_ms), Bytes::from_request(request, gateway));
         let read = read.await.map_err(|_| {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                Code::DeadlineExceeded,
+                ErrorCode::DeadlineExceeded,
                 format!("request body: not received within {limit_ms} ms (server.request_timeout_ms)"),
             )
         })?;
         let bytes = read.map_err(|r| {
             let refusal = error::from_bytes_rejection(r, gateway.max_body_bytes);
             if refusal.status == StatusCode::PAYLOAD_TOO_LARGE {
-                gateway.shared.metrics.limit_hit("http.max_body_bytes");
+                gateway.app.metrics.limit_hit("http.max_body_bytes");
             }
             refusal
         })?;
@@ -250,7 +253,7 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for JsonBody<T> {
         if is_json != Some(true) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Code::InvalidArgument,
+                ErrorCode::InvalidArgument,
                 "request body: Content-Type must be application/json",
             ));
         }
@@ -258,201 +261,71 @@ impl<T: DeserializeOwned> FromRequest<Gateway> for JsonBody<T> {
     }
 }
 
-/// Runs one call of the gRPC service under `server.request_timeout_ms`, as
-/// the gRPC server does (there the answer is CANCELLED; here 504
+/// Runs an operation that changes state under `server.request_timeout_ms`,
+/// as the gRPC adapter does (there the answer is CANCELLED; here 504
 /// DEADLINE_EXCEEDED, which is what it means to an HTTP client).
-async fn call<T>(
+pub(crate) async fn timed<T>(
     gateway: &Gateway,
-    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    operation: impl Future<Output = Result<T, crate::error::AppError>>,
 ) -> Result<T, ApiError> {
-    let limit_ms = gateway.shared.config.server.request_timeout_ms;
-    match tokio::time::timeout(Duration::from_millis(limit_ms), call).await {
-        Ok(answer) => Ok(answer?.into_inner()),
+    let limit_ms = gateway.app.config.server.request_timeout_ms;
+    match tokio::time::timeout(Duration::from_millis(limit_ms), operation).await {
+        Ok(answer) => Ok(answer?),
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            Code::DeadlineExceeded,
+            ErrorCode::DeadlineExceeded,
             format!("not answered within {limit_ms} ms (server.request_timeout_ms)"),
         )),
     }
 }
 
-/// The gRPC request the gateway hands to the service, with the caller's
-/// `authorization` header: the service's own check ([`crate::auth`]) decides,
-/// so HTTP and gRPC callers are held to the same table and rate.
-pub(super) fn grpc_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(value) = headers.get(header::AUTHORIZATION)
-        && let Ok(value) = tonic::metadata::MetadataValue::try_from(value.as_bytes())
-    {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
-
-fn ok<T: serde::Serialize>(value: T) -> Response {
+pub(crate) fn ok<T: serde::Serialize>(value: T) -> Response {
     axum::Json(value).into_response()
 }
 
 /// 503 NOT_SERVING once shutting down or after a journal write failed
 /// (every change is refused then): what a load balancer should act on.
 async fn healthz(State(gateway): State<Gateway>) -> Response {
-    let shared = &gateway.shared;
-    let failed = shared.journal.as_ref().is_some_and(|j| j.failure().is_some());
-    if failed || shared.stop.is_cancelled() {
+    if !gateway.app.serving() {
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "NOT_SERVING" })))
             .into_response();
     }
     ok(serde_json::json!({ "status": "SERVING" }))
 }
 
-/// Prometheus text format; open like health (see [`crate::metrics`]).
-async fn metrics(State(gateway): State<Gateway>) -> Response {
-    let text = crate::metrics::render(&gateway.shared);
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
-        .into_response()
-}
-
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI_JSON).into_response()
 }
 
-/// `POST /v1/incidents`: 201 and `Location` for a new incident, 200 with
-/// `duplicate: true` for a repeated `external_id`.
-async fn report_incident(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<json::ReportIncidentBody>,
-) -> Result<Response, ApiError> {
-    let request = pb::ReportIncidentRequest::from(body);
-    let answer = call(&gateway, gateway.dispatch.report_incident(grpc_request(&headers, request))).await?;
-    let answer = json::ReportIncidentResponse::from(answer);
-    if answer.duplicate {
-        return Ok(ok(answer));
-    }
-    let location = HeaderValue::try_from(format!("/v1/incidents/{}", answer.incident.id)).ok();
-    let mut response = (StatusCode::CREATED, axum::Json(answer)).into_response();
-    if let Some(location) = location {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
-}
-
-async fn get_incident(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(error::from_path_rejection)?;
-    let answer =
-        call(&gateway, gateway.dispatch.get_incident(grpc_request(&headers, pb::GetIncidentRequest { id }))).await?;
-    Ok(ok(json::Incident::from(answer)))
-}
-
-async fn list_incidents(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    query: Result<Query<json::ListIncidentsQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(error::from_query_rejection)?;
-    let request = pb::ListIncidentsRequest::from(query);
-    let answer = call(&gateway, gateway.dispatch.list_incidents(grpc_request(&headers, request))).await?;
-    Ok(ok(json::ListIncidentsResponse::from(answer)))
-}
-
-async fn close_incident(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    JsonBody(body): JsonBody<json::CloseIncidentBody>,
-) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(error::from_path_rejection)?;
-    let request = pb::CloseIncidentRequest { id, reason: body.reason };
-    let answer = call(&gateway, gateway.dispatch.close_incident(grpc_request(&headers, request))).await?;
-    Ok(ok(json::CloseIncidentResponse::from(answer)))
-}
-
-async fn preview_dispatch(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<json::PreviewDispatchBody>,
-) -> Result<Response, ApiError> {
-    let request = pb::PreviewDispatchRequest::from(body);
-    let answer = call(&gateway, gateway.dispatch.preview_dispatch(grpc_request(&headers, request))).await?;
-    Ok(ok(json::PreviewDispatchResponse::from(answer)))
-}
-
-async fn list_units(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    query: Result<Query<json::ListUnitsQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(error::from_query_rejection)?;
-    let request = pb::ListUnitsRequest::from(query);
-    let answer = call(&gateway, gateway.dispatch.list_units(grpc_request(&headers, request))).await?;
-    Ok(ok(json::ListUnitsResponse::from(answer)))
-}
-
-async fn get_unit(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(error::from_path_rejection)?;
-    let answer = call(&gateway, gateway.dispatch.get_unit(grpc_request(&headers, pb::GetUnitRequest { id }))).await?;
-    Ok(ok(json::Unit::from(answer)))
-}
-
 async fn count_response(State(gateway): State<Gateway>, response: Response) -> Response {
-    gateway.shared.metrics.http_response(response.status().as_u16());
+    gateway.app.metrics.http_response(response.status().as_u16());
     response
 }
 
-/// Every route but health, metrics and the document needs a configured
-/// token (the operation's role and rate are checked by the handler).
+/// Every `/v1/` route needs a configured token (what the caller may do is
+/// the operation's check). The caller goes to the handler as a request
+/// extension; health, metrics and the document stay open.
 async fn authenticate(
     State(gateway): State<Gateway>,
-    request: Request,
+    mut request: Request,
     next: axum::middleware::Next,
 ) -> Result<Response, ApiError> {
     if request.uri().path().starts_with("/v1/") {
         let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        gateway.shared.auth.authenticate_header(authorization).map_err(ApiError::from)?;
+        let caller = gateway.app.authenticate(authorization)?;
+        request.extensions_mut().insert(caller);
     }
     Ok(next.run(request).await)
 }
 
-/// The operator's own check for routes that are not gRPC calls.
-fn authorize(gateway: &Gateway, headers: &HeaderMap, op: crate::auth::Operation) -> Result<(), ApiError> {
-    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    gateway.shared.auth.check_header(authorization, op).map(|_| ()).map_err(ApiError::from)
-}
-
-/// `GET /v1/admin/webhooks/dead-letters`: the webhook deliveries that
-/// failed, oldest first (role admin).
-async fn read_dead_letters(State(gateway): State<Gateway>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&gateway, &headers, crate::auth::Operation::ReadDeadLetters)?;
-    Ok(ok(json::DeadLetters { dead_letters: gateway.shared.webhooks.dead_letters() }))
-}
-
-/// `POST /v1/admin/webhooks/dead-letters/replay`: puts them (of one
-/// `endpoint`, or all) back in their endpoints' queues (role admin).
-async fn replay_dead_letters(
-    State(gateway): State<Gateway>,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody<json::ReplayBody>,
-) -> Result<Response, ApiError> {
-    authorize(&gateway, &headers, crate::auth::Operation::ReplayDeadLetters)?;
-    Ok(ok(gateway.shared.webhooks.replay_dead_letters(body.endpoint.as_deref())))
-}
-
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, format!("no route {}", uri.path()))
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no route {}", uri.path()))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        Code::Unimplemented,
+        ErrorCode::Unimplemented,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }

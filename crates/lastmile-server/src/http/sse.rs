@@ -1,8 +1,8 @@
 //! `GET /v1/events`: the live feed as Server-Sent Events.
 //!
-//! It is the gRPC `WatchEvents` stream itself (the same subscription:
-//! history + live broadcast, the same watcher limit, per-watcher buffer and
-//! stall timeout), re-framed: each event is
+//! The same watcher as gRPC `WatchEvents` ([`crate::app::App::watch`]: the
+//! same subscription, history + live broadcast, the same watcher limit,
+//! per-watcher buffer and stall timeout), framed for SSE: each event is
 //!
 //! ```text
 //! id: <seq>
@@ -23,23 +23,27 @@
 
 use std::convert::Infallible;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use lastmile_proto::v1 as pb;
-use lastmile_proto::v1::dispatch_server::Dispatch;
 use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
+use super::Gateway;
 use super::error::{self, ApiError};
-use super::{Gateway, json};
+use crate::app::Caller;
+use crate::app::feed::WatchFilter;
+use crate::{json, wire};
 
 /// The header an SSE client sends to resume.
 pub const LAST_EVENT_ID: &str = "last-event-id";
 
 pub(super) async fn watch_events(
     State(gateway): State<Gateway>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     query: Result<Query<json::WatchEventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -52,25 +56,28 @@ pub(super) async fn watch_events(
             .ok_or_else(|| ApiError::invalid(format!("Last-Event-ID: {value:?} is not a feed sequence number")))?,
         None => query.after_seq.unwrap_or(0),
     };
-    let request = pb::WatchEventsRequest {
+    let filter = WatchFilter {
         after_seq,
         incident_id: query.incident_id.unwrap_or_default(),
         unit_id: query.unit_id.unwrap_or_default(),
     };
     // No request timeout here: the stream lives until the client leaves, the
-    // feed ends it, or the server shuts down (the service's forwarding task
-    // watches `Shared::stop` and ends with UNAVAILABLE).
-    let feed = gateway.dispatch.watch_events(super::grpc_request(&headers, request)).await?.into_inner();
-    let events = feed.map(|item| -> Result<Event, Infallible> {
+    // feed ends it, or the server shuts down (the watcher's forwarding task
+    // watches `App::stop` and ends with UNAVAILABLE).
+    let feed = gateway.app.watch(&caller, filter)?;
+    let events = ReceiverStream::new(feed).map(|item| -> Result<Event, Infallible> {
         Ok(match item {
-            Ok(event) => Event::default()
-                .id(event.seq.to_string())
-                .event(json::event_type_name(&event))
-                .data(json::event_text(&event)),
+            Ok(event) => {
+                let event = wire::event_to_pb(&event);
+                Event::default()
+                    .id(event.seq.to_string())
+                    .event(json::event_type_name(&event))
+                    .data(json::event_text(&event))
+            }
             // The forwarding task sends at most one error and then ends, so
             // this is the stream's last event.
-            Err(status) => {
-                let body = ApiError::from(status).body();
+            Err(refusal) => {
+                let body = ApiError::from(refusal).body();
                 Event::default().event("feed_error").data(serde_json::to_string(&body).unwrap_or_default())
             }
         })

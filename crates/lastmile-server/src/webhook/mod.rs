@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the `[webhooks]` section, validated once.
+//! - `crate::config::webhooks`: the `[webhooks]` section, validated once.
+//! - [`follow`]: the consumer of the live feed.
 //! - [`sign`]: `X-Lastmile-Signature` (HMAC-SHA256 of the body) and its check.
 //! - [`delivery`]: one task per endpoint: bounded queue, one POST in flight,
 //!   retries with full-jitter backoff, the HTTP transport.
@@ -11,9 +12,9 @@
 //! - [`dead_letter`]: failed deliveries, in memory and in a JSON Lines file;
 //!   replayed by an operator.
 //!
-//! [`Webhooks::offer`] is called on the dispatch path while a lock is held:
-//! it never waits and never does I/O. A full queue dead-letters the delivery
-//! (`queue_full`) instead of waiting. A slow or dead endpoint holds up only
+//! The endpoints follow the live feed like any other consumer ([`follow`]):
+//! [`Webhooks::offer`] never waits and never does I/O. A full queue
+//! dead-letters the delivery (`queue_full`) instead of waiting. A slow or dead endpoint holds up only
 //! its own queue.
 //!
 //! Delivery is at least once while the server runs (a timeout after the
@@ -24,9 +25,9 @@
 //! file is written by the supervisor task while it runs: dead letters made
 //! after `shutdown` (late offers, a replay) stay in memory.
 
-pub mod config;
 pub mod dead_letter;
 pub mod delivery;
+pub mod follow;
 pub mod sign;
 pub mod tls;
 
@@ -46,7 +47,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use config::{EndpointConfig, WebhookConfigError, WebhooksConfig};
+pub use crate::config::webhooks::{EndpointConfig, WebhookConfigError, WebhooksConfig};
+use crate::config::webhooks as config;
+pub use follow::Follower;
 pub use dead_letter::{DeadLetter, DeadLetterFileError, DeadLetterReason, read_dead_letter_file};
 pub use delivery::{HyperTransport, PostFuture, PostResult, Transport};
 
@@ -112,6 +115,8 @@ pub struct Webhooks {
     /// Delivery ids: `<start time, hex ms>-<sequence>`, unique across restarts.
     id_prefix: String,
     next_id: AtomicU64,
+    /// Feed events the consumer fell too far behind to offer ([`follow`]).
+    pub(crate) feed_missed: AtomicU64,
     clock: Clock,
     stop: CancellationToken,
     /// Cancelled by the supervisor when everything is stopped and written.
@@ -200,8 +205,8 @@ impl Webhooks {
             None => Arc::new(HyperTransport::new()),
         };
         for (i, endpoint) in config.endpoints.iter().enumerate() {
-            let transport = match (&options.transport, endpoint.ca_path.is_empty()) {
-                (None, false) => https_transport(i, &endpoint.ca_path)?,
+            let transport = match (&options.transport, &endpoint.ca_path) {
+                (None, Some(ca_path)) => https_transport(i, ca_path)?,
                 _ => plain.clone(),
             };
             let secret = match (&endpoint.secret, &endpoint.secret_env) {
@@ -252,11 +257,23 @@ impl Webhooks {
             dead_letters,
             id_prefix: format!("{:x}", options.clock.now().unix_ms),
             next_id: AtomicU64::new(1),
+            feed_missed: AtomicU64::new(0),
             clock: options.clock,
             stop,
             stopped,
             supervisor,
         })
+    }
+
+    /// Whether any endpoint is configured (none: nothing follows the feed).
+    pub fn has_endpoints(&self) -> bool {
+        !self.endpoints.is_empty()
+    }
+
+    /// Feed events not offered because the consumer fell behind the feed's
+    /// history (see [`follow`]).
+    pub fn feed_missed(&self) -> u64 {
+        self.feed_missed.load(Ordering::Relaxed)
     }
 
     /// Whether any endpoint wants `event_type` (so the caller can skip

@@ -12,7 +12,7 @@ use lastmile_core::sim::SplitMix64;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{EndpointConfig, WebhooksConfig};
+use crate::config::webhooks::{EndpointConfig, WebhooksConfig};
 use super::dead_letter::{DeadLetterLog, DeadLetterReason, read_dead_letter_file};
 use super::delivery::{self, HEADER_ATTEMPT, HEADER_DELIVERY, HEADER_EVENT, HEADER_SIGNATURE, backoff_ms};
 use super::*;
@@ -411,7 +411,7 @@ fn webhook_config_errors_name_the_key() {
         assert!(err.problem.contains(problem), "{err}");
     };
     check(&|e| e.url = "https://example.org/hook".into(), "ca_path", "required for an https:// url");
-    check(&|e| e.ca_path = "ca.pem".into(), "ca_path", "only for https://");
+    check(&|e| e.ca_path = Some("ca.pem".into()), "ca_path", "only for https://");
     check(&|e| e.url = "ftp://example.org/hook".into(), "url", "http://");
     check(&|e| e.url = "not a url".into(), "url", "not a URL");
     check(&|e| e.name = "grid".into(), "name", "another endpoint");

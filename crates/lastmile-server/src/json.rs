@@ -34,6 +34,10 @@ pub trait JsonEnum: Sized + Copy + TryFrom<i32> + Into<i32> {
     const WHAT: &'static str;
     fn proto_name(self) -> &'static str;
     fn from_proto_name(name: &str) -> Option<Self>;
+    /// Other spellings a request may use (tiers: their minutes, `"3"`).
+    fn from_alias(_name: &str) -> Option<Self> {
+        None
+    }
 }
 
 macro_rules! json_enum {
@@ -52,7 +56,22 @@ macro_rules! json_enum {
     };
 }
 
-json_enum!(pb::Tier, "", "_MIN", "tier");
+impl JsonEnum for pb::Tier {
+    const PREFIX: &'static str = "";
+    const SUFFIX: &'static str = "_MIN";
+    const WHAT: &'static str = "tier";
+    fn proto_name(self) -> &'static str {
+        self.as_str_name()
+    }
+    fn from_proto_name(name: &str) -> Option<Self> {
+        Self::from_str_name(name)
+    }
+    /// `"1"`, `"3"`, `"5"`, `"10"`: the spelling of the CLI and of metrics
+    /// labels.
+    fn from_alias(name: &str) -> Option<Self> {
+        name.parse::<i32>().ok().and_then(|n| Self::try_from(n).ok())
+    }
+}
 json_enum!(pb::UnitStatus, "UNIT_STATUS_", "", "unit status");
 json_enum!(pb::IncidentKind, "INCIDENT_KIND_", "", "incident kind");
 json_enum!(pb::IncidentStatus, "INCIDENT_STATUS_", "", "incident status");
@@ -87,17 +106,36 @@ impl<E: JsonEnum> Named<E> {
     }
 }
 
+impl<E: JsonEnum> Named<E> {
+    /// A value by any of its spellings: the JSON name (`TIER_3`, `FIRE`),
+    /// the proto name (`TIER_3_MIN`, `INCIDENT_KIND_FIRE`), or an alias
+    /// ([`JsonEnum::from_alias`]). The unspecified value is refused.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let full = format!("{}{name}{}", E::PREFIX, E::SUFFIX);
+        let found = E::from_proto_name(&full).or_else(|| E::from_proto_name(name)).or_else(|| E::from_alias(name));
+        match found {
+            Some(value) if value.into() != 0 => Ok(Named(value)),
+            _ => Err(format!("unknown {} {name:?}: expected one of {}", E::WHAT, enum_names::<E>().join(", "))),
+        }
+    }
+}
+
 impl<'de, E: JsonEnum> Deserialize<'de> for Named<E> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(deserializer)?;
-        let full = format!("{}{name}{}", E::PREFIX, E::SUFFIX);
-        match E::from_proto_name(&full) {
-            Some(value) if value.into() != 0 => Ok(Named(value)),
-            _ => Err(D::Error::custom(format!(
-                "unknown {} {name:?}: expected one of {}",
-                E::WHAT,
-                enum_names::<E>().join(", ")
-            ))),
+        /// A string, or (for JSON numbers) the proto number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spelling {
+            Name(String),
+            Number(i64),
+        }
+        match Spelling::deserialize(deserializer)? {
+            Spelling::Name(name) => Named::parse(&name).map_err(D::Error::custom),
+            Spelling::Number(n) => Named::parse(&n.to_string())
+                .or_else(|e| {
+                    i32::try_from(n).ok().and_then(|n| E::try_from(n).ok()).filter(|v| (*v).into() != 0).map(Named).ok_or(e)
+                })
+                .map_err(D::Error::custom),
         }
     }
 }
@@ -268,6 +306,86 @@ pub struct WatchEventsQuery {
     pub after_seq: Option<u64>,
     pub incident_id: Option<String>,
     pub unit_id: Option<String>,
+}
+
+/// `POST /v1/incidents/{id}/assign`: `AssignUnitRequest` without the
+/// incident id (it is in the path).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignUnitBody {
+    #[serde(default)]
+    pub unit_id: String,
+    #[serde(default)]
+    pub tier: Option<Named<pb::Tier>>,
+}
+
+/// `POST /v1/units/{id}/release`: `ReleaseUnitRequest` without the unit id.
+/// An empty body is `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseUnitBody {
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /v1/units/{id}/status`: `SetUnitStatusRequest` without the unit id.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetUnitStatusBody {
+    #[serde(default)]
+    pub status: Option<Named<pb::UnitStatus>>,
+    #[serde(default)]
+    pub incident_id: String,
+}
+
+/// `PUT /v1/units/{id}`: the unit of `UpsertUnitRequest`, as `GET` answers
+/// it. The id is the path's; an `id` in the body must be the same.
+/// `incident_id` is accepted (so a `GET`'s answer can be sent back) and, as
+/// over gRPC, not used: dispatch sets it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitBody {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tier: Option<Named<pb::Tier>>,
+    #[serde(default)]
+    pub home: Option<LatLng>,
+    #[serde(default)]
+    pub position: Option<LatLng>,
+    #[serde(default)]
+    pub status: Option<Named<pb::UnitStatus>>,
+    #[serde(default)]
+    pub town: String,
+    #[serde(default)]
+    pub village: String,
+    #[serde(default)]
+    pub crew: u32,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub incident_id: String,
+}
+
+impl UnitBody {
+    /// The proto unit for the path's `id`.
+    pub fn into_pb(self, id: String) -> pb::Unit {
+        pb::Unit {
+            id,
+            name: self.name,
+            tier: self.tier.map(Named::number).unwrap_or(0),
+            home: self.home.map(Into::into),
+            position: self.position.map(Into::into),
+            status: self.status.map(Named::number).unwrap_or(0),
+            town: self.town,
+            village: self.village,
+            crew: self.crew,
+            capabilities: self.capabilities,
+            incident_id: self.incident_id,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- responses
@@ -537,6 +655,24 @@ impl From<&pb::DispatchEvent> for DispatchEvent {
     }
 }
 
+/// `UpsertUnitResponse`.
+#[derive(Debug, Serialize)]
+pub struct UpsertUnitResponse {
+    pub unit: Unit,
+    pub created: bool,
+}
+
+/// `SetUnitStatusResponse`, `ReleaseUnitResponse` (and the terminal's
+/// answers): the unit after the change.
+#[derive(Debug, Serialize)]
+pub struct UnitResponse {
+    pub unit: Unit,
+}
+
+/// `PingResponse`.
+#[derive(Debug, Serialize)]
+pub struct PingResponse {}
+
 /// The one JSON form of a live-feed event: what webhooks send, and (as
 /// [`event_text`], the same fields in the proto's order) the `data` of the
 /// SSE stream's events.
@@ -585,6 +721,15 @@ mod tests {
         let err = serde_json::from_str::<Named<pb::Tier>>("\"TIER_UNSPECIFIED\"").unwrap_err().to_string();
         assert!(err.contains("expected one of TIER_1, TIER_3, TIER_5, TIER_10"), "{err}");
         assert!(serde_json::from_str::<Named<pb::IncidentKind>>("\"fire\"").is_err());
+        // Every spelling of a tier: JSON name, proto name, minutes (text or number).
+        for spelling in ["\"TIER_3\"", "\"TIER_3_MIN\"", "\"3\"", "3"] {
+            let tier: Named<pb::Tier> = serde_json::from_str(spelling).unwrap();
+            assert_eq!(tier.number(), 3, "{spelling}");
+        }
+        assert!(serde_json::from_str::<Named<pb::Tier>>("\"2\"").is_err());
+        assert!(serde_json::from_str::<Named<pb::Tier>>("0").is_err());
+        let kind: Named<pb::IncidentKind> = serde_json::from_str("\"INCIDENT_KIND_FLOOD\"").unwrap();
+        assert_eq!(kind.0, pb::IncidentKind::Flood);
     }
 
     #[test]
@@ -593,18 +738,4 @@ mod tests {
         assert_eq!(timestamp(&t), "2026-11-29T04:02:07.178Z");
         assert_eq!(timestamp(&prost_types::Timestamp { seconds: 0, nanos: 0 }), "1970-01-01T00:00:00Z");
     }
-}
-
-/// `GET /v1/admin/webhooks/dead-letters`.
-#[derive(Debug, Serialize)]
-pub struct DeadLetters {
-    pub dead_letters: Vec<crate::webhook::DeadLetter>,
-}
-
-/// `POST /v1/admin/webhooks/dead-letters/replay`: one endpoint's, or all.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayBody {
-    #[serde(default)]
-    pub endpoint: Option<String>,
 }

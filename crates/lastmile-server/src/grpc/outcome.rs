@@ -79,7 +79,7 @@ where
                     Ok(answered) => answered,
                     Err(_) => {
                         metrics.limit_hit("server.request_timeout_ms");
-                        metrics.grpc_error(method, Code::Cancelled);
+                        metrics.grpc_error(method, Code::Cancelled as i32);
                         let status = tonic::Status::cancelled(format!(
                             "not answered within {} ms (server.request_timeout_ms)",
                             limit.as_millis()
@@ -107,7 +107,7 @@ where
                 metrics.limit_hit("server.max_decoding_message_bytes");
             }
             if code != Code::Ok {
-                metrics.grpc_error(method, code);
+                metrics.grpc_error(method, code as i32);
             }
             Ok(response)
         })

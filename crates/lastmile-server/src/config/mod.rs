@@ -12,15 +12,17 @@ use lastmile_core::dispatcher::DispatcherLimits;
 use lastmile_core::unit::Unit;
 use serde::Deserialize;
 
-use crate::webhook::WebhooksConfig;
+pub mod webhooks;
 
-const EMBEDDED_CONFIG: &str = include_str!("../../../config/lastmile.toml");
+use webhooks::WebhooksConfig;
+
+const EMBEDDED_CONFIG: &str = include_str!("../../../../config/lastmile.toml");
 /// The dataset files the embedded config names, by their path in it.
 const EMBEDDED_FILES: &[(&str, &str)] = &[
-    ("luqiao/units.json", include_str!("../../../config/luqiao/units.json")),
-    ("luqiao/places.json", include_str!("../../../config/luqiao/places.json")),
-    ("luqiao/district.geojson", include_str!("../../../config/luqiao/district.geojson")),
-    ("luqiao/grid.geojson", include_str!("../../../config/luqiao/grid.geojson")),
+    ("luqiao/units.json", include_str!("../../../../config/luqiao/units.json")),
+    ("luqiao/places.json", include_str!("../../../../config/luqiao/places.json")),
+    ("luqiao/district.geojson", include_str!("../../../../config/luqiao/district.geojson")),
+    ("luqiao/grid.geojson", include_str!("../../../../config/luqiao/grid.geojson")),
 ];
 
 /// A dataset file of the embedded default, by its path in `config/`
@@ -54,7 +56,7 @@ pub struct LastmileConfig {
     pub auth: crate::auth::AuthConfig,
     /// TLS for every listener; absent = plain TCP.
     #[serde(default)]
-    pub tls: TlsConfig,
+    pub tls: Option<TlsConfig>,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -95,8 +97,9 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// `host:port` of the gateway; empty = no gateway.
-    pub listen: String,
+    /// `host:port` of the gateway; absent = no gateway.
+    #[serde(default)]
+    pub listen: Option<String>,
     /// Largest request body accepted, bytes; larger is 413.
     pub max_body_bytes: usize,
     /// Seconds between keep-alive comments on an idle event stream (so
@@ -113,7 +116,7 @@ impl HttpConfig {
     /// The address to listen on; `None` when the gateway is off. (Checked
     /// by [`LastmileConfig::validate`], so a validated config never fails here.)
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        (!self.listen.is_empty()).then(|| self.listen.parse().ok()).flatten()
+        self.listen.as_deref().and_then(|l| l.parse().ok())
     }
 }
 
@@ -127,16 +130,82 @@ pub struct FeedConfig {
     pub watcher_stall_timeout_ms: u64,
 }
 
-/// The durable journal.
+/// The durable journal: which store, and the bounds of its queue.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawJournalConfig")]
 pub struct JournalConfig {
-    /// Folder of the journal (`lastmile.db`), relative to the working
-    /// directory; empty = in memory only (nothing survives a restart).
-    pub data_dir: String,
+    pub backend: JournalBackend,
     pub max_pending_ops: usize,
     pub max_batch_records: usize,
     pub enqueue_timeout_ms: u64,
+}
+
+/// Where the journal lives; the server opens it through one resolver
+/// (`crate::store::open`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JournalBackend {
+    /// Nothing is stored: a restart starts from the dataset.
+    Memory,
+    /// SQLite (WAL, synchronous = FULL) in `data_dir/lastmile.db`, relative
+    /// to the working directory.
+    Sqlite { data_dir: PathBuf },
+}
+
+impl JournalBackend {
+    /// The folder of the journal's files, if it has any.
+    pub fn data_dir(&self) -> Option<&Path> {
+        match self {
+            JournalBackend::Memory => None,
+            JournalBackend::Sqlite { data_dir } => Some(data_dir),
+        }
+    }
+
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, JournalBackend::Memory)
+    }
+}
+
+/// `[journal]` as written: `backend` names the variant, whose own keys
+/// (today `data_dir`, for sqlite) sit beside the common ones.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJournalConfig {
+    backend: BackendName,
+    #[serde(default)]
+    data_dir: Option<PathBuf>,
+    max_pending_ops: usize,
+    max_batch_records: usize,
+    enqueue_timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BackendName {
+    Memory,
+    Sqlite,
+}
+
+impl TryFrom<RawJournalConfig> for JournalConfig {
+    type Error = String;
+
+    fn try_from(raw: RawJournalConfig) -> Result<Self, String> {
+        let backend = match (raw.backend, raw.data_dir) {
+            (BackendName::Memory, None) => JournalBackend::Memory,
+            (BackendName::Memory, Some(_)) => {
+                return Err("journal.data_dir: only for backend = \"sqlite\" (memory stores nothing)".into());
+            }
+            (BackendName::Sqlite, Some(dir)) if !dir.as_os_str().is_empty() => JournalBackend::Sqlite { data_dir: dir },
+            (BackendName::Sqlite, _) => {
+                return Err("journal.data_dir: required with backend = \"sqlite\" (e.g. \"data\")".into());
+            }
+        };
+        Ok(JournalConfig {
+            backend,
+            max_pending_ops: raw.max_pending_ops,
+            max_batch_records: raw.max_batch_records,
+            enqueue_timeout_ms: raw.enqueue_timeout_ms,
+        })
+    }
 }
 
 /// Responders' terminals.
@@ -161,29 +230,23 @@ pub struct RequestLimits {
     pub max_units: usize,
 }
 
-/// TLS (rustls) for the gRPC and HTTP listeners.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `[tls]`: TLS (rustls) for the gRPC and HTTP listeners; the section
+/// present = TLS on.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    /// PEM certificate chain; with `key_path`, turns TLS on. Relative paths
-    /// are relative to the working directory.
-    #[serde(default)]
-    pub cert_path: String,
+    /// PEM certificate chain, relative to the working directory.
+    pub cert_path: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    #[serde(default)]
-    pub key_path: String,
+    pub key_path: PathBuf,
 }
 
 impl TlsConfig {
-    pub fn enabled(&self) -> bool {
-        !self.cert_path.is_empty()
-    }
-
     /// The certificate chain and key as PEM text.
     pub fn read_pem(&self) -> Result<(String, String), ConfigError> {
-        let read = |key: &str, path: &str| {
+        let read = |key: &str, path: &Path| {
             std::fs::read_to_string(path)
-                .map_err(|error| ConfigError::Read { source_name: format!("{key} {path}"), error })
+                .map_err(|error| ConfigError::Read { source_name: format!("{key} {}", path.display()), error })
         };
         Ok((read("tls.cert_path", &self.cert_path)?, read("tls.key_path", &self.key_path)?))
     }
@@ -274,11 +337,11 @@ impl LastmileConfig {
             return Err(self.invalid("server.max_decoding_message_bytes", "must be at least 1024"));
         }
         let h = &self.http;
-        if !h.listen.is_empty() {
-            let Ok(addr) = h.listen.parse::<SocketAddr>() else {
+        if let Some(listen) = &h.listen {
+            let Ok(addr) = listen.parse::<SocketAddr>() else {
                 return Err(self.invalid(
                     "http.listen",
-                    format!("{:?} is not host:port (e.g. \"127.0.0.1:8080\"; \"\" = no gateway)", h.listen),
+                    format!("{listen:?} is not host:port (e.g. \"127.0.0.1:8080\"; leave it out for no gateway)"),
                 ));
             };
             if addr == s.listen && addr.port() != 0 {
@@ -289,11 +352,8 @@ impl LastmileConfig {
             return Err(self.invalid("http.max_body_bytes", "must be at least 1024"));
         }
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
-        self.webhooks.validate(&crate::webhook::config::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
+        self.webhooks.validate(&webhooks::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
         self.build_auth()?;
-        if self.tls.cert_path.is_empty() != self.tls.key_path.is_empty() {
-            return Err(self.invalid("tls.key_path", "set both tls.cert_path and tls.key_path, or neither"));
-        }
         Ok(())
     }
 
@@ -426,7 +486,27 @@ mod tests {
         let text = EMBEDDED_CONFIG.replace("max_body_bytes = 65536", "max_body_bytes = 10");
         let err = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
         assert!(err.contains("http.max_body_bytes"), "{err}");
-        let text = EMBEDDED_CONFIG.replace("listen = \"127.0.0.1:8080\"", "listen = \"\"");
+        let text = EMBEDDED_CONFIG.replace("listen = \"127.0.0.1:8080\"", "");
         assert_eq!(LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap().http.listen_addr(), None);
+    }
+
+    #[test]
+    fn the_journal_backend_is_a_typed_choice() {
+        let config = LastmileConfig::embedded().unwrap();
+        assert_eq!(config.journal.backend, JournalBackend::Sqlite { data_dir: "data".into() });
+        let memory = EMBEDDED_CONFIG.replace("backend = \"sqlite\"\ndata_dir = \"data\"", "backend = \"memory\"");
+        assert_eq!(LastmileConfig::parse(&memory, ConfigSource::Embedded).unwrap().journal.backend, JournalBackend::Memory);
+        let no_dir = EMBEDDED_CONFIG.replace("data_dir = \"data\"", "");
+        let err = LastmileConfig::parse(&no_dir, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("journal.data_dir: required"), "{err}");
+        let both = EMBEDDED_CONFIG.replace("backend = \"sqlite\"", "backend = \"memory\"");
+        let err = LastmileConfig::parse(&both, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("journal.data_dir: only for backend"), "{err}");
+        let unknown = EMBEDDED_CONFIG.replace("backend = \"sqlite\"", "backend = \"postgres\"");
+        let err = LastmileConfig::parse(&unknown, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("postgres"), "{err}");
+        let half_tls = format!("{EMBEDDED_CONFIG}\n[tls]\ncert_path = \"a.pem\"\n");
+        let err = LastmileConfig::parse(&half_tls, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("key_path"), "{err}");
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The file name of the dead-letter log in the journal's data directory when
-/// `webhooks.dead_letter_path` is empty.
+/// `webhooks.dead_letter_path` is not set.
 pub const DEFAULT_DEAD_LETTER_FILE: &str = "webhook-dead-letters.jsonl";
 
 /// The feed event type never sent to an endpoint whose `events` list is
@@ -26,10 +26,10 @@ const MAX_NAME_BYTES: usize = 64;
 #[serde(deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// The dead-letter log (JSON Lines), relative to the working directory.
-    /// Empty: `webhook-dead-letters.jsonl` in `journal.data_dir`; when the
-    /// journal is in memory too, dead letters are kept in memory only.
+    /// Absent: `webhook-dead-letters.jsonl` in the journal's `data_dir`;
+    /// with the memory backend, dead letters are kept in memory only.
     #[serde(default)]
-    pub dead_letter_path: String,
+    pub dead_letter_path: Option<PathBuf>,
     /// Dead letters kept (memory and file); one more drops the oldest and
     /// counts it in `dead_letters_dropped`.
     #[serde(default = "default_max_dead_letters_kept")]
@@ -56,7 +56,7 @@ pub struct EndpointConfig {
     /// this endpoint (this build has no system root store), relative to the
     /// working directory. Read at start.
     #[serde(default)]
-    pub ca_path: String,
+    pub ca_path: Option<String>,
     /// The HMAC-SHA256 key, in the file. Exactly one of `secret` and
     /// `secret_env`.
     #[serde(default)]
@@ -151,7 +151,7 @@ fn default_backoff_max_ms() -> u64 {
 impl Default for WebhooksConfig {
     fn default() -> Self {
         WebhooksConfig {
-            dead_letter_path: String::new(),
+            dead_letter_path: None,
             max_dead_letters_kept: default_max_dead_letters_kept(),
             shutdown_flush_ms: default_shutdown_flush_ms(),
             endpoints: Vec::new(),
@@ -165,7 +165,7 @@ impl EndpointConfig {
         EndpointConfig {
             name: name.to_string(),
             url: url.to_string(),
-            ca_path: String::new(),
+            ca_path: None,
             secret: Some(secret.to_string()),
             secret_env: None,
             events: Vec::new(),
@@ -233,10 +233,10 @@ impl WebhooksConfig {
             }
             match parse_http_url(&e.url) {
                 Err(problem) => return invalid(key("url"), &problem),
-                Ok(uri) if uri.scheme_str() == Some("https") && e.ca_path.is_empty() => {
+                Ok(uri) if uri.scheme_str() == Some("https") && e.ca_path.is_none() => {
                     return invalid(key("ca_path"), "is required for an https:// url (no system root store)");
                 }
-                Ok(uri) if uri.scheme_str() == Some("http") && !e.ca_path.is_empty() => {
+                Ok(uri) if uri.scheme_str() == Some("http") && e.ca_path.is_some() => {
                     return invalid(key("ca_path"), "is only for https:// urls");
                 }
                 Ok(_) => {}
@@ -279,11 +279,11 @@ impl WebhooksConfig {
     /// Where dead letters are written, given `journal.data_dir` (empty = in
     /// memory): `dead_letter_path` if set, else the default file in the data
     /// directory, else none (kept in memory only).
-    pub fn dead_letter_file(&self, journal_data_dir: &str) -> Option<PathBuf> {
-        if !self.dead_letter_path.is_empty() {
-            Some(PathBuf::from(&self.dead_letter_path))
-        } else if !journal_data_dir.is_empty() {
-            Some(Path::new(journal_data_dir).join(DEFAULT_DEAD_LETTER_FILE))
+    pub fn dead_letter_file(&self, journal_data_dir: Option<&Path>) -> Option<PathBuf> {
+        if let Some(path) = &self.dead_letter_path {
+            Some(path.clone())
+        } else if let Some(dir) = journal_data_dir {
+            Some(dir.join(DEFAULT_DEAD_LETTER_FILE))
         } else {
             None
         }

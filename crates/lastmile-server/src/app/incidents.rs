@@ -1,0 +1,194 @@
+//! Incidents: report, get, list, close, preview, and a dispatcher's
+//! assignment of a unit.
+
+use lastmile_core::dispatcher::{NewIncident, Page, Preview, Reported};
+use lastmile_core::incident::{IncidentStatus, TierState};
+use lastmile_core::{Incident, IncidentKind, Tier};
+use tracing::{info, warn};
+
+use super::validate::{self, Point};
+use super::{App, AppError, Caller, Operation};
+
+/// A report, as the caller sent it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportIncident {
+    /// The reporting system's id: the idempotency key.
+    pub external_id: String,
+    pub location: Option<Point>,
+    /// None: not given (refused: required).
+    pub kind: Option<IncidentKind>,
+    pub severity: u32,
+    pub address: String,
+    pub description: String,
+    /// The grid cell the caller says the location is in; empty = not said.
+    pub grid_id: String,
+}
+
+/// What a report would select, as the caller asks it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PreviewDispatch {
+    pub location: Option<Point>,
+    pub kind: Option<IncidentKind>,
+    pub severity: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListIncidents {
+    /// None: every status.
+    pub status: Option<IncidentStatus>,
+    /// 0: the server's default.
+    pub page_size: u32,
+    pub page_token: String,
+}
+
+const KIND_NAMES: &str = "FIRE, FLOOD, RESCUE, HAZMAT, TRAFFIC, MEDICAL or OTHER";
+
+fn required_kind(kind: Option<IncidentKind>) -> Result<IncidentKind, AppError> {
+    kind.ok_or_else(|| AppError::invalid("kind", format!("required: one of {KIND_NAMES}")))
+}
+
+impl App {
+    fn new_incident(&self, req: ReportIncident) -> Result<NewIncident, AppError> {
+        let limits = &self.config.limits;
+        if req.external_id.is_empty() {
+            return Err(AppError::invalid("external_id", "required: the reporting system's id for this incident"));
+        }
+        validate::bounded_str("external_id", &req.external_id, limits.max_external_id_bytes)?;
+        validate::bounded_str("address", &req.address, limits.max_address_bytes)?;
+        validate::bounded_str("description", &req.description, limits.max_description_bytes)?;
+        // Only bounded here: whether it is the location's cell is the
+        // dispatcher's check (it owns the grid).
+        validate::optional_id("grid_id", &req.grid_id)?;
+        Ok(NewIncident {
+            location: validate::lat_lng("location", req.location)?,
+            kind: required_kind(req.kind)?,
+            severity: validate::severity(req.severity)?,
+            external_id: req.external_id,
+            address: req.address,
+            description: req.description,
+            grid_id: req.grid_id,
+        })
+    }
+
+    /// `ReportIncident`: selects and pages every tier, or (for a known
+    /// `external_id`) answers the stored incident with `duplicate`. `view`
+    /// turns the stored incident into the adapter's answer under its lock,
+    /// so the incident is copied once.
+    pub async fn report_incident<T>(
+        &self,
+        caller: &Caller,
+        req: ReportIncident,
+        view: impl FnOnce(&Incident) -> T,
+    ) -> Result<Reported<T>, AppError> {
+        self.authorize(caller, Operation::ReportIncident)?;
+        let started = std::time::Instant::now();
+        let new = self.new_incident(req)?;
+        let external_id = new.external_id.clone();
+        // Everything logged while this incident is dispatched carries its ids.
+        let span = tracing::info_span!("incident", external_id = %external_id, incident_id = tracing::field::Empty);
+        let reported = self
+            .change(|work| {
+                span.in_scope(|| {
+                    self.dispatcher.report_with(new, self.now(), work, |incident| (view(incident), Outcome::of(incident)))
+                })
+            })
+            .await?;
+        let reported = reported.map_err(|e| {
+            let _in_span = span.enter();
+            warn!(external_id = %external_id, error = %e, "report refused");
+            AppError::from(e)
+        })?;
+        let (answer, outcome) = reported.incident;
+        outcome.log(&span, reported.duplicate);
+        self.metrics.dispatch_seconds.observe(started.elapsed());
+        Ok(Reported { incident: answer, duplicate: reported.duplicate })
+    }
+
+    pub fn get_incident(&self, caller: &Caller, id: &str) -> Result<Incident, AppError> {
+        self.authorize(caller, Operation::GetIncident)?;
+        let id = validate::required_id("id", id)?;
+        Ok(self.dispatcher.get_incident(id)?)
+    }
+
+    /// Incidents oldest first, a page at a time.
+    pub fn list_incidents(&self, caller: &Caller, req: &ListIncidents) -> Result<Page<Incident>, AppError> {
+        self.authorize(caller, Operation::ListIncidents)?;
+        let page_size = validate::page_size(req.page_size, &self.config.server)?;
+        let page_token = validate::page_token(&req.page_token)?;
+        Ok(self.dispatcher.list_incidents(req.status, page_size, page_token)?)
+    }
+
+    /// Closes an incident and releases its units; closing a closed one
+    /// answers it unchanged.
+    pub async fn close_incident(&self, caller: &Caller, id: &str, reason: &str) -> Result<Incident, AppError> {
+        self.authorize(caller, Operation::CloseIncident)?;
+        let id = validate::required_id("id", id)?;
+        validate::reason("reason", reason, &self.config.limits)?;
+        let incident = self.change(|work| self.dispatcher.close_incident(id, self.now(), work)).await??;
+        info!(incident_id = %incident.id, caller = %caller.name(), reason = %reason, "incident closed");
+        Ok(incident)
+    }
+
+    /// What a report would select now; reserves nothing.
+    pub fn preview_dispatch(&self, caller: &Caller, req: &PreviewDispatch) -> Result<Preview, AppError> {
+        self.authorize(caller, Operation::PreviewDispatch)?;
+        let at = validate::lat_lng("location", req.location)?;
+        let kind = required_kind(req.kind)?;
+        let severity = validate::severity(req.severity)?;
+        Ok(self.dispatcher.preview(at, kind, severity, self.now())?)
+    }
+
+    /// A dispatcher's override: pages `unit_id` for `tier` of the incident.
+    pub async fn assign_unit(
+        &self,
+        caller: &Caller,
+        incident_id: &str,
+        unit_id: &str,
+        tier: Option<Tier>,
+    ) -> Result<Incident, AppError> {
+        self.authorize(caller, Operation::AssignUnit)?;
+        let incident_id = validate::required_id("incident_id", incident_id)?;
+        let unit_id = validate::required_id("unit_id", unit_id)?;
+        let tier = tier.ok_or_else(|| AppError::invalid("tier", "required: 1, 3, 5 or 10"))?;
+        let incident =
+            self.change(|work| self.dispatcher.assign_unit(incident_id, unit_id, tier, self.now(), work)).await??;
+        info!(incident_id = %incident_id, unit_id = %unit_id, tier = %tier, caller = %caller.name(), "unit assigned by dispatcher");
+        Ok(incident)
+    }
+}
+
+/// What the log says of a report (taken under the incident's lock, so the
+/// stored incident is read without a copy).
+struct Outcome {
+    incident_id: String,
+    town: String,
+    units: usize,
+    short_tiers: usize,
+}
+
+impl Outcome {
+    fn of(incident: &Incident) -> Self {
+        Outcome {
+            incident_id: incident.id.clone(),
+            town: incident.town.clone(),
+            units: incident.tiers.iter().map(|t| t.assignments.len()).sum(),
+            short_tiers: incident.tiers.iter().filter(|t| t.state == TierState::Short).count(),
+        }
+    }
+
+    fn log(&self, span: &tracing::Span, duplicate: bool) {
+        span.record("incident_id", self.incident_id.as_str());
+        let _in_span = span.enter();
+        if duplicate {
+            info!(incident_id = %self.incident_id, "duplicate report: stored incident returned");
+        } else {
+            info!(
+                incident_id = %self.incident_id,
+                town = %self.town,
+                units = self.units,
+                short_tiers = self.short_tiers,
+                "incident dispatched"
+            );
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The application layer: every operation lastmile offers, in domain types,
+//! for any transport.
+//!
+//! Each operation takes the [`Caller`] (who the adapter authenticated) and a
+//! request in the application's own types, checks who may call it
+//! ([`crate::auth`]), validates every field against the configured limits
+//! ([`validate`]), runs the core inside one unit of work ([`work`]: effects
+//! to the sinks, records to the journal, answered once durable), and answers
+//! the core's values or one [`AppError`]. The gRPC adapter
+//! ([`crate::grpc`]) and the HTTP adapter ([`crate::http`]) are siblings
+//! over it: neither calls the other, and nothing here knows tonic, axum,
+//! protobuf or JSON.
+//!
+//! # Layout
+//!
+//! - [`incidents`]: report, get, list, close, preview, assign.
+//! - [`units`]: list, get, upsert, set status, release; ping.
+//! - [`terminal`]: what responders' terminals do: subscribe to pages,
+//!   acknowledge, report status and positions.
+//! - [`feed`]: watching the live feed, with its policy (how many watchers,
+//!   how far behind, how long stalled).
+//! - [`validate`]: the request limits, once.
+//! - [`work`]: the unit of work.
+//! - [`timers`]: the one timer task.
+
+pub mod feed;
+pub mod incidents;
+pub mod terminal;
+pub mod timers;
+pub mod units;
+pub mod validate;
+pub mod work;
+
+use std::sync::Arc;
+
+use lastmile_core::{Dispatcher, Timestamp};
+use tokio_util::sync::CancellationToken;
+
+pub use crate::auth::{Caller, Operation};
+use crate::clock::Clock;
+use crate::config::LastmileConfig;
+pub use crate::error::{AppError, ErrorCode};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::sinks::Sinks;
+
+/// The application: the dispatcher and everything an operation needs.
+pub struct App {
+    pub dispatcher: Arc<Dispatcher>,
+    /// Feed, terminal page queues, timer channel.
+    pub sinks: Arc<Sinks>,
+    pub clock: Clock,
+    pub config: Arc<LastmileConfig>,
+    /// Cancelled at shutdown: ends live streams (feed watchers, terminals) so
+    /// the drain is not held open by them.
+    pub stop: CancellationToken,
+    /// None when the journal backend is memory.
+    pub journal: Option<Arc<Journal>>,
+    /// Who may call what.
+    pub auth: crate::auth::Auth,
+    /// Latencies and refusals.
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The caller of an operation, by its `authorization` value: what every
+    /// adapter does first.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, AppError> {
+        self.auth.authenticate(authorization)
+    }
+
+    fn authorize(&self, caller: &Caller, op: Operation) -> Result<(), AppError> {
+        self.auth.authorize(caller, op)
+    }
+
+    /// Whether the server can take changes: not shutting down, journal not
+    /// failed (what `/healthz` and gRPC health report).
+    pub fn serving(&self) -> bool {
+        !self.stop.is_cancelled() && self.journal.as_ref().is_none_or(|j| j.failure().is_none())
+    }
+
+    /// `Ping`: answers as soon as the caller may call it.
+    pub fn ping(&self, caller: &Caller) -> Result<(), AppError> {
+        self.authorize(caller, Operation::Ping)
+    }
+}

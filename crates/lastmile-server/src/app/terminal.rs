@@ -1,0 +1,157 @@
+//! What responders' terminals do: receive pages, answer them, report their
+//! status and stream their positions. A terminal token speaks for its own
+//! unit only.
+
+use lastmile_core::dispatcher::Acknowledgement;
+use lastmile_core::{Unit, UnitStatus};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::validate::{self, Point, RawTime};
+use super::{App, AppError, Caller, Operation};
+use crate::sinks::PageItem;
+
+/// The statuses a crew reports itself; the others (PAGED, UNRESPONSIVE) are
+/// set by dispatch.
+pub const REPORTABLE: [UnitStatus; 5] =
+    [UnitStatus::EnRoute, UnitStatus::OnScene, UnitStatus::Returning, UnitStatus::Available, UnitStatus::OutOfService];
+
+/// One position report of a stream.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PositionReport {
+    pub unit_id: String,
+    pub position: Option<Point>,
+    /// None: now.
+    pub measured_at: Option<RawTime>,
+}
+
+/// How one position report was taken.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PositionOutcome {
+    Applied,
+    /// Older than the unit's last applied report.
+    IgnoredStale,
+    /// Refused (unknown unit, bad coordinates): the stream goes on.
+    Rejected(AppError),
+}
+
+/// An open position stream: counts its reports against
+/// `terminals.max_positions_per_stream`.
+pub struct PositionStream {
+    caller: Caller,
+    seen: u64,
+    applied: u64,
+}
+
+impl App {
+    /// A terminal's page stream: the waiting page (if any) first, then every
+    /// new one; ended by a newer subscription for the unit or by shutdown.
+    pub fn subscribe(&self, caller: &Caller, unit_id: &str) -> Result<mpsc::Receiver<PageItem>, AppError> {
+        self.authorize(caller, Operation::Subscribe)?;
+        let unit_id = validate::required_id("unit_id", unit_id)?;
+        self.auth.acting_for(caller, unit_id)?;
+        self.dispatcher.get_unit(unit_id)?;
+        // Register first, then look for the waiting page: a page sent in
+        // between arrives twice (at-least-once, same incident and attempt),
+        // never zero times.
+        let (tx, rx) = self.sinks.terminals.subscribe(unit_id);
+        if let Some(order) = self.dispatcher.pending_page(unit_id) {
+            let _ = tx.try_send(Ok(self.sinks.page(order)));
+        }
+        info!(unit_id = %unit_id, "terminal subscribed");
+        Ok(rx)
+    }
+
+    /// Accept (the unit goes EN_ROUTE) or decline a page.
+    pub async fn acknowledge(&self, caller: &Caller, ack: Acknowledgement) -> Result<Unit, AppError> {
+        self.authorize(caller, Operation::Acknowledge)?;
+        validate::required_id("unit_id", &ack.unit_id)?;
+        self.auth.acting_for(caller, &ack.unit_id)?;
+        validate::required_id("incident_id", &ack.incident_id)?;
+        validate::reason("reason", &ack.reason, &self.config.limits)?;
+        // The page being answered, for the acknowledgement latency.
+        let paged_at = self.dispatcher.pending_page_sent_at(&ack.unit_id, &ack.incident_id);
+        let now = self.now();
+        let unit = self.change(|work| self.dispatcher.acknowledge(&ack, now, work)).await??;
+        if let Some(paged_at) = paged_at {
+            let waited_ms = (now.unix_ms - paged_at.unix_ms).max(0) as u64;
+            self.metrics.page_ack_seconds.observe(std::time::Duration::from_millis(waited_ms));
+        }
+        info!(unit_id = %ack.unit_id, incident_id = %ack.incident_id, accept = ack.accept, "page answered");
+        Ok(unit)
+    }
+
+    /// A crew's own status report. With `incident_id` and EN_ROUTE or
+    /// ON_SCENE, only while the unit is on that incident.
+    pub async fn report_status(
+        &self,
+        caller: &Caller,
+        unit_id: &str,
+        status: Option<UnitStatus>,
+        incident_id: &str,
+    ) -> Result<Unit, AppError> {
+        self.authorize(caller, Operation::ReportStatus)?;
+        let unit_id = validate::required_id("unit_id", unit_id)?;
+        self.auth.acting_for(caller, unit_id)?;
+        let status = match status {
+            Some(status) if REPORTABLE.contains(&status) => status,
+            Some(other) => return Err(AppError::invalid("status", format!("{other} is set by dispatch, not reported"))),
+            None => return Err(AppError::invalid("status", "required")),
+        };
+        if matches!(status, UnitStatus::EnRoute | UnitStatus::OnScene) {
+            self.check_on_incident(unit_id, incident_id)?;
+        } else {
+            validate::optional_id("incident_id", incident_id)?;
+        }
+        Ok(self.change(|work| self.dispatcher.set_unit_status(unit_id, status, self.now(), work)).await??)
+    }
+
+    /// Opens a position stream for `caller` (one call of its rate).
+    pub fn open_position_stream(&self, caller: &Caller) -> Result<PositionStream, AppError> {
+        self.authorize(caller, Operation::ReportPosition)?;
+        Ok(PositionStream { caller: caller.clone(), seen: 0, applied: 0 })
+    }
+
+    /// One report of a stream. `Err` ends the stream (over the token's
+    /// rate, another unit's position, more than
+    /// `terminals.max_positions_per_stream`); a report that is only
+    /// unusable is `Ok(Rejected)` and the stream goes on.
+    pub async fn report_position(
+        &self,
+        stream: &mut PositionStream,
+        report: PositionReport,
+    ) -> Result<PositionOutcome, AppError> {
+        self.auth.take_message(&stream.caller)?;
+        self.auth.acting_for(&stream.caller, &report.unit_id)?;
+        stream.seen += 1;
+        let max = self.config.terminals.max_positions_per_stream;
+        if stream.seen > max {
+            self.metrics.limit_hit("terminals.max_positions_per_stream");
+            return Err(AppError::exhausted(format!(
+                "more than {max} position reports on one stream (terminals.max_positions_per_stream): reconnect; {} applied",
+                stream.applied
+            )));
+        }
+        let applied = self
+            .change(|work| -> Result<bool, AppError> {
+                let position = validate::lat_lng("position", report.position)?;
+                validate::required_id("unit_id", &report.unit_id)?;
+                let now = self.now();
+                let max_skew_s = self.config.terminals.max_clock_skew_s;
+                let measured_at = match report.measured_at {
+                    Some(t) => validate::request_time("measured_at", t, now, max_skew_s)?,
+                    None => now,
+                };
+                Ok(self.dispatcher.report_position(&report.unit_id, position, measured_at, now, work)?)
+            })
+            .await?;
+        Ok(match applied {
+            Ok(true) => {
+                stream.applied += 1;
+                PositionOutcome::Applied
+            }
+            Ok(false) => PositionOutcome::IgnoredStale,
+            Err(error) => PositionOutcome::Rejected(error),
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! The unit of work: one operation's effects delivered to the sinks and its
+//! records sent to the journal, answered only once they are durable.
+//!
+//! The core calls [`Work`] (as its `Effects`) while holding an incident's or
+//! unit's lock, so every method here returns at once: the sinks never wait,
+//! and the journal only queues the record for its writer thread.
+
+use lastmile_core::effects::{Effects, Event, PageOrder, Timer};
+use lastmile_core::{Incident, Unit};
+
+use super::App;
+use crate::error::AppError;
+use crate::journal::JournalOp;
+use crate::sinks::Sinks;
+
+/// What the core is handed for one operation.
+pub struct Work<'a> {
+    sinks: &'a Sinks,
+    /// None when the journal backend is memory (nothing is serialised then).
+    journal: Option<JournalOp>,
+}
+
+impl App {
+    /// Runs a state change: waits (bounded) for a place in the journal's
+    /// queue, applies `change` with the operation's effects, and hands back
+    /// its result once everything it changed is durable.
+    pub(crate) async fn change<T>(&self, change: impl FnOnce(&Work) -> T) -> Result<T, AppError> {
+        let journal = match &self.journal {
+            Some(journal) => Some(JournalOp::begin(journal).await?),
+            None => None,
+        };
+        let work = Work { sinks: &self.sinks, journal };
+        let result = change(&work);
+        if let Some(op) = work.journal {
+            op.durable().await?;
+        }
+        Ok(result)
+    }
+
+    /// A change the server makes itself (a timer firing): never refused,
+    /// never waits for durability (nobody is waiting for an answer).
+    pub(crate) fn internal_change(&self, change: impl FnOnce(&Work)) {
+        let work = Work { sinks: &self.sinks, journal: self.journal.as_ref().map(JournalOp::internal) };
+        change(&work);
+        if let Some(op) = work.journal {
+            op.finish();
+        }
+    }
+}
+
+impl Effects for Work<'_> {
+    fn emit(&self, event: Event) {
+        self.sinks.emit(event);
+    }
+    fn page(&self, page: PageOrder) {
+        self.sinks.deliver(page);
+    }
+    fn arm(&self, timer: Timer) {
+        self.sinks.arm(timer);
+    }
+    fn store_incident(&self, incident: &Incident) {
+        if let Some(op) = &self.journal {
+            op.store_incident(incident);
+        }
+    }
+    fn store_unit(&self, unit: &Unit) {
+        if let Some(op) = &self.journal {
+            op.store_unit(unit);
+        }
+    }
+}
