@@ -148,50 +148,19 @@ mod kill_9 {
     async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         let mut rng = SplitMix64(test_seed("kill_9"));
         let dir = temp_dir("kill9");
-        let units = lastmile_server::config::embedded_dataset_file("luqiao/units.json").unwrap();
-        // Tier 1 pages time out after 1 s, so its timers are due across every
-        // restart; the other tiers' (30 s and more) do not fire during the test,
-        // which keeps the cross-checks below free of races with timers.
-        let config =
-            config_on_disk(units, |text| with_journal(&dir)(text).replace("ack_timeout_s = 15", "ack_timeout_s = 1"));
-        let config_path = match &config.source {
-            lastmile_server::config::ConfigSource::File(p) => p.clone(),
-            other => panic!("{other:?}"),
-        };
+        let config_path = config_with_tier1_timing_out(&dir);
         let answered: Arc<Mutex<BTreeMap<String, pb::Incident>>> = Arc::default();
         let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         for round in 0..4u64 {
             let server = ServedBinary::start([std::ffi::OsStr::new("--config"), config_path.as_os_str()]);
             let mut client = DispatchClient::new(channel(&server.endpoint()).await);
-            {
-                let answered = answered.lock().unwrap().clone();
-                let acked = acked.lock().unwrap().clone();
-                verify(&mut client, &answered, &acked).await;
-                // Repeated external ids are still recognised.
-                for external_id in answered.keys().take(5) {
-                    let r = client.report_incident(report(external_id)).await.unwrap().into_inner();
-                    assert!(r.duplicate, "{external_id} not recognised after restart {round}");
-                }
-            }
+            verify_after_restart(&mut client, &answered, &acked, round).await;
             if round == 3 {
                 // Timers fire after the restart: every tier-1 page left waiting
                 // before the kill is past its 1 s timeout, so none stays PAGED.
                 let first_tier1 = answered.lock().unwrap().values().next().cloned();
                 if let Some(incident) = first_tier1 {
-                    eventually(|| {
-                        let mut client = client.clone();
-                        let id = incident.id.clone();
-                        async move {
-                            let i = client.get_incident(pb::GetIncidentRequest { id }).await.unwrap().into_inner();
-                            let waiting_old = i
-                                .tiers
-                                .iter()
-                                .flat_map(|t| &t.assignments)
-                                .any(|a| a.state() == pb::AssignmentState::Paged && a.tier == 1 && a.attempt == 1);
-                            (!waiting_old || i.status() == pb::IncidentStatus::Closed).then_some(())
-                        }
-                    })
-                    .await;
+                    no_first_tier1_page_waits(&client, &incident.id).await;
                 }
                 break;
             }
@@ -200,44 +169,8 @@ mod kill_9 {
             for c in 0..8u64 {
                 let (answered, acked) = (answered.clone(), acked.clone());
                 let ch = channel(&server.endpoint()).await;
-                let mut local = SplitMix64(rng.next_u64());
-                tasks.push(tokio::spawn(async move {
-                    let mut client = DispatchClient::new(ch.clone());
-                    let mut terminal = UnitTerminalClient::new(ch);
-                    for i in 0.. {
-                        let external_id = format!("r{round}-c{c}-{i}");
-                        let mut request = report(&external_id);
-                        let r = local.next_u64();
-                        request.location = Some(pb::LatLng {
-                            lat: 28.50 + (r % 1000) as f64 * 0.0001,
-                            lng: 121.33 + (r / 1000 % 2000) as f64 * 0.0001,
-                        });
-                        let Ok(response) = client.report_incident(request).await else { return };
-                        let incident = response.into_inner().incident.unwrap();
-                        answered.lock().unwrap().insert(external_id, incident.clone());
-                        if let Some(a) = incident.tiers.iter().find(|t| t.tier == 3).and_then(|t| t.assignments.first())
-                            && r.is_multiple_of(2)
-                        {
-                            let ack = pb::AcknowledgeRequest {
-                                unit_id: a.unit_id.clone(),
-                                incident_id: incident.id.clone(),
-                                accept: true,
-                                reason: String::new(),
-                            };
-                            match terminal.acknowledge(ack).await {
-                                Ok(_) => acked.lock().unwrap().push((a.unit_id.clone(), incident.id.clone())),
-                                Err(s) if s.code() == tonic::Code::FailedPrecondition => {} // timed out already
-                                Err(_) => return,
-                            }
-                        }
-                        if r.is_multiple_of(5) {
-                            let close = pb::CloseIncidentRequest { id: incident.id.clone(), reason: String::new() };
-                            if client.close_incident(close).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }));
+                let local = SplitMix64(rng.next_u64());
+                tasks.push(tokio::spawn(surge_client(ch, format!("r{round}-c{c}"), local, answered, acked)));
             }
             let kill_after_ms = 100 + rng.next_u64() % 700;
             tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
@@ -251,6 +184,102 @@ mod kill_9 {
             );
         }
         assert!(!answered.lock().unwrap().is_empty(), "the surge reported something");
+    }
+
+    /// The embedded units, journalled in `dir`. Tier 1 pages time out after
+    /// 1 s, so its timers are due across every restart; the other tiers' (30 s
+    /// and more) do not fire during the test, which keeps the cross-checks
+    /// free of races with timers. Returns the config file's path.
+    fn config_with_tier1_timing_out(dir: &std::path::Path) -> std::path::PathBuf {
+        let units = lastmile_server::config::embedded_dataset_file("luqiao/units.json").unwrap();
+        let config =
+            config_on_disk(units, |text| with_journal(dir)(text).replace("ack_timeout_s = 15", "ack_timeout_s = 1"));
+        match &config.source {
+            lastmile_server::config::ConfigSource::File(p) => p.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// After a restart: everything answered OK before is there ([`verify`]),
+    /// and repeated external ids are still recognised.
+    async fn verify_after_restart(
+        client: &mut DispatchClient<Channel>,
+        answered: &Mutex<BTreeMap<String, pb::Incident>>,
+        acked: &Mutex<Vec<(String, String)>>,
+        round: u64,
+    ) {
+        let answered = answered.lock().unwrap().clone();
+        let acked = acked.lock().unwrap().clone();
+        verify(client, &answered, &acked).await;
+        for external_id in answered.keys().take(5) {
+            let r = client.report_incident(report(external_id)).await.unwrap().into_inner();
+            assert!(r.duplicate, "{external_id} not recognised after restart {round}");
+        }
+    }
+
+    /// Waits until incident `id` has no first tier-1 page still PAGED (or is closed).
+    async fn no_first_tier1_page_waits(client: &DispatchClient<Channel>, id: &str) {
+        eventually(|| {
+            let mut client = client.clone();
+            let id = id.to_string();
+            async move {
+                let i = client.get_incident(pb::GetIncidentRequest { id }).await.unwrap().into_inner();
+                let waiting_old = i
+                    .tiers
+                    .iter()
+                    .flat_map(|t| &t.assignments)
+                    .any(|a| a.state() == pb::AssignmentState::Paged && a.tier == 1 && a.attempt == 1);
+                (!waiting_old || i.status() == pb::IncidentStatus::Closed).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// One client of the surge, until the server is gone: reports incidents
+    /// `{prefix}-0`, `{prefix}-1`, ..., accepts the first tier-3 page of about
+    /// half of them and closes about a fifth, keeping what was answered OK.
+    async fn surge_client(
+        ch: Channel,
+        prefix: String,
+        mut local: SplitMix64,
+        answered: Arc<Mutex<BTreeMap<String, pb::Incident>>>,
+        acked: Arc<Mutex<Vec<(String, String)>>>,
+    ) {
+        let mut client = DispatchClient::new(ch.clone());
+        let mut terminal = UnitTerminalClient::new(ch);
+        for i in 0.. {
+            let external_id = format!("{prefix}-{i}");
+            let mut request = report(&external_id);
+            let r = local.next_u64();
+            request.location = Some(pb::LatLng {
+                lat: 28.50 + (r % 1000) as f64 * 0.0001,
+                lng: 121.33 + (r / 1000 % 2000) as f64 * 0.0001,
+            });
+            let Ok(response) = client.report_incident(request).await else { return };
+            let incident = response.into_inner().incident.unwrap();
+            answered.lock().unwrap().insert(external_id, incident.clone());
+            if let Some(a) = incident.tiers.iter().find(|t| t.tier == 3).and_then(|t| t.assignments.first())
+                && r.is_multiple_of(2)
+            {
+                let ack = pb::AcknowledgeRequest {
+                    unit_id: a.unit_id.clone(),
+                    incident_id: incident.id.clone(),
+                    accept: true,
+                    reason: String::new(),
+                };
+                match terminal.acknowledge(ack).await {
+                    Ok(_) => acked.lock().unwrap().push((a.unit_id.clone(), incident.id.clone())),
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {} // timed out already
+                    Err(_) => return,
+                }
+            }
+            if r.is_multiple_of(5) {
+                let close = pb::CloseIncidentRequest { id: incident.id.clone(), reason: String::new() };
+                if client.close_incident(close).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

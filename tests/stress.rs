@@ -85,46 +85,12 @@ async fn terminal(channel: Channel, unit_id: String, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_incidents_against_a_few_hundred_units_never_double_assign() {
     let seed = test_seed("stress");
-    let mut rng = SplitMix64(seed);
-    let mut units = Vec::new();
-    for (tier, count) in [(1u32, UNITS_T1), (3, UNITS_T3), (5, UNITS_T5), (10, UNITS_T10)] {
-        for i in 0..count {
-            let lat = BOX_LAT.0 + (BOX_LAT.1 - BOX_LAT.0) * rng.unit();
-            let lng = BOX_LNG.0 + (BOX_LNG.1 - BOX_LNG.0) * rng.unit();
-            units.push((format!("S{tier}-{i:03}"), tier, lat, lng));
-        }
-    }
-    let unit_refs: Vec<(&str, u32, f64, f64)> = units.iter().map(|(id, t, a, b)| (id.as_str(), *t, *a, *b)).collect();
-    // Short acknowledgement timeouts so silent terminals are re-paged and
-    // tiers escalated within the run; RETURNING units come back after 1 s; a
-    // feed buffer the test's watcher cannot overrun.
-    let config = config_on_disk(&units_json(&unit_refs), |c| {
-        c.replace("ack_timeout_s = 15", "ack_timeout_s = 1")
-            .replace("ack_timeout_s = 30", "ack_timeout_s = 1")
-            .replace("ack_timeout_s = 45", "ack_timeout_s = 1")
-            .replace("ack_timeout_s = 60", "ack_timeout_s = 1")
-            .replace("return_to_available_s = 1800", "return_to_available_s = 1")
-            .replace("subscriber_buffer_events = 1024", "subscriber_buffer_events = 262144")
-    });
-    let server = TestServer::start_with(config).await;
+    let units = units_in_the_box(seed);
+    let server = start_server(&units).await;
     let dispatcher = server.dispatcher.clone();
 
     // The feed, read in its own task from before the first report.
-    let mut feed = server.watch(0, "").await;
-    let replay = tokio::spawn(async move {
-        let mut replay = FeedReplay::default();
-        let cut = loop {
-            match feed.message().await {
-                Ok(Some(event)) => replay.apply(&event),
-                Ok(None) => break None,
-                // The server's shutdown ends the feed with UNAVAILABLE.
-                Err(status) if status.code() == tonic::Code::Unavailable => break None,
-                Err(status) => break Some(status),
-            }
-        };
-        replay.finish();
-        (replay, cut)
-    });
+    let replay = tokio::spawn(replay_feed(server.watch(0, "").await));
 
     // A terminal for every unit; wait until all are subscribed.
     let mut terminals = JoinSet::new();
@@ -140,75 +106,14 @@ async fn thousands_of_incidents_against_a_few_hundred_units_never_double_assign(
     // be up when the load starts.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // Reports from REPORTERS concurrent workers; each incident closed at random.
-    let unit_positions: Arc<Vec<(f64, f64)>> = Arc::new(units.iter().map(|(_, _, a, b)| (*a, *b)).collect());
-    let mut load_channels = Vec::new();
-    for _ in 0..LOAD_CONNECTIONS {
-        load_channels.push(server.channel().await);
-    }
-    let mut reporters = JoinSet::new();
-    for w in 0..REPORTERS {
-        // Workers share LOAD_CONNECTIONS HTTP/2 connections (a cloned channel is the same connection).
-        let mut client = pb::dispatch_client::DispatchClient::new(load_channels[w % LOAD_CONNECTIONS].clone());
-        let positions = unit_positions.clone();
-        let mut rng = SplitMix64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        reporters.spawn(async move {
-            let mut ok = Vec::new();
-            for i in (w..INCIDENTS).step_by(REPORTERS) {
-                // Half at a unit's doorstep (tier 1 contention), half anywhere in the box.
-                let (lat, lng) = if rng.unit() < 0.5 {
-                    let (lat, lng) = positions[(rng.next_u64() % positions.len() as u64) as usize];
-                    (lat + (rng.unit() - 0.5) * 0.0005, lng + (rng.unit() - 0.5) * 0.0005)
-                } else {
-                    (BOX_LAT.0 + (BOX_LAT.1 - BOX_LAT.0) * rng.unit(), BOX_LNG.0 + (BOX_LNG.1 - BOX_LNG.0) * rng.unit())
-                };
-                let kinds = [pb::IncidentKind::Fire, pb::IncidentKind::Flood, pb::IncidentKind::Rescue];
-                let request = pb::ReportIncidentRequest {
-                    external_id: format!("stress-{i}"),
-                    location: Some(pb::LatLng { lat, lng }),
-                    kind: kinds[(rng.next_u64() % 3) as usize] as i32,
-                    severity: 1 + (rng.next_u64() % 4) as u32,
-                    address: String::new(),
-                    description: String::new(),
-                    grid_id: String::new(),
-                };
-                let incident = client.report_incident(request).await.expect("report answered").into_inner();
-                let incident = incident.incident.expect("incident");
-                if rng.unit() < 0.4 {
-                    tokio::task::yield_now().await;
-                    client
-                        .close_incident(pb::CloseIncidentRequest { id: incident.id.clone(), reason: String::new() })
-                        .await
-                        .expect("close");
-                }
-                ok.push((incident.id, incident.external_id));
-            }
-            ok
-        });
-    }
-    let mut reported = Vec::new();
-    while let Some(done) = reporters.join_next().await {
-        reported.extend(done.expect("reporter"));
-    }
+    let reported = report_all(&server, &units, seed).await;
     assert_eq!(reported.len(), INCIDENTS);
     // Let re-pages, timeouts and escalations run for a while with the terminals answering.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     terminals.abort_all();
     while terminals.join_next().await.is_some() {}
 
-    // Every incident reported OK is on the server, once, with every tier in a defined state.
-    let listed = all_incidents(&mut client).await;
-    let by_id: HashMap<&str, &pb::Incident> = listed.iter().map(|i| (i.id.as_str(), i)).collect();
-    let mut ids = HashSet::new();
-    for (id, external_id) in &reported {
-        assert!(ids.insert(id.clone()), "incident id {id} handed out twice");
-        let incident = by_id.get(id.as_str()).unwrap_or_else(|| panic!("incident {id} reported OK is missing"));
-        assert_eq!(&incident.external_id, external_id);
-        for t in &incident.tiers {
-            assert_ne!(t.state(), pb::TierState::Unspecified, "{id} tier {} has no state", t.tier);
-        }
-    }
-    assert_eq!(listed.len(), INCIDENTS);
+    assert_all_stored(&all_incidents(&mut client).await, &reported);
 
     // Stop the server (and its timers), then the exact checks.
     server.shutdown().await;
@@ -222,4 +127,131 @@ async fn thousands_of_incidents_against_a_few_hundred_units_never_double_assign(
         "stress: {} incidents, {} feed events, {} pages, {} publication-order inversions",
         INCIDENTS, replay.events, replay.pages, replay.inversions
     );
+}
+
+/// The run's units, (id, tier, lat, lng), placed at random in the box.
+fn units_in_the_box(seed: u64) -> Vec<(String, u32, f64, f64)> {
+    let mut rng = SplitMix64(seed);
+    let mut units = Vec::new();
+    for (tier, count) in [(1u32, UNITS_T1), (3, UNITS_T3), (5, UNITS_T5), (10, UNITS_T10)] {
+        for i in 0..count {
+            let lat = BOX_LAT.0 + (BOX_LAT.1 - BOX_LAT.0) * rng.unit();
+            let lng = BOX_LNG.0 + (BOX_LNG.1 - BOX_LNG.0) * rng.unit();
+            units.push((format!("S{tier}-{i:03}"), tier, lat, lng));
+        }
+    }
+    units
+}
+
+/// A server with these units. Short acknowledgement timeouts so silent
+/// terminals are re-paged and tiers escalated within the run; RETURNING units
+/// come back after 1 s; a feed buffer the test's watcher cannot overrun.
+async fn start_server(units: &[(String, u32, f64, f64)]) -> TestServer {
+    let unit_refs: Vec<(&str, u32, f64, f64)> = units.iter().map(|(id, t, a, b)| (id.as_str(), *t, *a, *b)).collect();
+    let config = config_on_disk(&units_json(&unit_refs), |c| {
+        c.replace("ack_timeout_s = 15", "ack_timeout_s = 1")
+            .replace("ack_timeout_s = 30", "ack_timeout_s = 1")
+            .replace("ack_timeout_s = 45", "ack_timeout_s = 1")
+            .replace("ack_timeout_s = 60", "ack_timeout_s = 1")
+            .replace("return_to_available_s = 1800", "return_to_available_s = 1")
+            .replace("subscriber_buffer_events = 1024", "subscriber_buffer_events = 262144")
+    });
+    TestServer::start_with(config).await
+}
+
+/// Replays the feed until it ends; the status it was cut off with, if any.
+async fn replay_feed(mut feed: tonic::Streaming<pb::DispatchEvent>) -> (FeedReplay, Option<tonic::Status>) {
+    let mut replay = FeedReplay::default();
+    let cut = loop {
+        match feed.message().await {
+            Ok(Some(event)) => replay.apply(&event),
+            Ok(None) => break None,
+            // The server's shutdown ends the feed with UNAVAILABLE.
+            Err(status) if status.code() == tonic::Code::Unavailable => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    replay.finish();
+    (replay, cut)
+}
+
+/// Reports from REPORTERS concurrent workers; each incident closed at random.
+/// Every incident reported, (id, external id).
+async fn report_all(server: &TestServer, units: &[(String, u32, f64, f64)], seed: u64) -> Vec<(String, String)> {
+    let unit_positions: Arc<Vec<(f64, f64)>> = Arc::new(units.iter().map(|(_, _, a, b)| (*a, *b)).collect());
+    let mut load_channels = Vec::new();
+    for _ in 0..LOAD_CONNECTIONS {
+        load_channels.push(server.channel().await);
+    }
+    let mut reporters = JoinSet::new();
+    for w in 0..REPORTERS {
+        // Workers share LOAD_CONNECTIONS HTTP/2 connections (a cloned channel is the same connection).
+        let client = pb::dispatch_client::DispatchClient::new(load_channels[w % LOAD_CONNECTIONS].clone());
+        let rng = SplitMix64(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        reporters.spawn(reporter(client, unit_positions.clone(), w, rng));
+    }
+    let mut reported = Vec::new();
+    while let Some(done) = reporters.join_next().await {
+        reported.extend(done.expect("reporter"));
+    }
+    reported
+}
+
+/// Worker `w`: reports incidents w, w + REPORTERS, ...; closes some at once.
+async fn reporter(
+    mut client: pb::dispatch_client::DispatchClient<Channel>,
+    positions: Arc<Vec<(f64, f64)>>,
+    w: usize,
+    mut rng: SplitMix64,
+) -> Vec<(String, String)> {
+    let mut ok = Vec::new();
+    for i in (w..INCIDENTS).step_by(REPORTERS) {
+        let request = stress_report(&mut rng, &positions, i);
+        let incident = client.report_incident(request).await.expect("report answered").into_inner();
+        let incident = incident.incident.expect("incident");
+        if rng.unit() < 0.4 {
+            tokio::task::yield_now().await;
+            client
+                .close_incident(pb::CloseIncidentRequest { id: incident.id.clone(), reason: String::new() })
+                .await
+                .expect("close");
+        }
+        ok.push((incident.id, incident.external_id));
+    }
+    ok
+}
+
+/// Incident `i`: half at a unit's doorstep (tier 1 contention), half anywhere in the box.
+fn stress_report(rng: &mut SplitMix64, positions: &[(f64, f64)], i: usize) -> pb::ReportIncidentRequest {
+    let (lat, lng) = if rng.unit() < 0.5 {
+        let (lat, lng) = positions[(rng.next_u64() % positions.len() as u64) as usize];
+        (lat + (rng.unit() - 0.5) * 0.0005, lng + (rng.unit() - 0.5) * 0.0005)
+    } else {
+        (BOX_LAT.0 + (BOX_LAT.1 - BOX_LAT.0) * rng.unit(), BOX_LNG.0 + (BOX_LNG.1 - BOX_LNG.0) * rng.unit())
+    };
+    let kinds = [pb::IncidentKind::Fire, pb::IncidentKind::Flood, pb::IncidentKind::Rescue];
+    pb::ReportIncidentRequest {
+        external_id: format!("stress-{i}"),
+        location: Some(pb::LatLng { lat, lng }),
+        kind: kinds[(rng.next_u64() % 3) as usize] as i32,
+        severity: 1 + (rng.next_u64() % 4) as u32,
+        address: String::new(),
+        description: String::new(),
+        grid_id: String::new(),
+    }
+}
+
+/// Every incident reported OK is on the server, once, with every tier in a defined state.
+fn assert_all_stored(listed: &[pb::Incident], reported: &[(String, String)]) {
+    let by_id: HashMap<&str, &pb::Incident> = listed.iter().map(|i| (i.id.as_str(), i)).collect();
+    let mut ids = HashSet::new();
+    for (id, external_id) in reported {
+        assert!(ids.insert(id.clone()), "incident id {id} handed out twice");
+        let incident = by_id.get(id.as_str()).unwrap_or_else(|| panic!("incident {id} reported OK is missing"));
+        assert_eq!(&incident.external_id, external_id);
+        for t in &incident.tiers {
+            assert_ne!(t.state(), pb::TierState::Unspecified, "{id} tier {} has no state", t.tier);
+        }
+    }
+    assert_eq!(listed.len(), INCIDENTS);
 }

@@ -145,131 +145,147 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
 
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     match command {
-        ClientCommand::Report {
-            target,
-            incident: IncidentArgs { lat, lng, kind, severity },
-            external_id,
-            address,
-            description,
-            grid_id,
-        } => {
-            let external_id = external_id.unwrap_or_else(|| {
-                let ms =
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-                format!("cli-{ms}")
-            });
-            let response = connect(&target)
-                .await?
-                .report_incident(pb::ReportIncidentRequest {
-                    external_id,
-                    location: Some(pb::LatLng { lat, lng }),
-                    kind: kind.to_pb() as i32,
-                    severity,
-                    address,
-                    description,
-                    grid_id,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            if response.duplicate {
-                println!("(duplicate external_id: the stored incident, nothing dispatched again)");
-            }
-            print_incident(&response.incident.unwrap_or_default());
-        }
-        ClientCommand::Preview { target, incident: IncidentArgs { lat, lng, kind, severity } } => {
-            let preview = connect(&target)
-                .await?
-                .preview_dispatch(pb::PreviewDispatchRequest {
-                    location: Some(pb::LatLng { lat, lng }),
-                    kind: kind.to_pb() as i32,
-                    severity,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            println!("preview at {lat:.5},{lng:.5}  {} {}  (nothing reserved)", preview.town, preview.village);
-            if preview.outside_service_area {
-                println!("  outside the service area");
-            }
-            print_tiers(&preview.tiers);
-        }
-        ClientCommand::Get { target, id } => {
-            let incident =
-                connect(&target).await?.get_incident(pb::GetIncidentRequest { id }).await.map_err(status_error)?;
-            print_incident(incident.get_ref());
-        }
-        ClientCommand::Close { target, id, reason } => {
-            let closed = connect(&target)
-                .await?
-                .close_incident(pb::CloseIncidentRequest { id, reason })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            print_incident(&closed.incident.unwrap_or_default());
-        }
-        ClientCommand::Units { target, tier, town, limit } => {
-            let units = connect(&target)
-                .await?
-                .list_units(pb::ListUnitsRequest {
-                    tier: tier.unwrap_or(0) as i32,
-                    town,
-                    page_size: limit,
-                    ..Default::default()
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            for u in units.units {
-                println!(
-                    "{:<18} tier-{:<2} {:<16} {:<10} {} {}",
-                    u.id,
-                    u.tier,
-                    u.status().as_str_name().trim_start_matches("UNIT_STATUS_"),
-                    u.incident_id,
-                    u.town,
-                    u.name
-                );
-            }
-        }
-        ClientCommand::Assign { target, incident_id, unit_id, tier } => {
-            let incident = connect(&target)
-                .await?
-                .assign_unit(pb::AssignUnitRequest { incident_id, unit_id, tier: tier as i32 })
-                .await
-                .map_err(status_error)?;
-            print_incident(incident.get_ref());
-        }
-        ClientCommand::Release { target, unit_id, reason } => {
-            let unit = connect(&target)
-                .await?
-                .release_unit(pb::ReleaseUnitRequest { unit_id, reason })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .unit
-                .unwrap_or_default();
-            println!("{} is now {}", unit.id, unit.status().as_str_name().trim_start_matches("UNIT_STATUS_"));
-        }
-        ClientCommand::Status { target, unit_id, status } => {
-            let status = match status {
-                Status::Available => pb::UnitStatus::Available,
-                Status::EnRoute => pb::UnitStatus::EnRoute,
-                Status::OnScene => pb::UnitStatus::OnScene,
-                Status::OutOfService => pb::UnitStatus::OutOfService,
+        ClientCommand::Report { target, incident, external_id, address, description, grid_id } => {
+            let request = pb::ReportIncidentRequest {
+                external_id: external_id.unwrap_or_else(fresh_external_id),
+                location: Some(pb::LatLng { lat: incident.lat, lng: incident.lng }),
+                kind: incident.kind.to_pb() as i32,
+                severity: incident.severity,
+                address,
+                description,
+                grid_id,
             };
-            let unit = connect(&target)
-                .await?
-                .set_unit_status(pb::SetUnitStatusRequest { id: unit_id, status: status as i32 })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .unit
-                .unwrap_or_default();
-            println!("{} is now {}", unit.id, unit.status().as_str_name().trim_start_matches("UNIT_STATUS_"));
+            report(&target, request).await
         }
+        ClientCommand::Preview { target, incident } => preview(&target, incident).await,
+        ClientCommand::Get { target, id } => get(&target, id).await,
+        ClientCommand::Close { target, id, reason } => close(&target, id, reason).await,
+        ClientCommand::Units { target, tier, town, limit } => units(&target, tier, town, limit).await,
+        ClientCommand::Assign { target, incident_id, unit_id, tier } => {
+            assign(&target, pb::AssignUnitRequest { incident_id, unit_id, tier: tier as i32 }).await
+        }
+        ClientCommand::Release { target, unit_id, reason } => release(&target, unit_id, reason).await,
+        ClientCommand::Status { target, unit_id, status } => set_status(&target, unit_id, status).await,
+    }
+}
+
+/// An external id of its own for a report that names none.
+fn fresh_external_id() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    format!("cli-{ms}")
+}
+
+async fn report(target: &Target, request: pb::ReportIncidentRequest) -> anyhow::Result<()> {
+    let response = connect(target).await?.report_incident(request).await.map_err(status_error)?.into_inner();
+    if response.duplicate {
+        println!("(duplicate external_id: the stored incident, nothing dispatched again)");
+    }
+    print_incident(&response.incident.unwrap_or_default());
+    Ok(())
+}
+
+async fn preview(target: &Target, IncidentArgs { lat, lng, kind, severity }: IncidentArgs) -> anyhow::Result<()> {
+    let preview = connect(target)
+        .await?
+        .preview_dispatch(pb::PreviewDispatchRequest {
+            location: Some(pb::LatLng { lat, lng }),
+            kind: kind.to_pb() as i32,
+            severity,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("preview at {lat:.5},{lng:.5}  {} {}  (nothing reserved)", preview.town, preview.village);
+    if preview.outside_service_area {
+        println!("  outside the service area");
+    }
+    print_tiers(&preview.tiers);
+    Ok(())
+}
+
+async fn get(target: &Target, id: String) -> anyhow::Result<()> {
+    let incident = connect(target).await?.get_incident(pb::GetIncidentRequest { id }).await.map_err(status_error)?;
+    print_incident(incident.get_ref());
+    Ok(())
+}
+
+async fn close(target: &Target, id: String, reason: String) -> anyhow::Result<()> {
+    let closed = connect(target)
+        .await?
+        .close_incident(pb::CloseIncidentRequest { id, reason })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    print_incident(&closed.incident.unwrap_or_default());
+    Ok(())
+}
+
+async fn units(target: &Target, tier: Option<u32>, town: String, limit: u32) -> anyhow::Result<()> {
+    let units = connect(target)
+        .await?
+        .list_units(pb::ListUnitsRequest {
+            tier: tier.unwrap_or(0) as i32,
+            town,
+            page_size: limit,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    for u in units.units {
+        println!(
+            "{:<18} tier-{:<2} {:<16} {:<10} {} {}",
+            u.id,
+            u.tier,
+            u.status().as_str_name().trim_start_matches("UNIT_STATUS_"),
+            u.incident_id,
+            u.town,
+            u.name
+        );
     }
     Ok(())
+}
+
+async fn assign(target: &Target, request: pb::AssignUnitRequest) -> anyhow::Result<()> {
+    let incident = connect(target).await?.assign_unit(request).await.map_err(status_error)?;
+    print_incident(incident.get_ref());
+    Ok(())
+}
+
+async fn release(target: &Target, unit_id: String, reason: String) -> anyhow::Result<()> {
+    let unit = connect(target)
+        .await?
+        .release_unit(pb::ReleaseUnitRequest { unit_id, reason })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .unit
+        .unwrap_or_default();
+    print_unit_status(&unit);
+    Ok(())
+}
+
+async fn set_status(target: &Target, unit_id: String, status: Status) -> anyhow::Result<()> {
+    let status = match status {
+        Status::Available => pb::UnitStatus::Available,
+        Status::EnRoute => pb::UnitStatus::EnRoute,
+        Status::OnScene => pb::UnitStatus::OnScene,
+        Status::OutOfService => pb::UnitStatus::OutOfService,
+    };
+    let unit = connect(target)
+        .await?
+        .set_unit_status(pb::SetUnitStatusRequest { id: unit_id, status: status as i32 })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .unit
+        .unwrap_or_default();
+    print_unit_status(&unit);
+    Ok(())
+}
+
+fn print_unit_status(unit: &pb::Unit) {
+    println!("{} is now {}", unit.id, unit.status().as_str_name().trim_start_matches("UNIT_STATUS_"));
 }
 
 fn print_incident(i: &pb::Incident) {

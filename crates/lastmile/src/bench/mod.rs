@@ -31,8 +31,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lastmile_core::Dispatcher;
+use lastmile_core::area::ServiceArea;
 use lastmile_proto::v1 as pb;
 use lastmile_proto::v1::dispatch_client::DispatchClient;
 use lastmile_server::LastmileConfig;
@@ -312,7 +314,37 @@ fn tier_name(state: pb::TierState) -> &'static str {
     state.as_str_name().trim_start_matches("TIER_STATE_")
 }
 
+/// A page that holds its unit (a unit may hold one incident at a time).
+fn holds_unit(state: pb::AssignmentState) -> bool {
+    matches!(state, pb::AssignmentState::Paged | pb::AssignmentState::Acknowledged | pb::AssignmentState::OnScene)
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    validate(&args)?;
+    let mut setup = Setup::start(&args).await?;
+    let feed = Feed::follow(&mut setup.control).await?;
+    let mut fleet = Fleet::start(&args, &setup).await?;
+    let timed = Timed::run(&args, &setup).await?;
+    let expected = expected_pages(&timed.report_run);
+    fleet.settle_and_stop(&args, &expected, timed.deadline).await;
+    let read_back = read_back(&mut setup.control, &timed.report_run, &expected).await?;
+    let checks = finish_checks(setup.server.as_mut(), feed, read_back).await?;
+
+    let findings = Findings::new(&args, &setup, &timed, &fleet.log, &expected, &checks);
+    findings.write_chart()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&findings.json())?);
+    } else {
+        findings.print_table();
+    }
+    if !checks.failures.is_empty() {
+        bail!("{} invariant(s) failed", checks.failures.len());
+    }
+    Ok(())
+}
+
+/// The flags whose ranges clap does not check.
+fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.incidents == 0 {
         bail!("--incidents must be at least 1");
     }
@@ -332,103 +364,163 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     {
         bail!("--rate must be positive");
     }
+    Ok(())
+}
+
+/// The run's seed (from the clock unless --seed), printed so the run can be replayed.
+fn seed(args: &BenchArgs) -> u64 {
     let seed = args.seed.unwrap_or_else(|| {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         lastmile_core::sim::SplitMix64(now.as_nanos() as u64).next_u64()
     });
     eprintln!("lastmile bench: seed {seed} (pass --seed {seed} to draw the same incidents and answers)");
-    let run_tag = format!(
-        "{:x}",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
-    );
+    seed
+}
 
-    // The district the incidents are drawn in, and the in-process server.
+/// Makes the run's external ids its own, so a rerun against the same server
+/// is not taken for duplicates.
+fn run_tag() -> String {
+    format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis())
+}
+
+fn mode(args: &BenchArgs) -> Mode {
+    match (args.rate, args.burst) {
+        (Some(rate), _) => Mode::Open { rate, max_in_flight: args.max_in_flight },
+        (None, true) => Mode::Burst,
+        (None, false) => Mode::Closed { concurrency: args.concurrency.max(1) },
+    }
+}
+
+/// The load's connections: in burst mode --concurrency of them, otherwise one
+/// per 16 workers, at most 16 (unless --connections says).
+fn load_connections(args: &BenchArgs, mode: Mode) -> usize {
+    match mode {
+        Mode::Burst => args.connections.unwrap_or(args.concurrency).max(1),
+        _ => args.connections.unwrap_or(args.concurrency.div_ceil(16).clamp(1, 16)).max(1),
+    }
+}
+
+/// What a run is against, set up before anything is timed.
+struct Setup {
+    seed: u64,
+    mode: Mode,
+    /// gRPC connections the timed load is spread over.
+    connections: usize,
+    /// The server the bench started; `None` with --addr.
+    server: Option<InProcess>,
+    endpoint: String,
+    /// The bench's own connection: the units, the feed, the read-back.
+    control: DispatchClient<Channel>,
+    units: Vec<pb::Unit>,
+    /// The run's reports, drawn before the load starts.
+    incidents: Arc<Vec<pb::ReportIncidentRequest>>,
+}
+
+impl Setup {
+    async fn start(args: &BenchArgs) -> anyhow::Result<Setup> {
+        let seed = seed(args);
+        let run_tag = run_tag();
+        let (server, area) = start_server(args).await?;
+        let endpoint = match (&args.addr, &server) {
+            (Some(addr), _) => check_loopback(addr)?,
+            (None, Some(s)) => format!("http://{}", s.addr),
+            (None, None) => unreachable!("no address and no server"),
+        };
+        let mode = mode(args);
+        let connections = load_connections(args, mode);
+        let mut control = DispatchClient::new(connect(&endpoint).await?);
+        let units = list_units(&mut control).await?;
+        let incidents = Arc::new(draw_incidents(args, seed, &run_tag, &area, &units)?);
+        Ok(Setup { seed, mode, connections, server, endpoint, control, units, incidents })
+    }
+}
+
+/// The district the incidents are drawn in, and the in-process server (none with --addr).
+async fn start_server(args: &BenchArgs) -> anyhow::Result<(Option<InProcess>, ServiceArea)> {
     let mut config = match &args.config {
         Some(path) => LastmileConfig::load(path)?,
         None => LastmileConfig::embedded()?,
     };
     let (_, area) = config.load_dataset()?;
-    let mut server = match &args.addr {
-        Some(_) => None,
-        None => {
-            if let Some(s) = args.ack_timeout_s {
-                for tier in [
-                    &mut config.dispatch.tiers.t1,
-                    &mut config.dispatch.tiers.t3,
-                    &mut config.dispatch.tiers.t5,
-                    &mut config.dispatch.tiers.t10,
-                ] {
-                    tier.ack_timeout_s = s;
-                }
-            }
-            config.journal.data_dir = args.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
-            config.feed.subscriber_buffer_events = config.feed.subscriber_buffer_events.max(BENCH_FEED_BUFFER_EVENTS);
-            config.validate()?;
-            Some(InProcess::start(config.clone()).await?)
+    if args.addr.is_some() {
+        return Ok((None, area));
+    }
+    if let Some(s) = args.ack_timeout_s {
+        for tier in [
+            &mut config.dispatch.tiers.t1,
+            &mut config.dispatch.tiers.t3,
+            &mut config.dispatch.tiers.t5,
+            &mut config.dispatch.tiers.t10,
+        ] {
+            tier.ack_timeout_s = s;
         }
-    };
-    let endpoint = match (&args.addr, &server) {
-        (Some(addr), _) => check_loopback(addr)?,
-        (None, Some(s)) => format!("http://{}", s.addr),
-        (None, None) => unreachable!("no address and no server"),
-    };
-    let mode = match (args.rate, args.burst) {
-        (Some(rate), _) => Mode::Open { rate, max_in_flight: args.max_in_flight },
-        (None, true) => Mode::Burst,
-        (None, false) => Mode::Closed { concurrency: args.concurrency.max(1) },
-    };
-    let connections = match mode {
-        Mode::Burst => args.connections.unwrap_or(args.concurrency).max(1),
-        _ => args.connections.unwrap_or(args.concurrency.div_ceil(16).clamp(1, 16)).max(1),
-    };
+    }
+    config.journal.data_dir = args.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+    config.feed.subscriber_buffer_events = config.feed.subscriber_buffer_events.max(BENCH_FEED_BUFFER_EVENTS);
+    config.validate()?;
+    Ok((Some(InProcess::start(config).await?), area))
+}
 
-    let control_channel = connect(&endpoint).await?;
-    let mut control = DispatchClient::new(control_channel.clone());
-    let units = list_units(&mut control).await?;
+/// The run's incidents, drawn in the district around the server's units.
+fn draw_incidents(
+    args: &BenchArgs,
+    seed: u64,
+    run_tag: &str,
+    area: &ServiceArea,
+    units: &[pb::Unit],
+) -> anyhow::Result<Vec<pb::ReportIncidentRequest>> {
     let bbox =
         scenario::BoundingBox::around(units.iter().filter_map(|u| u.home.or(u.position)).map(|p| (p.lat, p.lng)), 0.01)
             .context("the server has no units")?;
-    let (incidents, fell_back) = scenario::incidents(args.scenario, args.incidents, seed, &run_tag, &area, bbox)?;
+    let (incidents, fell_back) = scenario::incidents(args.scenario, args.incidents, seed, run_tag, area, bbox)?;
     if fell_back > 0 {
         eprintln!(
             "lastmile bench: {fell_back} typhoon incident(s) drawn anywhere: the dataset has no {:?}",
             scenario::TYPHOON_TOWNS
         );
     }
-    let incidents = Arc::new(incidents);
+    Ok(incidents)
+}
 
-    // The live feed, read in its own task from before the load starts.
-    let feed_stream = control
-        .watch_events(pb::WatchEventsRequest::default())
-        .await
-        .context("WatchEvents (the bench needs a feed slot: feed.max_watchers)")?
-        .into_inner();
-    let (stop_feed, feed_stopped) = tokio::sync::watch::channel(false);
-    let feed_task =
-        tokio::spawn(feed::follow(feed_stream, feed_stopped, Duration::from_millis(300), Duration::from_secs(5)));
+/// The live feed, read in its own task from before the load starts.
+struct Feed {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<feed::Replay>,
+}
 
-    // A simulated crew for every unit.
-    let log = Arc::new(PageLog::default());
-    let mut fleet = JoinSet::new();
-    if !args.no_terminals {
-        let model = Arc::new(CrewModel {
-            seed,
-            silent_fraction: args.silent,
-            decline_fraction: args.decline,
-            behaviour: Behaviour {
-                auto_ack: true,
-                decline: false,
-                ack_delay: Duration::from_secs_f64(args.ack_delay_s.max(0.0)),
-                drive: !args.no_drive,
-                time_scale: args.time_scale,
-                on_scene_s: args.on_scene_s,
-                verbose: false,
-            },
-        });
-        for chunk in units.chunks(TERMINALS_PER_CHANNEL) {
-            let channel = connect(&endpoint).await?;
+impl Feed {
+    async fn follow(control: &mut DispatchClient<Channel>) -> anyhow::Result<Feed> {
+        let stream = control
+            .watch_events(pb::WatchEventsRequest::default())
+            .await
+            .context("WatchEvents (the bench needs a feed slot: feed.max_watchers)")?
+            .into_inner();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(feed::follow(stream, stopped, Duration::from_millis(300), Duration::from_secs(5)));
+        Ok(Feed { stop, task })
+    }
+}
+
+/// A simulated crew for every unit (none with --no-terminals).
+struct Fleet {
+    /// What the terminals received and how the crews answered.
+    log: Arc<PageLog>,
+    crews: JoinSet<Result<(), tonic::Status>>,
+}
+
+impl Fleet {
+    /// Connects every crew's terminal and waits until all are subscribed.
+    async fn start(args: &BenchArgs, setup: &Setup) -> anyhow::Result<Fleet> {
+        let log = Arc::new(PageLog::default());
+        let mut crews = JoinSet::new();
+        if args.no_terminals {
+            return Ok(Fleet { log, crews });
+        }
+        let model = Arc::new(crew_model(args, setup.seed));
+        for chunk in setup.units.chunks(TERMINALS_PER_CHANNEL) {
+            let channel = connect(&setup.endpoint).await?;
             for unit in chunk {
-                fleet.spawn(crate::sim_terminal::run_crew(
+                crews.spawn(crate::sim_terminal::run_crew(
                     crate::connect::Bearer::wrap_plain(channel.clone()),
                     unit.id.clone(),
                     model.clone(),
@@ -437,146 +529,235 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
         let ready_by = Instant::now() + Duration::from_secs(30);
-        while log.subscribed.load(Ordering::Relaxed) < units.len() as u64 {
+        while log.subscribed.load(Ordering::Relaxed) < setup.units.len() as u64 {
             if Instant::now() > ready_by {
                 bail!(
                     "only {} of {} terminals subscribed within 30 s",
                     log.subscribed.load(Ordering::Relaxed),
-                    units.len()
+                    setup.units.len()
                 );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(Fleet { log, crews })
     }
 
-    let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(DispatchClient::new(connect(&endpoint).await?));
+    /// Waits (within --settle-s and the deadline) for the reports' pages to
+    /// reach the terminals, lets the crews act on them, then stops the crews.
+    async fn settle_and_stop(&mut self, args: &BenchArgs, expected: &[(usize, &Reported)], deadline: Instant) {
+        let settle_by = (Instant::now() + Duration::from_secs_f64(args.settle_s.max(0.0))).min(deadline);
+        if !args.no_terminals {
+            while Instant::now() < settle_by && !all_paged(&self.log, expected) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Let the crews act on what they got, within the settle time.
+            tokio::time::sleep_until(settle_by).await;
+        }
+        self.crews.abort_all();
+        while self.crews.join_next().await.is_some() {}
     }
-    let pings = args.pings.unwrap_or(args.incidents);
-    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout_s.max(0.0));
-    let bar = if args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(Some((pings + args.incidents) as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{msg:10} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    };
-    let ping =
-        |mut client: DispatchClient<Channel>, _| async move { client.ping(pb::PingRequest {}).await.map(|_| ()) };
-    load::drive(
-        Mode::Closed { concurrency: connections },
-        WARMUP_PINGS_PER_CONNECTION * connections,
-        &clients,
-        ping,
-        deadline,
-        &ProgressBar::hidden(),
-    )
-    .await;
-    bar.set_message("Ping");
-    let meter = cpu::CpuMeter::new(args.server_pid);
-    let cpu_before_ping = meter.now();
-    let ping_run = load::drive(mode, pings, &clients, ping, deadline, &bar).await;
-    let cpu_after_ping = meter.now();
-    bar.set_message("Report");
-    // The closer: one message per report at most, so a channel of that
-    // capacity never blocks a reporter.
-    let (to_close, mut closing) = tokio::sync::mpsc::channel::<String>(args.incidents.max(1));
-    let closer = {
-        let client = DispatchClient::new(connect(&endpoint).await?);
-        let keep_open = args.open_incidents;
-        tokio::spawn(async move {
-            let mut open = std::collections::VecDeque::new();
-            let mut micros = new_histogram();
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            // Closes in flight at once, so closing keeps up with the reports.
-            let mut in_flight = JoinSet::new();
-            let mut tally = |done: Result<Result<Duration, String>, tokio::task::JoinError>| match done {
-                Ok(Ok(latency)) => record(&mut micros, latency),
-                Ok(Err(code)) => *errors.entry(code).or_default() += 1,
-                Err(_) => {}
-            };
-            while let Some(id) = closing.recv().await {
-                open.push_back(id);
-                while keep_open > 0 && open.len() > keep_open {
-                    let Some(oldest) = open.pop_front() else { break };
-                    while in_flight.len() >= CLOSES_IN_FLIGHT {
-                        if let Some(done) = in_flight.join_next().await {
-                            tally(done);
-                        }
-                    }
-                    let mut client = client.clone();
-                    in_flight.spawn(async move {
-                        let sent = Instant::now();
-                        let request = pb::CloseIncidentRequest { id: oldest, reason: "lastmile bench".into() };
-                        match tokio::time::timeout_at(deadline, client.close_incident(request)).await {
-                            Ok(Ok(_)) => Ok(sent.elapsed()),
-                            Ok(Err(status)) => Err(format!("{:?}", status.code())),
-                            Err(_) => Err(load::BENCH_TIMEOUT.to_string()),
-                        }
-                    });
-                }
-            }
-            while let Some(done) = in_flight.join_next().await {
-                tally(done);
-            }
-            (micros, errors)
-        })
-    };
-    let report_run = {
-        let incidents = incidents.clone();
-        load::drive(
-            mode,
-            args.incidents,
-            &clients,
-            move |mut client: DispatchClient<Channel>, index| {
-                let request = incidents[index].clone();
-                let to_close = to_close.clone();
-                async move {
-                    let r = reported(client.report_incident(request).await?.into_inner());
-                    if !r.duplicate {
-                        let _ = to_close.try_send(r.incident_id.clone());
-                    }
-                    Ok(r)
-                }
-            },
-            deadline,
-            &bar,
-        )
-        .await
-    };
-    bar.finish_and_clear();
-    let (close_micros, close_errors) = closer.await.context("closer task")?;
-    let cpu_after_reports = meter.now();
+}
 
-    // Wait for the reports' pages to reach the terminals.
-    let expected: Vec<(usize, &Reported)> = report_run
+/// How the crews answer, from the flags.
+fn crew_model(args: &BenchArgs, seed: u64) -> CrewModel {
+    CrewModel {
+        seed,
+        silent_fraction: args.silent,
+        decline_fraction: args.decline,
+        behaviour: Behaviour {
+            auto_ack: true,
+            decline: false,
+            ack_delay: Duration::from_secs_f64(args.ack_delay_s.max(0.0)),
+            drive: !args.no_drive,
+            time_scale: args.time_scale,
+            on_scene_s: args.on_scene_s,
+            verbose: false,
+        },
+    }
+}
+
+/// Whether every unit that the reports paged has received its page.
+fn all_paged(log: &PageLog, expected: &[(usize, &Reported)]) -> bool {
+    expected.iter().all(|(_, r)| {
+        r.tiers.iter().flat_map(|t| &t.2).all(|(unit, _)| log.first_delivery(&r.incident_id, unit).is_some())
+    })
+}
+
+/// The reports answered OK that are not duplicates (their pages are
+/// expected), with their index in the run.
+fn expected_pages(report_run: &PhaseRun<Reported>) -> Vec<(usize, &Reported)> {
+    report_run
         .samples
         .iter()
         .enumerate()
         .filter_map(|(i, s)| s.result.as_ref().ok().filter(|r| !r.duplicate).map(|r| (i, r)))
-        .collect();
-    let settle_by = (Instant::now() + Duration::from_secs_f64(args.settle_s.max(0.0))).min(deadline);
-    let all_paged = |log: &PageLog| {
-        expected.iter().all(|(_, r)| {
-            r.tiers.iter().flat_map(|t| &t.2).all(|(unit, _)| log.first_delivery(&r.incident_id, unit).is_some())
-        })
-    };
-    if !args.no_terminals {
-        while Instant::now() < settle_by && !all_paged(&log) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Let the crews act on what they got, within the settle time.
-        tokio::time::sleep_until(settle_by).await;
-    }
-    fleet.abort_all();
-    while fleet.join_next().await.is_some() {}
+        .collect()
+}
 
-    // Read everything back.
-    let listed = list_incidents(&mut control).await?;
+/// The timed part of the run: a warm-up, `Ping`, then `ReportIncident` (with
+/// the closer), all in the run's mode and bounded by --timeout-s.
+struct Timed {
+    /// Where every phase stops, whatever it has.
+    deadline: Instant,
+    ping_run: PhaseRun<()>,
+    report_run: PhaseRun<Reported>,
+    close_micros: Histogram<u64>,
+    close_errors: BTreeMap<String, u64>,
+    meter: cpu::CpuMeter,
+    cpu_before_ping: Option<Duration>,
+    cpu_after_ping: Option<Duration>,
+    cpu_after_reports: Option<Duration>,
+}
+
+impl Timed {
+    async fn run(args: &BenchArgs, setup: &Setup) -> anyhow::Result<Timed> {
+        let mut clients = Vec::with_capacity(setup.connections);
+        for _ in 0..setup.connections {
+            clients.push(DispatchClient::new(connect(&setup.endpoint).await?));
+        }
+        let pings = args.pings.unwrap_or(args.incidents);
+        let deadline = Instant::now() + Duration::from_secs_f64(args.timeout_s.max(0.0));
+        let bar = progress_bar(args, pings + args.incidents);
+        let warmup = WARMUP_PINGS_PER_CONNECTION * setup.connections;
+        let warmup_mode = Mode::Closed { concurrency: setup.connections };
+        load::drive(warmup_mode, warmup, &clients, ping, deadline, &ProgressBar::hidden()).await;
+        bar.set_message("Ping");
+        let meter = cpu::CpuMeter::new(args.server_pid);
+        let cpu_before_ping = meter.now();
+        let ping_run = load::drive(setup.mode, pings, &clients, ping, deadline, &bar).await;
+        let cpu_after_ping = meter.now();
+        bar.set_message("Report");
+        // The closer: one message per report at most, so a channel of that
+        // capacity never blocks a reporter.
+        let (to_close, closing) = tokio::sync::mpsc::channel::<String>(args.incidents.max(1));
+        let close_client = DispatchClient::new(connect(&setup.endpoint).await?);
+        let closer = tokio::spawn(close_oldest(close_client, closing, args.open_incidents, deadline));
+        let report_run = report_phase(args, setup, &clients, to_close, deadline, &bar).await;
+        bar.finish_and_clear();
+        let (close_micros, close_errors) = closer.await.context("closer task")?;
+        let cpu_after_reports = meter.now();
+        Ok(Timed {
+            deadline,
+            ping_run,
+            report_run,
+            close_micros,
+            close_errors,
+            meter,
+            cpu_before_ping,
+            cpu_after_ping,
+            cpu_after_reports,
+        })
+    }
+}
+
+/// A progress bar on stderr, hidden for --json or when stderr is not a terminal.
+fn progress_bar(args: &BenchArgs, total: usize) -> ProgressBar {
+    if args.json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{msg:10} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The gRPC floor the reports are measured against.
+async fn ping(mut client: DispatchClient<Channel>, _index: usize) -> Result<(), tonic::Status> {
+    client.ping(pb::PingRequest {}).await.map(|_| ())
+}
+
+/// Reports every incident of the run; each new incident goes to the closer.
+async fn report_phase(
+    args: &BenchArgs,
+    setup: &Setup,
+    clients: &[DispatchClient<Channel>],
+    to_close: tokio::sync::mpsc::Sender<String>,
+    deadline: Instant,
+    bar: &ProgressBar,
+) -> PhaseRun<Reported> {
+    let incidents = setup.incidents.clone();
+    let report = move |mut client: DispatchClient<Channel>, index: usize| {
+        let request = incidents[index].clone();
+        let to_close = to_close.clone();
+        async move {
+            let r = reported(client.report_incident(request).await?.into_inner());
+            if !r.duplicate {
+                let _ = to_close.try_send(r.incident_id.clone());
+            }
+            Ok(r)
+        }
+    };
+    load::drive(setup.mode, args.incidents, clients, report, deadline, bar).await
+}
+
+/// The closer task: when more than `keep_open` of the run's incidents are
+/// open (0: no limit), closes the oldest, at most CLOSES_IN_FLIGHT at once so
+/// closing keeps up with the reports. Ends when every sender is gone; returns
+/// the closes' latencies and errors.
+async fn close_oldest(
+    client: DispatchClient<Channel>,
+    mut closing: tokio::sync::mpsc::Receiver<String>,
+    keep_open: usize,
+    deadline: Instant,
+) -> (Histogram<u64>, BTreeMap<String, u64>) {
+    let mut open = std::collections::VecDeque::new();
+    let mut micros = new_histogram();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    // Closes in flight at once, so closing keeps up with the reports.
+    let mut in_flight = JoinSet::new();
+    let mut tally = |done: Result<Result<Duration, String>, tokio::task::JoinError>| match done {
+        Ok(Ok(latency)) => record(&mut micros, latency),
+        Ok(Err(code)) => *errors.entry(code).or_default() += 1,
+        Err(_) => {}
+    };
+    while let Some(id) = closing.recv().await {
+        open.push_back(id);
+        while keep_open > 0 && open.len() > keep_open {
+            let Some(oldest) = open.pop_front() else { break };
+            while in_flight.len() >= CLOSES_IN_FLIGHT {
+                if let Some(done) = in_flight.join_next().await {
+                    tally(done);
+                }
+            }
+            in_flight.spawn(close_one(client.clone(), oldest, deadline));
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        tally(done);
+    }
+    (micros, errors)
+}
+
+/// One timed CloseIncident; the error is the gRPC code's name.
+async fn close_one(mut client: DispatchClient<Channel>, id: String, deadline: Instant) -> Result<Duration, String> {
+    let sent = Instant::now();
+    let request = pb::CloseIncidentRequest { id, reason: "lastmile bench".into() };
+    match tokio::time::timeout_at(deadline, client.close_incident(request)).await {
+        Ok(Ok(_)) => Ok(sent.elapsed()),
+        Ok(Err(status)) => Err(format!("{:?}", status.code())),
+        Err(_) => Err(load::BENCH_TIMEOUT.to_string()),
+    }
+}
+
+/// What reading every incident back found.
+struct ReadBack {
+    failures: Vec<String>,
+    /// Tiers of the run's incidents by their state at the end.
+    end_states: BTreeMap<&'static str, u64>,
+    /// Units held by two open incidents, read back twice.
+    confirmed_conflicts: u64,
+}
+
+/// Reads every incident back: each reported OK is there, every tier of the
+/// run's incidents in a defined state, and no unit held by two open incidents.
+async fn read_back(
+    control: &mut DispatchClient<Channel>,
+    report_run: &PhaseRun<Reported>,
+    expected: &[(usize, &Reported)],
+) -> anyhow::Result<ReadBack> {
+    let listed = list_incidents(control).await?;
     let ours: HashSet<&str> = expected.iter().map(|(_, r)| r.incident_id.as_str()).collect();
     let by_id: HashMap<&str, &pb::Incident> = listed.iter().map(|i| (i.id.as_str(), i)).collect();
     let mut failures: Vec<String> = Vec::new();
@@ -605,48 +786,74 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if undefined > 0 {
         failures.push(format!("{undefined} tier(s) ended in TIER_STATE_UNSPECIFIED"));
     }
-    // Double assignment in the read-back (for --addr; in process, the core check below is exact).
+    let confirmed_conflicts = confirm_conflicts(control, &conflicts(&listed), &mut failures).await?;
+    Ok(ReadBack { failures, end_states, confirmed_conflicts })
+}
+
+/// Double assignment in the read-back, (unit, one incident, the other) (for
+/// --addr; in process, the core check is exact).
+fn conflicts(listed: &[pb::Incident]) -> Vec<(String, String, String)> {
     let mut holder: HashMap<&str, &str> = HashMap::new();
     let mut conflicts = Vec::new();
     for incident in listed.iter().filter(|i| i.status() == pb::IncidentStatus::Open) {
         for a in incident.tiers.iter().flat_map(|t| &t.assignments) {
-            let active = matches!(
-                a.state(),
-                pb::AssignmentState::Paged | pb::AssignmentState::Acknowledged | pb::AssignmentState::OnScene
-            );
-            if active && let Some(other) = holder.insert(&a.unit_id, &incident.id) {
+            if holds_unit(a.state())
+                && let Some(other) = holder.insert(&a.unit_id, &incident.id)
+            {
                 conflicts.push((a.unit_id.clone(), other.to_string(), incident.id.clone()));
             }
         }
     }
-    let mut confirmed_conflicts = 0;
-    for (unit, a, b) in &conflicts {
-        // The server runs on while the pages are read: re-read both to rule out a move in between.
+    conflicts
+}
+
+/// The server runs on while the pages are read: re-reads both incidents of
+/// each conflict to rule out a move in between. A conflict read back twice is
+/// a failure; returns how many were.
+async fn confirm_conflicts(
+    control: &mut DispatchClient<Channel>,
+    conflicts: &[(String, String, String)],
+    failures: &mut Vec<String>,
+) -> anyhow::Result<u64> {
+    let mut confirmed = 0;
+    for (unit, a, b) in conflicts {
         let mut still = 0;
         for id in [a, b] {
             let incident = control.get_incident(pb::GetIncidentRequest { id: id.clone() }).await?.into_inner();
             let holds = incident.status() == pb::IncidentStatus::Open
-                && incident.tiers.iter().flat_map(|t| &t.assignments).any(|x| {
-                    &x.unit_id == unit
-                        && matches!(
-                            x.state(),
-                            pb::AssignmentState::Paged
-                                | pb::AssignmentState::Acknowledged
-                                | pb::AssignmentState::OnScene
-                        )
-                });
+                && incident
+                    .tiers
+                    .iter()
+                    .flat_map(|t| &t.assignments)
+                    .any(|x| &x.unit_id == unit && holds_unit(x.state()));
             still += holds as u32;
         }
         if still == 2 {
-            confirmed_conflicts += 1;
+            confirmed += 1;
             failures.push(format!("unit {unit} held by both {a} and {b} (read back twice)"));
         }
     }
+    Ok(confirmed)
+}
 
-    // Stop the feed (and the in-process server), then the exact end-state check.
-    let _ = stop_feed.send(true);
+/// Every check of the run, once the server has stopped.
+struct Checks {
+    /// In the order found: read-back, core, feed.
+    failures: Vec<String>,
+    end_states: BTreeMap<&'static str, u64>,
+    confirmed_conflicts: u64,
+    /// `Dispatcher::check_invariants`; `None` against --addr.
+    core_check: Option<Result<(), String>>,
+    replay: feed::Replay,
+}
+
+/// Stops the feed (and the in-process server), then the exact end-state
+/// check and the feed replay's.
+async fn finish_checks(server: Option<&mut InProcess>, feed: Feed, read_back: ReadBack) -> anyhow::Result<Checks> {
+    let ReadBack { mut failures, end_states, confirmed_conflicts } = read_back;
+    let _ = feed.stop.send(true);
     let mut core_check = None;
-    if let Some(server) = server.as_mut() {
+    if let Some(server) = server {
         server.shutdown().await?;
         let result = server.dispatcher.check_invariants();
         if let Err(e) = &result {
@@ -654,7 +861,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         core_check = Some(result);
     }
-    let replay = feed_task.await.context("feed task")?;
+    let replay = feed.task.await.context("feed task")?;
     if replay.violations > 0 {
         failures.push(format!(
             "live feed replay: {} double assignment(s), e.g. {}",
@@ -662,30 +869,59 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             replay.violation_examples.first().cloned().unwrap_or_default()
         ));
     }
+    Ok(Checks { failures, end_states, confirmed_conflicts, core_check, replay })
+}
 
-    // What the reports and the terminals say.
-    let ping_summary = summarize("Ping", &ping_run);
-    let report_summary = summarize("ReportIncident", &report_run);
-    let mut page_micros = new_histogram();
-    let (mut incidents_paged, mut incidents_without_units, mut not_fully_paged) = (0u64, 0u64, 0u64);
-    let mut last_page: Option<Instant> = None;
-    let (mut tiers_total, mut tiers_paging, mut tiers_short) = (0u64, 0u64, 0u64);
-    let (mut units_paged, mut units_within) = (0u64, 0u64);
-    for (i, r) in &expected {
-        let sample = &report_run.samples[*i];
+/// What the reports said against what the terminals received.
+struct PageTally {
+    /// Report (its intended send) to the last of its pages delivered, per fully paged incident.
+    page_micros: Histogram<u64>,
+    incidents_paged: u64,
+    incidents_without_units: u64,
+    not_fully_paged: u64,
+    /// When the last page of a fully paged incident was delivered.
+    last_page: Option<Instant>,
+    tiers_total: u64,
+    tiers_paging: u64,
+    tiers_short: u64,
+    units_paged: u64,
+    units_within: u64,
+}
+
+impl PageTally {
+    fn count(expected: &[(usize, &Reported)], report_run: &PhaseRun<Reported>, log: &PageLog) -> PageTally {
+        let mut tally = PageTally {
+            page_micros: new_histogram(),
+            incidents_paged: 0,
+            incidents_without_units: 0,
+            not_fully_paged: 0,
+            last_page: None,
+            tiers_total: 0,
+            tiers_paging: 0,
+            tiers_short: 0,
+            units_paged: 0,
+            units_within: 0,
+        };
+        for (i, r) in expected {
+            tally.add(r, report_run.samples[*i].intended, log);
+        }
+        tally
+    }
+
+    /// One report, `intended` its send time.
+    fn add(&mut self, r: &Reported, intended: Instant, log: &PageLog) {
         let mut latest = None;
         let mut complete = true;
-        for (tier, state, assigned) in &r.tiers {
-            let _ = tier;
-            tiers_total += 1;
+        for (_, state, assigned) in &r.tiers {
+            self.tiers_total += 1;
             match state {
-                pb::TierState::Paging => tiers_paging += 1,
-                pb::TierState::Short => tiers_short += 1,
+                pb::TierState::Paging => self.tiers_paging += 1,
+                pb::TierState::Short => self.tiers_short += 1,
                 _ => {}
             }
             for (unit, within) in assigned {
-                units_paged += 1;
-                units_within += *within as u64;
+                self.units_paged += 1;
+                self.units_within += *within as u64;
                 match log.first_delivery(&r.incident_id, unit) {
                     Some(at) => latest = latest.max(Some(at)),
                     None => complete = false,
@@ -693,217 +929,341 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
         match latest {
-            None if complete => incidents_without_units += 1,
+            None if complete => self.incidents_without_units += 1,
             Some(at) if complete => {
-                incidents_paged += 1;
-                record(&mut page_micros, at.saturating_duration_since(sample.intended));
-                last_page = last_page.max(Some(at));
+                self.incidents_paged += 1;
+                record(&mut self.page_micros, at.saturating_duration_since(intended));
+                self.last_page = self.last_page.max(Some(at));
             }
-            _ => not_fully_paged += 1,
+            _ => self.not_fully_paged += 1,
         }
     }
-    let dispatch_ok = report_summary.ok;
-    let duplicates = report_run.samples.iter().filter(|s| s.result.as_ref().is_ok_and(|r| r.duplicate)).count();
-    let first_send = report_run.samples.iter().map(|s| s.sent).min();
-    let burst_last_response = first_send.map(|f| report_run.finished.saturating_duration_since(f));
-    let burst_fully_paged = match (first_send, last_page) {
-        (Some(f), Some(l)) if not_fully_paged == 0 => Some(l.saturating_duration_since(f)),
-        _ => None,
-    };
-    let ping_cpu = cpu::PhaseCpu::between(cpu_before_ping, cpu_after_ping, ping_summary.ok);
-    let report_cpu = cpu::PhaseCpu::between(cpu_after_ping, cpu_after_reports, report_summary.ok);
-    let cpu_ratio = match (ping_cpu, report_cpu) {
-        (Some(p), Some(r)) if p.micros_per_op() > 0.0 => Some(r.micros_per_op() / p.micros_per_op()),
-        _ => None,
-    };
-    let p50_ratio = report_summary.p(0.5) as f64 / ping_summary.p(0.5).max(1) as f64;
-    let throughput_ratio = report_summary.throughput_per_s() / ping_summary.throughput_per_s().max(f64::MIN_POSITIVE);
+}
 
-    let mode_text = match mode {
+/// Everything the run reports, figured once for the table, the JSON and the chart.
+struct Findings<'a> {
+    args: &'a BenchArgs,
+    setup: &'a Setup,
+    timed: &'a Timed,
+    checks: &'a Checks,
+    log: &'a PageLog,
+    ping: PhaseSummary,
+    report: PhaseSummary,
+    pages: PageTally,
+    duplicates: usize,
+    burst_last_response: Option<Duration>,
+    burst_fully_paged: Option<Duration>,
+    ping_cpu: Option<cpu::PhaseCpu>,
+    report_cpu: Option<cpu::PhaseCpu>,
+    cpu_ratio: Option<f64>,
+    p50_ratio: f64,
+    throughput_ratio: f64,
+    mode_text: String,
+    target_text: String,
+    storage: String,
+    targets: Vec<(String, bool, String)>,
+}
+
+impl<'a> Findings<'a> {
+    fn new(
+        args: &'a BenchArgs,
+        setup: &'a Setup,
+        timed: &'a Timed,
+        log: &'a PageLog,
+        expected: &[(usize, &Reported)],
+        checks: &'a Checks,
+    ) -> Findings<'a> {
+        let ping = summarize("Ping", &timed.ping_run);
+        let report = summarize("ReportIncident", &timed.report_run);
+        let pages = PageTally::count(expected, &timed.report_run, log);
+        let report_run = &timed.report_run;
+        let duplicates = report_run.samples.iter().filter(|s| s.result.as_ref().is_ok_and(|r| r.duplicate)).count();
+        let first_send = report_run.samples.iter().map(|s| s.sent).min();
+        let burst_last_response = first_send.map(|f| report_run.finished.saturating_duration_since(f));
+        let burst_fully_paged = match (first_send, pages.last_page) {
+            (Some(f), Some(l)) if pages.not_fully_paged == 0 => Some(l.saturating_duration_since(f)),
+            _ => None,
+        };
+        let ping_cpu = cpu::PhaseCpu::between(timed.cpu_before_ping, timed.cpu_after_ping, ping.ok);
+        let report_cpu = cpu::PhaseCpu::between(timed.cpu_after_ping, timed.cpu_after_reports, report.ok);
+        let cpu_ratio = match (ping_cpu, report_cpu) {
+            (Some(p), Some(r)) if p.micros_per_op() > 0.0 => Some(r.micros_per_op() / p.micros_per_op()),
+            _ => None,
+        };
+        let p50_ratio = report.p(0.5) as f64 / ping.p(0.5).max(1) as f64;
+        let throughput_ratio = report.throughput_per_s() / ping.throughput_per_s().max(f64::MIN_POSITIVE);
+        let targets = evaluate_targets(setup.mode, args, p50_ratio, throughput_ratio, burst_fully_paged);
+        Findings {
+            mode_text: mode_text(setup.mode, args),
+            target_text: target_text(args, setup.server.as_ref()),
+            storage: storage_text(args),
+            args,
+            setup,
+            timed,
+            checks,
+            log,
+            ping,
+            report,
+            pages,
+            duplicates,
+            burst_last_response,
+            burst_fully_paged,
+            ping_cpu,
+            report_cpu,
+            cpu_ratio,
+            p50_ratio,
+            throughput_ratio,
+            targets,
+        }
+    }
+}
+
+fn mode_text(mode: Mode, args: &BenchArgs) -> String {
+    match mode {
         Mode::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
         Mode::Open { rate, max_in_flight } => format!("open loop, {rate} req/s, at most {max_in_flight} in flight"),
         Mode::Burst => format!("burst of {}", args.incidents),
-    };
-    let target_text = match &args.addr {
+    }
+}
+
+fn target_text(args: &BenchArgs, server: Option<&InProcess>) -> String {
+    match &args.addr {
         Some(a) => a.clone(),
         None => format!(
             "in-process server on {} ({})",
-            server.as_ref().map(|s| s.addr.to_string()).unwrap_or_default(),
+            server.map(|s| s.addr.to_string()).unwrap_or_default(),
             args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded default".into())
         ),
-    };
-    let storage = match (&args.addr, &args.data_dir) {
+    }
+}
+
+fn storage_text(args: &BenchArgs) -> String {
+    match (&args.addr, &args.data_dir) {
         (Some(_), _) => "storage: whatever the target server runs with".to_string(),
         (None, Some(dir)) => format!("durable: journal in {}", dir.display()),
         (None, None) => "in memory (no journal)".to_string(),
-    };
-    let targets = evaluate_targets(mode, &args, p50_ratio, throughput_ratio, burst_fully_paged);
+    }
+}
 
-    // The chart.
-    let chart = svg::percentile_chart(
-        &format!("lastmile bench: {:?}, {mode_text}", args.scenario),
-        &format!(
-            "{} incidents, {} units, {} connection(s), seed {seed}; p50 ratio {:.2}x, throughput ratio {:.0}%",
-            args.incidents,
-            units.len(),
-            connections,
-            p50_ratio,
-            throughput_ratio * 100.0
-        ),
-        &[
-            svg::Series { name: "Ping".into(), micros: &ping_summary.micros },
-            svg::Series { name: "ReportIncident".into(), micros: &report_summary.micros },
-            svg::Series { name: "report → all pages delivered".into(), micros: &page_micros },
-        ],
-    );
-    std::fs::write(&args.chart, chart).with_context(|| format!("cannot write {}", args.chart.display()))?;
+impl Findings<'_> {
+    /// The latency chart, written to --chart.
+    fn write_chart(&self) -> anyhow::Result<()> {
+        let args = self.args;
+        let chart = svg::percentile_chart(
+            &format!("lastmile bench: {:?}, {}", args.scenario, self.mode_text),
+            &format!(
+                "{} incidents, {} units, {} connection(s), seed {}; p50 ratio {:.2}x, throughput ratio {:.0}%",
+                args.incidents,
+                self.setup.units.len(),
+                self.setup.connections,
+                self.setup.seed,
+                self.p50_ratio,
+                self.throughput_ratio * 100.0
+            ),
+            &[
+                svg::Series { name: "Ping".into(), micros: &self.ping.micros },
+                svg::Series { name: "ReportIncident".into(), micros: &self.report.micros },
+                svg::Series { name: "report → all pages delivered".into(), micros: &self.pages.page_micros },
+            ],
+        );
+        std::fs::write(&args.chart, chart).with_context(|| format!("cannot write {}", args.chart.display()))
+    }
 
-    let log_counts = json!({
-        "subscribed": log.subscribed.load(Ordering::Relaxed),
-        "pages_received": log.pages.load(Ordering::Relaxed),
-        "repeated": log.repeated.load(Ordering::Relaxed),
-        "accepted": log.accepted.load(Ordering::Relaxed),
-        "declined": log.declined.load(Ordering::Relaxed),
-        "silent": log.silent.load(Ordering::Relaxed),
-        "refused": log.refused.load(Ordering::Relaxed),
-        "completed_drives": log.completed.load(Ordering::Relaxed),
-    });
-    if args.json {
-        let out = json!({
-            "seed": seed,
+    /// What the terminals counted.
+    fn log_counts(&self) -> serde_json::Value {
+        let log = self.log;
+        json!({
+            "subscribed": log.subscribed.load(Ordering::Relaxed),
+            "pages_received": log.pages.load(Ordering::Relaxed),
+            "repeated": log.repeated.load(Ordering::Relaxed),
+            "accepted": log.accepted.load(Ordering::Relaxed),
+            "declined": log.declined.load(Ordering::Relaxed),
+            "silent": log.silent.load(Ordering::Relaxed),
+            "refused": log.refused.load(Ordering::Relaxed),
+            "completed_drives": log.completed.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The run as JSON (--json).
+    fn json(&self) -> serde_json::Value {
+        let (args, timed, checks) = (self.args, self.timed, self.checks);
+        json!({
+            "seed": self.setup.seed,
             "scenario": format!("{:?}", args.scenario).to_lowercase(),
-            "mode": mode_text,
-            "target": target_text,
-            "storage": storage,
+            "mode": self.mode_text,
+            "target": self.target_text,
+            "storage": self.storage,
             "incidents": args.incidents,
-            "units": units.len(),
-            "connections": connections,
-            "ping": ping_summary.json(),
-            "report_incident": report_summary.json(),
-            "report_to_all_pages_delivered_us": latency_json(&page_micros),
-            "close_incident": { "latency_us": latency_json(&close_micros), "errors": close_errors, "keep_open": args.open_incidents },
-            "ratios": { "p50_report_over_ping": p50_ratio, "throughput_report_over_ping": throughput_ratio, "cpu_per_report_over_cpu_per_ping": cpu_ratio },
+            "units": self.setup.units.len(),
+            "connections": self.setup.connections,
+            "ping": self.ping.json(),
+            "report_incident": self.report.json(),
+            "report_to_all_pages_delivered_us": latency_json(&self.pages.page_micros),
+            "close_incident": { "latency_us": latency_json(&timed.close_micros), "errors": timed.close_errors, "keep_open": args.open_incidents },
+            "ratios": { "p50_report_over_ping": self.p50_ratio, "throughput_report_over_ping": self.throughput_ratio, "cpu_per_report_over_cpu_per_ping": self.cpu_ratio },
             "cpu": {
-                "whose": meter.whose,
-                "ping_us_per_op": ping_cpu.map(|c| c.micros_per_op()),
-                "report_us_per_op": report_cpu.map(|c| c.micros_per_op()),
+                "whose": timed.meter.whose,
+                "ping_us_per_op": self.ping_cpu.map(|c| c.micros_per_op()),
+                "report_us_per_op": self.report_cpu.map(|c| c.micros_per_op()),
                 "report_phase_includes": "ReportIncident, the closer's CloseIncident, the terminals' and the feed reader's work during the report phase",
             },
             "burst": {
-                "first_send_to_last_response_s": burst_last_response.map(|d| d.as_secs_f64()),
-                "first_send_to_last_page_delivered_s": burst_fully_paged.map(|d| d.as_secs_f64()),
+                "first_send_to_last_response_s": self.burst_last_response.map(|d| d.as_secs_f64()),
+                "first_send_to_last_page_delivered_s": self.burst_fully_paged.map(|d| d.as_secs_f64()),
             },
-            "dispatch": {
-                "duplicates": duplicates,
-                "incidents_fully_paged": incidents_paged,
-                "incidents_without_units": incidents_without_units,
-                "incidents_not_fully_paged": not_fully_paged,
-                "tiers": tiers_total,
-                "tiers_paging_within_target_at_report": tiers_paging,
-                "tiers_short_at_report": tiers_short,
-                "units_paged": units_paged,
-                "units_within_target": units_within,
-                "tier_states_at_end": end_states,
-            },
-            "terminals": log_counts,
+            "dispatch": self.dispatch_json(),
+            "terminals": self.log_counts(),
             "feed": {
-                "events": replay.events,
-                "by_type": replay.by_type,
-                "gaps": replay.gaps,
-                "cut_off": replay.cut_off,
-                "double_assignments": replay.violations,
-                "publication_order_inversions": replay.inversions,
-                "unmatched": replay.unmatched,
+                "events": checks.replay.events,
+                "by_type": checks.replay.by_type,
+                "gaps": checks.replay.gaps,
+                "cut_off": checks.replay.cut_off,
+                "double_assignments": checks.replay.violations,
+                "publication_order_inversions": checks.replay.inversions,
+                "unmatched": checks.replay.unmatched,
             },
             "invariants": {
-                "ok": failures.is_empty(),
-                "failures": failures,
-                "readback_conflicts_confirmed": confirmed_conflicts,
-                "core_check": core_check.as_ref().map(|r| r.clone().err().unwrap_or_else(|| "ok".into())),
+                "ok": checks.failures.is_empty(),
+                "failures": checks.failures,
+                "readback_conflicts_confirmed": checks.confirmed_conflicts,
+                "core_check": checks.core_check.as_ref().map(|r| r.clone().err().unwrap_or_else(|| "ok".into())),
             },
-            "targets": targets.iter().map(|(name, met, detail)| json!({"target": name, "met": met, "detail": detail})).collect::<Vec<_>>(),
+            "targets": self.targets.iter().map(|(name, met, detail)| json!({"target": name, "met": met, "detail": detail})).collect::<Vec<_>>(),
             "chart": args.chart.display().to_string(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("lastmile bench — {:?}, {mode_text}", args.scenario);
+        })
+    }
+
+    fn dispatch_json(&self) -> serde_json::Value {
+        let pages = &self.pages;
+        json!({
+            "duplicates": self.duplicates,
+            "incidents_fully_paged": pages.incidents_paged,
+            "incidents_without_units": pages.incidents_without_units,
+            "incidents_not_fully_paged": pages.not_fully_paged,
+            "tiers": pages.tiers_total,
+            "tiers_paging_within_target_at_report": pages.tiers_paging,
+            "tiers_short_at_report": pages.tiers_short,
+            "units_paged": pages.units_paged,
+            "units_within_target": pages.units_within,
+            "tier_states_at_end": self.checks.end_states,
+        })
+    }
+
+    /// The run as a table for people.
+    fn print_table(&self) {
+        self.print_latencies();
+        println!();
+        self.print_dispatch();
+        self.print_invariants();
+    }
+
+    /// The header, the phases' latencies, the ratios and the burst.
+    fn print_latencies(&self) {
+        let (args, timed) = (self.args, self.timed);
+        println!("lastmile bench — {:?}, {}", args.scenario, self.mode_text);
         println!(
-            "  target: {target_text}; {storage}\n  {} incidents, {} units, {} load connection(s), seed {seed}",
+            "  target: {}; {}\n  {} incidents, {} units, {} load connection(s), seed {}",
+            self.target_text,
+            self.storage,
             args.incidents,
-            units.len(),
-            connections
+            self.setup.units.len(),
+            self.setup.connections,
+            self.setup.seed
         );
         println!();
         println!("{}", report::HEADER);
-        println!("{}", ping_summary.row());
-        println!("{}", report_summary.row());
-        println!("{}", latency_row("report → all paged", &page_micros));
-        println!("{}{}", latency_row("CloseIncident (closer)", &close_micros), report::errors_suffix(&close_errors, 0));
+        println!("{}", self.ping.row());
+        println!("{}", self.report.row());
+        println!("{}", latency_row("report → all paged", &self.pages.page_micros));
+        println!(
+            "{}{}",
+            latency_row("CloseIncident (closer)", &timed.close_micros),
+            report::errors_suffix(&timed.close_errors, 0)
+        );
         println!();
         println!(
-            "  ratios (same run): ReportIncident p50 / Ping p50 = {p50_ratio:.2}x; ReportIncident throughput / Ping throughput = {:.0}%",
-            throughput_ratio * 100.0
+            "  ratios (same run): ReportIncident p50 / Ping p50 = {:.2}x; ReportIncident throughput / Ping throughput = {:.0}%",
+            self.p50_ratio,
+            self.throughput_ratio * 100.0
         );
-        if let (Some(p), Some(r), Some(ratio)) = (ping_cpu, report_cpu, cpu_ratio) {
+        if let (Some(p), Some(r), Some(ratio)) = (self.ping_cpu, self.report_cpu, self.cpu_ratio) {
             println!(
                 "  CPU ({}): {:.1} µs per Ping, {:.1} µs per report (with everything the report phase set off: closes, terminals, feed) = {ratio:.2}x",
-                meter.whose,
+                timed.meter.whose,
                 p.micros_per_op(),
                 r.micros_per_op()
             );
         }
-        if matches!(mode, Mode::Burst) {
+        if matches!(self.setup.mode, Mode::Burst) {
             println!(
                 "  burst: first send -> last response {}; -> last page delivered {}",
-                burst_last_response.map(|d| fmt_us(d.as_micros() as u64)).unwrap_or("-".into()),
-                burst_fully_paged
-                    .map(|d| fmt_us(d.as_micros() as u64))
-                    .unwrap_or_else(|| format!("not all delivered ({not_fully_paged} incident(s) short of pages)")),
+                self.burst_last_response.map(|d| fmt_us(d.as_micros() as u64)).unwrap_or("-".into()),
+                self.burst_fully_paged.map(|d| fmt_us(d.as_micros() as u64)).unwrap_or_else(|| format!(
+                    "not all delivered ({} incident(s) short of pages)",
+                    self.pages.not_fully_paged
+                )),
             );
         }
-        println!();
+    }
+
+    /// What was dispatched and paged, the tiers, the terminals and the feed.
+    fn print_dispatch(&self) {
+        let (pages, checks) = (&self.pages, self.checks);
         println!(
-            "  dispatch: {dispatch_ok} reported ({duplicates} duplicate), {incidents_paged} fully paged, {incidents_without_units} with no unit free, {not_fully_paged} not fully paged by the end"
+            "  dispatch: {} reported ({} duplicate), {} fully paged, {} with no unit free, {} not fully paged by the end",
+            self.report.ok,
+            self.duplicates,
+            pages.incidents_paged,
+            pages.incidents_without_units,
+            pages.not_fully_paged
         );
         println!(
-            "  tiers at report: {tiers_total}; all required units within target (PAGING) {:.1}%, SHORT {:.1}%; units paged {units_paged}, within target {:.1}%",
-            pct(tiers_paging, tiers_total),
-            pct(tiers_short, tiers_total),
-            pct(units_within, units_paged)
+            "  tiers at report: {}; all required units within target (PAGING) {:.1}%, SHORT {:.1}%; units paged {}, within target {:.1}%",
+            pages.tiers_total,
+            pct(pages.tiers_paging, pages.tiers_total),
+            pct(pages.tiers_short, pages.tiers_total),
+            pages.units_paged,
+            pct(pages.units_within, pages.units_paged)
         );
-        let total_end: u64 = end_states.values().sum();
+        let total_end: u64 = checks.end_states.values().sum();
         let end_line: Vec<String> =
-            end_states.iter().map(|(k, v)| format!("{k} {v} ({:.1}%)", pct(*v, total_end))).collect();
+            checks.end_states.iter().map(|(k, v)| format!("{k} {v} ({:.1}%)", pct(*v, total_end))).collect();
         println!("  tiers at the end: {}", end_line.join(", "));
-        println!("  terminals: {log_counts}");
+        println!("  terminals: {}", self.log_counts());
         println!(
             "  live feed: {} events{}, {} publication-order inversion(s), {} unmatched",
-            replay.events,
-            replay.cut_off.as_ref().map(|c| format!(" (CUT OFF: {c}; end-state checks only)")).unwrap_or_default(),
-            replay.inversions,
-            replay.unmatched
+            checks.replay.events,
+            checks
+                .replay
+                .cut_off
+                .as_ref()
+                .map(|c| format!(" (CUT OFF: {c}; end-state checks only)"))
+                .unwrap_or_default(),
+            checks.replay.inversions,
+            checks.replay.unmatched
         );
+    }
+
+    /// The invariants, the targets and where the chart is.
+    fn print_invariants(&self) {
+        let checks = self.checks;
         println!(
             "  invariants: {}{}",
-            if failures.is_empty() { "all hold" } else { "FAILED" },
-            match &core_check {
+            if checks.failures.is_empty() { "all hold" } else { "FAILED" },
+            match &checks.core_check {
                 Some(Ok(())) => " (feed replay, read-back, Dispatcher::check_invariants)",
                 Some(Err(_)) => "",
                 None => " (feed replay, read-back; no core check against --addr)",
             }
         );
-        for f in &failures {
+        for f in &checks.failures {
             println!("    - {f}");
         }
-        for (name, met, detail) in &targets {
+        for (name, met, detail) in &self.targets {
             println!("  target {name}: {} ({detail})", if *met { "MET" } else { "NOT MET" });
         }
-        println!("  chart: {}", args.chart.display());
+        println!("  chart: {}", self.args.chart.display());
     }
-    if !failures.is_empty() {
-        bail!("{} invariant(s) failed", failures.len());
-    }
-    Ok(())
 }
 
 /// The targets that this run's mode speaks to.

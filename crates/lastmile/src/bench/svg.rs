@@ -28,20 +28,7 @@ fn escape(s: &str) -> String {
 
 /// The chart as SVG text.
 pub fn percentile_chart(title: &str, subtitle: &str, series: &[Series<'_>]) -> String {
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let nonempty = series.iter().filter(|s| !s.micros.is_empty());
-    let max_us = nonempty.clone().map(|s| s.micros.max()).max().unwrap_or(1).max(1) as f64;
-    let min_us = nonempty.map(|s| s.micros.min()).min().unwrap_or(1).max(1) as f64;
-    // y: log10 of milliseconds, whole decades around the data.
-    let lo_decade = (min_us / 1000.0).log10().floor();
-    let hi_decade = (max_us / 1000.0).log10().ceil().max(lo_decade + 1.0);
-    let y = |us: f64| {
-        let d = ((us.max(1.0) / 1000.0).log10() - lo_decade) / (hi_decade - lo_decade);
-        TOP + plot_h * (1.0 - d.clamp(0.0, 1.0))
-    };
-    let x = |nines: f64| LEFT + plot_w * (nines / MAX_NINES).clamp(0.0, 1.0);
-
+    let axes = Axes::around(series);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -50,21 +37,62 @@ pub fn percentile_chart(title: &str, subtitle: &str, series: &[Series<'_>]) -> S
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(out, r#"<text x="{LEFT}" y="24" font-size="17" font-weight="bold">{}</text>"#, escape(title));
     let _ = writeln!(out, r##"<text x="{LEFT}" y="44" fill="#555">{}</text>"##, escape(subtitle));
-    // Grid and y labels, one per decade and the 2x / 5x lines between.
-    let mut decade = lo_decade;
-    while decade <= hi_decade {
+    latency_grid(&mut out, &axes);
+    percentile_grid(&mut out, &axes);
+    for (i, s) in series.iter().enumerate() {
+        line(&mut out, &axes, i, s);
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Where a latency and a percentile fall on the plot.
+struct Axes {
+    plot_w: f64,
+    plot_h: f64,
+    /// y: log10 of milliseconds, whole decades around the data.
+    lo_decade: f64,
+    hi_decade: f64,
+}
+
+impl Axes {
+    fn around(series: &[Series<'_>]) -> Axes {
+        let nonempty = series.iter().filter(|s| !s.micros.is_empty());
+        let max_us = nonempty.clone().map(|s| s.micros.max()).max().unwrap_or(1).max(1) as f64;
+        let min_us = nonempty.map(|s| s.micros.min()).min().unwrap_or(1).max(1) as f64;
+        let lo_decade = (min_us / 1000.0).log10().floor();
+        let hi_decade = (max_us / 1000.0).log10().ceil().max(lo_decade + 1.0);
+        Axes { plot_w: WIDTH - LEFT - RIGHT, plot_h: HEIGHT - TOP - BOTTOM, lo_decade, hi_decade }
+    }
+
+    /// The height of `us` microseconds.
+    fn y(&self, us: f64) -> f64 {
+        let d = ((us.max(1.0) / 1000.0).log10() - self.lo_decade) / (self.hi_decade - self.lo_decade);
+        TOP + self.plot_h * (1.0 - d.clamp(0.0, 1.0))
+    }
+
+    /// The place of a percentile, given as its nines (2: 99%).
+    fn x(&self, nines: f64) -> f64 {
+        LEFT + self.plot_w * (nines / MAX_NINES).clamp(0.0, 1.0)
+    }
+}
+
+/// Grid and y labels, one per decade and the 2x / 5x lines between.
+fn latency_grid(out: &mut String, axes: &Axes) {
+    let mut decade = axes.lo_decade;
+    while decade <= axes.hi_decade {
         for (m, major) in [(1.0, true), (2.0, false), (5.0, false)] {
             let ms = m * 10f64.powf(decade);
             let us = ms * 1000.0;
-            if (us / 1000.0).log10() > hi_decade + 1e-9 {
+            if (us / 1000.0).log10() > axes.hi_decade + 1e-9 {
                 continue;
             }
-            let yy = y(us);
+            let yy = axes.y(us);
             let stroke = if major { "#bbb" } else { "#eee" };
             let _ = writeln!(
                 out,
                 r#"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="{stroke}"/>"#,
-                LEFT + plot_w
+                LEFT + axes.plot_w
             );
             let label = if ms >= 1.0 { format!("{ms:.0} ms") } else { format!("{ms} ms") };
             let _ = writeln!(
@@ -77,8 +105,13 @@ pub fn percentile_chart(title: &str, subtitle: &str, series: &[Series<'_>]) -> S
         }
         decade += 1.0;
     }
+}
+
+/// The percentile lines and labels, the frame and the axis titles.
+fn percentile_grid(out: &mut String, axes: &Axes) {
+    let (plot_w, plot_h) = (axes.plot_w, axes.plot_h);
     for (nines, label) in [(0.0, "0%"), (1.0, "90%"), (2.0, "99%"), (3.0, "99.9%"), (4.0, "99.99%"), (5.0, "99.999%")] {
-        let xx = x(nines);
+        let xx = axes.x(nines);
         let _ = writeln!(
             out,
             r##"<line x1="{xx:.1}" y1="{TOP}" x2="{xx:.1}" y2="{:.1}" stroke="#ddd"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
@@ -99,50 +132,46 @@ pub fn percentile_chart(title: &str, subtitle: &str, series: &[Series<'_>]) -> S
         r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">latency (log scale)</text>"#,
         TOP + plot_h / 2.0
     );
-    for (i, s) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let ly = TOP + 20.0 + 44.0 * i as f64;
-        let lx = LEFT + plot_w + 16.0;
-        let _ = writeln!(
-            out,
-            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/>"#,
-            lx + 24.0
-        );
-        let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, lx + 30.0, ly + 4.0, escape(&s.name));
-        if s.micros.is_empty() {
-            let _ =
-                writeln!(out, r##"<text x="{:.1}" y="{:.1}" fill="#777">(no samples)</text>"##, lx + 30.0, ly + 20.0);
-            continue;
-        }
-        let h = s.micros;
-        let _ = writeln!(
-            out,
-            r##"<text x="{:.1}" y="{:.1}" fill="#555" font-size="11">p50 {} · p99 {} · n {}</text>"##,
-            lx + 30.0,
-            ly + 19.0,
-            fmt_us(h.value_at_quantile(0.5)),
-            fmt_us(h.value_at_quantile(0.99)),
-            h.len()
-        );
-        // Points up to the resolution the sample count supports.
-        let max_nines = (h.len() as f64).log10().min(MAX_NINES);
-        let mut points = Vec::new();
-        let steps = 200;
-        for k in 0..=steps {
-            let nines = max_nines * k as f64 / steps as f64;
-            let q = 1.0 - 10f64.powf(-nines);
-            points.push(format!("{:.1},{:.1}", x(nines), y(h.value_at_quantile(q) as f64)));
-        }
-        // The maximum, at the right end of the sample's resolution.
-        points.push(format!("{:.1},{:.1}", x(max_nines), y(h.max() as f64)));
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-            points.join(" ")
-        );
+}
+
+/// The `i`th series: its legend entry and its line.
+fn line(out: &mut String, axes: &Axes, i: usize, s: &Series<'_>) {
+    let colour = COLOURS[i % COLOURS.len()];
+    let ly = TOP + 20.0 + 44.0 * i as f64;
+    let lx = LEFT + axes.plot_w + 16.0;
+    let _ = writeln!(
+        out,
+        r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/>"#,
+        lx + 24.0
+    );
+    let _ = writeln!(out, r#"<text x="{:.1}" y="{:.1}">{}</text>"#, lx + 30.0, ly + 4.0, escape(&s.name));
+    if s.micros.is_empty() {
+        let _ = writeln!(out, r##"<text x="{:.1}" y="{:.1}" fill="#777">(no samples)</text>"##, lx + 30.0, ly + 20.0);
+        return;
     }
-    out.push_str("</svg>\n");
-    out
+    let h = s.micros;
+    let _ = writeln!(
+        out,
+        r##"<text x="{:.1}" y="{:.1}" fill="#555" font-size="11">p50 {} · p99 {} · n {}</text>"##,
+        lx + 30.0,
+        ly + 19.0,
+        fmt_us(h.value_at_quantile(0.5)),
+        fmt_us(h.value_at_quantile(0.99)),
+        h.len()
+    );
+    // Points up to the resolution the sample count supports.
+    let max_nines = (h.len() as f64).log10().min(MAX_NINES);
+    let mut points = Vec::new();
+    let steps = 200;
+    for k in 0..=steps {
+        let nines = max_nines * k as f64 / steps as f64;
+        let q = 1.0 - 10f64.powf(-nines);
+        points.push(format!("{:.1},{:.1}", axes.x(nines), axes.y(h.value_at_quantile(q) as f64)));
+    }
+    // The maximum, at the right end of the sample's resolution.
+    points.push(format!("{:.1},{:.1}", axes.x(max_nines), axes.y(h.max() as f64)));
+    let _ =
+        writeln!(out, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#, points.join(" "));
 }
 
 /// Microseconds, human-readable.
