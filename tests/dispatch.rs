@@ -123,7 +123,11 @@ async fn closing_releases_units_and_preview_reserves_nothing() {
 
     let tier10_unit = incident.tiers[3].assignments[0].unit_id.clone();
     client
-        .set_unit_status(pb::SetUnitStatusRequest { id: tier10_unit.clone(), status: pb::UnitStatus::EnRoute as i32 })
+        .set_unit_status(pb::SetUnitStatusRequest {
+            id: tier10_unit.clone(),
+            status: pb::UnitStatus::EnRoute as i32,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let closed = client
@@ -179,6 +183,7 @@ async fn units_can_be_added_moved_and_taken_out_of_service() {
         .set_unit_status(pb::SetUnitStatusRequest {
             id: "T10-TEST".into(),
             status: pb::UnitStatus::OutOfService as i32,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -187,7 +192,11 @@ async fn units_can_be_added_moved_and_taken_out_of_service() {
     // Illegal transition: a PAGED unit cannot be set OUT_OF_SERVICE; the answer names the state.
     let paged = incident.tiers[0].assignments[0].unit_id.clone();
     let err = client
-        .set_unit_status(pb::SetUnitStatusRequest { id: paged, status: pb::UnitStatus::OutOfService as i32 })
+        .set_unit_status(pb::SetUnitStatusRequest {
+            id: paged,
+            status: pb::UnitStatus::OutOfService as i32,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);

@@ -379,6 +379,7 @@ mod fail_closed {
             .set_unit_status(pb::SetUnitStatusRequest {
                 id: "T10-a".into(),
                 status: pb::UnitStatus::OutOfService as i32,
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 
-use lastmile_server::http::error::CODE_NAMES;
-use lastmile_server::http::json::{JsonEnum, enum_names};
+use lastmile_server::http::error::code_names;
+use lastmile_server::json::{JsonEnum, enum_names};
 use lastmile_suite::http::{HttpResponse, Sse, SseEvent, get, http, post, post_raw};
 use lastmile_suite::v1 as pb;
 use lastmile_suite::{PATIENCE, ServedBinary, TestServer, eventually, report};
@@ -481,7 +481,7 @@ async fn the_document_lists_every_enum_value_and_route() {
     assert_enum::<pb::TierState>(&doc, "TierState");
     assert_enum::<pb::AssignmentState>(&doc, "AssignmentState");
     assert_enum::<pb::EventType>(&doc, "EventType");
-    assert_eq!(doc_enum(&doc, "ErrorCode"), CODE_NAMES);
+    assert_eq!(doc_enum(&doc, "ErrorCode"), code_names());
     let mut routes: Vec<String> = Vec::new();
     for (path, operations) in doc["paths"].as_object().unwrap() {
         for method in operations.as_object().unwrap().keys() {
@@ -586,7 +586,7 @@ async fn the_live_feed_streams_as_sse_and_resumes_with_last_event_id() {
     // The same events as the gRPC feed, in the one JSON form.
     for event in &seen {
         let grpc_event = lastmile_suite::next(&mut grpc).await.unwrap().unwrap();
-        assert_eq!(lastmile_server::http::json::event(&grpc_event), event.data);
+        assert_eq!(lastmile_server::json::event(&grpc_event), event.data);
     }
 
     // Resume after the first incident's report: exactly the later events.

@@ -80,14 +80,25 @@ async fn unknown_ids_are_not_found_and_bad_lookups_are_named() {
     let err = client.get_unit(pb::GetUnitRequest { id: "T99-nope".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = client
-        .set_unit_status(pb::SetUnitStatusRequest { id: "T99-nope".into(), status: pb::UnitStatus::Available as i32 })
+        .set_unit_status(pb::SetUnitStatusRequest {
+            id: "T99-nope".into(),
+            status: pb::UnitStatus::Available as i32,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = client.set_unit_status(pb::SetUnitStatusRequest { id: "T10-01".into(), status: 0 }).await.unwrap_err();
+    let err = client
+        .set_unit_status(pb::SetUnitStatusRequest { id: "T10-01".into(), status: 0, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "status: required"));
     let err = client
-        .set_unit_status(pb::SetUnitStatusRequest { id: "T10-01".into(), status: pb::UnitStatus::Paged as i32 })
+        .set_unit_status(pb::SetUnitStatusRequest {
+            id: "T10-01".into(),
+            status: pb::UnitStatus::Paged as i32,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);

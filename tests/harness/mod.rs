@@ -39,7 +39,7 @@ impl TestServer {
     /// [`TestServer::start`] with `edit` applied to the configuration.
     pub async fn start_edited(edit: impl FnOnce(&mut LastmileConfig)) -> TestServer {
         let mut config = LastmileConfig::embedded().expect("embedded config");
-        config.journal.data_dir = String::new(); // in memory: each test starts clean
+        config.journal.backend = lastmile_server::config::JournalBackend::Memory; // each test starts clean
         edit(&mut config);
         TestServer::start_with(config).await
     }
@@ -117,7 +117,7 @@ pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> 
     std::fs::write(dir.join("luqiao/units.json"), units_json).expect("write units");
     let path = dir.join("lastmile.toml");
     // In memory unless `edit` says otherwise.
-    let text = embedded_config_text().replace("data_dir = \"data\"", "data_dir = \"\"");
+    let text = embedded_config_text().replace("backend = \"sqlite\"\ndata_dir = \"data\"", IN_MEMORY);
     std::fs::write(&path, edit(text)).expect("write config");
     let config = LastmileConfig::load(&path).expect("config on disk");
     assert_eq!(config.source, ConfigSource::File(path));
@@ -222,9 +222,12 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The `[journal]` backend line of a test config in memory.
+const IN_MEMORY: &str = "backend = \"memory\"";
+
 /// Config text edit: journal in `dir`.
 pub fn with_journal(dir: &std::path::Path) -> impl FnOnce(String) -> String + '_ {
-    move |text| text.replace("data_dir = \"\"", &format!("data_dir = {:?}", dir.display().to_string()))
+    move |text| text.replace(IN_MEMORY, &format!("backend = \"sqlite\"\ndata_dir = {:?}", dir.display().to_string()))
 }
 
 /// A terminal's acceptance of `unit_id`'s page for `incident_id`.

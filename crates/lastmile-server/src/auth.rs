@@ -215,10 +215,10 @@ impl Principal {
     /// the operation is theirs).
     pub fn may_act_for(&self, unit_id: &str) -> Result<(), AppError> {
         match &self.unit_id {
-            Some(own) if own != unit_id => Err(AppError::new(ErrorCode::PermissionDenied, format!(
-                "token '{}' speaks for unit {own}, not for unit {unit_id}",
-                self.name
-            ))),
+            Some(own) if own != unit_id => Err(AppError::new(
+                ErrorCode::PermissionDenied,
+                format!("token '{}' speaks for unit {own}, not for unit {unit_id}", self.name),
+            )),
             _ => Ok(()),
         }
     }
@@ -490,7 +490,8 @@ mod tests {
             |_| None,
         )
         .unwrap();
-        let check = |header: Option<&[u8]>, op| auth.authenticate(header).and_then(|c| auth.authorize(&c, op).map(|()| c));
+        let check =
+            |header: Option<&[u8]>, op| auth.authenticate(header).and_then(|c| auth.authorize(&c, op).map(|()| c));
         for header in [None, Some(&b"Basic x"[..]), Some(b"Bearer"), Some(&bearer("nope"))] {
             assert_eq!(check(header, Operation::Ping).unwrap_err().code, ErrorCode::Unauthenticated);
         }

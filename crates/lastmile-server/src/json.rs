@@ -133,7 +133,12 @@ impl<'de, E: JsonEnum> Deserialize<'de> for Named<E> {
             Spelling::Name(name) => Named::parse(&name).map_err(D::Error::custom),
             Spelling::Number(n) => Named::parse(&n.to_string())
                 .or_else(|e| {
-                    i32::try_from(n).ok().and_then(|n| E::try_from(n).ok()).filter(|v| (*v).into() != 0).map(Named).ok_or(e)
+                    i32::try_from(n)
+                        .ok()
+                        .and_then(|n| E::try_from(n).ok())
+                        .filter(|v| (*v).into() != 0)
+                        .map(Named)
+                        .ok_or(e)
                 })
                 .map_err(D::Error::custom),
         }

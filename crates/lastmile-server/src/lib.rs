@@ -493,10 +493,7 @@ async fn serve_grpc(
         .concurrency_limit_per_connection(server.concurrency_limit_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(grpc::outcome::OutcomeLayer::new(
-            app.metrics.clone(),
-            Duration::from_millis(server.request_timeout_ms),
-        ))
+        .layer(grpc::outcome::OutcomeLayer::new(app.metrics.clone(), Duration::from_millis(server.request_timeout_ms)))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

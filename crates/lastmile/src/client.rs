@@ -66,8 +66,8 @@ pub enum ClientCommand {
     Units {
         #[command(flatten)]
         target: Target,
-        /// 1, 3, 5 or 10.
-        #[arg(long)]
+        /// 1, 3, 5 or 10 (or TIER_3, TIER_3_MIN: every spelling is accepted).
+        #[arg(long, value_parser = parse_tier)]
         tier: Option<u32>,
         #[arg(long, default_value = "")]
         town: String,
@@ -80,8 +80,8 @@ pub enum ClientCommand {
         target: Target,
         incident_id: String,
         unit_id: String,
-        /// 1, 3, 5 or 10.
-        #[arg(long)]
+        /// 1, 3, 5 or 10 (or TIER_3, TIER_3_MIN: every spelling is accepted).
+        #[arg(long, value_parser = parse_tier)]
         tier: u32,
     },
     /// Release a unit from its incident (dispatcher override).
@@ -274,7 +274,7 @@ async fn set_status(target: &Target, unit_id: String, status: Status) -> anyhow:
     };
     let unit = connect(target)
         .await?
-        .set_unit_status(pb::SetUnitStatusRequest { id: unit_id, status: status as i32 })
+        .set_unit_status(pb::SetUnitStatusRequest { id: unit_id, status: status as i32, incident_id: String::new() })
         .await
         .map_err(status_error)?
         .into_inner()
@@ -331,4 +331,10 @@ fn print_tiers(tiers: &[pb::TierResponse]) {
             );
         }
     }
+}
+
+/// A tier by any of its spellings (`3`, `TIER_3`, `TIER_3_MIN`), as the
+/// JSON gateway reads it; its proto number (the minutes).
+fn parse_tier(text: &str) -> Result<u32, String> {
+    lastmile_server::json::Named::<pb::Tier>::parse(text).map(|tier| tier.number() as u32)
 }

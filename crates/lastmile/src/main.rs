@@ -17,7 +17,6 @@ mod connect;
 mod sim_terminal;
 mod watch;
 
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

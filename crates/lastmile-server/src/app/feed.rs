@@ -61,7 +61,11 @@ impl Drop for WatcherSlot {
 impl App {
     /// Starts a watcher: the history after `filter.after_seq`, then every
     /// new event, of the filter's incident and unit.
-    pub fn watch(self: &Arc<Self>, caller: &Caller, filter: WatchFilter) -> Result<mpsc::Receiver<WatchItem>, AppError> {
+    pub fn watch(
+        self: &Arc<Self>,
+        caller: &Caller,
+        filter: WatchFilter,
+    ) -> Result<mpsc::Receiver<WatchItem>, AppError> {
         self.authorize(caller, Operation::WatchEvents)?;
         validate::optional_id("incident_id", &filter.incident_id)?;
         validate::optional_id("unit_id", &filter.unit_id)?;
@@ -70,7 +74,9 @@ impl App {
         if feed.watchers.fetch_add(1, Ordering::Relaxed) >= max {
             feed.watchers.fetch_sub(1, Ordering::Relaxed);
             self.metrics.limit_hit("feed.max_watchers");
-            return Err(AppError::exhausted(format!("{max} watchers already (feed.max_watchers)")).with_retry_after_s(5));
+            return Err(
+                AppError::exhausted(format!("{max} watchers already (feed.max_watchers)")).with_retry_after_s(5)
+            );
         }
         let slot = WatcherSlot(self.clone());
         let subscription = feed.subscribe(filter.after_seq)?;
@@ -135,7 +141,10 @@ impl Watcher {
                 Ok(event) => {
                     last_sent = event.seq;
                     if self.filter.wants(&event) && !self.send(Ok(event)).await {
-                        warn!(last_sent, "live feed watcher gone or not reading (feed.watcher_stall_timeout_ms): ended");
+                        warn!(
+                            last_sent,
+                            "live feed watcher gone or not reading (feed.watcher_stall_timeout_ms): ended"
+                        );
                         self.metrics.limit_hit("feed.watcher_stall_timeout_ms");
                         return;
                     }

@@ -89,7 +89,8 @@ impl App {
         let reported = self
             .change(|work| {
                 span.in_scope(|| {
-                    self.dispatcher.report_with(new, self.now(), work, |incident| (view(incident), Outcome::of(incident)))
+                    self.dispatcher
+                        .report_with(new, self.now(), work, |incident| (view(incident), Outcome::of(incident)))
                 })
             })
             .await?;

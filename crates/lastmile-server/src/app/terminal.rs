@@ -95,7 +95,9 @@ impl App {
         self.auth.acting_for(caller, unit_id)?;
         let status = match status {
             Some(status) if REPORTABLE.contains(&status) => status,
-            Some(other) => return Err(AppError::invalid("status", format!("{other} is set by dispatch, not reported"))),
+            Some(other) => {
+                return Err(AppError::invalid("status", format!("{other} is set by dispatch, not reported")));
+            }
             None => return Err(AppError::invalid("status", "required")),
         };
         if matches!(status, UnitStatus::EnRoute | UnitStatus::OnScene) {

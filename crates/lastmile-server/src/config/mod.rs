@@ -495,7 +495,10 @@ mod tests {
         let config = LastmileConfig::embedded().unwrap();
         assert_eq!(config.journal.backend, JournalBackend::Sqlite { data_dir: "data".into() });
         let memory = EMBEDDED_CONFIG.replace("backend = \"sqlite\"\ndata_dir = \"data\"", "backend = \"memory\"");
-        assert_eq!(LastmileConfig::parse(&memory, ConfigSource::Embedded).unwrap().journal.backend, JournalBackend::Memory);
+        assert_eq!(
+            LastmileConfig::parse(&memory, ConfigSource::Embedded).unwrap().journal.backend,
+            JournalBackend::Memory
+        );
         let no_dir = EMBEDDED_CONFIG.replace("data_dir = \"data\"", "");
         let err = LastmileConfig::parse(&no_dir, ConfigSource::Embedded).unwrap_err().to_string();
         assert!(err.contains("journal.data_dir: required"), "{err}");

@@ -47,10 +47,8 @@ impl Terminals {
         let (tx, rx) = mpsc::channel(self.page_buffer);
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         if let Some((_, (_, old))) = self.slots.remove(unit_id) {
-            let _ = old.try_send(Err(AppError::new(
-                ErrorCode::Aborted,
-                "replaced by a newer subscription for this unit",
-            )));
+            let _ =
+                old.try_send(Err(AppError::new(ErrorCode::Aborted, "replaced by a newer subscription for this unit")));
         }
         self.slots.insert(unit_id.to_string(), (generation, tx.clone()));
         (tx, rx)

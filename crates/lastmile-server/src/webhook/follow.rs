@@ -94,7 +94,11 @@ async fn follow(
 fn catch_up(webhooks: &Webhooks, feed: &Feed, last: u64) -> (u64, broadcast::Receiver<SharedEvent>) {
     match feed.subscribe(last) {
         Ok(subscription) => {
-            warn!(after_seq = last, backlog = subscription.backlog.len(), "webhooks fell behind the feed: resumed from its history");
+            warn!(
+                after_seq = last,
+                backlog = subscription.backlog.len(),
+                "webhooks fell behind the feed: resumed from its history"
+            );
             let mut last = last;
             for event in &subscription.backlog {
                 last = event.seq;

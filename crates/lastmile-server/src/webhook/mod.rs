@@ -47,11 +47,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use crate::config::webhooks::{EndpointConfig, WebhookConfigError, WebhooksConfig};
 use crate::config::webhooks as config;
-pub use follow::Follower;
+pub use crate::config::webhooks::{EndpointConfig, WebhookConfigError, WebhooksConfig};
 pub use dead_letter::{DeadLetter, DeadLetterFileError, DeadLetterReason, read_dead_letter_file};
 pub use delivery::{HyperTransport, PostFuture, PostResult, Transport};
+pub use follow::Follower;
 
 use crate::clock::Clock;
 use delivery::{Counters, Delivery, EndpointSettings, Worker};

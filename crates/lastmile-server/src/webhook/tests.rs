@@ -12,11 +12,11 @@ use lastmile_core::sim::SplitMix64;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::webhooks::{EndpointConfig, WebhooksConfig};
 use super::dead_letter::{DeadLetterLog, DeadLetterReason, read_dead_letter_file};
 use super::delivery::{self, HEADER_ATTEMPT, HEADER_DELIVERY, HEADER_EVENT, HEADER_SIGNATURE, backoff_ms};
 use super::*;
 use crate::clock::Clock;
+use crate::config::webhooks::{EndpointConfig, WebhooksConfig};
 use crate::config::{ConfigSource, LastmileConfig};
 
 const SEED: u64 = 13510;
@@ -447,8 +447,11 @@ fn webhook_config_errors_name_the_key() {
 fn webhook_config_section_in_the_server_file() {
     let embedded = LastmileConfig::embedded().unwrap();
     assert_eq!(embedded.webhooks, WebhooksConfig::default(), "no endpoints by default");
-    assert_eq!(embedded.webhooks.dead_letter_file("data"), Some(PathBuf::from("data/webhook-dead-letters.jsonl")));
-    assert_eq!(embedded.webhooks.dead_letter_file(""), None);
+    assert_eq!(
+        embedded.webhooks.dead_letter_file(Some(std::path::Path::new("data"))),
+        Some(PathBuf::from("data/webhook-dead-letters.jsonl"))
+    );
+    assert_eq!(embedded.webhooks.dead_letter_file(None), None);
 
     // The commented-out example, uncommented, is valid; so is a file without the section.
     let text = crate::config::embedded_config_text();

@@ -455,7 +455,10 @@ async fn start_server(args: &BenchArgs) -> anyhow::Result<(Option<InProcess>, Se
             tier.ack_timeout_s = s;
         }
     }
-    config.journal.data_dir = args.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+    config.journal.backend = match &args.data_dir {
+        Some(dir) => lastmile_server::config::JournalBackend::Sqlite { data_dir: dir.clone() },
+        None => lastmile_server::config::JournalBackend::Memory,
+    };
     config.feed.subscriber_buffer_events = config.feed.subscriber_buffer_events.max(BENCH_FEED_BUFFER_EVENTS);
     config.validate()?;
     Ok((Some(InProcess::start(config).await?), area))
