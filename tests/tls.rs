@@ -63,7 +63,7 @@ fn tls_needs_both_cert_and_key() {
     let err = lastmile_server::LastmileConfig::parse(&text, lastmile_server::config::ConfigSource::Embedded)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("tls.key_path"), "{err}");
+    assert!(err.contains("[tls]") && err.contains("missing field `key_path`"), "{err}");
 }
 
 #[tokio::test]

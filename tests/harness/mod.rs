@@ -117,7 +117,7 @@ pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> 
     std::fs::write(dir.join("luqiao/units.json"), units_json).expect("write units");
     let path = dir.join("lastmile.toml");
     // In memory unless `edit` says otherwise.
-    let text = embedded_config_text().replace("backend = \"sqlite\"\ndata_dir = \"data\"", IN_MEMORY);
+    let text = embedded_config_text().replace("\nbackend = \"sqlite\"\ndata_dir = \"data\"\n", IN_MEMORY);
     std::fs::write(&path, edit(text)).expect("write config");
     let config = LastmileConfig::load(&path).expect("config on disk");
     assert_eq!(config.source, ConfigSource::File(path));
@@ -223,11 +223,13 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// The `[journal]` backend line of a test config in memory.
-const IN_MEMORY: &str = "backend = \"memory\"";
+const IN_MEMORY: &str = "\nbackend = \"memory\"\n";
 
 /// Config text edit: journal in `dir`.
 pub fn with_journal(dir: &std::path::Path) -> impl FnOnce(String) -> String + '_ {
-    move |text| text.replace(IN_MEMORY, &format!("backend = \"sqlite\"\ndata_dir = {:?}", dir.display().to_string()))
+    move |text| {
+        text.replace(IN_MEMORY, &format!("\nbackend = \"sqlite\"\ndata_dir = {:?}\n", dir.display().to_string()))
+    }
 }
 
 /// A terminal's acceptance of `unit_id`'s page for `incident_id`.
