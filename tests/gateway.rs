@@ -499,12 +499,17 @@ async fn the_document_lists_every_enum_value_and_route() {
             "GET /v1/events",
             "GET /v1/incidents",
             "GET /v1/incidents/{id}",
+            "GET /v1/ping",
             "GET /v1/units",
             "GET /v1/units/{id}",
             "POST /v1/admin/webhooks/dead-letters/replay",
             "POST /v1/dispatch/preview",
             "POST /v1/incidents",
+            "POST /v1/incidents/{id}/assign",
             "POST /v1/incidents/{id}/close",
+            "POST /v1/units/{id}/release",
+            "POST /v1/units/{id}/status",
+            "PUT /v1/units/{id}",
         ]
     );
     // And the server has each of them (not the 404 / 405 of a missing route).
@@ -781,5 +786,70 @@ async fn the_admin_dead_letter_routes_match_the_document() {
     assert_eq!(report["requeued"], 0);
     let bad = post(addr, "/v1/admin/webhooks/dead-letters/replay", &json!({"endpoints": "x"})).await;
     refused(&doc, "/v1/admin/webhooks/dead-letters/replay", "post", &bad, 400, "INVALID_ARGUMENT", "endpoints");
+    server.shutdown().await;
+}
+
+/// The dispatcher's overrides, the administrator's upsert and Ping over
+/// HTTP, each answer checked against the document, every request body
+/// field the document lists sent once.
+#[tokio::test]
+async fn overrides_upsert_and_ping_match_the_document() {
+    let server = TestServer::start().await;
+    let addr = server.http_addr;
+    let doc = openapi(addr).await;
+    let send = |method: &'static str, path: String, body: Value| async move {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        http(addr, method, &path, &[("content-type", "application/json")], Some(&bytes)).await
+    };
+    let properties = |name: &str| -> Vec<String> {
+        let mut keys: Vec<String> =
+            doc["components"]["schemas"][name]["properties"].as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let keys = |body: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    conforms(&doc, "/v1/ping", "get", &get(addr, "/v1/ping").await, 200);
+    let unit = json!({"id": "T10-DOC", "name": "文档测试站", "tier": "TIER_10_MIN", "home": {"lat": 28.6, "lng": 121.4},
+        "position": {"lat": 28.6, "lng": 121.4}, "status": "AVAILABLE", "town": "路桥街道", "village": "", "crew": 5,
+        "capabilities": ["fire"], "incident_id": ""});
+    assert_eq!(keys(&unit), properties("UnitInput"));
+    let created =
+        conforms(&doc, "/v1/units/{id}", "put", &send("PUT", "/v1/units/T10-DOC".into(), unit.clone()).await, 201);
+    assert_eq!((created["created"].clone(), created["unit"]["tier"].clone()), (json!(true), json!("TIER_10")));
+    let replaced = conforms(&doc, "/v1/units/{id}", "put", &send("PUT", "/v1/units/T10-DOC".into(), unit).await, 200);
+    assert_eq!(replaced["created"], false);
+    let wrong_id = send(
+        "PUT",
+        "/v1/units/T10-OTHER".into(),
+        json!({"id": "T10-DOC", "tier": 10, "home": {"lat": 28.6, "lng": 121.4}}),
+    );
+    refused(&doc, "/v1/units/{id}", "put", &wrong_id.await, 400, "INVALID_ARGUMENT", "id");
+
+    conforms(&doc, "/v1/incidents", "post", &post(addr, "/v1/incidents", &report_json("doc-1")).await, 201);
+    let assign = json!({"unit_id": "T10-DOC", "tier": "10"});
+    assert_eq!(keys(&assign), properties("AssignUnitRequest"));
+    let assigned = send("POST", "/v1/incidents/inc-000001/assign".into(), assign).await;
+    let incident = conforms(&doc, "/v1/incidents/{id}/assign", "post", &assigned, 200);
+    let tier10 = incident["tiers"].as_array().unwrap().iter().find(|t| t["tier"] == "TIER_10").unwrap();
+    assert!(tier10["assignments"].as_array().unwrap().iter().any(|a| a["unit_id"] == "T10-DOC"));
+    let status = json!({"status": "EN_ROUTE", "incident_id": "inc-000001"});
+    assert_eq!(keys(&status), properties("SetUnitStatusRequest"));
+    let en_route = send("POST", "/v1/units/T10-DOC/status".into(), status).await;
+    let unit = conforms(&doc, "/v1/units/{id}/status", "post", &en_route, 200);
+    assert_eq!(unit["unit"]["status"], "EN_ROUTE");
+    let elsewhere =
+        send("POST", "/v1/units/T10-DOC/status".into(), json!({"status": "ON_SCENE", "incident_id": "inc-000002"}));
+    refused(&doc, "/v1/units/{id}/status", "post", &elsewhere.await, 409, "FAILED_PRECONDITION", "inc-000002");
+    let release = json!({"reason": "stood down"});
+    assert_eq!(keys(&release), properties("ReleaseUnitRequest"));
+    let released = send("POST", "/v1/units/T10-DOC/release".into(), release).await;
+    let unit = conforms(&doc, "/v1/units/{id}/release", "post", &released, 200);
+    assert_eq!((unit["unit"]["status"].clone(), unit["unit"]["incident_id"].clone()), (json!("RETURNING"), json!("")));
+    let empty = http(addr, "POST", "/v1/units/T10-DOC/release", &[], None).await;
+    refused(&doc, "/v1/units/{id}/release", "post", &empty, 409, "FAILED_PRECONDITION", "T10-DOC");
     server.shutdown().await;
 }
