@@ -280,12 +280,9 @@ impl WebhooksConfig {
     /// memory): `dead_letter_path` if set, else the default file in the data
     /// directory, else none (kept in memory only).
     pub fn dead_letter_file(&self, journal_data_dir: Option<&Path>) -> Option<PathBuf> {
-        if let Some(path) = &self.dead_letter_path {
-            Some(path.clone())
-        } else if let Some(dir) = journal_data_dir {
-            Some(dir.join(DEFAULT_DEAD_LETTER_FILE))
-        } else {
-            None
+        match &self.dead_letter_path {
+            Some(path) => Some(path.clone()),
+            None => journal_data_dir.map(|dir| dir.join(DEFAULT_DEAD_LETTER_FILE)),
         }
     }
 }

@@ -16,7 +16,7 @@
 //! - [`handlers`]: the Dispatch operations.
 //! - [`sse`]: `GET /v1/events`.
 //! - [`admin`]: webhook dead letters (role admin).
-//! - [`prometheus`]: `/metrics`.
+//! - [`prometheus`]: the `/metrics` page.
 //! - [`error`]: refusals and their JSON body.
 //! - `openapi.json`: the document served at `GET /openapi.json`; the e2e
 //!   tests check real responses against it.

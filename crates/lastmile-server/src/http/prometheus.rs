@@ -152,7 +152,9 @@ fn webhook_queues(out: &mut Exposition, webhooks: &Webhooks) {
     let per_endpoint = |f: &dyn Fn(&crate::webhook::EndpointStats) -> f64| {
         stats.endpoints.iter().map(|e| (vec![("endpoint", e.name.as_str())], f(e))).collect::<Vec<_>>()
     };
-    let families: [(&str, &str, &str, &dyn Fn(&crate::webhook::EndpointStats) -> f64); 5] = [
+    /// One per-endpoint family: name, type, help, the value.
+    type Family<'a> = (&'a str, &'a str, &'a str, &'a dyn Fn(&crate::webhook::EndpointStats) -> f64);
+    let families: [Family; 5] = [
         ("lastmile_webhook_queue_depth", "gauge", "Deliveries waiting in the endpoint's queue.", &|e| {
             e.queue_depth as f64
         }),
