@@ -1,0 +1,360 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! `synchronous = FULL`: every commit fsyncs the write-ahead log before it
+//! returns, so a commit that returned survives a process crash *and* a power
+//! loss or kernel panic (NORMAL would survive only the process crash). Group
+//! commit makes that one fsync per batch of requests, not per request. A
+//! transaction torn by a crash fails the WAL checksum and is ignored on the
+//! next open, as SQLite guarantees.
+//!
+//! One writer (the journal's thread owns the [`SqliteStore`]); readers of
+//! history open their own read-only connections, which WAL lets read the
+//! last committed state while the writer writes. One process per journal:
+//! an exclusive lock on `lastmile.lock` beside the database, held while the
+//! store is open, makes a second server on the same directory fail at start.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::{ClosedQuery, HistoryReader, JournalStore, Record, Recovered, StoreError};
+
+pub const DB_FILE: &str = "lastmile.db";
+pub const LOCK_FILE: &str = "lastmile.lock";
+
+/// The schema this build writes. 1: live incidents (open and closed) and
+/// units. 2: closed incidents in `history`, the `timeline` table.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Read connections kept open between history reads.
+const IDLE_READERS: usize = 4;
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    /// Held (locked) while the store is open.
+    _lock: File,
+}
+
+fn sql_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + 'a {
+    move |source| StoreError::Sqlite { path: path.display().to_string(), what, source }
+}
+
+fn io_err(path: &Path, what: impl Into<String>) -> StoreError {
+    StoreError::Io { path: path.display().to_string(), what: what.into() }
+}
+
+/// The directory's lock file, locked; refused while another store holds it.
+fn lock(dir: &Path, db: &Path) -> Result<File, StoreError> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| io_err(db, format!("cannot open {LOCK_FILE}: {e}")))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(io_err(db, "cannot lock the journal: is another lastmile server using this directory?"))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(db, format!("cannot lock the journal: {e}"))),
+    }
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS incidents (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, body BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE IF NOT EXISTS history (
+        seq INTEGER PRIMARY KEY,
+        reported_at_ms INTEGER NOT NULL,
+        closed_at_ms INTEGER NOT NULL,
+        body BLOB NOT NULL);
+    CREATE INDEX IF NOT EXISTS history_by_reported ON history (reported_at_ms);
+    CREATE INDEX IF NOT EXISTS history_by_closed ON history (closed_at_ms);
+    CREATE TABLE IF NOT EXISTS timeline (
+        incident_seq INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (incident_seq, n)) WITHOUT ROWID;";
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/lastmile.db`. Refuses a directory it
+    /// cannot create or write, a file that is not a lastmile journal, one
+    /// written by a newer lastmile, and a directory another store holds.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(DB_FILE);
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, format!("cannot create data directory: {e}")))?;
+        let lock = lock(dir, &path)?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql_err(&path, "cannot open"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(2)).map_err(sql_err(&path, "cannot set busy timeout"))?;
+        // Fails on a file that is not a database ("file is not a database").
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql_err(&path, "not a usable database"))?;
+        if mode != "wal" {
+            return Err(io_err(&path, format!("cannot use WAL mode (got {mode}): is the directory writable?")));
+        }
+        let version: i64 =
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_err(&path, "cannot read"))?;
+        if version > SCHEMA_VERSION {
+            return Err(io_err(
+                &path,
+                format!("schema version {version} is newer than this lastmile's ({SCHEMA_VERSION})"),
+            ));
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {SCHEMA} \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(sql_err(&path, "cannot create the schema (read-only or full disk?)"))?;
+        // A quick structural check: a corrupt file is refused at start, not half-read.
+        let check: String =
+            conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(sql_err(&path, "integrity check failed"))?;
+        if check != "ok" {
+            return Err(io_err(&path, format!("integrity check failed: {check}")));
+        }
+        Ok(SqliteStore { conn, path, _lock: lock })
+    }
+
+    fn err(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        sql_err(&self.path, what)
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err("cannot read meta"))?;
+        Ok(v.unwrap_or(0).max(0) as u64)
+    }
+
+    fn bodies(&self, sql: &str, limit: Option<usize>) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.err("cannot read"))?;
+        let read = |r: &rusqlite::Row| r.get::<_, Vec<u8>>(0);
+        let rows = match limit {
+            Some(n) => stmt.query_map([n as i64], read),
+            None => stmt.query_map([], read),
+        }
+        .map_err(self.err("cannot read"))?;
+        rows.collect::<Result<_, _>>().map_err(self.err("cannot read a row"))
+    }
+}
+
+/// Of the live rows a batch writes, only the last per key: an incident
+/// written twice in one group commit (a report and its close) is written
+/// once, with its last state (rows are upserts: same result, less work).
+/// Timeline entries are all kept, in order.
+fn latest(batch: &[Record]) -> Vec<&Record> {
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    let mut kept: Vec<&Record> = batch
+        .iter()
+        .rev()
+        .filter(|r| match r {
+            Record::Incident { seq, .. } | Record::Archive { seq, .. } => seen.insert((0u8, seq.to_string())),
+            Record::Unit { id, .. } => seen.insert((1u8, id.clone())),
+            Record::Timeline { .. } => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+impl JournalStore for SqliteStore {
+    fn recover(&mut self, recent_closed: usize) -> Result<Recovered, StoreError> {
+        let timelines = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT t.incident_seq, t.body FROM timeline t JOIN incidents i ON i.seq = t.incident_seq \
+                     ORDER BY t.incident_seq, t.n",
+                )
+                .map_err(self.err("cannot read"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
+                .map_err(self.err("cannot read"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(self.err("cannot read a row"))?
+        };
+        Ok(Recovered {
+            incidents: self.bodies("SELECT body FROM incidents ORDER BY seq", None)?,
+            units: self.bodies("SELECT body FROM units ORDER BY id", None)?,
+            recent_closed: self.bodies(
+                "SELECT body FROM (SELECT seq, body FROM history ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+                Some(recent_closed),
+            )?,
+            timelines,
+            feed_seq: self.meta("feed_seq")?,
+            commits: self.meta("commits")?,
+            records: self.meta("records")?,
+            history_len: self.meta("history_len")?,
+        })
+    }
+
+    fn commit(&mut self, batch: &[Record], feed_seq: u64) -> Result<(), StoreError> {
+        let path = &self.path;
+        let err = |what| sql_err(path, what);
+        let tx = self.conn.transaction().map_err(err("cannot begin"))?;
+        let mut archived = 0i64;
+        {
+            let mut incident = tx
+                .prepare_cached("INSERT INTO incidents (seq, body) VALUES (?1, ?2) ON CONFLICT(seq) DO UPDATE SET body = excluded.body")
+                .map_err(err("cannot prepare"))?;
+            let mut unit = tx
+                .prepare_cached(
+                    "INSERT INTO units (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                )
+                .map_err(err("cannot prepare"))?;
+            let mut unlive =
+                tx.prepare_cached("DELETE FROM incidents WHERE seq = ?1").map_err(err("cannot prepare"))?;
+            let mut archive = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO history (seq, reported_at_ms, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("cannot prepare"))?;
+            let mut timeline = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO timeline (incident_seq, n, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("cannot prepare"))?;
+            for r in latest(batch) {
+                match r {
+                    Record::Incident { seq, body } => {
+                        incident.execute(params![*seq as i64, body]).map_err(err("cannot write an incident"))?;
+                    }
+                    Record::Unit { id, body } => {
+                        unit.execute(params![id, body]).map_err(err("cannot write a unit"))?;
+                    }
+                    Record::Archive { seq, reported_at_ms, closed_at_ms, body } => {
+                        unlive.execute([*seq as i64]).map_err(err("cannot archive an incident"))?;
+                        archive
+                            .execute(params![*seq as i64, reported_at_ms, closed_at_ms, body])
+                            .map_err(err("cannot archive an incident"))?;
+                        archived += 1;
+                    }
+                    Record::Timeline { incident_seq, n, at_ms, body } => {
+                        timeline
+                            .execute(params![*incident_seq as i64, n, at_ms, body])
+                            .map_err(err("cannot write a timeline entry"))?;
+                    }
+                }
+            }
+            let mut meta = tx
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                )
+                .map_err(err("cannot prepare"))?;
+            meta.execute(params!["commits", 1]).map_err(err("cannot write meta"))?;
+            meta.execute(params!["records", batch.len() as i64]).map_err(err("cannot write meta"))?;
+            if archived > 0 {
+                meta.execute(params!["history_len", archived]).map_err(err("cannot write meta"))?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('feed_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                [feed_seq as i64],
+            )
+            .map_err(err("cannot write meta"))?;
+        }
+        tx.commit().map_err(err("cannot commit (disk full or read-only?)"))
+    }
+
+    fn prune(&mut self, closed_before_ms: i64, max_incidents: usize) -> Result<usize, StoreError> {
+        let path = &self.path;
+        let err = |what| sql_err(path, what);
+        let tx = self.conn.transaction().map_err(err("cannot begin"))?;
+        let oldest = "SELECT seq FROM history WHERE closed_at_ms < ?1 ORDER BY closed_at_ms LIMIT ?2";
+        let limit = max_incidents as i64;
+        tx.execute(&format!("DELETE FROM timeline WHERE incident_seq IN ({oldest})"), params![closed_before_ms, limit])
+            .map_err(err("cannot prune the timeline"))?;
+        let deleted = tx
+            .execute(&format!("DELETE FROM history WHERE seq IN ({oldest})"), params![closed_before_ms, limit])
+            .map_err(err("cannot prune history"))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('history_len', 0) ON CONFLICT(key) DO UPDATE SET value = max(0, value - ?1)",
+            [deleted as i64],
+        )
+        .map_err(err("cannot write meta"))?;
+        tx.commit().map_err(err("cannot commit (disk full or read-only?)"))?;
+        Ok(deleted)
+    }
+
+    fn reader(&self) -> Result<Box<dyn HistoryReader>, StoreError> {
+        Ok(Box::new(SqliteReader { path: self.path.clone(), idle: Mutex::new(Vec::new()) }))
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// History reads on their own read-only connections (WAL: they see the
+/// last committed state and never block the writer).
+struct SqliteReader {
+    path: PathBuf,
+    /// At most [`IDLE_READERS`] kept between reads; a read takes one or
+    /// opens one, so reads at once are not serialised.
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteReader {
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match taken {
+            Some(conn) => conn,
+            None => Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(sql_err(&self.path, "cannot open for reading"))?,
+        };
+        let answer = read(&conn).map_err(sql_err(&self.path, "cannot read history"));
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        answer
+    }
+}
+
+impl HistoryReader for SqliteReader {
+    fn incident(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT body FROM history WHERE seq = ?1")?
+                .query_row([seq as i64], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn timeline(&self, seq: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT body FROM timeline WHERE incident_seq = ?1 ORDER BY n")?;
+            let rows = stmt.query_map([seq as i64], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn closed(&self, q: &ClosedQuery) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, body FROM history WHERE seq > ?1 AND reported_at_ms >= ?2 AND reported_at_ms < ?3 \
+                 ORDER BY seq LIMIT ?4",
+            )?;
+            let from = q.from_ms.unwrap_or(i64::MIN);
+            let to = q.to_ms.unwrap_or(i64::MAX);
+            let rows = stmt.query_map(params![q.after_seq as i64, from, to, q.limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

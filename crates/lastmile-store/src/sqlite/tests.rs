@@ -1,0 +1,141 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lastmile-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn incident(seq: u64, body: &str) -> Record {
+    Record::Incident { seq, body: body.as_bytes().to_vec() }
+}
+
+fn unit(id: &str, body: &str) -> Record {
+    Record::Unit { id: id.into(), body: body.as_bytes().to_vec() }
+}
+
+fn archive(seq: u64, reported_at_ms: i64, closed_at_ms: i64, body: &str) -> Record {
+    Record::Archive { seq, reported_at_ms, closed_at_ms, body: body.as_bytes().to_vec() }
+}
+
+fn entry(incident_seq: u64, n: u32, body: &str) -> Record {
+    Record::Timeline { incident_seq, n, at_ms: i64::from(n), body: body.as_bytes().to_vec() }
+}
+
+fn bytes(items: &[&str]) -> Vec<Vec<u8>> {
+    items.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn commits_survive_reopening_and_keep_the_latest_state() {
+    let d = dir("roundtrip");
+    let mut store = SqliteStore::open(&d).unwrap();
+    store.commit(&[incident(1, "a"), unit("T1", "u1")], 5).unwrap();
+    store.commit(&[incident(1, "b"), incident(2, "c")], 9).unwrap();
+    drop(store);
+    let got = SqliteStore::open(&d).unwrap().recover(10).unwrap();
+    assert_eq!(got.incidents, bytes(&["b", "c"]));
+    assert_eq!(got.units, bytes(&["u1"]));
+    assert_eq!((got.feed_seq, got.commits, got.records), (9, 2, 4));
+}
+
+#[test]
+fn a_key_written_twice_in_one_batch_keeps_its_last_body() {
+    let d = dir("twice-in-a-batch");
+    let mut store = SqliteStore::open(&d).unwrap();
+    let batch = [incident(1, "reported"), unit("T1", "paged"), incident(2, "other"), unit("T1", "available")];
+    store.commit(&batch, 3).unwrap();
+    store.commit(&[incident(1, "closing"), archive(1, 10, 20, "closed")], 4).unwrap();
+    drop(store);
+    let got = SqliteStore::open(&d).unwrap().recover(10).unwrap();
+    assert_eq!(got.incidents, bytes(&["other"]), "the closed incident left the live rows");
+    assert_eq!(got.units, bytes(&["available"]));
+    assert_eq!(got.recent_closed, bytes(&["closed"]));
+    assert_eq!(got.history_len, 1);
+}
+
+#[test]
+fn history_and_timelines_are_read_while_the_writer_writes() {
+    let d = dir("history");
+    let mut store = SqliteStore::open(&d).unwrap();
+    let reader = store.reader().unwrap();
+    store.commit(&[incident(1, "open-1"), entry(1, 0, "reported"), entry(1, 1, "paged")], 1).unwrap();
+    store.commit(&[incident(2, "open-2"), entry(2, 0, "reported")], 2).unwrap();
+    assert_eq!(reader.timeline(1).unwrap(), bytes(&["reported", "paged"]));
+    store.commit(&[entry(1, 2, "closed"), archive(1, 1_000, 5_000, "closed-1")], 3).unwrap();
+    assert_eq!(reader.incident(1).unwrap(), Some(b"closed-1".to_vec()));
+    assert_eq!(reader.incident(2).unwrap(), None, "open incidents are not history");
+    assert_eq!(reader.timeline(1).unwrap(), bytes(&["reported", "paged", "closed"]));
+    for (seq, reported) in [(3, 2_000), (4, 3_000), (5, 4_000)] {
+        let body = format!("closed-{seq}");
+        store.commit(&[incident(seq, "x"), archive(seq, reported, 6_000, &body)], 4).unwrap();
+    }
+    let seqs = |q: ClosedQuery| reader.closed(&q).unwrap().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    assert_eq!(seqs(ClosedQuery { limit: 10, ..Default::default() }), [1, 3, 4, 5]);
+    assert_eq!(seqs(ClosedQuery { from_ms: Some(2_000), to_ms: Some(4_000), limit: 10, after_seq: 0 }), [3, 4]);
+    assert_eq!(seqs(ClosedQuery { after_seq: 3, limit: 1, ..Default::default() }), [4]);
+    drop(store);
+    // Start-up reads the live state only: the open incident and its timeline.
+    let got = SqliteStore::open(&d).unwrap().recover(2).unwrap();
+    assert_eq!(got.incidents, bytes(&["open-2"]));
+    assert_eq!(got.timelines, vec![(2, b"reported".to_vec())]);
+    assert_eq!(got.recent_closed, bytes(&["closed-4", "closed-5"]));
+    assert_eq!(got.history_len, 4);
+}
+
+#[test]
+fn pruning_deletes_the_oldest_closed_with_their_timelines() {
+    let d = dir("prune");
+    let mut store = SqliteStore::open(&d).unwrap();
+    let reader = store.reader().unwrap();
+    for seq in 1..=5u64 {
+        let closed_at = seq as i64 * 100;
+        store.commit(&[entry(seq, 0, "e"), archive(seq, 0, closed_at, "c")], seq).unwrap();
+    }
+    assert_eq!(store.prune(350, 2).unwrap(), 2, "bounded per call");
+    assert_eq!(store.prune(350, 2).unwrap(), 1);
+    assert_eq!(store.prune(350, 2).unwrap(), 0);
+    assert_eq!(reader.incident(3).unwrap(), None);
+    assert!(reader.timeline(3).unwrap().is_empty());
+    assert_eq!(reader.incident(4).unwrap(), Some(b"c".to_vec()));
+    assert_eq!(store.recover(0).unwrap().history_len, 2);
+}
+
+#[test]
+fn a_second_store_on_the_same_directory_is_refused() {
+    let d = dir("twice");
+    let _first = SqliteStore::open(&d).unwrap();
+    let err = SqliteStore::open(&d).err().expect("refused while the first is open").to_string();
+    assert!(err.contains(DB_FILE) && err.contains("lock"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_journal_is_refused_naming_it() {
+    let d = dir("corrupt");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(DB_FILE), vec![0x5a; 8192]).unwrap();
+    let err = SqliteStore::open(&d).err().expect("refused").to_string();
+    assert!(err.contains(DB_FILE), "{err}");
+}
+
+#[test]
+fn a_journal_from_a_newer_lastmile_is_refused() {
+    let d = dir("newer");
+    drop(SqliteStore::open(&d).unwrap());
+    let conn = Connection::open(d.join(DB_FILE)).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99;").unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&d).err().expect("refused").to_string();
+    assert!(err.contains("newer"), "{err}");
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_created_is_refused() {
+    let d = dir("notadir");
+    std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+    std::fs::write(&d, b"a file, not a directory").unwrap();
+    let err = SqliteStore::open(&d.join("sub")).err().expect("refused").to_string();
+    assert!(err.contains("cannot create data directory"), "{err}");
+}
