@@ -16,6 +16,24 @@ pub struct DispatchConfig {
     pub tiers: TierTable,
     pub response_plan: ResponsePlan,
     pub escalation: EscalationConfig,
+    /// An ON_SCENE report counts as an arrival (toward the tier's MET) only
+    /// when the unit's last position fix is within this many metres of the
+    /// incident (haversine): a terminal can press ON_SCENE anywhere, and a
+    /// target met on paper is not one met on the ground.
+    #[serde(default = "default_on_scene_radius_m")]
+    pub on_scene_radius_m: f64,
+    /// ... and that fix is at most this many seconds old when the report
+    /// comes: a position from before the unit set out proves nothing.
+    #[serde(default = "default_on_scene_fix_max_age_s")]
+    pub on_scene_fix_max_age_s: u32,
+}
+
+fn default_on_scene_radius_m() -> f64 {
+    150.0
+}
+
+fn default_on_scene_fix_max_age_s() -> u32 {
+    120
 }
 
 /// Paging, acknowledgement and escalation policy.
@@ -174,6 +192,12 @@ impl DispatchConfig {
         if e.return_to_available_s == 0 {
             return Err(bad("dispatch.escalation.return_to_available_s", "must be greater than 0"));
         }
+        if !self.on_scene_radius_m.is_finite() || self.on_scene_radius_m <= 0.0 {
+            return Err(bad("dispatch.on_scene_radius_m", "must be a finite number of metres greater than 0"));
+        }
+        if self.on_scene_fix_max_age_s == 0 {
+            return Err(bad("dispatch.on_scene_fix_max_age_s", "must be greater than 0"));
+        }
         check_counts("dispatch.response_plan.default", &self.response_plan.default)?;
         for (i, rule) in self.response_plan.rules.iter().enumerate() {
             let key = format!("dispatch.response_plan.rules[{i}]");
@@ -210,6 +234,8 @@ impl DispatchConfig {
                 dispatch_returning_units: false,
                 position_event_interval_s: 5,
             },
+            on_scene_radius_m: default_on_scene_radius_m(),
+            on_scene_fix_max_age_s: default_on_scene_fix_max_age_s(),
         }
     }
 }
@@ -238,6 +264,21 @@ mod tests {
             units: TierCounts { t1: 1, ..Default::default() },
         });
         assert_eq!(c.validate().unwrap_err().key, "dispatch.response_plan.rules[0].severities");
+        for radius_m in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let c = DispatchConfig { on_scene_radius_m: radius_m, ..DispatchConfig::defaults() };
+            assert_eq!(c.validate().unwrap_err().key, "dispatch.on_scene_radius_m", "{radius_m}");
+        }
+        let c = DispatchConfig { on_scene_fix_max_age_s: 0, ..DispatchConfig::defaults() };
+        assert_eq!(c.validate().unwrap_err().key, "dispatch.on_scene_fix_max_age_s");
+    }
+
+    #[test]
+    fn arrival_keys_default_when_absent() {
+        let mut json = serde_json::to_value(DispatchConfig::defaults()).unwrap();
+        let fields = json.as_object_mut().unwrap();
+        assert!(fields.remove("on_scene_radius_m").is_some() && fields.remove("on_scene_fix_max_age_s").is_some());
+        let c: DispatchConfig = serde_json::from_value(json).unwrap();
+        assert_eq!((c.on_scene_radius_m, c.on_scene_fix_max_age_s), (150.0, 120));
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl Dispatcher {
                 if a.is_active()
                     && self.units.get(a.unit_id.as_str()).is_none_or(|u| u.incident_id.as_deref() != Some(id.as_str()))
                 {
-                    a.state = AssignmentState::Released;
+                    a.end(AssignmentState::Released, now);
                     repaired += 1;
                 }
             }
@@ -583,21 +583,7 @@ impl Dispatcher {
                 ),
             )
         };
-        let assignments = picks
-            .into_iter()
-            .map(|p| Assignment {
-                unit_name: self.units.get(&p.unit_id).map(|u| u.name.clone()).unwrap_or_default(),
-                unit_id: p.unit_id.to_string(),
-                tier,
-                distance_m: p.distance_m,
-                eta_s: p.eta_s,
-                within_target: p.within_target,
-                state: AssignmentState::Paged,
-                paged_at: now,
-                attempt: 1,
-                escalated_from: None,
-            })
-            .collect();
+        let assignments = picks.iter().map(|p| self.assignment(p, tier, now, 1)).collect();
         TierResponse {
             tier,
             target_s: params.target_s,
@@ -732,7 +718,7 @@ impl Dispatcher {
         leave_as: Option<UnitStatus>,
         fx: &dyn Effects,
     ) {
-        a.state = AssignmentState::Released;
+        a.end(AssignmentState::Released, now);
         let Some(mut unit) = self.units.get_mut(a.unit_id.as_str()) else { return };
         if unit.incident_id.as_deref() != Some(incident_id) {
             return;
@@ -962,6 +948,7 @@ impl Dispatcher {
                     EventKind::UnitEnRoute
                 };
                 a.state = AssignmentState::Acknowledged;
+                a.acknowledge(now);
                 fx.emit(Event { kind, ..event });
             }
             UnitStatus::OnScene => {

@@ -26,7 +26,15 @@ pub enum EventKind {
     UnitDeclined,
     UnitTimedOut,
     UnitEnRoute,
+    /// A verified arrival: the unit reported ON_SCENE with a fresh position
+    /// fix near the incident, or a later fix (or a dispatcher) verified it.
     UnitOnScene,
+    /// The unit reported ON_SCENE, but its last fix is too far from the
+    /// incident, too old, or missing: it is on scene, and does not count
+    /// toward the tier's MET until a fix or a dispatcher verifies it.
+    UnitArrivalUnverified,
+    /// A dispatcher confirmed an unverified arrival by hand.
+    ArrivalConfirmed,
     UnitReleased,
     TierShort,
     TierMet,

@@ -109,12 +109,55 @@ pub struct Assignment {
     /// re-paged within this tier when it does not answer.
     #[serde(default)]
     pub escalated_from: Option<Tier>,
+    /// When the unit accepted its page (or reported EN_ROUTE, or ON_SCENE,
+    /// while still PAGED): where the acknowledgement latency ends. `None`
+    /// while the page waits, and for a page that was never answered.
+    /// (Default: journals written before it load as "unknown".)
+    #[serde(default)]
+    pub acknowledged_at: Option<Timestamp>,
+    /// When the unit reported ON_SCENE: what the tier's deadline is measured
+    /// against, even when the arrival is verified later.
+    #[serde(default)]
+    pub on_scene_at: Option<Timestamp>,
+    /// When the assignment stopped being active (RELEASED, DECLINED or
+    /// TIMED_OUT): the end of the unit's commitment to the incident.
+    #[serde(default)]
+    pub released_at: Option<Timestamp>,
+    /// The ON_SCENE report is backed by the unit's own position (a fresh fix
+    /// within `dispatch.on_scene_radius_m` of the incident) or confirmed by a
+    /// dispatcher. Only a verified arrival counts toward the tier's MET: a
+    /// terminal pressing ON_SCENE from the station does not meet a target.
+    #[serde(default)]
+    pub arrival_verified: bool,
+    /// Who confirmed the arrival by hand; empty unless a dispatcher did.
+    #[serde(default)]
+    pub arrival_confirmed_by: String,
 }
 
 impl Assignment {
     /// The unit is still committed to the incident through this assignment.
     pub fn is_active(&self) -> bool {
         matches!(self.state, AssignmentState::Paged | AssignmentState::Acknowledged | AssignmentState::OnScene)
+    }
+
+    /// Ends the assignment (RELEASED, DECLINED or TIMED_OUT) at `now`: the one
+    /// place an assignment stops being active, so `released_at` is always set
+    /// with it.
+    pub fn end(&mut self, to: AssignmentState, now: Timestamp) {
+        debug_assert!(
+            matches!(to, AssignmentState::Released | AssignmentState::Declined | AssignmentState::TimedOut),
+            "{} does not end an assignment",
+            to.name()
+        );
+        debug_assert!(self.is_active(), "assignment of {} already ended as {}", self.unit_id, self.state.name());
+        self.state = to;
+        self.released_at = Some(now);
+    }
+
+    /// The unit accepted its page (or behaved as if: EN_ROUTE or ON_SCENE
+    /// while PAGED); keeps the first answer's time.
+    pub fn acknowledge(&mut self, now: Timestamp) {
+        self.acknowledged_at.get_or_insert(now);
     }
 }
 

@@ -119,7 +119,9 @@ impl Dispatcher {
             self.units.get_mut(ack.unit_id.as_str()).ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
         debug_assert_eq!(unit.incident_id.as_deref(), Some(incident.id.as_str()));
         unit.transition(UnitStatus::EnRoute, Cause::Accepted, now)?;
-        incident.tiers[ti].assignments[ai].state = AssignmentState::Acknowledged;
+        let a = &mut incident.tiers[ti].assignments[ai];
+        a.state = AssignmentState::Acknowledged;
+        a.acknowledge(now);
         fx.emit(event.status(UnitStatus::EnRoute));
         fx.store_unit(&unit);
         fx.store_incident(incident);
@@ -150,7 +152,7 @@ impl Dispatcher {
         // Under the incident's lock since it was found: set after the unit,
         // so a refused move (a bug) leaves both as they were.
         let a = &mut incident.tiers[ti].assignments[ai];
-        a.state = AssignmentState::Declined;
+        a.end(AssignmentState::Declined, now);
         let (attempt, helps_another_tier) = (a.attempt, a.escalated_from.is_some());
         fx.emit(Event {
             kind: EventKind::UnitDeclined,
@@ -218,7 +220,7 @@ impl Dispatcher {
             fx.store_incident(incident);
             return;
         }
-        incident.tiers[ti].assignments[ai].state = AssignmentState::TimedOut;
+        incident.tiers[ti].assignments[ai].end(AssignmentState::TimedOut, now);
         if let Some(mut unit) = self.units.get_mut(unit_id)
             && unit.incident_id.as_deref() == Some(incident.id.as_str())
             && unit.transition(UnitStatus::Unresponsive, Cause::AckTimedOut, now).is_ok()
@@ -389,7 +391,8 @@ impl Dispatcher {
         })
     }
 
-    fn assignment(&self, pick: &Pick, tier: Tier, now: Timestamp, attempt: u32) -> Assignment {
+    /// A new page of `pick` for `tier` at `now`: PAGED, nothing answered yet.
+    pub(super) fn assignment(&self, pick: &Pick, tier: Tier, now: Timestamp, attempt: u32) -> Assignment {
         Assignment {
             unit_id: pick.unit_id.to_string(),
             unit_name: self.units.get(&pick.unit_id).map(|u| u.name.clone()).unwrap_or_default(),
@@ -401,6 +404,11 @@ impl Dispatcher {
             paged_at: now,
             attempt,
             escalated_from: None,
+            acknowledged_at: None,
+            on_scene_at: None,
+            released_at: None,
+            arrival_verified: false,
+            arrival_confirmed_by: String::new(),
         }
     }
 
