@@ -634,6 +634,11 @@ impl Dispatcher {
         Ok(Preview { tiers, located: self.area.locate(at) })
     }
 
+    /// The refusal of an operation on `id`, which is not an open incident.
+    pub(crate) fn not_open(&self, id: &str) -> DispatchError {
+        DispatchError::IncidentNotFound(id.to_string())
+    }
+
     pub fn get_incident(&self, id: &str) -> Result<Incident, DispatchError> {
         let seq = parse_incident_id(id).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
         self.incidents.get(&seq).map(|i| i.clone()).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))
@@ -855,8 +860,9 @@ impl Dispatcher {
 
     /// A status change through the unit state machine (dispatcher override or
     /// a terminal's status report). EN_ROUTE acknowledges a page; ON_SCENE marks
-    /// the assignment on scene, and the tier MET when its required units are on
-    /// scene by the deadline; RETURNING or AVAILABLE from ON_SCENE releases the
+    /// the assignment on scene, verified or not by the unit's last fix (see
+    /// `arrival`), and the tier MET when its required units have arrived,
+    /// verified, by the deadline; RETURNING or AVAILABLE from ON_SCENE releases the
     /// unit from its incident.
     pub fn set_unit_status(
         &self,
@@ -953,9 +959,8 @@ impl Dispatcher {
             }
             UnitStatus::OnScene => {
                 unit.transition(to, Cause::Reported, now)?;
-                a.state = AssignmentState::OnScene;
-                fx.emit(Event { kind: EventKind::UnitOnScene, ..event });
-                meet_if_on_scene(tier, incident_id, &incident.grid_id, now, fx);
+                self.arrive(a, &unit, incident.location, event, now, fx);
+                arrival::meet_if_arrived(tier, incident_id, &incident.grid_id, now, fx);
             }
             UnitStatus::Returning | UnitStatus::Available => {
                 drop(unit); // release_assignment takes the unit's entry itself
@@ -1027,30 +1032,10 @@ fn tree_mut<'a>(guards: &'a mut [(Tier, RwLockWriteGuard<'_, TierIndex>)], tier:
     guards.iter_mut().find(|(t, _)| *t == tier).map(|(_, g)| &mut **g)
 }
 
-/// The tier MET once its required units are on scene by the deadline (units
-/// paged to help another, breached tier do not count).
-fn meet_if_on_scene(tier: &mut TierResponse, incident_id: &str, grid_id: &str, now: Timestamp, fx: &dyn Effects) {
-    let on_scene =
-        tier.assignments.iter().filter(|a| a.state == AssignmentState::OnScene && a.escalated_from.is_none()).count()
-            as u32;
-    if tier.required > 0
-        && on_scene >= tier.required
-        && now <= tier.deadline
-        && matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated)
-    {
-        tier.state = TierState::Met;
-        fx.emit(
-            Event::new(EventKind::TierMet, now)
-                .incident(incident_id, grid_id)
-                .tier(tier.tier)
-                .detail(format!("{on_scene} of {} on scene by the deadline", tier.required)),
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests;
 
+mod arrival;
 mod census;
 mod escalation;
 pub use census::{Census, TierOutcome};

@@ -303,9 +303,7 @@ impl Dispatcher {
         }
         let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { return };
         let t = &mut incident.tiers[ti];
-        let on_scene =
-            t.assignments.iter().filter(|a| a.state == AssignmentState::OnScene && a.escalated_from.is_none()).count()
-                as u32;
+        let on_scene = super::arrival::arrived_in_time(t);
         if !matches!(t.state, TierState::Paging | TierState::Short | TierState::Escalated) || on_scene >= t.required {
             return;
         }
@@ -510,7 +508,8 @@ impl Dispatcher {
 
     /// An AVL position report measured at `measured_at`. Older than the last
     /// applied one: ignored (returns false). The unit moves in its tier's index
-    /// (a short write lock). Feed events are rate-limited per unit.
+    /// (a short write lock). Feed events are rate-limited per unit. A fix of a
+    /// unit ON_SCENE with an unverified arrival may verify it (see `arrival`).
     pub fn report_position(
         &self,
         unit_id: &str,
@@ -542,6 +541,13 @@ impl Dispatcher {
         if unit.position_event_at.is_none_or(|last| now.unix_ms - last.unix_ms >= interval_ms) {
             unit.position_event_at = Some(now);
             fx.emit(Event::new(EventKind::UnitPosition, now).unit(unit_id).status(unit.status).position(position));
+        }
+        let on_scene_of = unit.incident_id.clone().filter(|_| unit.status == UnitStatus::OnScene);
+        drop(unit);
+        // The fix may verify the unit's arrival: under the incident's lock,
+        // taken now that the unit's is released (incident before unit).
+        if let Some(incident_id) = on_scene_of {
+            self.verify_by_fix(unit_id, &incident_id, now, fx);
         }
         Ok(true)
     }

@@ -97,6 +97,18 @@ impl Sim {
         self.collect_timers();
     }
 
+    /// A position fix of `unit_id` at `at`, measured now.
+    fn fix_at(&mut self, unit_id: &str, at: LatLng) {
+        assert!(self.d.report_position(unit_id, at, self.now, self.now, &self.fx).unwrap());
+        self.collect_timers();
+    }
+
+    /// A fresh fix at the incident point, then ON_SCENE: a verified arrival.
+    fn arrive(&mut self, unit_id: &str) {
+        self.fix_at(unit_id, ll(28.58, 121.37));
+        self.status(unit_id, UnitStatus::OnScene);
+    }
+
     fn tier(&self, id: &str, tier: Tier) -> TierResponse {
         self.d.get_incident(id).unwrap().tiers.into_iter().find(|t| t.tier == tier).unwrap()
     }
@@ -183,7 +195,7 @@ fn after_max_attempts_the_tier_is_escalated() {
     // Every other tier answers and arrives, so only tier 3 escalates.
     for unit in ["T1-a", "T5-a", "T10-a"] {
         sim.ack(unit, &inc.id, true).unwrap();
-        sim.status(unit, UnitStatus::OnScene);
+        sim.arrive(unit);
     }
     // Three pages of 30 s each go unanswered (max_attempts = 3).
     sim.after_s(90);
@@ -278,7 +290,7 @@ fn units_on_scene_in_time_meet_the_tier_and_its_timers_stop() {
     sim.after_s(10);
     sim.ack("T3-a", &inc.id, true).unwrap();
     sim.after_s(100);
-    sim.status("T3-a", UnitStatus::OnScene);
+    sim.arrive("T3-a");
     assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met);
     sim.kinds();
     sim.advance_to(T0.plus_s(1000));
@@ -305,7 +317,7 @@ fn a_met_tier_withdraws_its_other_pages_instead_of_timing_them_out() {
     sim.d.assign_unit(&inc.id, "T3-d", Tier::T3, sim.now, &sim.fx).unwrap();
     sim.ack("T3-a", &inc.id, true).unwrap();
     sim.after_s(5);
-    sim.status("T3-a", UnitStatus::OnScene);
+    sim.arrive("T3-a");
     assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met);
     sim.after_s(30);
     let unit = sim.d.get_unit("T3-d").unwrap();
@@ -498,4 +510,269 @@ fn restore_reconciles_references_left_by_a_crash_between_operations() {
     // overwritten by the ghost state: it is released too, consistently.
     let t3 = restored.get_incident(&inc.id).unwrap().tiers[1].clone();
     assert_eq!(t3.assignments[0].state, AssignmentState::Released);
+}
+
+/// The incident point of `Sim::report`, and one `north_m` metres north of it.
+fn north_of_incident(north_m: f64) -> LatLng {
+    ll(28.58 + north_m / 111_195.0, 121.37)
+}
+
+/// The events of `kind` since the last take, as (unit, detail).
+fn details(events: &[crate::effects::Event], kind: EventKind) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| (e.unit_id.clone().unwrap_or_default(), e.detail.clone()))
+        .collect()
+}
+
+fn t3_assignment(sim: &Sim, id: &str, unit_id: &str) -> Assignment {
+    sim.tier(id, Tier::T3).assignments.into_iter().rev().find(|a| a.unit_id == unit_id).unwrap()
+}
+
+#[test]
+fn an_arrival_with_a_fresh_fix_nearby_is_verified_and_meets_the_tier() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(10);
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.after_s(87);
+    sim.fix_at("T3-a", north_of_incident(40.0));
+    sim.after_s(3);
+    sim.fx.take_events();
+    sim.status("T3-a", UnitStatus::OnScene);
+    let events = sim.fx.take_events();
+    assert_eq!(
+        details(&events, EventKind::UnitOnScene),
+        [("T3-a".to_string(), "arrival verified: 40 m from the incident, fix 3 s old".to_string())]
+    );
+    assert!(details(&events, EventKind::UnitArrivalUnverified).is_empty());
+    assert!(events.iter().any(|e| e.kind == EventKind::TierMet && e.tier == Some(Tier::T3)));
+    let a = t3_assignment(&sim, &inc.id, "T3-a");
+    assert_eq!(a.state, AssignmentState::OnScene);
+    assert_eq!((a.acknowledged_at, a.on_scene_at), (Some(T0.plus_s(10)), Some(T0.plus_s(100))));
+    assert!(a.arrival_verified && a.arrival_confirmed_by.is_empty());
+    assert_eq!(a.released_at, None);
+    assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met);
+    sim.d.check_invariants().unwrap();
+}
+
+/// Too far, too old, no fix: on scene all the same, unverified, and the tier
+/// is not met by it (it breaches at its deadline).
+#[test]
+fn an_arrival_too_far_too_old_or_without_a_fix_is_unverified_and_meets_nothing() {
+    /// When (s after the report) and where the unit's last fix was, if any.
+    type Fix = Option<(u32, LatLng)>;
+    let cases: [(&str, Fix, &str); 3] = [
+        (
+            "too far",
+            Some((95, north_of_incident(2964.0))),
+            "2964 m from the incident (dispatch.on_scene_radius_m = 150)",
+        ),
+        ("too old", Some((0, north_of_incident(10.0))), "last fix 100 s old (dispatch.on_scene_fix_max_age_s = 99)"),
+        ("no fix", None, "no position fix"),
+    ];
+    for (case, fix, why) in cases {
+        let mut sim = Sim::new();
+        // A 100 s old fix is stale with a max age of 99 s.
+        sim.d.config.on_scene_fix_max_age_s = if case == "too old" { 99 } else { 120 };
+        let inc = sim.report();
+        sim.ack("T3-a", &inc.id, true).unwrap();
+        if let Some((at_s, position)) = fix {
+            sim.after_s(at_s);
+            sim.fix_at("T3-a", position);
+        }
+        sim.advance_to(T0.plus_s(100));
+        sim.fx.take_events();
+        sim.status("T3-a", UnitStatus::OnScene);
+        let events = sim.fx.take_events();
+        assert_eq!(
+            details(&events, EventKind::UnitArrivalUnverified),
+            [("T3-a".to_string(), why.to_string())],
+            "{case}"
+        );
+        let unverified = events.iter().find(|e| e.kind == EventKind::UnitArrivalUnverified).unwrap();
+        assert_eq!((unverified.tier, unverified.attempt), (Some(Tier::T3), 1), "{case}");
+        assert!(!events.iter().any(|e| matches!(e.kind, EventKind::UnitOnScene | EventKind::TierMet)), "{case}");
+        assert_eq!(sim.d.get_unit("T3-a").unwrap().status, UnitStatus::OnScene, "{case}");
+        let a = t3_assignment(&sim, &inc.id, "T3-a");
+        assert_eq!((a.state, a.on_scene_at, a.arrival_verified), (AssignmentState::OnScene, Some(sim.now), false));
+        assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Paging, "{case}");
+        sim.advance_to(T0.plus_s(180));
+        assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Breached, "{case}");
+        sim.d.check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn the_too_old_message_has_the_configured_default() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.fix_at("T3-a", north_of_incident(10.0));
+    sim.advance_to(T0.plus_s(600));
+    sim.fx.take_events();
+    // The tier breached long ago; the arrival is still recorded, unverified.
+    sim.status("T3-a", UnitStatus::OnScene);
+    let events = sim.fx.take_events();
+    assert_eq!(
+        details(&events, EventKind::UnitArrivalUnverified),
+        [("T3-a".to_string(), "last fix 600 s old (dispatch.on_scene_fix_max_age_s = 120)".to_string())]
+    );
+    let a = t3_assignment(&sim, &inc.id, "T3-a");
+    assert_eq!((a.acknowledged_at, a.on_scene_at), (Some(T0), Some(T0.plus_s(600))));
+}
+
+#[test]
+fn a_later_fix_within_the_radius_verifies_the_arrival() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.after_s(100);
+    sim.fix_at("T3-a", north_of_incident(400.0));
+    sim.status("T3-a", UnitStatus::OnScene);
+    assert!(!t3_assignment(&sim, &inc.id, "T3-a").arrival_verified);
+    sim.fx.take_events();
+    // Still too far: nothing.
+    sim.after_s(5);
+    sim.fix_at("T3-a", north_of_incident(200.0));
+    assert!(details(&sim.fx.take_events(), EventKind::UnitOnScene).is_empty());
+    // Within the radius (and after the deadline was reported against: 100 s).
+    sim.after_s(5);
+    sim.fix_at("T3-a", north_of_incident(60.0));
+    let events = sim.fx.take_events();
+    assert_eq!(
+        details(&events, EventKind::UnitOnScene),
+        [("T3-a".to_string(), "arrival verified by a later fix: 60 m from the incident".to_string())]
+    );
+    let met = events.iter().position(|e| e.kind == EventKind::TierMet).expect("tier 3 met");
+    assert!(met > events.iter().position(|e| e.kind == EventKind::UnitOnScene).unwrap());
+    let a = t3_assignment(&sim, &inc.id, "T3-a");
+    assert!(a.arrival_verified && a.arrival_confirmed_by.is_empty());
+    assert_eq!(a.on_scene_at, Some(T0.plus_s(100)), "the arrival's time is the report's");
+    assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Met);
+    // What the store holds is the verified state.
+    assert_eq!(sim.fx.stored_incidents.lock().unwrap()[&inc.id], sim.d.get_incident(&inc.id).unwrap());
+    // Once verified, another fix says nothing more; neither does a fix of a
+    // unit not on scene.
+    sim.after_s(5);
+    sim.fix_at("T3-a", north_of_incident(10.0));
+    sim.fix_at("T5-a", north_of_incident(10.0));
+    assert!(details(&sim.fx.take_events(), EventKind::UnitOnScene).is_empty());
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn a_dispatcher_confirms_an_unverified_arrival_once() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.ack("T5-a", &inc.id, true).unwrap();
+    sim.after_s(100);
+    sim.status("T3-a", UnitStatus::OnScene); // no fix
+    sim.after_s(10);
+    sim.fx.take_events();
+    let confirmed = sim.d.confirm_arrival(&inc.id, "T3-a", "zhang.wei", sim.now, &sim.fx).unwrap();
+    let events = sim.fx.take_events();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::ArrivalConfirmed, EventKind::TierMet]);
+    let e = &events[0];
+    assert_eq!(e.detail, "arrival confirmed by zhang.wei");
+    assert_eq!(
+        (e.incident_id.as_deref(), e.unit_id.as_deref(), e.tier, e.attempt),
+        (Some(inc.id.as_str()), Some("T3-a"), Some(Tier::T3), 1)
+    );
+    let a = confirmed.tiers[1].assignments[0].clone();
+    assert!(a.arrival_verified);
+    assert_eq!(a.arrival_confirmed_by, "zhang.wei");
+    assert_eq!(confirmed.tiers[1].state, TierState::Met);
+    assert_eq!(confirmed, sim.d.get_incident(&inc.id).unwrap());
+    assert_eq!(sim.fx.stored_incidents.lock().unwrap()[&inc.id], confirmed);
+    // Again: unchanged, no event.
+    let again = sim.d.confirm_arrival(&inc.id, "T3-a", "li.na", sim.now, &sim.fx).unwrap();
+    assert_eq!(again, confirmed);
+    assert!(sim.fx.take_events().is_empty());
+    // A verified arrival needs no confirmation: unchanged too.
+    sim.arrive("T5-a");
+    sim.fx.take_events();
+    let t5 = sim.d.confirm_arrival(&inc.id, "T5-a", "li.na", sim.now, &sim.fx).unwrap();
+    assert!(t5.tiers[2].assignments[0].arrival_confirmed_by.is_empty());
+    assert!(sim.fx.take_events().is_empty());
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn confirming_refuses_what_is_not_an_arrival() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    let confirm = |unit: &str, incident: &str| sim.d.confirm_arrival(incident, unit, "zhang.wei", sim.now, &NoEffects);
+    let err = confirm("T3-a", &inc.id).unwrap_err();
+    assert!(matches!(err, DispatchError::FailedPrecondition(_)), "{err:?}");
+    assert!(err.to_string().contains("T3-a") && err.to_string().contains("ACKNOWLEDGED"), "{err}");
+    let err = confirm("T3-d", &inc.id).unwrap_err();
+    assert!(matches!(err, DispatchError::FailedPrecondition(_)) && err.to_string().contains("T3-d"), "{err}");
+    assert!(matches!(confirm("nope", &inc.id), Err(DispatchError::UnitNotFound(_))));
+    assert!(matches!(confirm("T3-a", "inc-000099"), Err(DispatchError::IncidentNotFound(_))));
+    assert!(matches!(confirm("T3-a", "garbage"), Err(DispatchError::IncidentNotFound(_))));
+}
+
+/// The deadline is measured against the ON_SCENE report: reported in time and
+/// verified after the deadline (but before its timer fired) meets the tier;
+/// once the deadline has breached the tier, a verification changes nothing.
+#[test]
+fn the_deadline_is_measured_against_the_arrival_report() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.ack("T3-a", &inc.id, true).unwrap();
+    sim.ack("T5-a", &inc.id, true).unwrap();
+    sim.after_s(170);
+    sim.status("T3-a", UnitStatus::OnScene); // unverified, 10 s before tier 3's deadline
+    sim.status("T5-a", UnitStatus::OnScene); // unverified, in time for tier 5's (300 s)
+    let late = T0.plus_s(185); // tier 3's deadline timer (180 s) has not fired yet
+    let confirmed = sim.d.confirm_arrival(&inc.id, "T3-a", "zhang.wei", late, &sim.fx).unwrap();
+    assert_eq!(confirmed.tiers[1].state, TierState::Met);
+    // Tier 5: its deadline fires first, then the confirmation comes.
+    sim.advance_to(T0.plus_s(300));
+    assert_eq!(sim.tier(&inc.id, Tier::T5).state, TierState::Breached);
+    let after = sim.d.confirm_arrival(&inc.id, "T5-a", "zhang.wei", sim.now, &sim.fx).unwrap();
+    assert_eq!(after.tiers[2].state, TierState::Breached);
+    assert!(after.tiers[2].assignments[0].arrival_verified);
+    // And a verified arrival reported after the deadline never meets it.
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(10);
+    sim.ack("T1-a", &inc.id, true).unwrap();
+    sim.now = T0.plus_s(61); // tier 1's deadline (60 s) has not fired yet
+    sim.fix_at("T1-a", north_of_incident(5.0));
+    sim.fx.take_events();
+    sim.d.set_unit_status("T1-a", UnitStatus::OnScene, sim.now, &sim.fx).unwrap();
+    assert!(details(&sim.fx.take_events(), EventKind::UnitOnScene).len() == 1);
+    assert_eq!(sim.tier(&inc.id, Tier::T1).state, TierState::Paging, "verified, but 1 s late");
+}
+
+#[test]
+fn assignments_record_when_they_were_answered_and_ended() {
+    let mut sim = Sim::new();
+    let inc = sim.report();
+    sim.after_s(5);
+    sim.ack("T3-a", &inc.id, false).unwrap(); // declined at 5 s; T3-b re-paged
+    sim.ack("T5-a", &inc.id, true).unwrap();
+    sim.after_s(5);
+    sim.status("T10-a", UnitStatus::EnRoute); // EN_ROUTE while PAGED acknowledges
+    sim.arrive("T3-b"); // so does ON_SCENE while PAGED
+    sim.advance_to(T0.plus_s(15)); // tier 1's page times out
+    let incident = sim.d.get_incident(&inc.id).unwrap();
+    let a = |tier: usize, i: usize| incident.tiers[tier].assignments[i].clone();
+    assert_eq!(
+        (a(0, 0).state, a(0, 0).released_at, a(0, 0).acknowledged_at),
+        (AssignmentState::TimedOut, Some(T0.plus_s(15)), None)
+    );
+    assert_eq!((a(1, 0).state, a(1, 0).released_at), (AssignmentState::Declined, Some(T0.plus_s(5))));
+    assert_eq!((a(1, 1).acknowledged_at, a(1, 1).on_scene_at), (Some(T0.plus_s(10)), Some(T0.plus_s(10))));
+    assert_eq!((a(2, 0).acknowledged_at, a(2, 0).released_at), (Some(T0.plus_s(5)), None));
+    assert_eq!(a(3, 0).acknowledged_at, Some(T0.plus_s(10)));
+    // Released by a dispatcher: ended then.
+    sim.d.release_unit("T5-a", "", T0.plus_s(20), &sim.fx).unwrap();
+    assert_eq!(sim.tier(&inc.id, Tier::T5).assignments[0].released_at, Some(T0.plus_s(20)));
 }

@@ -184,8 +184,12 @@ fn on_scene_by_the_deadline_meets_the_tier() {
     let d = dispatcher();
     let inc = d.report_nofx(fire("ext-1", ll(28.58, 121.37)), T0).unwrap().incident;
     d.status_nofx("T3-a", UnitStatus::EnRoute, T0.plus_s(20)).unwrap();
+    // Each arrival is backed by a fresh fix at the incident (see arrival.rs).
+    let fix = |unit: &str, s: u32| d.report_position(unit, inc.location, T0.plus_s(s), T0.plus_s(s), &NoEffects);
+    fix("T3-a", 100).unwrap();
     d.status_nofx("T3-a", UnitStatus::OnScene, T0.plus_s(100)).unwrap();
     // Tier 1 arrives late: on scene, but not MET.
+    fix("T1-a", 61).unwrap();
     d.status_nofx("T1-a", UnitStatus::OnScene, T0.plus_s(61)).unwrap();
     let inc = d.get_incident(&inc.id).unwrap();
     assert_eq!(inc.tiers[1].state, TierState::Met);
