@@ -14,7 +14,10 @@
 //!   next candidate;
 //! - the idempotency index (`external_id` -> incident) holds the entry for an
 //!   `external_id` while that incident is dispatched, so a retried report can
-//!   never dispatch twice.
+//!   never dispatch twice;
+//! - the incident map holds open incidents only; a closed incident moves to
+//!   a bounded cache of the recently closed behind one `Mutex` (see
+//!   `closed`), and its idempotency entry lives as long as it is cached.
 //!
 //! The four tiers of one incident are selected one after the other on the
 //! caller's thread: each takes a few microseconds, less than handing work to
@@ -22,11 +25,12 @@
 //! different incidents proceed in parallel on every core.
 //!
 //! Lock order (never taken in reverse, so no deadlock): external-id entry ->
-//! incident entry -> tier index -> unit entry. No unit entry is held while
-//! another lock is acquired.
+//! incident entry -> tier index -> unit entry -> recent-closed cache. No unit
+//! entry is held while another lock is acquired, except the cache's, and
+//! nothing is acquired while the cache's is held.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -46,19 +50,43 @@ use crate::tier::Tier;
 use crate::unit::{Cause, Unit, UnitStatus, check_transition, check_unit_id};
 
 /// Bounds of the in-memory state.
+///
+/// Closed incidents leave the live state: only open ones count toward
+/// `max_incidents`, so a dispatcher that closes what it reports never runs
+/// out. The `recent_closed_incidents` most recently closed stay in memory, to
+/// answer reads and, above all, retried reports: a report repeating the
+/// `external_id` of one of them is answered with it (`duplicate: true`, as for
+/// an open one); once it has dropped out of the cache (that many closes
+/// later), the same `external_id` reports a new incident. Older closed
+/// incidents are the store's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DispatcherLimits {
-    /// Most incidents held (open and closed). A report beyond it is refused with
+    /// Most OPEN incidents at once. A report beyond it is refused with
     /// `CapacityExhausted` rather than growing without bound.
     pub max_incidents: usize,
     /// Most units held; `UpsertUnit` beyond it is refused.
     pub max_units: usize,
+    /// Closed incidents kept in memory (the idempotency window of closed
+    /// incidents); the oldest closed drops out when one more closes.
+    pub recent_closed_incidents: usize,
 }
 
 impl Default for DispatcherLimits {
     fn default() -> Self {
-        DispatcherLimits { max_incidents: 1_000_000, max_units: 1_000_000 }
+        DispatcherLimits { max_incidents: 1_000_000, max_units: 1_000_000, recent_closed_incidents: 10_000 }
     }
+}
+
+/// What a restore found besides the state itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Restored {
+    /// References between units and incidents repaired (see
+    /// [`Dispatcher::reconcile`]).
+    pub repaired: usize,
+    /// CLOSED incidents found among the open ones: a journal written before
+    /// closed incidents left the live state. They are in the recent-closed
+    /// cache (as far as it holds them); the server archives them.
+    pub closed_found_live: Vec<Incident>,
 }
 
 /// A report, validated by the caller's boundary (strings bounded, location
@@ -114,7 +142,11 @@ pub struct Dispatcher {
     units: DashMap<Arc<str>, Unit>,
     /// One R-tree per tier, indexed by `Tier::index()`.
     index: [RwLock<TierIndex>; 4],
+    /// Open incidents (and, for the instant of its close, a closing one).
     incidents: DashMap<u64, Incident>,
+    /// The recently closed incidents, bounded (see `closed`).
+    closed: Mutex<closed::RecentClosed>,
+    /// `external_id` -> seq of an open or cached closed incident.
     external_ids: DashMap<String, u64>,
     last_seq: AtomicU64,
 }
@@ -163,44 +195,40 @@ impl Dispatcher {
             units: map,
             index,
             incidents: DashMap::with_shard_amount(SHARDS),
+            closed: Mutex::new(closed::RecentClosed::new(limits.recent_closed_incidents)),
             external_ids: DashMap::with_shard_amount(SHARDS),
             last_seq: AtomicU64::new(0),
         })
     }
 
     /// Rebuilds a dispatcher from what a journal held: the dataset's units,
-    /// each replaced by its stored state where there is one, and the stored
-    /// incidents (with their idempotency keys and the incident sequence).
+    /// each replaced by its stored state where there is one, the open
+    /// incidents (live) and the recently closed ones (oldest first, the
+    /// cache), with their idempotency keys and the incident sequence. A
+    /// CLOSED incident among `open_incidents` (a journal written before
+    /// closed incidents left the live state) is cached instead and reported
+    /// in [`Restored::closed_found_live`].
+    // Eight arguments: the parts of a journal and what to load them into.
+    #[allow(clippy::too_many_arguments)]
     pub fn restore(
         config: DispatchConfig,
         area: ServiceArea,
         dataset_units: Vec<Unit>,
         stored_units: Vec<Unit>,
-        incidents: Vec<Incident>,
+        open_incidents: Vec<Incident>,
+        recent_closed: Vec<Incident>,
         limits: DispatcherLimits,
         now: Timestamp,
-    ) -> Result<(Self, usize), DispatchError> {
+    ) -> Result<(Self, Restored), DispatchError> {
         let mut units: std::collections::BTreeMap<Arc<str>, Unit> =
             dataset_units.into_iter().map(|u| (u.id.clone(), u)).collect();
         for unit in stored_units {
             units.insert(unit.id.clone(), unit);
         }
         let dispatcher = Dispatcher::new(config, area, units.into_values().collect(), limits)?;
-        let mut last_seq = 0;
-        for incident in incidents {
-            if incident.id != incident_id_for(incident.seq) {
-                return Err(DispatchError::invalid(
-                    "journal",
-                    format!("incident {} has sequence {}", incident.id, incident.seq),
-                ));
-            }
-            last_seq = last_seq.max(incident.seq);
-            dispatcher.external_ids.insert(incident.external_id.clone(), incident.seq);
-            dispatcher.incidents.insert(incident.seq, incident);
-        }
-        dispatcher.last_seq.store(last_seq, Ordering::Relaxed);
+        let closed_found_live = dispatcher.load_incidents(open_incidents, recent_closed)?;
         let repaired = dispatcher.reconcile(now);
-        Ok((dispatcher, repaired))
+        Ok((dispatcher, Restored { repaired, closed_found_live }))
     }
 
     /// Makes units and incidents agree after a restore; returns how many
@@ -214,7 +242,8 @@ impl Dispatcher {
     /// stored state has moved on. Neither change was ever answered OK, so the
     /// repair sides with what was: a unit whose incident does not hold it is
     /// freed (AVAILABLE, or RETURNING if it had left), and an assignment whose
-    /// unit is no longer its own is RELEASED.
+    /// unit is no longer its own is RELEASED. Only open incidents hold units:
+    /// a unit pointing at a closed one (cached or not) is freed too.
     pub fn reconcile(&self, now: Timestamp) -> usize {
         let mut repaired = 0;
         for mut unit in self.units.iter_mut() {
@@ -295,10 +324,6 @@ impl Dispatcher {
         self.units.len()
     }
 
-    pub fn incident_count(&self) -> usize {
-        self.incidents.len()
-    }
-
     /// Reports an incident: selects and reserves, for every tier of the response
     /// plan, the units that can meet the tier's target, and notifies the grid
     /// worker of the cell it is in. Idempotent by `external_id`. A `grid_id`
@@ -326,38 +351,51 @@ impl Dispatcher {
         check_severity(new.severity.into())?;
         let located = self.check_grid_claim(&new.grid_id, new.location)?;
         match self.external_ids.entry(new.external_id.clone()) {
-            Entry::Occupied(seen) => {
-                let seq = *seen.get();
-                drop(seen);
-                let incident = self.incidents.get(&seq).map(|i| view(&i)).ok_or_else(|| {
-                    // Inserted into `incidents` before `external_ids`: cannot happen.
-                    debug_assert!(false, "external id maps to a missing incident");
-                    DispatchError::IncidentNotFound(incident_id_for(seq))
-                })?;
-                Ok(Reported { incident, duplicate: true })
-            }
-            Entry::Vacant(slot) => {
-                if self.incidents.len() >= self.limits.max_incidents {
-                    return Err(DispatchError::CapacityExhausted {
-                        what: "incident table",
-                        limit_name: "max_incidents",
-                        limit: self.limits.max_incidents,
-                    });
+            Entry::Occupied(mut seen) => match self.with_incident(*seen.get(), view) {
+                Ok(incident) => Ok(Reported { incident, duplicate: true }),
+                // It names a closed incident that has just dropped out of the
+                // recent-closed cache (the entry is about to be forgotten): a
+                // report of it now is a new incident, as it will be then.
+                Err(view) => {
+                    let (seq, incident) = self.dispatch_report(new, located, now, fx, view)?;
+                    seen.insert(seq);
+                    Ok(Reported { incident, duplicate: false })
                 }
-                let seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
-                let incident = self.dispatch_new(seq, new, located, now, fx);
-                // Inserted, then announced under the incident's lock: nothing
-                // (a timer, an acknowledgement) can act on it before its report
-                // event is out.
-                let entry = self.incidents.entry(seq).insert(incident);
-                self.announce_new(&entry, now, fx);
-                fx.store_incident(&entry);
-                let incident = view(&entry);
-                drop(entry);
+            },
+            Entry::Vacant(slot) => {
+                let (seq, incident) = self.dispatch_report(new, located, now, fx, view)?;
                 slot.insert(seq);
                 Ok(Reported { incident, duplicate: false })
             }
         }
+    }
+
+    /// Dispatches a new incident (the caller holds its external id's entry,
+    /// and records the sequence there): refused when `max_incidents` are open.
+    fn dispatch_report<T>(
+        &self,
+        new: NewIncident,
+        located: Located,
+        now: Timestamp,
+        fx: &dyn Effects,
+        view: impl FnOnce(&Incident) -> T,
+    ) -> Result<(u64, T), DispatchError> {
+        if self.incidents.len() >= self.limits.max_incidents {
+            return Err(DispatchError::CapacityExhausted {
+                what: "open incident table",
+                limit_name: "max_incidents",
+                limit: self.limits.max_incidents,
+            });
+        }
+        let seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let incident = self.dispatch_new(seq, new, located, now, fx);
+        // Inserted, then announced under the incident's lock: nothing
+        // (a timer, an acknowledgement) can act on it before its report
+        // event is out.
+        let entry = self.incidents.entry(seq).insert(incident);
+        self.announce_new(&entry, now, fx);
+        fx.store_incident(&entry);
+        Ok((seq, view(&entry)))
     }
 
     /// A caller's `grid_id` against the cell the location is in: empty is
@@ -632,80 +670,6 @@ impl Dispatcher {
             self.units.get(unit_id).is_some_and(|u| self.dispatchable(u.status))
         });
         Ok(Preview { tiers, located: self.area.locate(at) })
-    }
-
-    /// The refusal of an operation on `id`, which is not an open incident.
-    pub(crate) fn not_open(&self, id: &str) -> DispatchError {
-        DispatchError::IncidentNotFound(id.to_string())
-    }
-
-    pub fn get_incident(&self, id: &str) -> Result<Incident, DispatchError> {
-        let seq = parse_incident_id(id).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
-        self.incidents.get(&seq).map(|i| i.clone()).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))
-    }
-
-    /// Incidents oldest first, optionally of one status. `page_token` is the
-    /// previous page's `next_page_token`.
-    pub fn list_incidents(
-        &self,
-        status: Option<IncidentStatus>,
-        page_size: usize,
-        page_token: Option<&str>,
-    ) -> Result<Page<Incident>, DispatchError> {
-        let after = match page_token {
-            None => 0,
-            Some(t) => {
-                t.parse::<u64>().map_err(|_| DispatchError::invalid("page_token", "not a token this server issued"))?
-            }
-        };
-        // Sequence numbers are dense: walk them in order from the token and stop
-        // one past the page, instead of collecting and sorting the whole table.
-        let last = self.last_seq.load(Ordering::Relaxed);
-        let mut items = Vec::with_capacity(page_size.min(1024));
-        let mut more = false;
-        for seq in after.saturating_add(1)..=last {
-            let Some(incident) = self.incidents.get(&seq) else { continue };
-            if status.is_some_and(|s| incident.status != s) {
-                continue;
-            }
-            if items.len() == page_size {
-                more = true;
-                break;
-            }
-            items.push(incident.clone());
-        }
-        let next_page_token = if more { items.last().map(|i: &Incident| i.seq.to_string()) } else { None };
-        Ok(Page { items, next_page_token })
-    }
-
-    /// Closes an incident and releases its units: a unit still PAGED goes back
-    /// to AVAILABLE at once; one EN_ROUTE or ON_SCENE becomes RETURNING until it
-    /// reports AVAILABLE (or `return_to_available_s` passes). Tiers neither met
-    /// nor breached are CANCELLED, and every timer of the incident becomes a
-    /// no-op. Closing a closed incident returns it unchanged.
-    pub fn close_incident(&self, id: &str, now: Timestamp, fx: &dyn Effects) -> Result<Incident, DispatchError> {
-        let seq = parse_incident_id(id).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
-        let mut incident =
-            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(id.to_string()))?;
-        if incident.status == IncidentStatus::Closed {
-            return Ok(incident.clone());
-        }
-        let incident = &mut *incident;
-        for tier in &mut incident.tiers {
-            for a in &mut tier.assignments {
-                if a.is_active() {
-                    self.release_assignment(id, &incident.grid_id, a, now, "incident closed", None, fx);
-                }
-            }
-            if matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated) {
-                tier.state = TierState::Cancelled;
-            }
-        }
-        incident.status = IncidentStatus::Closed;
-        incident.closed_at = Some(now);
-        fx.emit(Event::new(EventKind::IncidentClosed, now).incident(id, &incident.grid_id));
-        fx.store_incident(incident);
-        Ok(incident.clone())
     }
 
     /// Releases the unit of an active assignment (the caller holds the
@@ -984,8 +948,15 @@ impl Dispatcher {
     /// Checks the dispatch invariants over the whole state; for tests, the load
     /// benchmark and debugging. Call it when no request is in flight.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if self.incidents.len() > self.limits.max_incidents {
+            return Err(format!("{} open incidents, bound {}", self.incidents.len(), self.limits.max_incidents));
+        }
+        self.check_closed_invariants()?;
         let mut holder: std::collections::HashMap<String, String> = std::collections::HashMap::new();
         for incident in self.incidents.iter() {
+            if incident.status != IncidentStatus::Open {
+                return Err(format!("closed incident {} is in the live state", incident.id));
+            }
             for a in incident.tiers.iter().flat_map(|t| &t.assignments) {
                 let active = matches!(
                     a.state,
@@ -994,9 +965,7 @@ impl Dispatcher {
                 if !active {
                     continue;
                 }
-                if incident.status != IncidentStatus::Open {
-                    return Err(format!("closed incident {} still holds unit {}", incident.id, a.unit_id));
-                }
+
                 if let Some(other) = holder.insert(a.unit_id.clone(), incident.id.clone()) {
                     return Err(format!("unit {} assigned to both {other} and {}", a.unit_id, incident.id));
                 }
@@ -1037,6 +1006,7 @@ mod tests;
 
 mod arrival;
 mod census;
+mod closed;
 mod escalation;
 pub use census::{Census, TierOutcome};
 pub use escalation::Acknowledgement;

@@ -160,8 +160,13 @@ pub trait Effects: Sync {
     fn arm(&self, timer: Timer);
     /// The state of an incident after a change, to make durable. Called while
     /// the incident's lock is held, after every change: per incident, the last
-    /// call carries the latest state.
+    /// call carries the latest state, until it closes: its final state goes
+    /// to [`Effects::archive_incident`] instead.
     fn store_incident(&self, _incident: &Incident) {}
+    /// The final state of an incident that closed and left the live state,
+    /// to move to history. Called once per close, instead of
+    /// `store_incident` for that state, while the incident's lock is held.
+    fn archive_incident(&self, _incident: &Incident) {}
     /// The state of a unit after a change (same promise, per unit).
     fn store_unit(&self, _unit: &Unit) {}
 }
@@ -184,6 +189,9 @@ pub struct Recorder {
     /// The last stored state of each incident and unit, by id.
     pub stored_incidents: Mutex<std::collections::HashMap<String, Incident>>,
     pub stored_units: Mutex<std::collections::HashMap<String, Unit>>,
+    /// Every archived incident, in order; an archived incident leaves
+    /// `stored_incidents`, as it leaves the store's live table.
+    pub archived_incidents: Mutex<Vec<Incident>>,
 }
 
 impl Recorder {
@@ -213,5 +221,9 @@ impl Effects for Recorder {
     }
     fn store_unit(&self, unit: &Unit) {
         self.stored_units.lock().unwrap_or_else(|p| p.into_inner()).insert(unit.id.to_string(), unit.clone());
+    }
+    fn archive_incident(&self, incident: &Incident) {
+        self.stored_incidents.lock().unwrap_or_else(|p| p.into_inner()).remove(&incident.id);
+        self.archived_incidents.lock().unwrap_or_else(|p| p.into_inner()).push(incident.clone());
     }
 }

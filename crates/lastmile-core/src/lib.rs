@@ -16,8 +16,9 @@
 //!   is in (R-tree of boxes, exact point-in-polygon).
 //! - [`dataset`]: parsing the demo dataset's JSON/GeoJSON.
 //! - [`sim`]: seeded randomness for simulations, tests and benchmarks.
-//! - [`dispatcher`]: the concurrent state (units, incidents, reservations),
-//!   paging, acknowledgement and the per-tier escalation state machine.
+//! - [`dispatcher`]: the concurrent state (units, open incidents, a bounded
+//!   cache of the recently closed, reservations), paging, acknowledgement,
+//!   arrival verification and the per-tier escalation state machine.
 //! - [`effects`]: what decisions cause outside the core (events, pages, timers).
 //! - [`error`]: domain errors; the server maps each to one gRPC code.
 //!

@@ -189,7 +189,7 @@ impl Dispatcher {
     ) -> Result<Incident, DispatchError> {
         let seq = parse_incident_id(incident_id).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.into()))?;
         let Some(mut incident) = self.incidents.get_mut(&seq) else {
-            return Err(self.not_open(incident_id));
+            return Err(self.not_open(incident_id, ""));
         };
         let incident = &mut *incident;
         let Some((ti, ai)) = active_assignment(incident, unit_id) else {

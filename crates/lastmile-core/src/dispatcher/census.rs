@@ -52,9 +52,13 @@ impl TierOutcome {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Census {
     pub incidents_open: u64,
+    /// Closed incidents in the recent-closed cache (at most
+    /// `limits.recent_closed_incidents`), not every incident ever closed:
+    /// those are in the store's history.
     pub incidents_closed: u64,
-    /// Tiers of every incident held, by (tier, town, outcome); town is empty
-    /// outside the served area.
+    /// Tiers of the open incidents, by (tier, town, outcome); town is empty
+    /// outside the served area. Closed incidents leave the live state, and
+    /// their tiers leave this count with them.
     pub tiers: BTreeMap<(Tier, String, TierOutcome), u64>,
     /// Units by (tier, status).
     pub units: BTreeMap<(Tier, UnitStatus), u64>,
@@ -63,15 +67,13 @@ pub struct Census {
 impl Dispatcher {
     pub fn census(&self) -> Census {
         let mut census = Census::default();
-        for incident in self.incidents.iter() {
-            match incident.status {
-                IncidentStatus::Open => census.incidents_open += 1,
-                IncidentStatus::Closed => census.incidents_closed += 1,
-            }
+        for incident in self.incidents.iter().filter(|i| i.status == IncidentStatus::Open) {
+            census.incidents_open += 1;
             for tier in &incident.tiers {
                 *census.tiers.entry((tier.tier, incident.town.clone(), TierOutcome::of(tier.state))).or_default() += 1;
             }
         }
+        census.incidents_closed = self.recent_closed_count() as u64;
         for unit in self.units.iter() {
             *census.units.entry((unit.tier, unit.status)).or_default() += 1;
         }

@@ -49,15 +49,11 @@ impl Dispatcher {
     pub fn acknowledge(&self, ack: &Acknowledgement, now: Timestamp, fx: &dyn Effects) -> Result<Unit, DispatchError> {
         let seq = parse_incident_id(&ack.incident_id)
             .ok_or_else(|| DispatchError::IncidentNotFound(ack.incident_id.clone()))?;
-        let mut incident =
-            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(ack.incident_id.clone()))?;
+        let mut incident = self
+            .incidents
+            .get_mut(&seq)
+            .ok_or_else(|| self.not_open(&ack.incident_id, &format!("; unit {} is released", ack.unit_id)))?;
         let incident = &mut *incident;
-        if incident.status == IncidentStatus::Closed {
-            return Err(DispatchError::FailedPrecondition(format!(
-                "incident {} is CLOSED; unit {} is released",
-                incident.id, ack.unit_id
-            )));
-        }
         let (ti, ai) = self.waiting_page(incident, &ack.unit_id)?;
         let a = &incident.tiers[ti].assignments[ai];
         let event = Event::new(EventKind::UnitAcknowledged, now)
@@ -422,12 +418,8 @@ impl Dispatcher {
         fx: &dyn Effects,
     ) -> Result<Incident, DispatchError> {
         let seq = parse_incident_id(incident_id).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.into()))?;
-        let mut incident =
-            self.incidents.get_mut(&seq).ok_or_else(|| DispatchError::IncidentNotFound(incident_id.into()))?;
+        let mut incident = self.incidents.get_mut(&seq).ok_or_else(|| self.not_open(incident_id, ""))?;
         let incident = &mut *incident;
-        if incident.status != IncidentStatus::Open {
-            return Err(DispatchError::FailedPrecondition(format!("incident {incident_id} is CLOSED")));
-        }
         let unit = self.get_unit(unit_id)?;
         if incident.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == unit_id && a.is_active()) {
             return Err(DispatchError::FailedPrecondition(format!(

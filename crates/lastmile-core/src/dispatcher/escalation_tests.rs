@@ -348,7 +348,7 @@ fn closing_cancels_every_timer_and_returning_units_come_back() {
     let inc = sim.report();
     sim.after_s(5);
     sim.ack("T5-a", &inc.id, true).unwrap();
-    sim.d.close_incident(&inc.id, sim.now, &sim.fx).unwrap();
+    sim.d.close_incident(&inc.id, "", sim.now, &sim.fx).unwrap();
     sim.collect_timers();
     sim.kinds();
     sim.fx.take_pages();
@@ -429,14 +429,16 @@ fn stored_state_equals_memory_and_restores_it() {
     sim.after_s(30); // timeouts and re-pages
     let second = sim.d.report(fire("ext-2", ll(28.58, 121.37)), sim.now, &sim.fx).unwrap().incident;
     sim.collect_timers();
-    sim.d.close_incident(&second.id, sim.now, &sim.fx).unwrap();
+    sim.d.close_incident(&second.id, "", sim.now, &sim.fx).unwrap();
     sim.d.report_position("T3-d", ll(28.5805, 121.37), sim.now, sim.now, &sim.fx).unwrap();
     sim.advance_to(T0.plus_s(70)); // a deadline passes: breach and escalation
 
     let stored_incidents = sim.fx.stored_incidents.lock().unwrap().clone();
     let stored_units = sim.fx.stored_units.lock().unwrap().clone();
-    assert_eq!(stored_incidents.len(), 2);
-    for (id, incident) in &stored_incidents {
+    let archived = sim.fx.archived_incidents.lock().unwrap().clone();
+    // The closed one left the store's live table for history.
+    assert_eq!((stored_incidents.len(), archived.len()), (1, 1));
+    for (id, incident) in stored_incidents.iter().chain(archived.iter().map(|i| (&i.id, i))) {
         assert_eq!(&sim.d.get_incident(id).unwrap(), incident, "incident {id}");
     }
     let untouched = Sim::new();
@@ -455,6 +457,7 @@ fn stored_state_equals_memory_and_restores_it() {
         untouched.d.list_units(&UnitFilter::default(), 100, None).items,
         stored_units.into_values().collect(),
         stored_incidents.into_values().collect(),
+        archived,
         DispatcherLimits::default(),
         sim.now,
     )
@@ -497,6 +500,7 @@ fn restore_reconciles_references_left_by_a_crash_between_operations() {
         base.d.list_units(&UnitFilter::default(), 100, None).items,
         stored_units,
         vec![inc.clone()],
+        vec![],
         DispatcherLimits::default(),
         T0,
     )

@@ -17,7 +17,7 @@ impl NoFx for Dispatcher {
         self.report(new, now, &NoEffects)
     }
     fn close_nofx(&self, id: &str, now: Timestamp) -> Result<Incident, DispatchError> {
-        self.close_incident(id, now, &NoEffects)
+        self.close_incident(id, "", now, &NoEffects)
     }
     fn status_nofx(&self, id: &str, to: UnitStatus, now: Timestamp) -> Result<Unit, DispatchError> {
         self.set_unit_status(id, to, now, &NoEffects)
@@ -261,7 +261,7 @@ fn paging_lists_every_item_once() {
 fn concurrent_reports_never_double_assign() {
     let d = Arc::new(dispatcher());
     let threads = 8;
-    let per_thread = 50;
+    let per_thread: usize = 50;
     let barrier = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -282,12 +282,14 @@ fn concurrent_reports_never_double_assign() {
         h.join().unwrap();
     }
     d.check_invariants().unwrap();
-    assert_eq!(d.incident_count(), threads * per_thread);
+    // Closed ones left the live state for the recent-closed cache.
+    let closed = threads * per_thread.div_ceil(3);
+    assert_eq!((d.incident_count(), d.recent_closed_count()), (threads * per_thread - closed, closed));
 }
 
 #[test]
 fn the_incident_table_is_bounded() {
-    let limits = DispatcherLimits { max_incidents: 2, max_units: 10 };
+    let limits = DispatcherLimits { max_incidents: 2, max_units: 10, recent_closed_incidents: 10 };
     let d = Dispatcher::new(DispatchConfig::defaults(), area(), vec![], limits).unwrap();
     d.report_nofx(fire("a", ll(28.58, 121.37)), T0).unwrap();
     d.report_nofx(fire("b", ll(28.58, 121.37)), T0).unwrap();
@@ -345,7 +347,7 @@ fn a_report_in_a_grid_cell_takes_the_cell_and_notifies_its_worker_on_every_event
     // its releases) carry the cell too.
     let ack = fx.take_timers().into_iter().find(|t| matches!(t.key, TimerKey::Ack { .. })).unwrap();
     d.fire(&ack.key, ack.at, &fx);
-    d.close_incident(&inc.id, ack.at, &fx).unwrap();
+    d.close_incident(&inc.id, "false alarm", ack.at, &fx).unwrap();
     let later = fx.take_events();
     assert!(later.iter().any(|e| e.kind == EventKind::UnitTimedOut));
     assert!(later.iter().any(|e| e.kind == EventKind::IncidentClosed));
@@ -395,4 +397,223 @@ fn incidents_stored_before_grid_cells_load_in_none() {
     assert!(fields.remove("grid_id").is_some() && fields.remove("grid_worker").is_some());
     let old: Incident = serde_json::from_value(json).unwrap();
     assert_eq!((old.grid_id.as_str(), old.grid_worker), ("", None));
+}
+
+fn limited(max_incidents: usize, recent_closed_incidents: usize) -> Dispatcher {
+    let limits = DispatcherLimits { max_incidents, max_units: 10, recent_closed_incidents };
+    Dispatcher::new(DispatchConfig::defaults(), area(), vec![], limits).unwrap()
+}
+
+/// `max_incidents` bounds the open incidents only: report, close, report,
+/// close, ... goes on for ever.
+#[test]
+fn max_incidents_bounds_open_incidents_only() {
+    let d = limited(2, 5);
+    let at = ll(28.58, 121.37);
+    for round in 0..1000 {
+        let a = d.report_nofx(fire(&format!("a{round}"), at), T0).unwrap().incident;
+        let b = d.report_nofx(fire(&format!("b{round}"), at), T0).unwrap().incident;
+        let full = d.report_nofx(fire(&format!("c{round}"), at), T0);
+        assert!(matches!(full, Err(DispatchError::CapacityExhausted { limit_name: "max_incidents", limit: 2, .. })));
+        d.close_nofx(&a.id, T0).unwrap();
+        d.close_nofx(&b.id, T0).unwrap();
+        assert_eq!((d.incident_count(), d.recent_closed_count()), (0, (2 * (round + 1)).min(5)));
+    }
+    assert_eq!(d.report_nofx(fire("last", at), T0).unwrap().incident.seq, 2001);
+    d.check_invariants().unwrap();
+}
+
+#[test]
+fn the_recent_closed_cache_is_bounded_and_answers_retried_reports() {
+    let d = limited(100, 2);
+    let at = ll(28.58, 121.37);
+    let [a, b, c] = ["a", "b", "c"].map(|ext| d.report_nofx(fire(ext, at), T0).unwrap().incident);
+    for inc in [&a, &b, &c] {
+        d.close_nofx(&inc.id, T0.plus_s(10)).unwrap();
+    }
+    // b and c are cached; a dropped out (the oldest closed).
+    assert_eq!((d.incident_count(), d.recent_closed_count()), (0, 2));
+    assert!(matches!(d.get_incident(&a.id), Err(DispatchError::IncidentNotFound(_))));
+    assert!(matches!(d.close_nofx(&a.id, T0), Err(DispatchError::IncidentNotFound(_))));
+    let cached_b = d.get_incident(&b.id).unwrap();
+    assert_eq!((cached_b.status, cached_b.closed_at), (IncidentStatus::Closed, Some(T0.plus_s(10))));
+    assert_eq!(d.close_nofx(&b.id, T0.plus_s(20)).unwrap(), cached_b, "closing again changes nothing");
+    // A retry of b is answered with the closed incident; one of a is new.
+    let again = d.report_nofx(fire("b", at), T0.plus_s(30)).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.incident, cached_b);
+    let new_a = d.report_nofx(fire("a", at), T0.plus_s(30)).unwrap();
+    assert!(!new_a.duplicate);
+    assert_eq!((new_a.incident.id.as_str(), new_a.incident.status), ("inc-000004", IncidentStatus::Open));
+    // Listings: open, cached closed, both by sequence.
+    let seqs = |status| d.list_incidents(status, 10, None).unwrap().items.iter().map(|i| i.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(Some(IncidentStatus::Open)), [4]);
+    assert_eq!(seqs(Some(IncidentStatus::Closed)), [2, 3]);
+    assert_eq!(seqs(None), [2, 3, 4]);
+    let first = d.list_incidents(None, 2, None).unwrap();
+    assert_eq!(first.next_page_token.as_deref(), Some("3"));
+    let rest = d.list_incidents(None, 2, first.next_page_token.as_deref()).unwrap();
+    assert_eq!((rest.items.len(), rest.items[0].seq, rest.next_page_token), (1, 4, None));
+    let census = d.census();
+    assert_eq!((census.incidents_open, census.incidents_closed), (1, 2));
+    d.check_invariants().unwrap();
+    // One more close pushes b out: its external id is free again.
+    d.close_nofx(&new_a.incident.id, T0.plus_s(40)).unwrap();
+    assert!(!d.report_nofx(fire("b", at), T0.plus_s(50)).unwrap().duplicate);
+    assert!(d.report_nofx(fire("c", at), T0.plus_s(50)).unwrap().duplicate);
+    d.check_invariants().unwrap();
+}
+
+#[test]
+fn with_no_cache_a_closed_incident_leaves_memory_at_once() {
+    let d = limited(10, 0);
+    let inc = d.report_nofx(fire("a", ll(28.58, 121.37)), T0).unwrap().incident;
+    let closed = d.close_nofx(&inc.id, T0).unwrap();
+    assert_eq!(closed.status, IncidentStatus::Closed);
+    assert!(matches!(d.get_incident(&inc.id), Err(DispatchError::IncidentNotFound(_))));
+    assert!(!d.report_nofx(fire("a", ll(28.58, 121.37)), T0).unwrap().duplicate);
+    d.check_invariants().unwrap();
+}
+
+/// An idempotency entry naming an incident that just dropped out of the cache
+/// (its entry not yet forgotten) reports a new incident, and takes the entry.
+#[test]
+fn a_report_racing_the_cache_eviction_is_a_new_incident() {
+    let d = limited(10, 10);
+    d.external_ids.insert("gone".into(), 7);
+    let r = d.report_nofx(fire("gone", ll(28.58, 121.37)), T0).unwrap();
+    assert!(!r.duplicate);
+    assert_eq!(*d.external_ids.get("gone").unwrap(), r.incident.seq);
+    d.forget_external_ids(vec![(7, "gone".into())]);
+    assert!(d.report_nofx(fire("gone", ll(28.58, 121.37)), T0).unwrap().duplicate, "the newer entry is kept");
+    d.check_invariants().unwrap();
+}
+
+#[test]
+fn closing_says_why_and_archives_the_final_state_once() {
+    let d = dispatcher();
+    let fx = crate::effects::Recorder::default();
+    let inc = d.report(fire("ext-1", ll(28.58, 121.37)), T0, &fx).unwrap().incident;
+    let other = d.report(fire("ext-2", ll(28.58, 121.37)), T0, &fx).unwrap().incident;
+    fx.take_events();
+    let closed = d.close_incident(&inc.id, "false alarm", T0.plus_s(9), &fx).unwrap();
+    d.close_incident(&inc.id, "again", T0.plus_s(10), &fx).unwrap();
+    d.close_incident(&other.id, "", T0.plus_s(11), &fx).unwrap();
+    let closings: Vec<(String, String)> = fx
+        .take_events()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::IncidentClosed)
+        .map(|e| (e.incident_id.unwrap(), e.detail))
+        .collect();
+    assert_eq!(closings, [(inc.id.clone(), "false alarm".into()), (other.id.clone(), "closed".into())]);
+    let archived = fx.archived_incidents.lock().unwrap().clone();
+    assert_eq!(archived.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), [inc.id.as_str(), other.id.as_str()]);
+    assert_eq!(archived[0], closed);
+    assert!(archived[0].tiers.iter().flat_map(|t| &t.assignments).all(|a| a.released_at == Some(T0.plus_s(9))));
+    // Not stored again after it was archived (archiving takes it out of the
+    // recorder's live table, a later store_incident would put it back).
+    assert!(fx.stored_incidents.lock().unwrap().is_empty());
+    // What needs an open incident says it is closed.
+    let ack =
+        Acknowledgement { unit_id: "T1-a".into(), incident_id: inc.id.clone(), accept: true, reason: String::new() };
+    let err = d.acknowledge(&ack, T0.plus_s(12), &fx).unwrap_err();
+    assert!(matches!(&err, DispatchError::FailedPrecondition(m) if m.contains("CLOSED")), "{err:?}");
+    let err = d.assign_unit(&inc.id, "T3-b", Tier::T3, T0.plus_s(12), &fx).unwrap_err();
+    assert!(matches!(&err, DispatchError::FailedPrecondition(m) if m.contains("CLOSED")), "{err:?}");
+    d.check_invariants().unwrap();
+}
+
+/// A journal from before closed incidents left the live state holds CLOSED
+/// ones among the open: they go to the cache (and are reported, to archive);
+/// the recently closed fill it too, oldest first, within its bound.
+#[test]
+fn restore_puts_closed_incidents_in_the_cache() {
+    let d = dispatcher();
+    let fx = crate::effects::Recorder::default();
+    let at = ll(28.58, 121.37);
+    let incidents: Vec<Incident> =
+        (1..=5).map(|i| d.report(fire(&format!("e{i}"), at), T0, &fx).unwrap().incident).collect();
+    for inc in &incidents[..4] {
+        d.close_incident(&inc.id, "", T0.plus_s(1), &fx).unwrap();
+    }
+    let closed = fx.archived_incidents.lock().unwrap().clone();
+    // An old journal: e1 and e3 closed in the live table; e2 and e4 in history.
+    let open = vec![incidents[4].clone(), closed[2].clone(), closed[0].clone()];
+    let recent = vec![closed[1].clone(), closed[3].clone()];
+    let units = d.list_units(&UnitFilter::default(), 100, None).items;
+    let restore = |recent_closed_incidents| {
+        let limits = DispatcherLimits { recent_closed_incidents, ..DispatcherLimits::default() };
+        Dispatcher::restore(
+            DispatchConfig::defaults(),
+            area(),
+            units.clone(),
+            vec![],
+            open.clone(),
+            recent.clone(),
+            limits,
+            T0,
+        )
+        .unwrap()
+    };
+    let (r, restored) = restore(10);
+    r.check_invariants().unwrap();
+    let ids = |v: &[Incident]| v.iter().map(|i| i.seq).collect::<Vec<_>>();
+    assert_eq!(ids(&restored.closed_found_live), [1, 3]);
+    assert_eq!((r.incident_count(), r.recent_closed_count()), (1, 4));
+    assert_eq!(ids(&r.list_incidents(Some(IncidentStatus::Closed), 10, None).unwrap().items), [1, 2, 3, 4]);
+    assert!(r.report(fire("e1", at), T0, &NoEffects).unwrap().duplicate);
+    assert!(r.report(fire("e5", at), T0, &NoEffects).unwrap().duplicate);
+    // Bound 2: the closed found live go in first (by sequence), then the
+    // recently closed, so e1 and e3 drop out.
+    let (r, restored) = restore(2);
+    r.check_invariants().unwrap();
+    assert_eq!(ids(&restored.closed_found_live), [1, 3], "all of them, to archive");
+    assert_eq!(ids(&r.list_incidents(Some(IncidentStatus::Closed), 10, None).unwrap().items), [2, 4]);
+    assert!(matches!(r.get_incident("inc-000001"), Err(DispatchError::IncidentNotFound(_))));
+    assert!(!r.report(fire("e1", at), T0, &NoEffects).unwrap().duplicate);
+    // The sequence goes on after the highest of both lists (e1 again took inc-000006).
+    assert_eq!(r.report(fire("e6", at), T0, &NoEffects).unwrap().incident.id, "inc-000007");
+}
+
+#[test]
+fn restore_counts_closed_sequences_and_frees_units_of_closed_incidents() {
+    let d = dispatcher();
+    let fx = crate::effects::Recorder::default();
+    let at = ll(28.58, 121.37);
+    for i in 1..=4 {
+        let inc = d.report(fire(&format!("e{i}"), at), T0, &fx).unwrap().incident;
+        d.close_incident(&inc.id, "", T0.plus_s(1), &fx).unwrap();
+    }
+    let closed = fx.archived_incidents.lock().unwrap().clone();
+    let units = d.list_units(&UnitFilter::default(), 100, None).items;
+    // The highest sequence may be a closed one.
+    let (r, _) = Dispatcher::restore(
+        DispatchConfig::defaults(),
+        area(),
+        units.clone(),
+        vec![],
+        vec![],
+        vec![closed[3].clone()],
+        DispatcherLimits::default(),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(r.report(fire("new", at), T0, &NoEffects).unwrap().incident.id, "inc-000005");
+    // A unit still pointing at a closed incident is freed.
+    let mut stale = r.get_unit("T1-a").unwrap();
+    stale.status = UnitStatus::EnRoute;
+    stale.incident_id = Some(closed[3].id.clone());
+    let (r, restored) = Dispatcher::restore(
+        DispatchConfig::defaults(),
+        area(),
+        units,
+        vec![stale],
+        vec![],
+        vec![closed[3].clone()],
+        DispatcherLimits::default(),
+        T0,
+    )
+    .unwrap();
+    assert_eq!((restored.repaired, r.get_unit("T1-a").unwrap().status), (1, UnitStatus::Returning));
+    r.check_invariants().unwrap();
 }
