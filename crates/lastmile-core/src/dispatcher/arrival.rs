@@ -71,6 +71,18 @@ pub(super) fn arrived_in_time(tier: &TierResponse) -> u32 {
         .count() as u32
 }
 
+/// For a breach: the arrivals that did not count for want of verification
+/// (", 1 more on scene, unverified"), so the dispatcher knows to confirm or
+/// look; empty when there are none.
+pub(super) fn unverified_note(tier: &TierResponse) -> String {
+    let unverified = tier
+        .assignments
+        .iter()
+        .filter(|a| a.state == AssignmentState::OnScene && !a.arrival_verified && a.escalated_from.is_none())
+        .count();
+    if unverified == 0 { String::new() } else { format!(", {unverified} more on scene, unverified") }
+}
+
 /// The tier MET once its required units have arrived in time (see
 /// [`arrived_in_time`]), while it is still open.
 pub(super) fn meet_if_arrived(

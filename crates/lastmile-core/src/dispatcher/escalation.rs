@@ -305,12 +305,13 @@ impl Dispatcher {
         }
         t.state = TierState::Breached;
         let required = t.required;
-        fx.emit(
-            Event::new(EventKind::TierBreached, now)
-                .incident(&incident.id, &incident.grid_id)
-                .tier(tier)
-                .detail(format!("{on_scene} of {required} on scene at the {} s deadline", t.target_s)),
-        );
+        fx.emit(Event::new(EventKind::TierBreached, now).incident(&incident.id, &incident.grid_id).tier(tier).detail(
+            format!(
+                "{on_scene} of {required} on scene at the {} s deadline{}",
+                t.target_s,
+                super::arrival::unverified_note(t)
+            ),
+        ));
         // One more unit from the next tier up; tier 10 looks beyond its fallback radius.
         let (up, unbounded) = match tier.next_up() {
             Some(up) => (up, false),

@@ -604,6 +604,13 @@ fn an_arrival_too_far_too_old_or_without_a_fix_is_unverified_and_meets_nothing()
         assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Paging, "{case}");
         sim.advance_to(T0.plus_s(180));
         assert_eq!(sim.tier(&inc.id, Tier::T3).state, TierState::Breached, "{case}");
+        let breach = sim
+            .fx
+            .take_events()
+            .into_iter()
+            .find(|e| e.kind == EventKind::TierBreached && e.tier == Some(Tier::T3))
+            .unwrap();
+        assert_eq!(breach.detail, "0 of 1 on scene at the 180 s deadline, 1 more on scene, unverified", "{case}");
         sim.d.check_invariants().unwrap();
     }
 }
