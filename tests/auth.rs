@@ -69,6 +69,10 @@ async fn call(channel: &Channel, op: Operation, token: Option<&str>, unit: &str)
         Operation::WatchEvents => status(d.watch_events(with(pb::WatchEventsRequest::default(), token)).await),
         Operation::AssignUnit => status(d.assign_unit(with(pb::AssignUnitRequest::default(), token)).await),
         Operation::ReleaseUnit => status(d.release_unit(with(pb::ReleaseUnitRequest::default(), token)).await),
+        Operation::GetIncidentTimeline => {
+            status(d.get_incident_timeline(with(pb::GetIncidentTimelineRequest::default(), token)).await)
+        }
+        Operation::ConfirmArrival => status(d.confirm_arrival(with(pb::ConfirmArrivalRequest::default(), token)).await),
         Operation::Subscribe => status(t.subscribe(with(pb::SubscribeRequest { unit_id: unit }, token)).await),
         Operation::Acknowledge => status(
             t.acknowledge(with(
@@ -131,6 +135,8 @@ async fn every_rpc_with_every_role_no_token_and_a_wrong_unit() {
                 Operation::WatchEvents,
                 Operation::AssignUnit,
                 Operation::ReleaseUnit,
+                Operation::GetIncidentTimeline,
+                Operation::ConfirmArrival,
             ],
         ),
         (
@@ -142,6 +148,7 @@ async fn every_rpc_with_every_role_no_token_and_a_wrong_unit() {
                 Operation::ListIncidents,
                 Operation::WatchEvents,
                 Operation::Ping,
+                Operation::GetIncidentTimeline,
             ],
         ),
         (
@@ -185,7 +192,7 @@ async fn every_rpc_with_every_role_no_token_and_a_wrong_unit() {
         assert!(answer.message().contains(OTHER_UNIT), "{answer:?}");
         checked += 1;
     }
-    assert_eq!(checked, 17 * 6 + 4);
+    assert_eq!(checked, 19 * 6 + 4);
 
     // Health stays open.
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());

@@ -115,7 +115,12 @@ mod kill_9 {
         let mut token = String::new();
         loop {
             let page = client
-                .list_incidents(pb::ListIncidentsRequest { status: 1, page_size: 1000, page_token: token })
+                .list_incidents(pb::ListIncidentsRequest {
+                    status: 1,
+                    page_size: 1000,
+                    page_token: token,
+                    ..Default::default()
+                })
                 .await
                 .unwrap()
                 .into_inner();

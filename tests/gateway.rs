@@ -499,6 +499,7 @@ async fn the_document_lists_every_enum_value_and_route() {
             "GET /v1/events",
             "GET /v1/incidents",
             "GET /v1/incidents/{id}",
+            "GET /v1/incidents/{id}/timeline",
             "GET /v1/ping",
             "GET /v1/units",
             "GET /v1/units/{id}",
@@ -507,6 +508,7 @@ async fn the_document_lists_every_enum_value_and_route() {
             "POST /v1/incidents",
             "POST /v1/incidents/{id}/assign",
             "POST /v1/incidents/{id}/close",
+            "POST /v1/incidents/{id}/confirm-arrival",
             "POST /v1/units/{id}/release",
             "POST /v1/units/{id}/status",
             "PUT /v1/units/{id}",
@@ -740,7 +742,8 @@ async fn requests_with_every_documented_field_are_accepted() {
         names.sort();
         names
     };
-    let incidents = "status=CLOSED&page_size=10&page_token=";
+    let incidents =
+        "status=CLOSED&page_size=10&page_token=&reported_from=2020-01-01T00:00:00Z&reported_to=2100-01-01T00:00:00Z";
     assert_eq!(query_names(incidents), parameters("/v1/incidents"));
     let listed = conforms(&doc, "/v1/incidents", "get", &get(addr, &format!("/v1/incidents?{incidents}")).await, 200);
     assert_eq!(listed["incidents"].as_array().unwrap().len(), 1);

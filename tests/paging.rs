@@ -41,6 +41,9 @@ async fn page_acknowledge_on_scene_meets_the_tier_and_the_feed_tells_it_in_order
             unit_id: "T3-a".into(),
             status: pb::UnitStatus::OnScene as i32,
             incident_id: incident.id.clone(),
+            // The fix that verifies the arrival (dispatch.on_scene_radius_m).
+            position: incident.location,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -33,6 +33,8 @@ enum Op {
     Upsert(&'static str, Value),
     SetStatus(&'static str, Value),
     Release(&'static str, Value),
+    Timeline(&'static str),
+    Confirm(&'static str, Value),
 }
 
 /// An answer: the JSON body, or the error's code name and message.
@@ -126,6 +128,14 @@ fn cases() -> Vec<(&'static str, Op, Option<ErrorCode>)> {
         ),
         ("release", Op::Release("T10-PARITY", json!({"reason": "not needed"})), None),
         ("release a free unit", Op::Release("T10-PARITY", json!({})), Some(FailedPrecondition)),
+        ("timeline", Op::Timeline("inc-000001"), None),
+        ("timeline of an unknown incident", Op::Timeline("inc-999999"), Some(NotFound)),
+        (
+            "confirm an arrival nobody reported",
+            Op::Confirm("inc-000001", json!({"unit_id": "T10-01"})),
+            Some(FailedPrecondition),
+        ),
+        ("confirm without a unit", Op::Confirm("inc-000001", json!({})), Some(InvalidArgument)),
         (
             "close with too long a reason",
             Op::Close("inc-000001", json!({"reason": "x".repeat(5000)})),
@@ -134,6 +144,10 @@ fn cases() -> Vec<(&'static str, Op, Option<ErrorCode>)> {
         ("close", Op::Close("inc-000001", json!({"reason": "fire out"})), None),
         ("close again: unchanged", Op::Close("inc-000001", json!({})), None),
         ("close unknown", Op::Close("inc-999999", json!({})), Some(NotFound)),
+        ("get a closed incident", Op::Get("inc-000001"), None),
+        ("timeline of a closed incident", Op::Timeline("inc-000001"), None),
+        ("list closed", Op::List(json!({"status": "CLOSED"})), None),
+        ("list by a report time", Op::List(json!({"reported_from": "2020-01-01T00:00:00Z"})), None),
     ]
 }
 
@@ -214,6 +228,15 @@ async fn over_grpc(client: &mut DispatchClient<Channel>, op: &Op) -> Outcome {
                 .await
                 .map(|r| to_json(json::UnitResponse { unit: json::Unit::from(r.into_inner().unit.unwrap()) }))
         }
+        Op::Timeline(id) => client
+            .get_incident_timeline(pb::GetIncidentTimelineRequest { incident_id: id.to_string() })
+            .await
+            .map(|r| to_json(json::IncidentTimeline::from(r.into_inner()))),
+        Op::Confirm(id, b) => {
+            let b: json::ConfirmArrivalBody = body(b);
+            let request = pb::ConfirmArrivalRequest { incident_id: id.to_string(), unit_id: b.unit_id };
+            client.confirm_arrival(request).await.map(|r| to_json(json::Incident::from(r.into_inner())))
+        }
     };
     answer.map_err(|status| {
         let code = ErrorCode::from_grpc_code(status.code() as i32).expect("an error code");
@@ -243,6 +266,8 @@ async fn over_http(server: &TestServer, op: &Op) -> Outcome {
         Op::Upsert(id, b) => ("PUT", format!("/v1/units/{}", id.replace(' ', "%20")), Some(b)),
         Op::SetStatus(id, b) => ("POST", format!("/v1/units/{id}/status"), Some(b)),
         Op::Release(id, b) => ("POST", format!("/v1/units/{id}/release"), Some(b)),
+        Op::Timeline(id) => ("GET", format!("/v1/incidents/{id}/timeline"), None),
+        Op::Confirm(id, b) => ("POST", format!("/v1/incidents/{id}/confirm-arrival"), Some(b)),
     };
     let bytes = sent.map(|b| serde_json::to_vec(b).unwrap());
     let headers: &[(&str, &str)] = if bytes.is_some() { &[("content-type", "application/json")] } else { &[] };

@@ -73,6 +73,7 @@ async fn terminal(channel: Channel, unit_id: String, seed: u64) {
                     } else {
                         String::new()
                     },
+                    ..Default::default()
                 };
                 if client.report_status(report).await.is_err() {
                     return;

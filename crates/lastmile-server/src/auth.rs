@@ -67,8 +67,12 @@ impl Role {
                     | WatchEvents
                     | AssignUnit
                     | ReleaseUnit
+                    | GetIncidentTimeline
+                    | ConfirmArrival
             ),
-            Role::Integration => matches!(op, ReportIncident | GetIncident | ListIncidents | WatchEvents | Ping),
+            Role::Integration => {
+                matches!(op, ReportIncident | GetIncident | ListIncidents | WatchEvents | Ping | GetIncidentTimeline)
+            }
             Role::Terminal => matches!(op, Subscribe | Acknowledge | ReportStatus | ReportPosition | Ping),
             Role::Admin => matches!(op, UpsertUnit | GetUnit | ListUnits | Ping | ReadDeadLetters | ReplayDeadLetters),
         }
@@ -91,6 +95,8 @@ pub enum Operation {
     WatchEvents,
     AssignUnit,
     ReleaseUnit,
+    GetIncidentTimeline,
+    ConfirmArrival,
     Subscribe,
     Acknowledge,
     ReportStatus,
@@ -100,7 +106,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 21] = [
         Operation::ReportIncident,
         Operation::GetIncident,
         Operation::ListIncidents,
@@ -114,6 +120,8 @@ impl Operation {
         Operation::WatchEvents,
         Operation::AssignUnit,
         Operation::ReleaseUnit,
+        Operation::GetIncidentTimeline,
+        Operation::ConfirmArrival,
         Operation::Subscribe,
         Operation::Acknowledge,
         Operation::ReportStatus,

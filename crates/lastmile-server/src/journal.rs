@@ -26,16 +26,22 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc as std_mpsc};
 use std::time::Duration;
 
 use lastmile_core::{Incident, Unit};
-use lastmile_store::{JournalStore, Record, Table};
+use lastmile_store::{JournalStore, Record};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{error, info};
 
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
+/// A prune of history: closed before this time (ms), at most this many
+/// incidents, and where to answer how many went.
+type Prune = (i64, usize, tokio::sync::oneshot::Sender<Result<usize, String>>);
+
 enum Message {
     Record(u64, Record),
     End(u64),
+    /// Delete history after the batch in hand.
+    Prune(Prune),
     /// Commit what is pending, then stop (graceful shutdown).
     Shutdown,
 }
@@ -84,6 +90,7 @@ impl Journal {
             ticket: 0,
             batch: Vec::new(),
             open_ops: HashSet::new(),
+            prune: None,
             stopping: false,
         };
         let writer = std::thread::Builder::new()
@@ -113,6 +120,14 @@ impl Journal {
             let _ = writer.join();
         }
         info!(journal = %self.location, "journal closed");
+    }
+
+    /// Deletes history (with timelines) closed before `closed_before_ms`, at
+    /// most `max_incidents` of them, between two group commits; how many.
+    pub async fn prune(&self, closed_before_ms: i64, max_incidents: usize) -> Result<usize, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Message::Prune((closed_before_ms, max_incidents, tx)));
+        rx.await.unwrap_or_else(|_| Err("journal closed".into()))
     }
 
     pub fn failure(&self) -> Option<&str> {
@@ -151,6 +166,8 @@ struct Writer {
     batch: Vec<Record>,
     /// Operations with records in the batch and no end marker yet.
     open_ops: HashSet<u64>,
+    /// A prune asked for, done after the batch in hand is committed.
+    prune: Option<Prune>,
     stopping: bool,
 }
 
@@ -160,6 +177,7 @@ impl Writer {
         while let Ok(first) = self.rx.recv() {
             self.collect(first);
             self.commit();
+            self.prune();
             if self.stopping && (self.open_ops.is_empty() || self.failure.get().is_some()) {
                 break; // dropping the store releases the file and its lock
             }
@@ -181,6 +199,7 @@ impl Writer {
                 Message::End(op) => {
                     self.open_ops.remove(&op);
                 }
+                Message::Prune(prune) => self.prune = Some(prune),
                 Message::Shutdown => self.stopping = true,
             }
             if self.open_ops.is_empty() && self.batch.len() >= self.max_batch_records {
@@ -194,6 +213,21 @@ impl Writer {
                 Err(std_mpsc::TryRecvError::Disconnected) => None,
             };
         }
+    }
+
+    /// The prune asked for, if any: its own transaction, between batches
+    /// (so it delays commits by at most one bounded delete). A failure is
+    /// answered and logged, not failed closed: no change was refused.
+    fn prune(&mut self) {
+        let Some((before_ms, max, answer)) = self.prune.take() else { return };
+        let result = match self.failure.get() {
+            Some(failure) => Err(format!("journal failed: {failure}")),
+            None => self.store.prune(before_ms, max).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = &result {
+            error!(journal = %self.store.location(), error = %e, "history prune failed");
+        }
+        let _ = answer.send(result);
     }
 
     /// One transaction and one fsync for the batch, then every waiter whose
@@ -218,16 +252,8 @@ impl Writer {
     }
 }
 
-fn record_of_incident(incident: &Incident) -> Record {
-    Record {
-        table: Table::Incident,
-        key: incident.seq.to_string(),
-        body: serde_json::to_vec(incident).expect("incidents serialise"),
-    }
-}
-
-fn record_of_unit(unit: &Unit) -> Record {
-    Record { table: Table::Unit, key: unit.id.to_string(), body: serde_json::to_vec(unit).expect("units serialise") }
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("journal records serialise")
 }
 
 /// One operation's records, committed together: begun before the change
@@ -299,11 +325,27 @@ impl JournalOp {
     }
 
     pub fn store_incident(&self, incident: &Incident) {
-        self.store(record_of_incident(incident));
+        self.store(Record::Incident { seq: incident.seq, body: json(incident) });
     }
 
     pub fn store_unit(&self, unit: &Unit) {
-        self.store(record_of_unit(unit));
+        self.store(Record::Unit { id: unit.id.to_string(), body: json(unit) });
+    }
+
+    /// A closed incident's final state, into history.
+    pub fn store_archive(&self, incident: &Incident) {
+        let closed_at = incident.closed_at.unwrap_or(incident.reported_at);
+        self.store(Record::Archive {
+            seq: incident.seq,
+            reported_at_ms: incident.reported_at.unix_ms,
+            closed_at_ms: closed_at.unix_ms,
+            body: json(incident),
+        });
+    }
+
+    /// One entry of an incident's timeline.
+    pub fn store_timeline(&self, incident_seq: u64, entry: &crate::sinks::TimelineEntry) {
+        self.store(Record::Timeline { incident_seq, n: entry.n, at_ms: entry.at.unix_ms, body: json(entry) });
     }
 
     /// Ends the operation and waits until everything it changed is durable.
@@ -364,8 +406,14 @@ mod tests {
     }
 
     impl JournalStore for Gate {
-        fn recover(&mut self) -> Result<lastmile_store::Recovered, lastmile_store::StoreError> {
+        fn recover(&mut self, _recent: usize) -> Result<lastmile_store::Recovered, lastmile_store::StoreError> {
             Ok(Default::default())
+        }
+        fn prune(&mut self, _before: i64, _max: usize) -> Result<usize, lastmile_store::StoreError> {
+            Ok(0)
+        }
+        fn reader(&self) -> Result<Box<dyn lastmile_store::HistoryReader>, lastmile_store::StoreError> {
+            Err(lastmile_store::StoreError::Io { path: "gate".into(), what: "no reader".into() })
         }
         fn commit(&mut self, _batch: &[Record], _feed_seq: u64) -> Result<(), lastmile_store::StoreError> {
             let (lock, cvar) = &*self.open;
@@ -391,7 +439,7 @@ mod tests {
         let journal = Journal::start(Box::new(store), 16, 16, Duration::from_secs(5), Arc::new(|| 0), Arc::default());
 
         let first = JournalOp::begin(&journal).await.unwrap();
-        first.store(Record { table: Table::Unit, key: "T1".into(), body: b"{}".to_vec() });
+        first.store(Record::Unit { id: "T1".into(), body: b"{}".to_vec() });
         let first = tokio::spawn(first.durable());
         tokio::time::sleep(Duration::from_millis(50)).await;
 

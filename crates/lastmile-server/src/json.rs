@@ -268,6 +268,10 @@ pub struct ListIncidentsQuery {
     pub status: Option<Named<pb::IncidentStatus>>,
     pub page_size: Option<u32>,
     pub page_token: Option<String>,
+    /// RFC 3339: only incidents reported at or after it.
+    pub reported_from: Option<Time>,
+    /// RFC 3339: only incidents reported before it.
+    pub reported_to: Option<Time>,
 }
 
 impl From<ListIncidentsQuery> for pb::ListIncidentsRequest {
@@ -276,8 +280,32 @@ impl From<ListIncidentsQuery> for pb::ListIncidentsRequest {
             status: q.status.map(Named::number).unwrap_or(0),
             page_size: q.page_size.unwrap_or(0),
             page_token: q.page_token.unwrap_or_default(),
+            reported_from: q.reported_from.map(|t| t.0),
+            reported_to: q.reported_to.map(|t| t.0),
         }
     }
+}
+
+/// An RFC 3339 time in a request (`2026-11-29T05:00:00Z`, or with an offset).
+#[derive(Clone, Copy, Debug)]
+pub struct Time(pub prost_types::Timestamp);
+
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse::<prost_types::Timestamp>()
+            .map(Time)
+            .map_err(|_| D::Error::custom(format!("{text:?} is not an RFC 3339 time (e.g. 2026-11-29T05:00:00Z)")))
+    }
+}
+
+/// `POST /v1/incidents/{id}/confirm-arrival`: `ConfirmArrivalRequest`
+/// without the incident id.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmArrivalBody {
+    #[serde(default)]
+    pub unit_id: String,
 }
 
 /// `GET /v1/units?...`: `ListUnitsRequest`.
@@ -443,6 +471,11 @@ pub struct Assignment {
     pub attempt: u32,
     /// The breached lower tier this unit helps; `null` if none.
     pub escalated_from: Option<&'static str>,
+    pub acknowledged_at: Option<String>,
+    pub on_scene_at: Option<String>,
+    pub released_at: Option<String>,
+    pub arrival_verified: bool,
+    pub arrival_confirmed_by: String,
 }
 
 impl From<pb::Assignment> for Assignment {
@@ -452,6 +485,11 @@ impl From<pb::Assignment> for Assignment {
             state: enum_name::<pb::AssignmentState>(a.state),
             paged_at: optional_timestamp(a.paged_at.as_ref()),
             escalated_from: enum_name::<pb::Tier>(a.escalated_from),
+            acknowledged_at: optional_timestamp(a.acknowledged_at.as_ref()),
+            on_scene_at: optional_timestamp(a.on_scene_at.as_ref()),
+            released_at: optional_timestamp(a.released_at.as_ref()),
+            arrival_verified: a.arrival_verified,
+            arrival_confirmed_by: a.arrival_confirmed_by,
             unit_id: a.unit_id,
             unit_name: a.unit_name,
             distance_m: a.distance_m,
@@ -677,6 +715,47 @@ pub struct UnitResponse {
 /// `PingResponse`.
 #[derive(Debug, Serialize)]
 pub struct PingResponse {}
+
+/// One timeline entry (`TimelineEntry`).
+#[derive(Debug, Serialize)]
+pub struct TimelineEntry {
+    pub n: u32,
+    pub at: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub unit_id: String,
+    pub tier: Option<&'static str>,
+    pub attempt: u32,
+    pub unit_status: Option<&'static str>,
+    pub position: Option<LatLng>,
+    pub detail: String,
+    pub actor: String,
+}
+
+/// `GET /v1/incidents/{id}/timeline`: `IncidentTimeline`.
+#[derive(Debug, Serialize)]
+pub struct IncidentTimeline {
+    pub incident_id: String,
+    pub entries: Vec<TimelineEntry>,
+}
+
+impl From<pb::IncidentTimeline> for IncidentTimeline {
+    fn from(t: pb::IncidentTimeline) -> Self {
+        let entry = |e: pb::TimelineEntry| TimelineEntry {
+            n: e.n,
+            at: required_timestamp(e.at.as_ref()),
+            kind: required_enum::<pb::EventType>(e.r#type),
+            tier: enum_name::<pb::Tier>(e.tier),
+            unit_status: enum_name::<pb::UnitStatus>(e.unit_status),
+            position: e.position.as_ref().map(LatLng::from),
+            unit_id: e.unit_id,
+            attempt: e.attempt,
+            detail: e.detail,
+            actor: e.actor,
+        };
+        IncidentTimeline { incident_id: t.incident_id, entries: t.entries.into_iter().map(entry).collect() }
+    }
+}
 
 /// The one JSON form of a live-feed event: what webhooks send, and (as
 /// [`event_text`], the same fields in the proto's order) the `data` of the

@@ -81,6 +81,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod history;
 pub mod http;
 pub mod journal;
 pub mod json;
@@ -111,11 +112,16 @@ pub struct Opened {
     pub store: Option<Box<dyn lastmile_store::JournalStore>>,
     /// The live feed's sequence number at the last commit before the restart.
     pub recovered_feed_seq: u64,
+    /// The open incidents' timelines, by incident sequence number.
+    pub timelines: Vec<(u64, Vec<sinks::TimelineEntry>)>,
+    /// Closed incidents a journal written before history kept among the
+    /// live ones: moved to history once the journal runs.
+    pub to_archive: Vec<lastmile_core::Incident>,
 }
 
 impl Opened {
     pub fn in_memory(dispatcher: Arc<Dispatcher>) -> Self {
-        Opened { dispatcher, store: None, recovered_feed_seq: 0 }
+        Opened { dispatcher, store: None, recovered_feed_seq: 0, timelines: Vec::new(), to_archive: Vec::new() }
     }
 }
 
@@ -128,51 +134,91 @@ pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
     }
 }
 
-/// The dispatcher a store's records describe, over the configured dataset.
+/// The dispatcher a store's live records describe, over the configured
+/// dataset. History is not read (but for the most recently closed, kept for
+/// idempotency).
 fn recover(config: &LastmileConfig, mut store: Box<dyn lastmile_store::JournalStore>) -> Result<Opened, ServerError> {
     let started = std::time::Instant::now();
     let (units, area) = config.load_dataset()?;
-    let recovered = store.recover()?;
+    let recovered = store.recover(config.limits.recent_closed_incidents)?;
     let location = store.location();
-    let corrupt = |what: &str, e: serde_json::Error| {
-        ServerError::Recovery(format!("{location}: a stored {what} cannot be read: {e}"))
-    };
-    let stored_units = recovered
-        .units
-        .iter()
-        .map(|b| serde_json::from_slice(b).map_err(|e| corrupt("unit", e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let incidents = recovered
-        .incidents
-        .iter()
-        .map(|b| serde_json::from_slice(b).map_err(|e| corrupt("incident", e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (n_units, n_incidents) = (stored_units.len(), incidents.len());
-    let (dispatcher, repaired) = Dispatcher::restore(
+    let parsed = Parsed::of(&recovered, &location)?;
+    let (n_units, n_incidents) = (parsed.units.len(), parsed.incidents.len());
+    let (dispatcher, restored) = Dispatcher::restore(
         config.dispatch.clone(),
         area,
         units,
-        stored_units,
-        incidents,
+        parsed.units,
+        parsed.incidents,
+        parsed.recent_closed,
         config.dispatcher_limits(),
         clock::Clock::start().now(),
     )?;
-    if repaired > 0 {
-        tracing::warn!(journal = %location, repaired, "recovery reconciled unit/incident references left by a crash between operations");
+    if restored.repaired > 0 {
+        tracing::warn!(journal = %location, repaired = restored.repaired, "recovery reconciled unit/incident references left by a crash between operations");
     }
     dispatcher
         .check_invariants()
         .map_err(|e| ServerError::Recovery(format!("{location}: inconsistent journal: {e}")))?;
     info!(
         journal = %location,
-        incidents = n_incidents,
+        open_incidents = n_incidents,
         stored_units = n_units,
+        history = recovered.history_len,
         commits = recovered.commits,
         records = recovered.records,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
-    Ok(Opened { dispatcher: Arc::new(dispatcher), store: Some(store), recovered_feed_seq: recovered.feed_seq })
+    Ok(Opened {
+        dispatcher: Arc::new(dispatcher),
+        store: Some(store),
+        recovered_feed_seq: recovered.feed_seq,
+        timelines: parsed.timelines,
+        to_archive: restored.closed_found_live,
+    })
+}
+
+/// The recovered records, parsed.
+struct Parsed {
+    units: Vec<lastmile_core::Unit>,
+    incidents: Vec<lastmile_core::Incident>,
+    recent_closed: Vec<lastmile_core::Incident>,
+    timelines: Vec<(u64, Vec<sinks::TimelineEntry>)>,
+}
+
+impl Parsed {
+    fn of(recovered: &lastmile_store::Recovered, location: &str) -> Result<Parsed, ServerError> {
+        fn all<T: serde::de::DeserializeOwned>(
+            bodies: &[Vec<u8>],
+            what: &str,
+            location: &str,
+        ) -> Result<Vec<T>, ServerError> {
+            bodies
+                .iter()
+                .map(|b| {
+                    serde_json::from_slice(b)
+                        .map_err(|e| ServerError::Recovery(format!("{location}: a stored {what} cannot be read: {e}")))
+                })
+                .collect()
+        }
+        let mut timelines: Vec<(u64, Vec<sinks::TimelineEntry>)> = Vec::new();
+        for (seq, body) in &recovered.timelines {
+            let entry = serde_json::from_slice(body).map_err(|e| {
+                ServerError::Recovery(format!("{location}: a stored timeline entry cannot be read: {e}"))
+            })?;
+            match timelines.last_mut() {
+                Some((last, entries)) if last == seq => entries.push(entry),
+                _ => timelines.push((*seq, vec![entry])),
+            }
+        }
+        Ok(Parsed {
+            units: all(&recovered.units, "unit", location)?,
+            incidents: all(&recovered.incidents, "incident", location)?,
+            recent_closed: all(&recovered.recent_closed, "closed incident", location)?,
+            timelines,
+        })
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off: a small response must not
@@ -340,6 +386,8 @@ struct Started {
     follower: Option<webhook::Follower>,
     journal: Option<Arc<journal::Journal>>,
     _timers: AbortOnDrop,
+    /// History retention (`[history]`).
+    _pruner: AbortOnDrop,
 }
 
 /// Starts the journal, the application, its timer task and the webhooks,
@@ -347,8 +395,16 @@ struct Started {
 fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Result<Started, ServerError> {
     let first_seq = first_feed_seq(&opened);
     let (sinks, armed) = sinks::Sinks::new(config, first_seq);
+    for (seq, entries) in opened.timelines {
+        sinks.timelines.restore(seq, entries);
+    }
     let sinks = Arc::new(sinks);
     let metrics = Arc::new(metrics::Metrics::default());
+    let reader = match &opened.store {
+        Some(store) => Some(Arc::<dyn lastmile_store::HistoryReader>::from(store.reader()?)),
+        None => None,
+    };
+    let history = Arc::new(history::History::new(config.history.memory_incidents, reader));
     let journal = opened.store.map(|store| {
         let feed = sinks.clone();
         journal::Journal::start(
@@ -367,9 +423,14 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         config: config.clone(),
         stop: CancellationToken::new(),
         journal: journal.clone(),
+        history,
         auth,
         metrics,
     });
+    // A journal from before history kept closed incidents live: move them.
+    for incident in &opened.to_archive {
+        app.internal_change(|work| lastmile_core::effects::Effects::archive_incident(work, incident));
+    }
     // Webhooks get every event from the first one on (the follower
     // subscribes before any timer fires); their own token: they are flushed
     // after requests have drained, before the journal closes.
@@ -381,7 +442,8 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
     let follower = webhooks.has_endpoints().then(|| webhook::Follower::start(webhooks.clone(), sinks));
     app::timers::rearm(&app);
     let timers = AbortOnDrop(tokio::spawn(app::timers::run(app.clone(), armed)));
-    Ok(Started { app, webhooks, follower, journal, _timers: timers })
+    let pruner = AbortOnDrop(tokio::spawn(app::retention::run(app.clone())));
+    Ok(Started { app, webhooks, follower, journal, _timers: timers, _pruner: pruner })
 }
 
 /// Logs whether auth is on; with it off, loudly.
@@ -509,8 +571,9 @@ async fn serve_grpc(
 /// `webhooks.shutdown_flush_ms`; the rest is dead-lettered to the file),
 /// then closes the journal.
 async fn drain(started: Started) {
-    let Started { app, webhooks, follower, journal, _timers } = started;
+    let Started { app, webhooks, follower, journal, _timers, _pruner } = started;
     drop(_timers);
+    drop(_pruner);
     if let Some(follower) = follower {
         follower.finish(app.sinks.feed.last_seq()).await;
     }

@@ -19,7 +19,7 @@ use crate::app::terminal::PositionReport;
 use crate::app::units::{ListUnits, UnitInput};
 use crate::app::validate::{Point, RawTime};
 use crate::error::AppError;
-use crate::sinks::{FeedEvent, Page as TerminalPage};
+use crate::sinks::{FeedEvent, Page as TerminalPage, TimelineEntry};
 
 // ---------------------------------------------------------------- decoding
 
@@ -109,7 +109,14 @@ pub fn list_incidents(req: pb::ListIncidentsRequest) -> Result<ListIncidents, Ap
         status: incident_status("status", req.status)?,
         page_size: req.page_size,
         page_token: req.page_token,
+        reported_from: raw_time(req.reported_from),
+        reported_to: raw_time(req.reported_to),
     })
+}
+
+/// A status report's optional position fix.
+pub fn status_fix(req: &pb::ReportStatusRequest) -> Option<(Point, Option<RawTime>)> {
+    point(req.position).map(|p| (p, raw_time(req.measured_at)))
 }
 
 pub fn list_units(req: pb::ListUnitsRequest) -> Result<ListUnits, AppError> {
@@ -243,7 +250,25 @@ pub fn event_type(kind: EventKind) -> pb::EventType {
         EventKind::UnitStatusChanged => pb::EventType::UnitStatusChanged,
         EventKind::UnitPosition => pb::EventType::UnitPosition,
         EventKind::GridWorkerNotified => pb::EventType::GridWorkerNotified,
+        EventKind::UnitArrivalUnverified => pb::EventType::UnitArrivalUnverified,
+        EventKind::ArrivalConfirmed => pb::EventType::ArrivalConfirmed,
     }
+}
+
+pub fn timeline_to_pb(incident_id: &str, entries: &[TimelineEntry]) -> pb::IncidentTimeline {
+    let entry = |e: &TimelineEntry| pb::TimelineEntry {
+        n: e.n,
+        at: Some(timestamp(e.at)),
+        r#type: event_type(e.kind) as i32,
+        unit_id: e.unit_id.clone().unwrap_or_default(),
+        tier: e.tier.map(|t| tier_to_pb(t) as i32).unwrap_or(0),
+        attempt: e.attempt,
+        unit_status: e.unit_status.map(|s| unit_status_to_pb(s) as i32).unwrap_or(0),
+        position: e.position.map(lat_lng_to_pb),
+        detail: e.detail.clone(),
+        actor: e.actor.clone(),
+    };
+    pb::IncidentTimeline { incident_id: incident_id.to_string(), entries: entries.iter().map(entry).collect() }
 }
 
 pub fn event_to_pb(event: &FeedEvent) -> pb::DispatchEvent {
@@ -345,6 +370,11 @@ pub fn tier_to_pb_response(t: &core_incident::TierResponse, reserved: bool) -> p
                 attempt: if reserved { a.attempt } else { 0 },
                 unit_name: a.unit_name.clone(),
                 escalated_from: a.escalated_from.map(|t| tier_to_pb(t) as i32).unwrap_or(0),
+                acknowledged_at: a.acknowledged_at.map(timestamp),
+                on_scene_at: a.on_scene_at.map(timestamp),
+                released_at: a.released_at.map(timestamp),
+                arrival_verified: a.arrival_verified,
+                arrival_confirmed_by: a.arrival_confirmed_by.clone(),
             })
             .collect(),
         note: t.note.clone(),

@@ -112,6 +112,7 @@ async fn drive(
             unit_id: unit_id.to_string(),
             status: pb::UnitStatus::EnRoute as i32,
             incident_id: page.incident_id.clone(),
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -151,6 +152,7 @@ async fn drive(
             unit_id: unit_id.to_string(),
             status: pb::UnitStatus::OnScene as i32,
             incident_id: page.incident_id.clone(),
+            ..Default::default()
         })
         .await?;
     if b.verbose {
@@ -162,6 +164,7 @@ async fn drive(
             unit_id: unit_id.to_string(),
             status: pb::UnitStatus::Available as i32,
             incident_id: String::new(),
+            ..Default::default()
         })
         .await?;
     if b.verbose {
@@ -311,6 +314,7 @@ pub async fn run_crew(
                                 unit_id: unit_id.clone(),
                                 status: pb::UnitStatus::Available as i32,
                                 incident_id: String::new(),
+                                ..Default::default()
                             })
                             .await;
                     }

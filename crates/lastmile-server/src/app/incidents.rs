@@ -2,11 +2,13 @@
 //! assignment of a unit.
 
 use lastmile_core::dispatcher::{NewIncident, Page, Preview, Reported};
-use lastmile_core::incident::{IncidentStatus, TierState};
-use lastmile_core::{Incident, IncidentKind, Tier};
+use lastmile_core::incident::{IncidentStatus, TierState, parse_incident_id};
+use lastmile_core::{DispatchError, Incident, IncidentKind, Tier};
+
+use crate::sinks::TimelineEntry;
 use tracing::{info, warn};
 
-use super::validate::{self, Point};
+use super::validate::{self, Point, RawTime};
 use super::{App, AppError, Caller, Operation};
 
 /// A report, as the caller sent it.
@@ -39,6 +41,10 @@ pub struct ListIncidents {
     /// 0: the server's default.
     pub page_size: u32,
     pub page_token: String,
+    /// Only incidents reported at or after this time.
+    pub reported_from: Option<RawTime>,
+    /// Only incidents reported before this time.
+    pub reported_to: Option<RawTime>,
 }
 
 const KIND_NAMES: &str = "FIRE, FLOOD, RESCUE, HAZMAT, TRAFFIC, MEDICAL or OTHER";
@@ -87,7 +93,7 @@ impl App {
         // Everything logged while this incident is dispatched carries its ids.
         let span = tracing::info_span!("incident", external_id = %external_id, incident_id = tracing::field::Empty);
         let reported = self
-            .change(|work| {
+            .change(caller.name(), |work| {
                 span.in_scope(|| {
                     self.dispatcher
                         .report_with(new, self.now(), work, |incident| (view(incident), Outcome::of(incident)))
@@ -105,28 +111,108 @@ impl App {
         Ok(Reported { incident: answer, duplicate: reported.duplicate })
     }
 
-    pub fn get_incident(&self, caller: &Caller, id: &str) -> Result<Incident, AppError> {
+    /// An open incident, or a closed one from history.
+    pub async fn get_incident(&self, caller: &Caller, id: &str) -> Result<Incident, AppError> {
         self.authorize(caller, Operation::GetIncident)?;
         let id = validate::required_id("id", id)?;
-        Ok(self.dispatcher.get_incident(id)?)
+        match self.dispatcher.get_incident(id) {
+            Err(DispatchError::IncidentNotFound(_)) => self.closed_incident(id).await,
+            found => Ok(found?),
+        }
     }
 
-    /// Incidents oldest first, a page at a time.
-    pub fn list_incidents(&self, caller: &Caller, req: &ListIncidents) -> Result<Page<Incident>, AppError> {
+    /// A closed incident the live state no longer holds, from history.
+    async fn closed_incident(&self, id: &str) -> Result<Incident, AppError> {
+        let not_found = || AppError::from(DispatchError::IncidentNotFound(id.to_string()));
+        let seq = parse_incident_id(id).ok_or_else(not_found)?;
+        let history = self.history.clone();
+        blocking(move || history.incident(seq)).await?.ok_or_else(not_found)
+    }
+
+    /// Incidents oldest first, a page at a time: open ones from the live
+    /// state, closed ones from history, both by sequence number.
+    pub async fn list_incidents(&self, caller: &Caller, req: &ListIncidents) -> Result<Page<Incident>, AppError> {
         self.authorize(caller, Operation::ListIncidents)?;
         let page_size = validate::page_size(req.page_size, &self.config.server)?;
-        let page_token = validate::page_token(&req.page_token)?;
-        Ok(self.dispatcher.list_incidents(req.status, page_size, page_token)?)
+        let after = match validate::page_token(&req.page_token)? {
+            None => 0,
+            Some(t) => {
+                t.parse::<u64>().map_err(|_| AppError::invalid("page_token", "not a token this server issued"))?
+            }
+        };
+        let now = self.now();
+        let skew = u32::MAX;
+        let from = req.reported_from.map(|t| validate::request_time("reported_from", t, now, skew)).transpose()?;
+        let to = req.reported_to.map(|t| validate::request_time("reported_to", t, now, skew)).transpose()?;
+        let within = |i: &Incident| from.is_none_or(|f| i.reported_at >= f) && to.is_none_or(|t| i.reported_at < t);
+        let mut items: Vec<Incident> = Vec::new();
+        if req.status != Some(IncidentStatus::Closed) {
+            // Open incidents are few (limits.max_incidents): filtered here.
+            let token = (after > 0).then(|| after.to_string());
+            let open = self.dispatcher.list_incidents(Some(IncidentStatus::Open), usize::MAX, token.as_deref())?;
+            items.extend(open.items.into_iter().filter(|i| within(i)).take(page_size + 1));
+        }
+        if req.status != Some(IncidentStatus::Open) {
+            let history = self.history.clone();
+            let closed = blocking(move || history.closed(from, to, after, page_size + 1)).await?;
+            items.extend(closed);
+            items.sort_by_key(|i| i.seq);
+            items.dedup_by_key(|i| i.seq);
+        }
+        let more = items.len() > page_size;
+        items.truncate(page_size);
+        let next_page_token = if more { items.last().map(|i| i.seq.to_string()) } else { None };
+        Ok(Page { items, next_page_token })
     }
 
-    /// Closes an incident and releases its units; closing a closed one
-    /// answers it unchanged.
+    /// Closes an incident with a reason and releases its units; closing a
+    /// closed one answers it unchanged.
     pub async fn close_incident(&self, caller: &Caller, id: &str, reason: &str) -> Result<Incident, AppError> {
         self.authorize(caller, Operation::CloseIncident)?;
         let id = validate::required_id("id", id)?;
         validate::reason("reason", reason, &self.config.limits)?;
-        let incident = self.change(|work| self.dispatcher.close_incident(id, self.now(), work)).await??;
+        let closed =
+            self.change(caller.name(), |work| self.dispatcher.close_incident(id, reason, self.now(), work)).await?;
+        let incident = match closed {
+            Err(DispatchError::IncidentNotFound(_)) => return self.closed_incident(id).await,
+            closed => closed?,
+        };
         info!(incident_id = %incident.id, caller = %caller.name(), reason = %reason, "incident closed");
+        Ok(incident)
+    }
+
+    /// Every state change of an incident, open or closed, in order.
+    pub async fn incident_timeline(&self, caller: &Caller, id: &str) -> Result<Vec<TimelineEntry>, AppError> {
+        self.authorize(caller, Operation::GetIncidentTimeline)?;
+        let id = validate::required_id("incident_id", id)?;
+        let not_found = || AppError::from(DispatchError::IncidentNotFound(id.to_string()));
+        let seq = parse_incident_id(id).ok_or_else(not_found)?;
+        if let Some(entries) = self.sinks.timelines.get(seq) {
+            return Ok(entries);
+        }
+        let history = self.history.clone();
+        match blocking(move || history.timeline(seq)).await? {
+            Some(entries) => Ok(entries),
+            // Open, with no entry yet (being reported), or unknown.
+            None => self.dispatcher.get_incident(id).map(|_| Vec::new()).map_err(AppError::from),
+        }
+    }
+
+    /// A dispatcher confirms an arrival its position did not verify.
+    pub async fn confirm_arrival(
+        &self,
+        caller: &Caller,
+        incident_id: &str,
+        unit_id: &str,
+    ) -> Result<Incident, AppError> {
+        self.authorize(caller, Operation::ConfirmArrival)?;
+        let incident_id = validate::required_id("incident_id", incident_id)?;
+        let unit_id = validate::required_id("unit_id", unit_id)?;
+        let by = caller.name();
+        let incident = self
+            .change(by, |work| self.dispatcher.confirm_arrival(incident_id, unit_id, by, self.now(), work))
+            .await??;
+        info!(incident_id = %incident_id, unit_id = %unit_id, caller = %by, "arrival confirmed by dispatcher");
         Ok(incident)
     }
 
@@ -151,8 +237,9 @@ impl App {
         let incident_id = validate::required_id("incident_id", incident_id)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
         let tier = tier.ok_or_else(|| AppError::invalid("tier", "required: 1, 3, 5 or 10"))?;
-        let incident =
-            self.change(|work| self.dispatcher.assign_unit(incident_id, unit_id, tier, self.now(), work)).await??;
+        let incident = self
+            .change(caller.name(), |work| self.dispatcher.assign_unit(incident_id, unit_id, tier, self.now(), work))
+            .await??;
         info!(incident_id = %incident_id, unit_id = %unit_id, tier = %tier, caller = %caller.name(), "unit assigned by dispatcher");
         Ok(incident)
     }
@@ -192,4 +279,13 @@ impl Outcome {
             );
         }
     }
+}
+
+/// Runs a blocking read (history on disk) off the async workers.
+pub(super) async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| AppError::new(super::ErrorCode::Internal, format!("history read: {e}")))?
 }

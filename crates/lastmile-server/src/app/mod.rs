@@ -13,7 +13,8 @@
 //!
 //! # Layout
 //!
-//! - [`incidents`]: report, get, list, close, preview, assign.
+//! - [`incidents`]: report, get, list, close, preview, assign, the
+//!   timeline, confirming an arrival.
 //! - [`units`]: list, get, upsert, set status, release; ping.
 //! - [`terminal`]: what responders' terminals do: subscribe to pages,
 //!   acknowledge, report status and positions.
@@ -22,9 +23,11 @@
 //! - [`validate`]: the request limits, once.
 //! - [`work`]: the unit of work.
 //! - [`timers`]: the one timer task.
+//! - [`retention`]: the history retention task.
 
 pub mod feed;
 pub mod incidents;
+pub mod retention;
 pub mod terminal;
 pub mod timers;
 pub mod units;
@@ -56,6 +59,8 @@ pub struct App {
     pub stop: CancellationToken,
     /// None when the journal backend is memory.
     pub journal: Option<Arc<Journal>>,
+    /// Closed incidents and their timelines.
+    pub history: Arc<crate::history::History>,
     /// Who may call what.
     pub auth: crate::auth::Auth,
     /// Latencies and refusals.

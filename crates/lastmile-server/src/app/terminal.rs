@@ -72,7 +72,7 @@ impl App {
         // The page being answered, for the acknowledgement latency.
         let paged_at = self.dispatcher.pending_page_sent_at(&ack.unit_id, &ack.incident_id);
         let now = self.now();
-        let unit = self.change(|work| self.dispatcher.acknowledge(&ack, now, work)).await??;
+        let unit = self.change(caller.name(), |work| self.dispatcher.acknowledge(&ack, now, work)).await??;
         if let Some(paged_at) = paged_at {
             let waited_ms = (now.unix_ms - paged_at.unix_ms).max(0) as u64;
             self.metrics.page_ack_seconds.observe(std::time::Duration::from_millis(waited_ms));
@@ -82,13 +82,16 @@ impl App {
     }
 
     /// A crew's own status report. With `incident_id` and EN_ROUTE or
-    /// ON_SCENE, only while the unit is on that incident.
+    /// ON_SCENE, only while the unit is on that incident. A position carried
+    /// with it is applied first, in the same change (so an ON_SCENE report
+    /// can carry the fix that verifies the arrival).
     pub async fn report_status(
         &self,
         caller: &Caller,
         unit_id: &str,
         status: Option<UnitStatus>,
         incident_id: &str,
+        fix: Option<(Point, Option<RawTime>)>,
     ) -> Result<Unit, AppError> {
         self.authorize(caller, Operation::ReportStatus)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
@@ -105,7 +108,38 @@ impl App {
         } else {
             validate::optional_id("incident_id", incident_id)?;
         }
-        Ok(self.change(|work| self.dispatcher.set_unit_status(unit_id, status, self.now(), work)).await??)
+        let now = self.now();
+        let fix = match fix {
+            Some((position, measured_at)) => Some(self.fix(position, measured_at, now)?),
+            None => None,
+        };
+        let changed = self
+            .change(caller.name(), |work| {
+                if let Some((position, measured_at)) = fix {
+                    self.dispatcher.report_position(unit_id, position, measured_at, now, work)?;
+                }
+                self.dispatcher.set_unit_status(unit_id, status, now, work)
+            })
+            .await??;
+        Ok(changed)
+    }
+
+    /// A position fix from a request: coordinates in range, a time not
+    /// ahead of the server's clock (`terminals.max_clock_skew_s`; absent:
+    /// now).
+    fn fix(
+        &self,
+        position: Point,
+        measured_at: Option<RawTime>,
+        now: lastmile_core::Timestamp,
+    ) -> Result<(lastmile_core::LatLng, lastmile_core::Timestamp), AppError> {
+        let position = validate::lat_lng("position", Some(position))?;
+        let max_skew_s = self.config.terminals.max_clock_skew_s;
+        let measured_at = match measured_at {
+            Some(t) => validate::request_time("measured_at", t, now, max_skew_s)?,
+            None => now,
+        };
+        Ok((position, measured_at))
     }
 
     /// Opens a position stream for `caller` (one call of its rate).
@@ -135,15 +169,11 @@ impl App {
             )));
         }
         let applied = self
-            .change(|work| -> Result<bool, AppError> {
-                let position = validate::lat_lng("position", report.position)?;
+            .change(stream.caller.name(), |work| -> Result<bool, AppError> {
+                let position = report.position.ok_or_else(|| AppError::invalid("position", "required"))?;
                 validate::required_id("unit_id", &report.unit_id)?;
                 let now = self.now();
-                let max_skew_s = self.config.terminals.max_clock_skew_s;
-                let measured_at = match report.measured_at {
-                    Some(t) => validate::request_time("measured_at", t, now, max_skew_s)?,
-                    None => now,
-                };
+                let (position, measured_at) = self.fix(position, report.measured_at, now)?;
                 Ok(self.dispatcher.report_position(&report.unit_id, position, measured_at, now, work)?)
             })
             .await?;

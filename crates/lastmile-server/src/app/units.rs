@@ -59,7 +59,7 @@ impl App {
         self.authorize(caller, Operation::UpsertUnit)?;
         let unit = unit.ok_or_else(|| AppError::invalid("unit", "required"))?;
         let unit = self.unit_from_input(unit)?;
-        let (unit, created) = self.change(|work| self.dispatcher.upsert_unit(unit, work)).await??;
+        let (unit, created) = self.change(caller.name(), |work| self.dispatcher.upsert_unit(unit, work)).await??;
         info!(unit_id = %unit.id, tier = %unit.tier, created, caller = %caller.name(), "unit upserted");
         Ok((unit, created))
     }
@@ -113,7 +113,8 @@ impl App {
         let id = validate::required_id("id", id)?;
         let status = status.ok_or_else(|| AppError::invalid("status", "required"))?;
         self.check_on_incident(id, incident_id)?;
-        let unit = self.change(|work| self.dispatcher.set_unit_status(id, status, self.now(), work)).await??;
+        let unit =
+            self.change(caller.name(), |work| self.dispatcher.set_unit_status(id, status, self.now(), work)).await??;
         info!(unit_id = %unit.id, status = %unit.status, caller = %caller.name(), "unit status set");
         Ok(unit)
     }
@@ -141,7 +142,9 @@ impl App {
         self.authorize(caller, Operation::ReleaseUnit)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
         validate::reason("reason", reason, &self.config.limits)?;
-        let unit = self.change(|work| self.dispatcher.release_unit(unit_id, reason, self.now(), work)).await??;
+        let unit = self
+            .change(caller.name(), |work| self.dispatcher.release_unit(unit_id, reason, self.now(), work))
+            .await??;
         info!(unit_id = %unit_id, caller = %caller.name(), "unit released by dispatcher");
         Ok(unit)
     }

@@ -1,21 +1,27 @@
-//! The unit of work: one operation's effects delivered to the sinks and its
-//! records sent to the journal, answered only once they are durable.
+//! The unit of work: one operation's effects delivered to the sinks (feed,
+//! pages, timers, the incident's timeline, history) and its records sent to
+//! the journal, answered only once they are durable.
 //!
 //! The core calls [`Work`] (as its `Effects`) while holding an incident's or
 //! unit's lock, so every method here returns at once: the sinks never wait,
 //! and the journal only queues the record for its writer thread.
 
 use lastmile_core::effects::{Effects, Event, PageOrder, Timer};
+use lastmile_core::incident::parse_incident_id;
 use lastmile_core::{Incident, Unit};
 
 use super::App;
 use crate::error::AppError;
+use crate::history::{Closed, History};
 use crate::journal::JournalOp;
-use crate::sinks::Sinks;
+use crate::sinks::{SERVER_ACTOR, Sinks};
 
 /// What the core is handed for one operation.
 pub struct Work<'a> {
     sinks: &'a Sinks,
+    history: &'a History,
+    /// Who asked for the change: in every timeline entry it makes.
+    actor: &'a str,
     /// None when the journal backend is memory (nothing is serialised then).
     journal: Option<JournalOp>,
 }
@@ -24,12 +30,13 @@ impl App {
     /// Runs a state change: waits (bounded) for a place in the journal's
     /// queue, applies `change` with the operation's effects, and hands back
     /// its result once everything it changed is durable.
-    pub(crate) async fn change<T>(&self, change: impl FnOnce(&Work) -> T) -> Result<T, AppError> {
+    /// `actor` (the caller's name) is recorded in every timeline entry.
+    pub(crate) async fn change<T>(&self, actor: &str, change: impl FnOnce(&Work) -> T) -> Result<T, AppError> {
         let journal = match &self.journal {
             Some(journal) => Some(JournalOp::begin(journal).await?),
             None => None,
         };
-        let work = Work { sinks: &self.sinks, journal };
+        let work = Work { sinks: &self.sinks, history: &self.history, actor, journal };
         let result = change(&work);
         if let Some(op) = work.journal {
             op.durable().await?;
@@ -40,7 +47,8 @@ impl App {
     /// A change the server makes itself (a timer firing): never refused,
     /// never waits for durability (nobody is waiting for an answer).
     pub(crate) fn internal_change(&self, change: impl FnOnce(&Work)) {
-        let work = Work { sinks: &self.sinks, journal: self.journal.as_ref().map(JournalOp::internal) };
+        let journal = self.journal.as_ref().map(JournalOp::internal);
+        let work = Work { sinks: &self.sinks, history: &self.history, actor: SERVER_ACTOR, journal };
         change(&work);
         if let Some(op) = work.journal {
             op.finish();
@@ -49,8 +57,25 @@ impl App {
 }
 
 impl Effects for Work<'_> {
+    /// To the feed, and (an incident's event) to its timeline, journaled
+    /// in this operation's commit.
     fn emit(&self, event: Event) {
+        if let Some(seq) = event.incident_id.as_deref().and_then(parse_incident_id)
+            && let Some(entry) = self.sinks.timelines.append(seq, &event, self.actor)
+            && let Some(op) = &self.journal
+        {
+            op.store_timeline(seq, &entry);
+        }
         self.sinks.emit(event);
+    }
+    /// A closed incident leaves the live state: its final state and
+    /// timeline go to history (and the journal moves it there).
+    fn archive_incident(&self, incident: &Incident) {
+        let timeline = self.sinks.timelines.take(incident.seq);
+        if let Some(op) = &self.journal {
+            op.store_archive(incident);
+        }
+        self.history.remember(Closed { incident: incident.clone(), timeline });
     }
     fn page(&self, page: PageOrder) {
         self.sinks.deliver(page);

@@ -45,6 +45,8 @@ pub struct LastmileConfig {
     pub feed: FeedConfig,
     pub terminals: TerminalsConfig,
     pub journal: JournalConfig,
+    /// Closed incidents: retention and what memory holds.
+    pub history: HistoryConfig,
     pub limits: RequestLimits,
     pub dataset: DatasetPaths,
     pub dispatch: DispatchConfig,
@@ -226,8 +228,36 @@ pub struct RequestLimits {
     pub max_description_bytes: usize,
     pub max_name_bytes: usize,
     pub max_capabilities: usize,
+    /// Open incidents at once (closed ones go to history).
     pub max_incidents: usize,
     pub max_units: usize,
+    /// Closed incidents the dispatcher keeps in memory: a repeated
+    /// `external_id` of one of them answers it (`duplicate`); of one closed
+    /// longer ago, it is a new incident.
+    pub recent_closed_incidents: usize,
+    /// Timeline entries kept per incident; beyond it changes still reach
+    /// the feed, not the timeline (counted).
+    pub max_timeline_entries: usize,
+}
+
+/// `[history]`: closed incidents and their timelines, apart from the live
+/// state.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Closed incidents (and their timelines) older than this are deleted,
+    /// oldest first; 0 keeps them for ever (bounded by the disk: a full disk
+    /// fails the journal closed).
+    pub retention_days: u32,
+    /// How often the retention is applied.
+    pub prune_interval_s: u64,
+    /// Closed incidents deleted per prune transaction (a commit waits for
+    /// at most one).
+    pub prune_batch: usize,
+    /// Closed incidents held in memory, most recent first: with the memory
+    /// backend, all the history there is; with SQLite, a cache in front of
+    /// the history table.
+    pub memory_incidents: usize,
 }
 
 /// `[tls]`: TLS (rustls) for the gRPC and HTTP listeners; the section
@@ -314,6 +344,10 @@ impl LastmileConfig {
             ("limits.max_name_bytes", self.limits.max_name_bytes as u64),
             ("limits.max_incidents", self.limits.max_incidents as u64),
             ("limits.max_units", self.limits.max_units as u64),
+            ("limits.max_timeline_entries", self.limits.max_timeline_entries as u64),
+            ("history.prune_interval_s", self.history.prune_interval_s),
+            ("history.prune_batch", self.history.prune_batch as u64),
+            ("history.memory_incidents", self.history.memory_incidents as u64),
             ("feed.history_events", self.feed.history_events as u64),
             ("feed.subscriber_buffer_events", self.feed.subscriber_buffer_events as u64),
             ("feed.max_watchers", self.feed.max_watchers as u64),
@@ -415,7 +449,11 @@ impl LastmileConfig {
     }
 
     pub fn dispatcher_limits(&self) -> DispatcherLimits {
-        DispatcherLimits { max_incidents: self.limits.max_incidents, max_units: self.limits.max_units }
+        DispatcherLimits {
+            max_incidents: self.limits.max_incidents,
+            max_units: self.limits.max_units,
+            recent_closed_incidents: self.limits.recent_closed_incidents,
+        }
     }
 }
 

@@ -45,14 +45,14 @@ impl Dispatch for DispatchService {
 
     async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Answer<pb::Incident> {
         let caller = caller(&self.app, &request)?;
-        let incident = self.app.get_incident(&caller, &request.get_ref().id).map_err(status)?;
+        let incident = self.app.get_incident(&caller, &request.get_ref().id).await.map_err(status)?;
         ok(wire::incident_to_pb(&incident))
     }
 
     async fn list_incidents(&self, request: Request<pb::ListIncidentsRequest>) -> Answer<pb::ListIncidentsResponse> {
         let caller = caller(&self.app, &request)?;
         let req = wire::list_incidents(request.into_inner()).map_err(status)?;
-        let page = self.app.list_incidents(&caller, &req).map_err(status)?;
+        let page = self.app.list_incidents(&caller, &req).await.map_err(status)?;
         ok(wire::list_incidents_to_pb(&page))
     }
 
@@ -123,6 +123,23 @@ impl Dispatch for DispatchService {
         let req = request.get_ref();
         let tier = wire::tier("tier", req.tier).map_err(status)?;
         let incident = self.app.assign_unit(&caller, &req.incident_id, &req.unit_id, tier).await.map_err(status)?;
+        ok(wire::incident_to_pb(&incident))
+    }
+
+    async fn get_incident_timeline(
+        &self,
+        request: Request<pb::GetIncidentTimelineRequest>,
+    ) -> Answer<pb::IncidentTimeline> {
+        let caller = caller(&self.app, &request)?;
+        let id = &request.get_ref().incident_id;
+        let entries = self.app.incident_timeline(&caller, id).await.map_err(status)?;
+        ok(wire::timeline_to_pb(id, &entries))
+    }
+
+    async fn confirm_arrival(&self, request: Request<pb::ConfirmArrivalRequest>) -> Answer<pb::Incident> {
+        let caller = caller(&self.app, &request)?;
+        let req = request.get_ref();
+        let incident = self.app.confirm_arrival(&caller, &req.incident_id, &req.unit_id).await.map_err(status)?;
         ok(wire::incident_to_pb(&incident))
     }
 

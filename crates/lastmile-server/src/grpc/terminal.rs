@@ -55,8 +55,9 @@ impl UnitTerminal for TerminalService {
         let caller = caller(&self.app, &request)?;
         let req = request.get_ref();
         let unit_status = wire::unit_status("status", req.status).map_err(status)?;
+        let fix = wire::status_fix(req);
         let unit =
-            self.app.report_status(&caller, &req.unit_id, unit_status, &req.incident_id).await.map_err(status)?;
+            self.app.report_status(&caller, &req.unit_id, unit_status, &req.incident_id, fix).await.map_err(status)?;
         Ok(Response::new(pb::ReportStatusResponse { unit: Some(wire::unit_to_pb(&unit)) }))
     }
 

@@ -68,7 +68,7 @@ pub async fn get_incident(
     Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Answer {
-    Ok(ok(incident(&g.app.get_incident(&caller, &path(id)?)?)))
+    Ok(ok(incident(&timed(&g, g.app.get_incident(&caller, &path(id)?)).await?)))
 }
 
 /// `GET /v1/incidents?status=&page_size=&page_token=`.
@@ -78,7 +78,7 @@ pub async fn list_incidents(
     q: Result<Query<json::ListIncidentsQuery>, QueryRejection>,
 ) -> Answer {
     let req = wire::list_incidents(pb::ListIncidentsRequest::from(query(q)?))?;
-    let page = g.app.list_incidents(&caller, &req)?;
+    let page = timed(&g, g.app.list_incidents(&caller, &req)).await?;
     Ok(ok(json::ListIncidentsResponse::from(wire::list_incidents_to_pb(&page))))
 }
 
@@ -174,4 +174,27 @@ pub async fn release_unit(
 ) -> Answer {
     let released = timed(&g, g.app.release_unit(&caller, &path(id)?, &body.reason)).await?;
     Ok(ok(json::UnitResponse { unit: unit(&released) }))
+}
+
+/// `GET /v1/incidents/{id}/timeline`: every state change, in order.
+pub async fn incident_timeline(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let id = path(id)?;
+    let entries = timed(&g, g.app.incident_timeline(&caller, &id)).await?;
+    Ok(ok(json::IncidentTimeline::from(wire::timeline_to_pb(&id, &entries))))
+}
+
+/// `POST /v1/incidents/{id}/confirm-arrival`: a dispatcher confirms an
+/// arrival its position did not verify.
+pub async fn confirm_arrival(
+    State(g): State<Gateway>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<json::ConfirmArrivalBody>,
+) -> Answer {
+    let confirmed = timed(&g, g.app.confirm_arrival(&caller, &path(id)?, &body.unit_id)).await?;
+    Ok(ok(incident(&confirmed)))
 }

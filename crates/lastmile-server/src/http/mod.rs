@@ -80,6 +80,8 @@ pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Ro
         .route("/v1/incidents/{id}", get(get_incident))
         .route("/v1/incidents/{id}/close", post(close_incident))
         .route("/v1/incidents/{id}/assign", post(assign_unit))
+        .route("/v1/incidents/{id}/timeline", get(incident_timeline))
+        .route("/v1/incidents/{id}/confirm-arrival", post(confirm_arrival))
         .route("/v1/dispatch/preview", post(preview_dispatch))
         .route("/v1/units", get(list_units))
         .route("/v1/units/{id}", get(get_unit).put(upsert_unit))

@@ -1,5 +1,6 @@
 //! Where the core's effects go, except storage: the live feed, the
-//! terminals' page queues and the timer channel. [`Sinks`] is handed to the
+//! terminals' page queues, the open incidents' timelines and the timer
+//! channel. [`Sinks`] is handed to the
 //! core (through [`crate::app::work::Work`], which adds the journal) while it
 //! holds an incident's lock, so nothing here blocks or waits: the feed is a
 //! ring buffer plus a broadcast channel, a page is a `try_send`, a timer is a
@@ -10,6 +11,7 @@
 
 pub mod feed;
 pub mod terminals;
+pub mod timeline;
 
 use lastmile_core::effects::{Event, PageOrder, Timer};
 use tokio::sync::mpsc;
@@ -17,10 +19,13 @@ use tokio::sync::mpsc;
 use crate::config::LastmileConfig;
 pub use feed::{Feed, FeedEvent, SharedEvent, Subscription};
 pub use terminals::{Page, PageItem, Terminals};
+pub use timeline::{SERVER_ACTOR, TimelineEntry, Timelines};
 
 pub struct Sinks {
     pub feed: Feed,
     pub terminals: Terminals,
+    /// The open incidents' timelines.
+    pub timelines: Timelines,
     /// To the timer task. Unbounded by type but bounded by the state: at
     /// most one deadline per tier, one acknowledgement timer per page and one
     /// return timer per unit (`limits.max_incidents` x tiers x pages +
@@ -39,6 +44,7 @@ impl Sinks {
         let sinks = Sinks {
             feed: Feed::new(config.feed.history_events, config.feed.subscriber_buffer_events, first_seq),
             terminals: Terminals::new(config.terminals.page_buffer),
+            timelines: Timelines::new(config.limits.max_timeline_entries),
             timers,
             tiers: config.dispatch.tiers.clone(),
         };
