@@ -405,6 +405,18 @@ async fn refusals_carry_the_json_error_body_and_the_grpc_meaning() {
     let too_large = post_raw(addr, "/v1/incidents", &big).await;
     refused(&doc, "/v1/incidents", "post", &too_large, 413, "RESOURCE_EXHAUSTED", "http.max_body_bytes");
 
+    // Nothing of it was stored.
+    let all = conforms(&doc, "/v1/incidents", "get", &get(addr, "/v1/incidents").await, 200);
+    assert!(all["incidents"].as_array().unwrap().is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_ids_bad_queries_and_routes_are_refused_in_json() {
+    let server = TestServer::start().await;
+    let addr = server.http_addr;
+    let doc = openapi(addr).await;
+    let mut grpc = server.client().await;
     // Unknown ids: NOT_FOUND, as over gRPC.
     let missing = get(addr, "/v1/incidents/inc-999999").await;
     let message = refused(&doc, "/v1/incidents/{id}", "get", &missing, 404, "NOT_FOUND", "inc-999999");
@@ -451,9 +463,6 @@ async fn refusals_carry_the_json_error_body_and_the_grpc_meaning() {
     let allow = wrong_method.header("allow").unwrap_or_default().to_string();
     assert!(allow.contains("GET") && allow.contains("POST"), "allow: {allow:?}");
 
-    // Nothing of it was stored.
-    let all = conforms(&doc, "/v1/incidents", "get", &get(addr, "/v1/incidents").await, 200);
-    assert!(all["incidents"].as_array().unwrap().is_empty());
     server.shutdown().await;
 }
 

@@ -48,8 +48,16 @@ fn unit(tier: &str) -> Value {
     json!({"name": "对比测试消防站", "tier": tier, "home": {"lat": 28.581, "lng": 121.371}, "town": "路桥街道", "crew": 4})
 }
 
-/// The table: (what, the operation, the code expected; None = success).
-fn cases() -> Vec<(&'static str, Op, Option<ErrorCode>)> {
+/// One case: what, the operation, the code expected (None = success).
+type Case = (&'static str, Op, Option<ErrorCode>);
+
+/// The table, in the order the steps run.
+fn cases() -> Vec<Case> {
+    [incident_cases(), unit_cases(), closing_cases()].concat()
+}
+
+/// Reports, reads and previews.
+fn incident_cases() -> Vec<Case> {
     use ErrorCode::*;
     vec![
         ("ping", Op::Ping, None),
@@ -93,6 +101,13 @@ fn cases() -> Vec<(&'static str, Op, Option<ErrorCode>)> {
             None,
         ),
         ("preview without a location", Op::Preview(json!({"kind": "FLOOD", "severity": 2})), Some(InvalidArgument)),
+    ]
+}
+
+/// The fleet and the dispatcher's overrides.
+fn unit_cases() -> Vec<Case> {
+    use ErrorCode::*;
+    vec![
         ("list units of tier 10", Op::ListUnits(json!({"tier": "TIER_10", "page_size": 2})), None),
         ("list units by the tier's minutes", Op::ListUnits(json!({"tier": "5", "page_size": 1})), None),
         ("get unit", Op::GetUnit("T10-01"), None),
@@ -128,6 +143,13 @@ fn cases() -> Vec<(&'static str, Op, Option<ErrorCode>)> {
         ),
         ("release", Op::Release("T10-PARITY", json!({"reason": "not needed"})), None),
         ("release a free unit", Op::Release("T10-PARITY", json!({})), Some(FailedPrecondition)),
+    ]
+}
+
+/// The timeline, arrivals and closing.
+fn closing_cases() -> Vec<Case> {
+    use ErrorCode::*;
+    vec![
         ("timeline", Op::Timeline("inc-000001"), None),
         ("timeline of an unknown incident", Op::Timeline("inc-999999"), Some(NotFound)),
         (
