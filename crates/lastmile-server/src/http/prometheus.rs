@@ -94,6 +94,18 @@ fn census(out: &mut Exposition, app: &App) {
         "Units by tier and status.",
         units.iter().map(|(tier, status, n)| (vec![("tier", tier.as_str()), ("status", *status)], *n as f64)),
     );
+    out.single(
+        "lastmile_history_in_memory",
+        "gauge",
+        "Closed incidents held in memory (history.memory_incidents); with SQLite, older ones are in the journal.",
+        app.history.in_memory() as f64,
+    );
+    out.single(
+        "lastmile_timeline_entries_dropped_total",
+        "counter",
+        "State changes not added to a full timeline (limits.max_timeline_entries); the feed still had them.",
+        app.sinks.timelines.dropped.load(Ordering::Relaxed) as f64,
+    );
     let feed = &app.sinks.feed;
     out.single(
         "lastmile_feed_watchers",
