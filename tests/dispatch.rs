@@ -269,6 +269,26 @@ async fn health_and_reflection_serve_generic_tools() {
     assert!(names.contains(&"lastmile.v1.Dispatch".to_string()), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
 
+    // The older protocol too (grpcurl before 1.8 and GUI clients speak only v1alpha).
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(server.channel().await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("lastmile.v1.Dispatch".into())),
+        };
+        let mut responses =
+            reflection.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("unexpected v1alpha reflection answer {response:?}");
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
+    }
+
     let mut client = server.client().await;
     client.ping(pb::PingRequest {}).await.unwrap();
 }
