@@ -38,12 +38,12 @@
 //!                 |
 //!                 |  core, under one incident's or unit's DashMap shard lock
 //!                 v
-//!        +--------+-----------+-----------------+------------------+
-//!        |        |           |                 |                  |
-//!   feed mutex  page queue  timer channel    journal sender mutex
-//!   (history +  per unit    (unbounded,      (ticket + std mpsc push)
-//!   broadcast)  mpsc,       bounded by              |
-//!        |      try_send    the state)              v
+//!        +--------+-----------+-----------+-----------+------------------+
+//!        |        |           |           |           |                  |
+//!   feed mutex  page queue  timer      timeline    history mutex   journal sender mutex
+//!   (ring +     per unit    channel    shard lock  (recently       (ticket + std mpsc push)
+//!   broadcast)  mpsc,       (unbounded, (DashMap)  closed map)            |
+//!        |      try_send    bounded by                                    v
 //!        |        |           |           journal writer THREAD
 //!        |        v           v           (batch, one txn + fsync,
 //!        |   terminal     timer task        watch<ticket> to waiters)
@@ -56,12 +56,15 @@
 //!                             (mutex) <- supervisor task
 //! ```
 //!
-//! Lock order: an incident's or unit's shard lock, then the feed mutex or
-//! the journal sender mutex (never both at once, never the other way). Each
-//! of the two is held for a few hundred nanoseconds: numbering an event,
-//! pushing it on the history ring and the broadcast; or one counter
-//! increment and one channel push. No I/O, no await and no other lock
-//! inside either. Everything else the core calls while it holds a lock
+//! Lock order: an incident's or unit's shard lock, then one of the feed
+//! mutex, a timeline shard lock, the history mutex or the journal sender
+//! mutex (one at a time, never the other way). Each is held for well under a
+//! microsecond: numbering an event and pushing it on the ring and the
+//! broadcast; pushing one timeline entry; inserting one closed incident (and
+//! dropping the oldest); one counter increment and one channel push. No I/O,
+//! no await and no other lock inside any of them. History reads from disk
+//! run on the blocking pool on their own SQLite connections, holding none of
+//! these. Everything else the core calls while it holds a lock
 //! (`try_send` of a page, a send on the unbounded timer channel) takes no
 //! lock of ours. The journal writer thread holds nothing while it commits;
 //! waiters wait on a `watch`, not a lock. Webhooks are fed by their own
