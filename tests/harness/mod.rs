@@ -2,6 +2,8 @@
 //! `lastmile_server::run` the binary runs) on 127.0.0.1:0, and hands out gRPC
 //! clients. Every test starts its own server; dropping it shuts the server down.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
