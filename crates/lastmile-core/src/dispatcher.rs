@@ -114,6 +114,18 @@ pub struct Reported<T = Incident> {
     pub duplicate: bool,
 }
 
+/// A unit a dispatcher could assign, with its ETA to the incident.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub unit: Unit,
+    pub distance_m: f64,
+    pub eta_s: u32,
+    pub within_target: bool,
+}
+
+/// How far [`Dispatcher::candidates`] looks: farther than any district.
+const CANDIDATE_REACH_M: f64 = 200_000.0;
+
 /// What a report would select now.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Preview {
@@ -655,6 +667,32 @@ impl Dispatcher {
     fn dispatchable(&self, status: UnitStatus) -> bool {
         status == UnitStatus::Available
             || (status == UnitStatus::Returning && self.config.escalation.dispatch_returning_units)
+    }
+
+    /// The `limit` nearest units of `tier` a dispatcher could assign to an
+    /// incident at `at` now (dispatchable, at any distance), nearest first:
+    /// which is also fastest first, and so within-target first.
+    pub fn candidates(&self, at: LatLng, tier: Tier, limit: usize) -> Vec<Candidate> {
+        let params = self.config.tiers.get(tier);
+        let index = read(&self.index[tier.index()]);
+        let mut found = Vec::with_capacity(limit.min(64));
+        for nearby in index.nearest(at, CANDIDATE_REACH_M) {
+            if found.len() == limit {
+                break;
+            }
+            let Some(unit) = self.units.get(&nearby.unit_id) else { continue };
+            if !self.dispatchable(unit.status) {
+                continue;
+            }
+            let eta_s = params.eta_s(nearby.distance_m);
+            found.push(Candidate {
+                unit: unit.clone(),
+                distance_m: nearby.distance_m,
+                eta_s,
+                within_target: eta_s <= params.target_s,
+            });
+        }
+        found
     }
 
     /// What a report at `at` would select now; reserves nothing.

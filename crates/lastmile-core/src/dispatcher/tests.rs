@@ -617,3 +617,20 @@ fn restore_counts_closed_sequences_and_frees_units_of_closed_incidents() {
     assert_eq!((restored.repaired, r.get_unit("T1-a").unwrap().status), (1, UnitStatus::Returning));
     r.check_invariants().unwrap();
 }
+
+#[test]
+fn candidates_are_the_nearest_dispatchable_units_of_the_tier() {
+    let d = dispatcher();
+    let at = ll(28.58, 121.37);
+    let found = d.candidates(at, Tier::T3, 10);
+    let ids: Vec<&str> = found.iter().map(|c| &*c.unit.id).collect();
+    assert_eq!(ids, ["T3-a", "T3-b"]);
+    assert!(found[0].distance_m < found[1].distance_m && found[0].eta_s <= found[1].eta_s);
+    assert!(found[0].within_target);
+    assert_eq!(d.candidates(at, Tier::T3, 1).len(), 1);
+    // A unit paged elsewhere is no candidate.
+    let fx = crate::effects::Recorder::default();
+    d.report(fire("c-1", at), Timestamp::from_unix_ms(0), &fx).unwrap();
+    let ids: Vec<String> = d.candidates(at, Tier::T3, 10).iter().map(|c| c.unit.id.to_string()).collect();
+    assert_eq!(ids, ["T3-b"]);
+}
