@@ -7,6 +7,10 @@
 //! - [`load`]: closed-loop, open-loop (coordinated-omission-correct) and burst drivers.
 //! - [`feed`]: replay of the live feed, the double-assignment check.
 //! - [`cpu`]: CPU time per phase and per operation (`/proc`).
+//! - [`fsync`]: the data folder's fdatasync latency, probed before the timed
+//!   phases of a durable run (the floor a durable request cannot beat).
+//! - [`fleet`]: `--fleet-scale`, the dataset's units replicated for the
+//!   in-process server.
 //! - [`report`] and [`svg`]: the table, the JSON and the latency chart.
 //!
 //! A run: start (or reach, with `--addr`) a server; subscribe to the live
@@ -18,6 +22,8 @@
 
 mod cpu;
 mod feed;
+mod fleet;
+mod fsync;
 mod load;
 mod report;
 mod scenario;
@@ -135,6 +141,15 @@ pub struct BenchArgs {
     /// as `lastmile serve --data-dir`). Default: in memory, whatever the config says.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// In-process server only: every unit of the dataset N times (copies
+    /// `ID-x2` .. `ID-xN`, each within ~100 m of the original, seeded), so
+    /// that at high concurrency most reports find every unit they need.
+    #[arg(long, default_value_t = 1)]
+    pub fleet_scale: usize,
+    /// With --data-dir: rounds of the fsync probe (4 KiB written and
+    /// fdatasync'ed in the data folder) timed before the load; 0: no probe.
+    #[arg(long, default_value_t = fsync::PROBE_ROUNDS)]
+    pub fsync_rounds: usize,
     /// In-process server only: every tier's `ack_timeout_s` (so silent crews
     /// are timed out, re-paged and escalated within a short run).
     #[arg(long)]
@@ -159,16 +174,21 @@ pub struct BenchArgs {
     pub chart: PathBuf,
 }
 
-/// One tier of a reply: tier, state at report time, and the units paged with
-/// whether each is within target.
-type TierAtReport = (i32, pb::TierState, Vec<(String, bool)>);
+/// One tier of a reply at report time.
+struct TierAtReport {
+    tier: i32,
+    state: pb::TierState,
+    /// Units the plan asks of the tier.
+    required: u32,
+    /// The units paged, with whether each is within target.
+    assigned: Vec<(String, bool)>,
+}
 
 /// What one reply said, kept small.
 struct Reported {
     incident_id: String,
     external_id: String,
     duplicate: bool,
-    /// (tier, state at report time, units paged with whether each is within target).
     tiers: Vec<TierAtReport>,
 }
 
@@ -178,7 +198,12 @@ fn reported(r: pb::ReportIncidentResponse) -> Reported {
         tiers: incident
             .tiers
             .iter()
-            .map(|t| (t.tier, t.state(), t.assignments.iter().map(|a| (a.unit_id.clone(), a.within_target)).collect()))
+            .map(|t| TierAtReport {
+                tier: t.tier,
+                state: t.state(),
+                required: t.required,
+                assigned: t.assignments.iter().map(|a| (a.unit_id.clone(), a.within_target)).collect(),
+            })
             .collect(),
         incident_id: incident.id,
         external_id: incident.external_id,
@@ -269,12 +294,22 @@ async fn list_units(client: &mut DispatchClient<Channel>) -> anyhow::Result<Vec<
     }
 }
 
-async fn list_incidents(client: &mut DispatchClient<Channel>) -> anyhow::Result<Vec<pb::Incident>> {
+/// Incidents reported at or after `from` (every status).
+async fn list_incidents(
+    client: &mut DispatchClient<Channel>,
+    from: std::time::SystemTime,
+) -> anyhow::Result<Vec<pb::Incident>> {
     let mut incidents = Vec::new();
     let mut page_token = String::new();
+    let reported_from = Some(prost_types::Timestamp::from(from));
     loop {
         let page = client
-            .list_incidents(pb::ListIncidentsRequest { page_size: 1000, page_token, ..Default::default() })
+            .list_incidents(pb::ListIncidentsRequest {
+                page_size: 1000,
+                page_token,
+                reported_from,
+                ..Default::default()
+            })
             .await
             .context("ListIncidents")?
             .into_inner();
@@ -327,7 +362,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let timed = Timed::run(&args, &setup).await?;
     let expected = expected_pages(&timed.report_run);
     fleet.settle_and_stop(&args, &expected, timed.deadline).await;
-    let read_back = read_back(&mut setup.control, &timed.report_run, &expected).await?;
+    let read_back = read_back(&mut setup.control, setup.started_at, &timed.report_run, &expected).await?;
     let checks = finish_checks(setup.server.as_mut(), feed, read_back).await?;
 
     let findings = Findings::new(&args, &setup, &timed, &fleet.log, &expected, &checks);
@@ -414,13 +449,26 @@ struct Setup {
     units: Vec<pb::Unit>,
     /// The run's reports, drawn before the load starts.
     incidents: Arc<Vec<pb::ReportIncidentRequest>>,
+    /// Wall-clock time the run started: the read-back lists incidents
+    /// reported from then on only (not a journal's earlier history).
+    started_at: std::time::SystemTime,
+    /// The data folder's fdatasync latency (durable in-process runs).
+    fsync: Option<fsync::FsyncProbe>,
 }
 
 impl Setup {
     async fn start(args: &BenchArgs) -> anyhow::Result<Setup> {
+        let started_at = std::time::SystemTime::now();
         let seed = seed(args);
         let run_tag = run_tag();
-        let (server, area) = start_server(args).await?;
+        let (server, area) = start_server(args, seed).await?;
+        let fsync = match (&server, &args.data_dir) {
+            (Some(_), Some(dir)) if args.fsync_rounds > 0 => {
+                let (dir, rounds) = (dir.clone(), args.fsync_rounds);
+                Some(tokio::task::spawn_blocking(move || fsync::probe(&dir, rounds)).await.context("fsync probe")??)
+            }
+            _ => None,
+        };
         let endpoint = match (&args.addr, &server) {
             (Some(addr), _) => check_loopback(addr)?,
             (None, Some(s)) => format!("http://{}", s.addr),
@@ -431,20 +479,28 @@ impl Setup {
         let mut control = DispatchClient::new(connect(&endpoint).await?);
         let units = list_units(&mut control).await?;
         let incidents = Arc::new(draw_incidents(args, seed, &run_tag, &area, &units)?);
-        Ok(Setup { seed, mode, connections, server, endpoint, control, units, incidents })
+        Ok(Setup { seed, mode, connections, server, endpoint, control, units, incidents, started_at, fsync })
     }
 }
 
 /// The district the incidents are drawn in, and the in-process server (none with --addr).
-async fn start_server(args: &BenchArgs) -> anyhow::Result<(Option<InProcess>, ServiceArea)> {
+async fn start_server(args: &BenchArgs, seed: u64) -> anyhow::Result<(Option<InProcess>, ServiceArea)> {
     let mut config = match &args.config {
         Some(path) => LastmileConfig::load(path)?,
         None => LastmileConfig::embedded()?,
     };
     let (_, area) = config.load_dataset()?;
     if args.addr.is_some() {
+        if args.fleet_scale != 1 {
+            bail!("--fleet-scale is for the in-process server (not with --addr)");
+        }
         return Ok((None, area));
     }
+    // Read once by the server's start-up below, deleted when this drops.
+    let _scaled = match args.fleet_scale {
+        1 => None,
+        n => Some(fleet::apply(&mut config, n, seed)?),
+    };
     if let Some(s) = args.ack_timeout_s {
         for tier in [
             &mut config.dispatch.tiers.t1,
@@ -582,7 +638,7 @@ fn crew_model(args: &BenchArgs, seed: u64) -> CrewModel {
 /// Whether every unit that the reports paged has received its page.
 fn all_paged(log: &PageLog, expected: &[(usize, &Reported)]) -> bool {
     expected.iter().all(|(_, r)| {
-        r.tiers.iter().flat_map(|t| &t.2).all(|(unit, _)| log.first_delivery(&r.incident_id, unit).is_some())
+        r.tiers.iter().flat_map(|t| &t.assigned).all(|(unit, _)| log.first_delivery(&r.incident_id, unit).is_some())
     })
 }
 
@@ -757,10 +813,13 @@ struct ReadBack {
 /// run's incidents in a defined state, and no unit held by two open incidents.
 async fn read_back(
     control: &mut DispatchClient<Channel>,
+    started_at: std::time::SystemTime,
     report_run: &PhaseRun<Reported>,
     expected: &[(usize, &Reported)],
 ) -> anyhow::Result<ReadBack> {
-    let listed = list_incidents(control).await?;
+    // A second of slack for a server whose clock reads a little behind ours.
+    let from = started_at.checked_sub(Duration::from_secs(1)).unwrap_or(started_at);
+    let listed = list_incidents(control, from).await?;
     let ours: HashSet<&str> = expected.iter().map(|(_, r)| r.incident_id.as_str()).collect();
     let by_id: HashMap<&str, &pb::Incident> = listed.iter().map(|i| (i.id.as_str(), i)).collect();
     let mut failures: Vec<String> = Vec::new();
@@ -889,6 +948,12 @@ struct PageTally {
     tiers_short: u64,
     units_paged: u64,
     units_within: u64,
+    /// Tiers that got fewer units than their plan asked (nobody free or in
+    /// reach), by tier.
+    tiers_unfilled: BTreeMap<i32, u64>,
+    /// Incidents whose every tier got all the units it asked for (within
+    /// target or by fallback).
+    incidents_every_tier_filled: u64,
 }
 
 impl PageTally {
@@ -904,6 +969,8 @@ impl PageTally {
             tiers_short: 0,
             units_paged: 0,
             units_within: 0,
+            tiers_unfilled: BTreeMap::new(),
+            incidents_every_tier_filled: 0,
         };
         for (i, r) in expected {
             tally.add(r, report_run.samples[*i].intended, log);
@@ -915,8 +982,13 @@ impl PageTally {
     fn add(&mut self, r: &Reported, intended: Instant, log: &PageLog) {
         let mut latest = None;
         let mut complete = true;
-        for (_, state, assigned) in &r.tiers {
+        let mut filled = true;
+        for TierAtReport { tier, state, required, assigned } in &r.tiers {
             self.tiers_total += 1;
+            if assigned.len() < *required as usize {
+                filled = false;
+                *self.tiers_unfilled.entry(*tier).or_default() += 1;
+            }
             match state {
                 pb::TierState::Paging => self.tiers_paging += 1,
                 pb::TierState::Short => self.tiers_short += 1,
@@ -931,6 +1003,7 @@ impl PageTally {
                 }
             }
         }
+        self.incidents_every_tier_filled += filled as u64;
         match latest {
             None if complete => self.incidents_without_units += 1,
             Some(at) if complete => {
@@ -1098,7 +1171,11 @@ impl Findings<'_> {
             "storage": self.storage,
             "incidents": args.incidents,
             "units": self.setup.units.len(),
+            "fleet_scale": args.fleet_scale,
+            "open_incidents_kept": args.open_incidents,
+            "terminals_on": !args.no_terminals,
             "connections": self.setup.connections,
+            "fsync": self.setup.fsync.as_ref().map(fsync::FsyncProbe::json),
             "ping": self.ping.json(),
             "report_incident": self.report.json(),
             "report_to_all_pages_delivered_us": latency_json(&self.pages.page_micros),
@@ -1143,6 +1220,8 @@ impl Findings<'_> {
             "incidents_fully_paged": pages.incidents_paged,
             "incidents_without_units": pages.incidents_without_units,
             "incidents_not_fully_paged": pages.not_fully_paged,
+            "incidents_every_tier_filled": pages.incidents_every_tier_filled,
+            "tiers_unfilled_at_report_by_tier": pages.tiers_unfilled.iter().map(|(t, n)| (t.to_string(), *n)).collect::<BTreeMap<_, _>>(),
             "tiers": pages.tiers_total,
             "tiers_paging_within_target_at_report": pages.tiers_paging,
             "tiers_short_at_report": pages.tiers_short,
@@ -1173,6 +1252,16 @@ impl Findings<'_> {
             self.setup.connections,
             self.setup.seed
         );
+        if let Some(f) = &self.setup.fsync {
+            println!(
+                "  fsync probe (data folder, before the load): {} rounds of {} B + fdatasync: p50 {}, p90 {}, max {}",
+                f.rounds,
+                fsync::PROBE_WRITE_BYTES,
+                fmt_us(f.p(0.5)),
+                fmt_us(f.p(0.9)),
+                fmt_us(f.micros.max())
+            );
+        }
         println!();
         println!("{}", report::HEADER);
         println!("{}", self.ping.row());
@@ -1219,6 +1308,12 @@ impl Findings<'_> {
             pages.incidents_paged,
             pages.incidents_without_units,
             pages.not_fully_paged
+        );
+        let unfilled: Vec<String> = pages.tiers_unfilled.iter().map(|(t, n)| format!("tier {t}: {n}")).collect();
+        println!(
+            "  every tier given all its units (in target or by fallback): {} incidents; tiers short of units: {}",
+            pages.incidents_every_tier_filled,
+            if unfilled.is_empty() { "none".to_string() } else { unfilled.join(", ") }
         );
         println!(
             "  tiers at report: {}; all required units within target (PAGING) {:.1}%, SHORT {:.1}%; units paged {}, within target {:.1}%",
