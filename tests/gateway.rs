@@ -508,6 +508,7 @@ async fn the_document_lists_every_enum_value_and_route() {
             "GET /v1/events",
             "GET /v1/incidents",
             "GET /v1/incidents/{id}",
+            "GET /v1/incidents/{id}/candidates",
             "GET /v1/incidents/{id}/timeline",
             "GET /v1/ping",
             "GET /v1/units",

@@ -457,6 +457,11 @@ impl Caller {
         self.0.as_deref()
     }
 
+    /// The role's name, or `anyone` (auth off).
+    pub fn role_name(&self) -> &'static str {
+        self.0.as_ref().map(|p| p.role.name()).unwrap_or("anyone")
+    }
+
     /// For logs: the token's name, or `anyone`.
     pub fn name(&self) -> &str {
         self.0.as_ref().map(|p| p.name.as_str()).unwrap_or("anyone")

@@ -314,6 +314,8 @@ pub enum ServerError {
     Listener(std::io::Error),
     #[error("{0}")]
     Tls(String),
+    #[error("console: {0}")]
+    Console(String),
 }
 
 /// Where the server listens: gRPC, and optionally the JSON/HTTP gateway.
@@ -492,8 +494,13 @@ pub async fn run_opened(
     let app = started.app.clone();
     // The gateway: its own task, stopped with the rest (`App::stop`), and
     // aborted if gRPC serving fails (the guard drops).
-    let mut gateway = http_listener.map(|http_listener| {
-        let router = http::router(app.clone(), started.webhooks.clone(), &config.http);
+    let router = match &http_listener {
+        Some(_) => {
+            Some(http::router(app.clone(), started.webhooks.clone(), &config.http).map_err(ServerError::Console)?)
+        }
+        None => None,
+    };
+    let mut gateway = http_listener.zip(router).map(|(http_listener, router)| {
         info!(addr = ?http_listener.local_addr().ok(), "lastmile serving the JSON/HTTP gateway");
         let stopped = app.stop.clone().cancelled_owned();
         let http_config = config.http.clone();

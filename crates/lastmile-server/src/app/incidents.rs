@@ -198,6 +198,26 @@ impl App {
         }
     }
 
+    /// The `limit` (at most 100) nearest units of `tier` a dispatcher could
+    /// assign to an open incident, with their ETA to it. Authorized as a
+    /// preview: it reads, and reserves nothing.
+    pub async fn candidates(
+        &self,
+        caller: &Caller,
+        incident_id: &str,
+        tier: Option<Tier>,
+        limit: u32,
+    ) -> Result<Vec<lastmile_core::dispatcher::Candidate>, AppError> {
+        self.authorize(caller, Operation::PreviewDispatch)?;
+        let incident_id = validate::required_id("incident_id", incident_id)?;
+        let tier = tier.ok_or_else(|| AppError::invalid("tier", "required: 1, 3, 5 or 10"))?;
+        if !(1..=100).contains(&limit) {
+            return Err(AppError::invalid("limit", format!("must be 1 to 100, got {limit}")));
+        }
+        let incident = self.dispatcher.get_incident(incident_id)?;
+        Ok(self.dispatcher.candidates(incident.location, tier, limit as usize))
+    }
+
     /// A dispatcher confirms an arrival its position did not verify.
     pub async fn confirm_arrival(
         &self,

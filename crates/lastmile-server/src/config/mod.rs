@@ -59,6 +59,9 @@ pub struct LastmileConfig {
     /// TLS for every listener; absent = plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// The dispatcher console in the browser (served by the HTTP listener).
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -240,6 +243,27 @@ pub struct RequestLimits {
     pub max_timeline_entries: usize,
 }
 
+/// `[console]`: the dispatchers' console, served at `/` by the HTTP
+/// listener (so only with the gateway on).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// The district's time zone (IANA name): the console shows times in it.
+    pub time_zone: String,
+    /// A signed-in browser's session lasts this long (then sign in again).
+    pub session_ttl_s: u64,
+    /// Sessions at once; one more sign-in is refused (RESOURCE_EXHAUSTED)
+    /// until one expires or signs out.
+    pub max_sessions: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig { enabled: true, time_zone: "Asia/Shanghai".into(), session_ttl_s: 43_200, max_sessions: 1_000 }
+    }
+}
+
 /// `[history]`: closed incidents and their timelines, apart from the live
 /// state.
 #[derive(Clone, Debug, Deserialize)]
@@ -348,6 +372,8 @@ impl LastmileConfig {
             ("history.prune_interval_s", self.history.prune_interval_s),
             ("history.prune_batch", self.history.prune_batch as u64),
             ("history.memory_incidents", self.history.memory_incidents as u64),
+            ("console.session_ttl_s", self.console.session_ttl_s),
+            ("console.max_sessions", self.console.max_sessions as u64),
             ("feed.history_events", self.feed.history_events as u64),
             ("feed.subscriber_buffer_events", self.feed.subscriber_buffer_events as u64),
             ("feed.max_watchers", self.feed.max_watchers as u64),
@@ -384,6 +410,13 @@ impl LastmileConfig {
         }
         if h.max_body_bytes < 1024 {
             return Err(self.invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        let tz = &self.console.time_zone;
+        if tz.is_empty() || tz.len() > 64 || !tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c)) {
+            return Err(self.invalid(
+                "console.time_zone",
+                format!("{tz:?} is not an IANA time zone name (e.g. \"Asia/Shanghai\")"),
+            ));
         }
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
         self.webhooks.validate(&webhooks::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
@@ -428,6 +461,11 @@ impl LastmileConfig {
                 std::fs::read_to_string(&full).map_err(|e| dataset_error(format!("{}: {e}", full.display())))
             }
         }
+    }
+
+    /// The text of a dataset file the config names (embedded or on disk).
+    pub fn dataset_file_text(&self, relative: &str) -> Result<String, ConfigError> {
+        self.read_dataset_file(relative)
     }
 
     /// Reads and validates the dataset the config names.

@@ -16,6 +16,8 @@
 //! - [`handlers`]: the Dispatch operations.
 //! - [`sse`]: `GET /v1/events`.
 //! - [`admin`]: webhook dead letters (role admin).
+//! - [`console`]: the dispatchers' console: its embedded files, map data and
+//!   browser sessions.
 //! - [`prometheus`]: the `/metrics` page.
 //! - [`error`]: refusals and their JSON body.
 //! - `openapi.json`: the document served at `GET /openapi.json`; the e2e
@@ -24,6 +26,7 @@
 //! [`router`] builds the routes; [`serve`] runs them on a listener.
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod handlers;
 pub mod prometheus;
@@ -57,21 +60,32 @@ pub struct Gateway {
     pub(crate) app: Arc<App>,
     /// For the admin routes and `/metrics`.
     pub(crate) webhooks: Arc<Webhooks>,
+    /// The console's map data and sessions.
+    pub(crate) console: Arc<console::Console>,
     max_body_bytes: usize,
     sse_keepalive: Duration,
 }
 
 /// The gateway's routes, as a router with its state applied, so callers can
 /// add layers and routes before serving it.
-pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Router {
+pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Result<Router, String> {
+    let console = Arc::new(console::Console::new(&app.config)?);
     let gateway = Gateway {
         app,
         webhooks,
+        console,
         max_body_bytes: config.max_body_bytes,
         sse_keepalive: Duration::from_secs(config.sse_keepalive_s),
     };
     use handlers::*;
-    Router::new()
+    let router = Router::new()
+        .route("/", get(console::index))
+        .route(
+            "/console/session",
+            get(console::get_session).post(console::post_session).delete(console::delete_session),
+        )
+        .route("/console/map", get(console::map))
+        .route("/v1/incidents/{id}/candidates", get(console::candidates))
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus::metrics))
         .route("/openapi.json", get(openapi))
@@ -98,7 +112,8 @@ pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Ro
         .layer(axum::middleware::map_response_with_state(gateway.clone(), count_response))
         // Bodies are read whole (JsonBody) under this limit; beyond it 413.
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .with_state(gateway)
+        .with_state(gateway);
+    Ok(router)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
@@ -304,24 +319,41 @@ async fn count_response(State(gateway): State<Gateway>, response: Response) -> R
     response
 }
 
-/// Every `/v1/` route needs a configured token (what the caller may do is
-/// the operation's check). The caller goes to the handler as a request
-/// extension; health, metrics and the document stay open.
+/// Every `/v1/` route (and the console's map) needs a caller: a bearer
+/// token, or a console session cookie (whose writes must carry the
+/// console's header); what the caller may do is the operation's check. The
+/// caller goes to the handler as a request extension; health, metrics, the
+/// document and the console's files stay open. A write from another
+/// origin is refused whatever it carries.
 async fn authenticate(
     State(gateway): State<Gateway>,
     mut request: Request,
     next: axum::middleware::Next,
 ) -> Result<Response, ApiError> {
-    if request.uri().path().starts_with("/v1/") {
-        let authorization = request.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        let caller = gateway.app.authenticate(authorization)?;
+    console::same_origin(&request)?;
+    let path = request.uri().path();
+    if path.starts_with("/v1/") || path == "/console/map" {
+        let caller = match request.headers().get(header::AUTHORIZATION) {
+            Some(authorization) => gateway.app.authenticate(Some(authorization.as_bytes()))?,
+            None => match gateway.console.session_caller(request.headers()) {
+                Some(caller) => {
+                    console::console_write(&request)?;
+                    caller
+                }
+                None => gateway.app.authenticate(None)?,
+            },
+        };
         request.extensions_mut().insert(caller);
     }
     Ok(next.run(request).await)
 }
 
-async fn unknown_route(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no route {}", uri.path()))
+/// A console file, or 404.
+async fn unknown_route(State(gateway): State<Gateway>, uri: axum::http::Uri) -> Response {
+    if let Some(file) = console::asset(&gateway, uri.path()) {
+        return file;
+    }
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no route {}", uri.path())).into_response()
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
