@@ -10,6 +10,7 @@
 # server with `--listen 127.0.0.1:0 --no-http`, times the ready line from just
 # before the start (so the binary's own load from disk counts), prints the
 # server's "recovered ... elapsed_ms" log line, then stops it with SIGINT.
+# WARM=1 skips the drop (a warm start, for comparison).
 set -euo pipefail
 
 dir=${1:?usage: benches/cold-start.sh DIR [BINARY]}
@@ -22,7 +23,9 @@ trap 'rm -rf "$work"' EXIT
 mkfifo "$work/stdout"
 
 sync
-if { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; then
+if [ "${WARM:-0}" = 1 ]; then
+  cache="warm (WARM=1: page cache not dropped)"
+elif { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; then
   cache="cold (page cache dropped)"
 else
   cache="WARM (drop_caches not permitted here)"

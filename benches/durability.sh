@@ -12,16 +12,17 @@
 #   benches/durability.sh [PAIRS] [BINARY]     (3, target/release/lastmile)
 #
 # Each durable run gets a fresh journal under $TMPDIR (deleted after it).
-# Environment: C1_INCIDENTS (3000), C64_INCIDENTS (20000), FLEET_SCALE (8),
-# OPEN_INCIDENTS (200), SEED (13510); OUT (a folder: keeps every run's JSON).
+# Environment: C1_INCIDENTS (3000), C64_INCIDENTS (10000), FLEET_SCALE (8),
+# OPEN_INCIDENTS (20), SEED (13510); OUT (a folder: keeps every run's JSON);
+# REUSE=1 with OUT: only print the checks of the runs already in OUT.
 set -euo pipefail
 
 pairs=${1:-3}
 bin=${2:-target/release/lastmile}
 c1_incidents=${C1_INCIDENTS:-3000}
-c64_incidents=${C64_INCIDENTS:-20000}
+c64_incidents=${C64_INCIDENTS:-10000}
 fleet_scale=${FLEET_SCALE:-8}
-open_incidents=${OPEN_INCIDENTS:-200}
+open_incidents=${OPEN_INCIDENTS:-20}
 seed=${SEED:-13510}
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
@@ -50,18 +51,20 @@ echo "  $bin ${c1[*]} [--data-dir FRESH]"
 echo "  $bin ${c64[*]} [--data-dir FRESH]"
 echo
 
-for i in $(seq 1 "$pairs"); do
-  run "c1-mem-$i" "${c1[@]}"
-  durable "c1-dur-$i" "${c1[@]}"
-done
-for i in $(seq 1 "$pairs"); do
-  run "c64-mem-$i" "${c64[@]}"
-  durable "c64-dur-$i" "${c64[@]}"
-done
+if [ "${REUSE:-0}" != 1 ]; then
+  for i in $(seq 1 "$pairs"); do
+    run "c1-mem-$i" "${c1[@]}"
+    durable "c1-dur-$i" "${c1[@]}"
+  done
+  for i in $(seq 1 "$pairs"); do
+    run "c64-mem-$i" "${c64[@]}"
+    durable "c64-dur-$i" "${c64[@]}"
+  done
+fi
 
 met1=0; met3=0
 echo "1. ReportIncident p50 at concurrency 1: durable <= in-memory + 1.5 x fsync p50 (same durable run)"
-printf '   %-4s %10s %10s %10s %10s %10s %8s  %s\n' pair mem_p50 fsync_p50 budget dur_p50 dur-mem met fully_paged(mem/dur)
+printf '   %-4s %10s %10s %10s %10s %10s %8s  %s\n' pair mem_p50 fsync_p50 budget dur_p50 dur-mem met 'fully paged (mem / dur)'
 for i in $(seq 1 "$pairs"); do
   m=$(j "c1-mem-$i" '.report_incident.latency_us.p50')
   d=$(j "c1-dur-$i" '.report_incident.latency_us.p50')
@@ -74,7 +77,7 @@ done
 echo "   met in $met1 of $pairs pairs"
 echo
 echo "3. ReportIncident throughput at concurrency 64 (fleet x$fleet_scale, $open_incidents kept open): durable >= 50% of in-memory"
-printf '   %-4s %10s %10s %8s %5s  %s  %s\n' pair mem/s dur/s ratio met fully_paged(mem/dur) cpu_per_report(mem/dur)
+printf '   %-4s %10s %10s %8s %5s  %s  %s\n' pair mem/s dur/s ratio met 'fully paged (mem / dur)' 'CPU per report (mem / dur)'
 for i in $(seq 1 "$pairs"); do
   m=$(j "c64-mem-$i" '.report_incident.throughput_per_s')
   d=$(j "c64-dur-$i" '.report_incident.throughput_per_s')
