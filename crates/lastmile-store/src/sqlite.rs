@@ -181,7 +181,10 @@ impl JournalStore for SqliteStore {
             let mut stmt = self
                 .conn
                 .prepare(
-                    "SELECT t.incident_seq, t.body FROM timeline t JOIN incidents i ON i.seq = t.incident_seq \
+                    // Driven from the live incidents (CROSS JOIN fixes the
+                    // order): a range of the timeline's primary key per open
+                    // incident, never a scan of every closed incident's rows.
+                    "SELECT t.incident_seq, t.body FROM incidents i CROSS JOIN timeline t ON t.incident_seq = i.seq \
                      ORDER BY t.incident_seq, t.n",
                 )
                 .map_err(self.err("cannot read"))?;
