@@ -85,8 +85,13 @@ impl History {
         if reader.incident(seq).map_err(store_error)?.is_none() {
             return Ok(None);
         }
+        // Each row holds one operation's entries (a JSON array).
         let rows = reader.timeline(seq).map_err(store_error)?;
-        rows.iter().map(|body| parse(body, "timeline entry")).collect::<Result<Vec<_>, _>>().map(Some)
+        let mut entries = Vec::new();
+        for body in &rows {
+            entries.extend(parse::<Vec<TimelineEntry>>(body, "timeline row")?);
+        }
+        Ok(Some(entries))
     }
 
     /// Closed incidents reported in `[from, to)` with a sequence number

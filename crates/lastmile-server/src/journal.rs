@@ -343,9 +343,11 @@ impl JournalOp {
         });
     }
 
-    /// One entry of an incident's timeline.
-    pub fn store_timeline(&self, incident_seq: u64, entry: &crate::sinks::TimelineEntry) {
-        self.store(Record::Timeline { incident_seq, n: entry.n, at_ms: entry.at.unix_ms, body: json(entry) });
+    /// Entries of an incident's timeline, in order, as one row (keyed by the
+    /// first entry's number; its body is the JSON array of the entries).
+    pub fn store_timeline(&self, incident_seq: u64, entries: &[&crate::sinks::TimelineEntry]) {
+        let Some(first) = entries.first() else { return };
+        self.store(Record::Timeline { incident_seq, n: first.n, at_ms: first.at.unix_ms, body: json(&entries) });
     }
 
     /// Ends the operation and waits until everything it changed is durable.

@@ -207,12 +207,12 @@ impl Parsed {
         }
         let mut timelines: Vec<(u64, Vec<sinks::TimelineEntry>)> = Vec::new();
         for (seq, body) in &recovered.timelines {
-            let entry = serde_json::from_slice(body).map_err(|e| {
-                ServerError::Recovery(format!("{location}: a stored timeline entry cannot be read: {e}"))
-            })?;
+            // One row per operation and incident: a JSON array of entries.
+            let rows: Vec<sinks::TimelineEntry> = serde_json::from_slice(body)
+                .map_err(|e| ServerError::Recovery(format!("{location}: a stored timeline row cannot be read: {e}")))?;
             match timelines.last_mut() {
-                Some((last, entries)) if last == seq => entries.push(entry),
-                _ => timelines.push((*seq, vec![entry])),
+                Some((last, entries)) if last == seq => entries.extend(rows),
+                _ => timelines.push((*seq, rows)),
             }
         }
         Ok(Parsed {

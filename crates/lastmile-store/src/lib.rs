@@ -11,7 +11,8 @@
 //!   never at start (but for the most recent few, for idempotency), and
 //!   pruned past a retention age ([`JournalStore::prune`]).
 //! - **the timeline**: every state change of every incident, appended in the
-//!   same commit as the change, numbered per incident.
+//!   same commit as the change, numbered per incident (one row per
+//!   operation and incident, keyed by its first entry's number).
 //!
 //! Every commit is one transaction and one fsync: a batch is there after a
 //! crash entirely or not at all.
@@ -36,7 +37,8 @@ pub enum Record {
     Unit { id: String, body: Vec<u8> },
     /// An incident closed: its final state leaves the live rows for history.
     Archive { seq: u64, reported_at_ms: i64, closed_at_ms: i64, body: Vec<u8> },
-    /// Entry `n` (0, 1, ...) of an incident's timeline.
+    /// Entries of an incident's timeline from number `n` on (one
+    /// operation's; the server decides the body's shape).
     Timeline { incident_seq: u64, n: u32, at_ms: i64, body: Vec<u8> },
 }
 

@@ -14,7 +14,7 @@ use super::App;
 use crate::error::AppError;
 use crate::history::{Closed, History};
 use crate::journal::JournalOp;
-use crate::sinks::{SERVER_ACTOR, Sinks};
+use crate::sinks::{SERVER_ACTOR, Sinks, TimelineEntry};
 
 /// What the core is handed for one operation.
 pub struct Work<'a> {
@@ -24,6 +24,30 @@ pub struct Work<'a> {
     actor: &'a str,
     /// None when the journal backend is memory (nothing is serialised then).
     journal: Option<JournalOp>,
+    /// The operation's timeline entries, journaled together when it ends:
+    /// one row per incident per operation, not one per entry. (Numbered as
+    /// they happen, under the incident's lock, so an operation that ends
+    /// later with lower numbers still lands in order.)
+    entries: std::sync::Mutex<Vec<(u64, TimelineEntry)>>,
+}
+
+impl<'a> Work<'a> {
+    fn new(app: &'a App, actor: &'a str, journal: Option<JournalOp>) -> Self {
+        Work { sinks: &app.sinks, history: &app.history, actor, journal, entries: Default::default() }
+    }
+
+    /// Sends the buffered timeline entries (one record per incident), then
+    /// hands back the journal operation to end.
+    fn end(self) -> Option<JournalOp> {
+        let op = self.journal?;
+        let mut entries = self.entries.into_inner().unwrap_or_else(|p| p.into_inner());
+        entries.sort_by_key(|(seq, e)| (*seq, e.n));
+        for group in entries.chunk_by(|a, b| a.0 == b.0) {
+            let entries: Vec<&TimelineEntry> = group.iter().map(|(_, e)| e).collect();
+            op.store_timeline(group[0].0, &entries);
+        }
+        Some(op)
+    }
 }
 
 impl App {
@@ -36,9 +60,9 @@ impl App {
             Some(journal) => Some(JournalOp::begin(journal).await?),
             None => None,
         };
-        let work = Work { sinks: &self.sinks, history: &self.history, actor, journal };
+        let work = Work::new(self, actor, journal);
         let result = change(&work);
-        if let Some(op) = work.journal {
+        if let Some(op) = work.end() {
             op.durable().await?;
         }
         Ok(result)
@@ -48,9 +72,9 @@ impl App {
     /// never waits for durability (nobody is waiting for an answer).
     pub(crate) fn internal_change(&self, change: impl FnOnce(&Work)) {
         let journal = self.journal.as_ref().map(JournalOp::internal);
-        let work = Work { sinks: &self.sinks, history: &self.history, actor: SERVER_ACTOR, journal };
+        let work = Work::new(self, SERVER_ACTOR, journal);
         change(&work);
-        if let Some(op) = work.journal {
+        if let Some(op) = work.end() {
             op.finish();
         }
     }
@@ -62,9 +86,9 @@ impl Effects for Work<'_> {
     fn emit(&self, event: Event) {
         if let Some(seq) = event.incident_id.as_deref().and_then(parse_incident_id)
             && let Some(entry) = self.sinks.timelines.append(seq, &event, self.actor)
-            && let Some(op) = &self.journal
+            && self.journal.is_some()
         {
-            op.store_timeline(seq, &entry);
+            self.entries.lock().unwrap_or_else(|p| p.into_inner()).push((seq, entry));
         }
         self.sinks.emit(event);
     }
