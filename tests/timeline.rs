@@ -227,3 +227,31 @@ async fn reports_and_closes_go_on_far_past_max_incidents_and_history_lists_them(
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Fixes are journaled together, not one commit each; but a position stream
+/// is answered only once its last fix is durable: a SIGKILL right after the
+/// answer loses nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_position_stream_survives_a_sigkill() {
+    let dir = temp_dir("positions");
+    let data_dir = [std::ffi::OsStr::new("--data-dir"), dir.as_os_str()];
+    let server = ServedBinary::start(data_dir);
+    let (_, mut terminal) = clients(server.endpoint()).await;
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let fixes: Vec<pb::PositionReport> = (1..=20)
+        .map(|i| pb::PositionReport {
+            unit_id: "T10-01".into(),
+            position: Some(pb::LatLng { lat: 28.55 + 0.001 * f64::from(i), lng: 121.40 }),
+            measured_at: Some(prost_types::Timestamp { seconds: now_s - 20 + i64::from(i), nanos: 0 }),
+        })
+        .collect();
+    let last = fixes.last().unwrap().position;
+    let answer = terminal.report_position(tokio_stream::iter(fixes)).await.unwrap().into_inner();
+    assert_eq!(answer.applied, 20, "{answer:?}");
+    drop(server); // SIGKILL
+    let server = ServedBinary::start(data_dir);
+    let (mut client, _) = clients(server.endpoint()).await;
+    let unit = client.get_unit(pb::GetUnitRequest { id: "T10-01".into() }).await.unwrap().into_inner();
+    assert_eq!(unit.position, last);
+    let _ = std::fs::remove_dir_all(&dir);
+}

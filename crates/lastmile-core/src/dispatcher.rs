@@ -759,6 +759,16 @@ impl Dispatcher {
         self.units.get(id).map(|u| u.clone()).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))
     }
 
+    /// Hands a unit's current state to `fx.store_unit`, under the unit's
+    /// lock (so no change made meanwhile can be stored before it and then
+    /// overwritten by this older copy). For changes applied without being
+    /// stored at once (coalesced position fixes).
+    pub fn store_unit_state(&self, id: &str, fx: &dyn Effects) -> Result<(), DispatchError> {
+        let unit = self.units.get(id).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))?;
+        fx.store_unit(&unit);
+        Ok(())
+    }
+
     /// Units ordered by id. `page_token` is the last id of the previous page.
     pub fn list_units(&self, filter: &UnitFilter, page_size: usize, page_token: Option<&str>) -> Page<Unit> {
         // Only ids are collected and ordered (a pointer copy each); only the

@@ -393,6 +393,8 @@ struct Started {
     _timers: AbortOnDrop,
     /// History retention (`[history]`).
     _pruner: AbortOnDrop,
+    /// Coalesced position fixes to the journal.
+    _positions: AbortOnDrop,
 }
 
 /// Starts the journal, the application, its timer task and the webhooks,
@@ -429,6 +431,7 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         stop: CancellationToken::new(),
         journal: journal.clone(),
         history,
+        unjournaled_positions: Default::default(),
         auth,
         metrics,
     });
@@ -448,7 +451,8 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
     app::timers::rearm(&app);
     let timers = AbortOnDrop(tokio::spawn(app::timers::run(app.clone(), armed)));
     let pruner = AbortOnDrop(tokio::spawn(app::retention::run(app.clone())));
-    Ok(Started { app, webhooks, follower, journal, _timers: timers, _pruner: pruner })
+    let positions = AbortOnDrop(tokio::spawn(app::positions::run(app.clone())));
+    Ok(Started { app, webhooks, follower, journal, _timers: timers, _pruner: pruner, _positions: positions })
 }
 
 /// Logs whether auth is on; with it off, loudly.
@@ -581,9 +585,12 @@ async fn serve_grpc(
 /// `webhooks.shutdown_flush_ms`; the rest is dead-lettered to the file),
 /// then closes the journal.
 async fn drain(started: Started) {
-    let Started { app, webhooks, follower, journal, _timers, _pruner } = started;
+    let Started { app, webhooks, follower, journal, _timers, _pruner, _positions } = started;
     drop(_timers);
     drop(_pruner);
+    drop(_positions);
+    // The fixes applied since the last flush, into the journal's last commit.
+    app.flush_positions();
     if let Some(follower) = follower {
         follower.finish(app.sinks.feed.last_seq()).await;
     }

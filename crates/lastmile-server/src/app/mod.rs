@@ -24,9 +24,11 @@
 //! - [`work`]: the unit of work.
 //! - [`timers`]: the one timer task.
 //! - [`retention`]: the history retention task.
+//! - [`positions`]: position fixes, journaled coalesced.
 
 pub mod feed;
 pub mod incidents;
+pub mod positions;
 pub mod retention;
 pub mod terminal;
 pub mod timers;
@@ -61,6 +63,9 @@ pub struct App {
     pub journal: Option<Arc<Journal>>,
     /// Closed incidents and their timelines.
     pub history: Arc<crate::history::History>,
+    /// Units whose last position fix is applied but not yet journaled
+    /// (see [`positions`]).
+    pub unjournaled_positions: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Who may call what.
     pub auth: crate::auth::Auth,
     /// Latencies and refusals.

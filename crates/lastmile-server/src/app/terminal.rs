@@ -41,6 +41,8 @@ pub struct PositionStream {
     caller: Caller,
     seen: u64,
     applied: u64,
+    /// The units this stream moved (made durable before it is answered).
+    units: Vec<String>,
 }
 
 impl App {
@@ -142,10 +144,15 @@ impl App {
         Ok((position, measured_at))
     }
 
+    /// The end of a position stream: its units' last fixes made durable.
+    pub async fn close_position_stream(&self, stream: PositionStream) -> Result<(), AppError> {
+        self.positions_durable(&stream.caller, &stream.units).await
+    }
+
     /// Opens a position stream for `caller` (one call of its rate).
     pub fn open_position_stream(&self, caller: &Caller) -> Result<PositionStream, AppError> {
         self.authorize(caller, Operation::ReportPosition)?;
-        Ok(PositionStream { caller: caller.clone(), seen: 0, applied: 0 })
+        Ok(PositionStream { caller: caller.clone(), seen: 0, applied: 0, units: Vec::new() })
     }
 
     /// One report of a stream. `Err` ends the stream (over the token's
@@ -168,15 +175,24 @@ impl App {
                 stream.applied
             )));
         }
-        let applied = self
-            .change(stream.caller.name(), |work| -> Result<bool, AppError> {
-                let position = report.position.ok_or_else(|| AppError::invalid("position", "required"))?;
-                validate::required_id("unit_id", &report.unit_id)?;
-                let now = self.now();
-                let (position, measured_at) = self.fix(position, report.measured_at, now)?;
-                Ok(self.dispatcher.report_position(&report.unit_id, position, measured_at, now, work)?)
-            })
-            .await?;
+        // Applied at once, journaled coalesced (see `positions`).
+        let apply = |work: &super::work::Work| -> Result<bool, AppError> {
+            let position = report.position.ok_or_else(|| AppError::invalid("position", "required"))?;
+            validate::required_id("unit_id", &report.unit_id)?;
+            let now = self.now();
+            let (position, measured_at) = self.fix(position, report.measured_at, now)?;
+            Ok(self.dispatcher.report_position(&report.unit_id, position, measured_at, now, work)?)
+        };
+        let applied = match &self.journal {
+            Some(_) => self.apply_unjournaled(stream.caller.name(), apply),
+            None => self.change(stream.caller.name(), apply).await?,
+        };
+        if matches!(applied, Ok(true)) {
+            self.position_pending(&report.unit_id);
+            if !stream.units.contains(&report.unit_id) {
+                stream.units.push(report.unit_id.clone());
+            }
+        }
         Ok(match applied {
             Ok(true) => {
                 stream.applied += 1;

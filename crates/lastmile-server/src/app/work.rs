@@ -68,6 +68,13 @@ impl App {
         Ok(result)
     }
 
+    /// A change applied in memory and not journaled by itself (a position
+    /// fix: see `positions`); its feed events go out as usual.
+    pub(crate) fn apply_unjournaled<T>(&self, actor: &str, change: impl FnOnce(&Work) -> T) -> T {
+        let work = Work::new(self, actor, None);
+        change(&work)
+    }
+
     /// A change the server makes itself (a timer firing): never refused,
     /// never waits for durability (nobody is waiting for an answer).
     pub(crate) fn internal_change(&self, change: impl FnOnce(&Work)) {

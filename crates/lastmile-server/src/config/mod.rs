@@ -143,6 +143,9 @@ pub struct JournalConfig {
     pub max_pending_ops: usize,
     pub max_batch_records: usize,
     pub enqueue_timeout_ms: u64,
+    /// Position fixes are journaled together this often (ms), not one
+    /// commit each; a crash loses at most this much of a unit's track.
+    pub position_flush_ms: u64,
 }
 
 /// Where the journal lives; the server opens it through one resolver
@@ -181,6 +184,12 @@ struct RawJournalConfig {
     max_pending_ops: usize,
     max_batch_records: usize,
     enqueue_timeout_ms: u64,
+    #[serde(default = "default_position_flush_ms")]
+    position_flush_ms: u64,
+}
+
+fn default_position_flush_ms() -> u64 {
+    1000
 }
 
 #[derive(Deserialize)]
@@ -209,6 +218,7 @@ impl TryFrom<RawJournalConfig> for JournalConfig {
             max_pending_ops: raw.max_pending_ops,
             max_batch_records: raw.max_batch_records,
             enqueue_timeout_ms: raw.enqueue_timeout_ms,
+            position_flush_ms: raw.position_flush_ms,
         })
     }
 }
@@ -383,6 +393,7 @@ impl LastmileConfig {
             ("journal.max_pending_ops", self.journal.max_pending_ops as u64),
             ("journal.max_batch_records", self.journal.max_batch_records as u64),
             ("journal.enqueue_timeout_ms", self.journal.enqueue_timeout_ms),
+            ("journal.position_flush_ms", self.journal.position_flush_ms),
             ("http.sse_keepalive_s", self.http.sse_keepalive_s),
             ("http.max_connections", self.http.max_connections as u64),
             ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),

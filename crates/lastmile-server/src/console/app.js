@@ -56,8 +56,11 @@ function translateAll() {
   showWhoami();
 }
 
+let sessionKnown = false;
+
 function showWhoami() {
   const s = state.session;
+  if (!sessionKnown) return;
   $('#whoami').textContent = s.auth ? t('signed_in_as', { name: s.name, role: roleLabel(s.role) }) : roleLabel(s.role);
   $('#whoami').dataset.role = s.role;
 }
@@ -107,12 +110,19 @@ board.create($('#board'));
 detail.create($('#detail'), notify);
 unitsView.create($('#units'), notify);
 
+let focused = null;
+
 state.onFlush((ch) => {
   board.flush(ch);
   unitsView.flush(ch);
   detail.flush(ch);
   mapView.flush(ch);
-  if (ch.selection && state.selection.incident) mapView.focusIncident(state.selection.incident);
+  const inc = state.selection.incident;
+  if (ch.selection && inc && inc.id !== focused) {
+    focused = inc.id;
+    mapView.focusIncident(inc);
+  }
+  if (!state.selection.id) focused = null;
 });
 state.onTick((now) => {
   board.tick(now);
@@ -238,6 +248,7 @@ async function readSession() {
   state.session.role = s.role ?? 'anyone';
   state.session.timeZone = s.time_zone || 'Asia/Shanghai';
   setTimeZone(state.session.timeZone);
+  sessionKnown = !s.auth || !!s.signed_in;
   return s;
 }
 

@@ -29,6 +29,9 @@ let buffer = null;
 let reconnectTimer = 0;
 let reconnectDelay = 1000;
 let wasLost = false;
+/** The state was not read since the feed was last lost for good: a stream
+ * that opens now must not be taken as live before it is read again. */
+let stale = false;
 let hooks = { connection() {}, event() {}, loaded() {} };
 
 /** hooks.connection(state, labelKey): 'live' | 'lost' | 'resyncing'.
@@ -98,6 +101,7 @@ function open() {
     console.warn(`console: the feed ended: ${why}`);
     es.close();
     source = null;
+    stale = true;
     resync();
   });
   es.onerror = () => {
@@ -107,6 +111,7 @@ function open() {
     if (es.readyState === EventSource.CLOSED) {
       // The server refused to resume (or the session is gone): read again.
       source = null;
+      stale = true;
       scheduleResync();
     }
   };
@@ -114,6 +119,10 @@ function open() {
     if (source !== es) return;
     reconnectDelay = 1000;
     if (buffer) return; // a resync is reading; it reports when done
+    if (stale) {
+      resync(true);
+      return;
+    }
     if (wasLost) {
       wasLost = false;
       hooks.connection('live', 'conn_resynced');
@@ -154,25 +163,33 @@ function waitOpen(es, ms) {
 
 let resyncing = null;
 
-/** Follows the feed from now and reads the state again. */
-export function resync() {
+/** Follows the feed from now and reads the state again; `reuse`: the
+ * current stream has just opened from now, keep it. */
+export function resync(reuse = false) {
   if (resyncing) return resyncing;
+  clearTimeout(reconnectTimer);
+  reconnectTimer = 0;
   resyncing = (async () => {
     hooks.connection('resyncing', 'conn_resyncing');
-    if (source) source.close();
-    source = null;
     buffer = [];
-    lastSeq = 0; // a fresh stream carries only new events, whatever their numbers
     let opened = false;
-    if (state.caps.feed) {
-      const es = open();
-      opened = await waitOpen(es, 5000);
+    if (reuse && source?.readyState === EventSource.OPEN) {
+      opened = true;
+    } else {
+      if (source) source.close();
+      source = null;
+      lastSeq = 0; // a fresh stream carries only new events, whatever their numbers
+      if (state.caps.feed) {
+        const es = open();
+        opened = await waitOpen(es, 5000);
+      }
     }
     try {
       await load();
     } catch (err) {
       buffer = null;
       resyncing = null;
+      stale = true;
       wasLost = true;
       hooks.connection('lost', 'conn_lost');
       if (err.status !== 401) scheduleResync();
@@ -180,6 +197,7 @@ export function resync() {
     }
     const held = buffer;
     buffer = null;
+    stale = false;
     for (const ev of held) apply(ev);
     resyncing = null;
     hooks.loaded();

@@ -149,7 +149,7 @@ const en = {
   conn_no_feed: 'No live feed (not allowed for this role)',
   board: 'Incident board',
   board_empty: 'No open incidents',
-  board_count: '{n} open incidents',
+  board_count: 'open: {n}',
   detail: 'Incident detail',
   detail_empty: 'Select an incident on the board or the map.',
   units: 'Unit board',

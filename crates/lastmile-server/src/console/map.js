@@ -412,7 +412,7 @@ function updateSelection() {
       selectedLines.delete(unitId);
     }
   }
-  const at = inc ? [inc.location.lat, inc.location.lng] : null;
+  const at = inc && inc.status === 'OPEN' ? [inc.location.lat, inc.location.lng] : null;
   for (const [unitId, tier] of wanted) {
     const u = state.units.get(unitId);
     const ll = u ? unitLatLng(u) : null;

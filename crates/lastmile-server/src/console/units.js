@@ -14,7 +14,8 @@ const SETTABLE = ['OUT_OF_SERVICE', 'AVAILABLE'];
 let els = {};
 let notify = () => {};
 const rows = new Map();
-let towns = new Set();
+const towns = new Set();
+let townsChanged = false;
 
 export function create(root, notifier) {
   notify = notifier;
@@ -117,51 +118,58 @@ function filters() {
   };
 }
 
+// Only the rows that pass the filters are in the document (so that a
+// selector over the rows finds the filtered ones only); `shown` is that set.
+let shown = new Set();
+
 function applyFilters() {
   const f = filters();
-  let shown = 0;
-  for (const tr of rows.values()) {
-    const ok = matches(tr, f);
-    if (tr.hidden === ok) tr.hidden = !ok;
-    if (ok) shown++;
+  const next = new Set();
+  const ordered = [];
+  for (const u of [...state.units.values()].sort(compareUnits)) {
+    const row = rows.get(u.id);
+    if (row && matches(row, f)) {
+      next.add(u.id);
+      ordered.push(row);
+    }
   }
-  setText(els.count, t('units_count', { shown, total: rows.size }));
+  shown = next;
+  els.body.replaceChildren(...ordered);
+  setText(els.count, t('units_count', { shown: shown.size, total: rows.size }));
 }
 
 export function flush(ch) {
   if (!els.body) return;
-  let added = false;
+  let rebuild = !!ch.all;
+  const f = filters();
   const ids = ch.all ? new Set([...state.units.keys(), ...ch.units]) : ch.units;
   for (const id of ids) {
     const u = state.units.get(id);
-    const tr = rows.get(id);
+    const row = rows.get(id);
     if (!u) {
-      if (tr) {
-        tr.remove();
+      if (row) {
         rows.delete(id);
-        added = true;
+        rebuild = true;
       }
       continue;
     }
-    if (tr) patchRow(tr, u);
-    else {
+    if (row) {
+      patchRow(row, u);
+      if (matches(row, f) !== shown.has(id)) rebuild = true;
+    } else {
       rows.set(id, buildRow(u));
-      added = true;
+      rebuild = true;
       if (u.town && !towns.has(u.town)) {
         towns.add(u.town);
-        towns.changed = true;
+        townsChanged = true;
       }
     }
   }
-  if (added) {
-    const sorted = [...state.units.values()].sort(compareUnits);
-    els.body.replaceChildren(...sorted.map((u) => rows.get(u.id)).filter(Boolean));
-    if (towns.changed) {
-      towns.changed = false;
-      fillTowns();
-    }
+  if (townsChanged) {
+    townsChanged = false;
+    fillTowns();
   }
-  if (added || ids.size || ch.all) applyFilters();
+  if (rebuild) applyFilters();
 }
 
 async function onSetStatus(e) {
@@ -188,13 +196,10 @@ export function setAllowed(listAllowed) {
 
 export function retranslate() {
   fillStaticOptions();
-  for (const [id, tr] of rows) {
+  for (const id of [...rows.keys()]) {
     const u = state.units.get(id);
-    if (!u) continue;
-    const fresh = buildRow(u);
-    fresh.hidden = tr.hidden;
-    tr.replaceWith(fresh);
-    rows.set(id, fresh);
+    if (u) rows.set(id, buildRow(u));
+    else rows.delete(id);
   }
   applyFilters();
 }

@@ -92,6 +92,7 @@ impl UnitTerminal for TerminalService {
                 }
             }
         }
+        self.app.close_position_stream(positions).await.map_err(status)?;
         Ok(Response::new(answer))
     }
 }
