@@ -21,9 +21,10 @@
 // for 30 s drives the live feed at 100 events/s by toggling the pool's units
 // between OUT_OF_SERVICE and AVAILABLE (`POST /v1/units/{id}/status`, one
 // UNIT_STATUS_CHANGED event each), and reports:
-//   - the console's own figures, `window.lastmileConsole.stats()` (feed lag:
-//     an event's time on the server to its display; frame time), as
-//     median / p90 / max;
+//   - the console's own figures from `window.lastmileConsole.stats()`,
+//     sampled every 100 ms while the feed is driven: `feedLagMs` (now minus
+//     the server time of the last event the page applied) and `frameMs`
+//     (the page's last frame interval), as median / p90 / max;
 //   - frame times measured beside it by this script (requestAnimationFrame
 //     intervals during the driven window), median / p90 / max;
 //   - the feed rate actually driven.
@@ -169,8 +170,14 @@ async function main() {
     if (!hasStats) log('window.lastmileConsole.stats is not a function: only this script\'s frame times are reported');
     const statsBefore = hasStats ? await page.evaluate(() => window.lastmileConsole.stats()) : null;
 
-    // This script's own frame sampler for the driven window.
-    await page.evaluate(() => {
+    // Samples of stats() (its feed lag and frame time are values of the
+    // moment) every 100 ms, and this script's own frame sampler, for the
+    // driven window.
+    await page.evaluate((withStats) => {
+      window.__benchSamples = [];
+      if (withStats) {
+        window.__benchSampler = setInterval(() => window.__benchSamples.push(window.lastmileConsole.stats()), 100);
+      }
       const t = (window.__benchFrames = { deltas: [], on: true, last: performance.now() });
       const tick = (now) => {
         t.deltas.push(now - t.last);
@@ -181,7 +188,7 @@ async function main() {
         t.last = now;
         requestAnimationFrame(tick);
       });
-    });
+    }, hasStats);
 
     // Drive the feed: RATE status toggles per second for SECONDS.
     const status = new Map(pool.map((id) => [id, 'OUT_OF_SERVICE']));
@@ -211,10 +218,13 @@ async function main() {
     await Promise.all(inflight);
     const driveS = (Date.now() - tDrive) / 1000;
     await new Promise((r) => setTimeout(r, 2000)); // let the last events arrive
-    const frames = await page.evaluate(() => {
+    const { frames, samples } = await page.evaluate(() => {
       window.__benchFrames.on = false;
-      return window.__benchFrames.deltas;
+      clearInterval(window.__benchSampler);
+      return { frames: window.__benchFrames.deltas, samples: window.__benchSamples };
     });
+    // Samples taken in the driven window only (the 2 s drain excluded).
+    const driven = samples.slice(0, Math.max(1, Math.floor((driveS * 1000) / 100)));
     const statsAfter = hasStats ? await page.evaluate(() => window.lastmileConsole.stats()) : null;
     await new Shots(90).take(page, 'bench-console-load');
 
@@ -224,8 +234,10 @@ async function main() {
       units: fleet.length,
       console_load_s: Number(loadS.toFixed(2)),
       drive: { seconds: Number(driveS.toFixed(1)), sent, ok, refused, events_per_s: Number((ok / driveS).toFixed(1)) },
-      console_stats: statsAfter ? summariseStats(statsAfter) : null,
-      console_stats_before_drive: statsBefore ? summariseStats(statsBefore) : null,
+      console_feed_lag_ms: quantiles(driven.map((x) => x.feedLagMs)),
+      console_frame_ms: quantiles(driven.map((x) => x.frameMs)),
+      console_events_received: statsAfter && statsBefore ? statsAfter.events - statsBefore.events : null,
+      console_stats_after: statsAfter ? summariseStats(statsAfter) : null,
       frame_ms_measured: quantiles(frames),
       page_problems: ui.problems.slice(0, 20),
     };
@@ -235,10 +247,12 @@ async function main() {
     } else {
       console.log(`console load: ${INCIDENTS} open incidents, ${fleet.length} units, feed driven at ${result.drive.events_per_s} events/s for ${result.drive.seconds} s (${ok} status changes, ${refused} refused)`);
       console.log(`  console loaded in ${result.console_load_s} s`);
-      if (result.console_stats) {
-        for (const [k, v] of Object.entries(result.console_stats)) console.log(`  stats() ${k}: ${fmt(v)}`);
+      if (hasStats) {
+        console.log(`  feed lag ms (stats().feedLagMs every 100 ms): ${fmt(result.console_feed_lag_ms)}`);
+        console.log(`  frame ms (stats().frameMs every 100 ms):      ${fmt(result.console_frame_ms)}`);
+        console.log(`  events received by the page while driven: ${result.console_events_received}`);
       }
-      console.log(`  frame ms (rAF, measured by the bench): ${fmt(result.frame_ms_measured)}`);
+      console.log(`  frame ms (requestAnimationFrame intervals, measured by the bench): ${fmt(result.frame_ms_measured)}`);
       if (ui.problems.length) console.log(`  the page reported ${ui.problems.length} problem(s), e.g. ${ui.problems[0]}`);
     }
   } finally {

@@ -94,7 +94,12 @@ export async function openConsole(browser, { viewport = { width: 1600, height: 1
       if (!/ERR_ABORTED/.test(f)) problems.push(`request failed: ${r.method()} ${r.url()} ${f}`);
     });
     p.on('response', (r) => {
-      if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.request().method()} ${r.url()}`);
+      if (r.status() < 400) return;
+      const line = `HTTP ${r.status()}: ${r.request().method()} ${r.url()}`;
+      r.text().then(
+        (body) => problems.push(`${line} ${body.slice(0, 300)}`),
+        () => problems.push(line),
+      );
     });
     p.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'console test' : undefined).catch(() => {}));
   };
@@ -149,7 +154,12 @@ export async function waitUntil(fn, { timeout = STEP_TIMEOUT_MS, interval = 250,
       lastError = e;
     }
     if (Date.now() > deadline) {
-      const m = typeof message === 'function' ? message(last) : message;
+      let m;
+      try {
+        m = await (typeof message === 'function' ? message(last) : message);
+      } catch (e) {
+        m = `(the failure message itself failed: ${e.message})`;
+      }
       throw new Error(`timed out after ${timeout} ms waiting for ${m}${lastError ? ` (last error: ${lastError.message})` : ''}`);
     }
     await new Promise((r) => setTimeout(r, interval));
@@ -216,4 +226,26 @@ export async function clickMapAt(page, lat, lng, fallback = { x: 0.5, y: 0.5 }) 
 export function describeProblems(problems, max = 20) {
   if (!problems.length) return '(the page reported no errors)';
   return `the page reported:\n  ${problems.slice(-max).join('\n  ')}`;
+}
+
+/**
+ * Whether the page's Leaflet map draws a layer with a point (a marker or a
+ * circle marker) within `radius` metres of lat/lng: true/false, or null
+ * when the map is not reachable (see INIT_SCRIPT).
+ */
+export async function mapHasPointNear(page, lat, lng, radius = 30) {
+  return page.evaluate(
+    ([la, ln, r]) => {
+      const m = window.__lastmileTest && window.__lastmileTest.map;
+      if (!m || typeof m.eachLayer !== 'function') return null;
+      let found = false;
+      m.eachLayer((layer) => {
+        if (found || typeof layer.getLatLng !== 'function') return;
+        const p = layer.getLatLng();
+        if (p && m.distance(p, [la, ln]) <= r) found = true;
+      });
+      return found;
+    },
+    [lat, lng, radius],
+  );
 }
