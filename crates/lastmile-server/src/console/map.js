@@ -3,7 +3,7 @@
 // colour per tier, filled or outlined by status) on a canvas of their own, and
 // above that the open incidents and the selected incident's lines to its
 // units. Each canvas redraws only when its own layers change, and unit
-// positions are applied at most every POSITION_MS, so a busy feed repaints
+// positions and statuses are applied at most every POSITION_MS, so a busy feed repaints
 // the unit canvas a few times a second rather than every frame. The canvases
 // take no mouse events: one hit test on the map's own events finds the
 // incident or unit under the pointer (tooltip, click) or else the grid cell.
@@ -469,14 +469,9 @@ export function flush(ch) {
       continue;
     }
     if (ch.all || ch.positions.has(id)) movedUnits.add(id);
-    if (ch.all || ch.units.has(id)) {
-      const style = unitStyle(u);
-      m.options.shape = style.shape;
-      m.setStyle(style);
-      m.setRadius(style.radius);
-    }
+    if (ch.all || ch.units.has(id)) restyledUnits.add(id);
   }
-  if (movedUnits.size) schedulePositions();
+  if (movedUnits.size || restyledUnits.size) schedulePositions();
   const incIds = new Set([...ch.incidents, ...ch.removed]);
   if (ch.all) for (const id of state.incidents.keys()) incIds.add(id);
   for (const id of incIds) updateIncidentMarker(id);
@@ -487,8 +482,9 @@ export function flush(ch) {
   if (ch.selection || ch.all || (state.selection.incident && incIds.has(state.selection.id))) updateSelection();
 }
 
-// Unit moves, applied together at most every POSITION_MS.
+// Unit moves and restyles, applied together at most every POSITION_MS.
 const movedUnits = new Set();
+const restyledUnits = new Set();
 let positionTimer = 0;
 let lastPositions = 0;
 
@@ -510,6 +506,16 @@ function applyPositions() {
     if (selectedLines.has(id)) linesMoved = true;
   }
   movedUnits.clear();
+  for (const id of restyledUnits) {
+    const u = state.units.get(id);
+    const m = unitMarkers.get(id);
+    if (!u || !m) continue;
+    const style = unitStyle(u);
+    m.options.shape = style.shape;
+    m.setStyle(style);
+    m.setRadius(style.radius);
+  }
+  restyledUnits.clear();
   if (linesMoved) updateSelection();
   if (hovered?.kind === 'unit' && hoverTooltip) {
     const m = unitMarkers.get(hovered.id);
