@@ -3,10 +3,12 @@
 // cross-site requests riding on the session cookie).
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfterS = null) {
     super(message);
     this.status = status;
     this.code = code;
+    /** Seconds the server asked to wait (429), or null. */
+    this.retryAfterS = retryAfterS;
   }
 }
 
@@ -43,7 +45,8 @@ async function request(method, path, body) {
   if (!res.ok) {
     const code = data?.error?.code ?? `HTTP_${res.status}`;
     const message = data?.error?.message ?? (text.slice(0, 200) || res.statusText);
-    const err = new ApiError(res.status, code, message);
+    const retry = Number(res.headers.get('Retry-After'));
+    const err = new ApiError(res.status, code, message, Number.isFinite(retry) && retry > 0 ? retry : null);
     if (res.status === 401 && !path.startsWith('/console/session')) {
       for (const fn of listeners.unauthenticated) fn(err);
     }

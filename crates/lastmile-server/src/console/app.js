@@ -273,6 +273,7 @@ async function boot() {
   $('#console').dataset.role = state.session.role;
   document.body.dataset.role = state.session.role;
   unitsView.setAllowed(state.caps.units);
+  $('#units').hidden = !state.caps.units;
   $('#board').hidden = !state.caps.incidents;
   $('#detail').hidden = !state.caps.incidents;
   mapView.create($('#map'));

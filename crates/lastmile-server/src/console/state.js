@@ -261,14 +261,20 @@ export function select(id) {
 }
 
 // Incident reads, coalesced: an event only says "this incident changed"; the
-// incident is read again once per burst, at most MAX_READS at a time, and read
-// once more if it changed again while being read.
+// incident is read again once per burst, at most MAX_READS at a time and
+// READS_PER_S a second (a token's calls are rate-limited, and every console
+// signed in with it shares its rate), and read once more if it changed again
+// while being read. A read refused for the rate (429) or unavailable (503)
+// is tried again after the server's Retry-After.
 const MAX_READS = 6;
+const READS_PER_S = 20;
 const COALESCE_MS = 60;
 const wanted = new Set();
 const reading = new Set();
 const again = new Set();
 let pumpTimer = 0;
+let readTokens = READS_PER_S;
+let tokensAt = performance.now();
 
 export function refreshIncident(id) {
   if (reading.has(id)) {
@@ -276,29 +282,44 @@ export function refreshIncident(id) {
     return;
   }
   wanted.add(id);
-  if (!pumpTimer) pumpTimer = setTimeout(pump, COALESCE_MS);
+  schedulePump(COALESCE_MS);
+}
+
+function schedulePump(ms) {
+  if (!pumpTimer) pumpTimer = setTimeout(pump, ms);
 }
 
 function pump() {
   pumpTimer = 0;
+  const now = performance.now();
+  readTokens = Math.min(READS_PER_S, readTokens + ((now - tokensAt) / 1000) * READS_PER_S);
+  tokensAt = now;
   for (const id of wanted) {
-    if (reading.size >= MAX_READS) break;
+    if (reading.size >= MAX_READS || readTokens < 1) break;
+    readTokens -= 1;
     wanted.delete(id);
     reading.add(id);
     readIncident(id);
   }
+  if (wanted.size && reading.size < MAX_READS) schedulePump(Math.ceil(((1 - readTokens) * 1000) / READS_PER_S) + 1);
 }
 
 async function readIncident(id) {
+  let retryMs = 0;
   try {
     putIncident(await api.incident(id));
   } catch (err) {
     if (err.status === 404) dropIncident(id);
+    else if (err.status === 429 || err.status === 503 || err.status === 0) retryMs = (err.retryAfterS ?? 1) * 1000;
     else if (err.status !== 401) console.warn(`console: reading ${id} failed: ${err.message}`);
   } finally {
     reading.delete(id);
-    if (again.delete(id)) wanted.add(id);
-    if (wanted.size && !pumpTimer) pumpTimer = setTimeout(pump, 0);
+    if (retryMs) {
+      setTimeout(() => refreshIncident(id), retryMs);
+    } else if (again.delete(id)) {
+      wanted.add(id);
+    }
+    if (wanted.size) schedulePump(0);
   }
 }
 
