@@ -632,6 +632,43 @@ describe('the dispatcher console (auth on)', { timeout: 420000 }, () => {
     await waitUntil(async () => /^zh/i.test(await lang()), { timeout: 5000, message: '<html lang> back to zh after #lang again' });
   });
 
+  it('gives an integration token a read-only view, and the server refuses its overrides', { timeout: 60000 }, async (t) => {
+    if (!requireState(t, 'other')) return;
+    const second = await openConsole(browser);
+    try {
+      const p = second.page;
+      await p.goto(`${server.baseUrl}/`);
+      await need(p, sel.signin, { what: 'the sign-in form (second browser)', problems: second.problems });
+      await p.locator(sel.signinToken).fill(cfg.tokens.integration);
+      await p.locator(sel.signinSubmit).click();
+      await need(p, sel.signin, { state: 'hidden', what: 'signed in with the integration token', problems: second.problems });
+      await waitReady(p, second.problems);
+      const session = await p.evaluate(() => fetch('/console/session').then((r) => r.json()));
+      assert.equal(session.role, 'integration', `GET /console/session: ${JSON.stringify(session)}`);
+      await (await need(p, sel.row(state.other), { what: `${state.other} on the integration's board`, problems: second.problems })).click();
+      await need(p, sel.detail, { what: '#detail for the integration token', problems: second.problems });
+      await need(p, sel.timelineEntry(), { what: "the incident's timeline (integration may read it)", problems: second.problems });
+      for (const action of [sel.closeSubmit, sel.assignTier, '#detail [data-testid="release"]', '#detail [data-testid="confirm-arrival"]']) {
+        assert.equal(await p.locator(action).first().isVisible().catch(() => false), false, `${action} is offered to an integration token`);
+      }
+      const setStatus = p.locator(`${sel.unitRow()} ${sel.setStatus}`);
+      for (const i of [...Array(Math.min(await setStatus.count(), 5)).keys()]) {
+        assert.ok(await setStatus.nth(i).isDisabled(), 'a unit status control is enabled for an integration token');
+      }
+      await shots.take(p, 'integration-read-only');
+      const close = await second.context.request.post(`${server.baseUrl}/v1/incidents/${state.other}/close`, {
+        data: { reason: 'not allowed' },
+        headers: { 'x-lastmile-console': '1' },
+        failOnStatusCode: false,
+      });
+      assert.equal(close.status(), 403, `server: the integration session's close answered ${close.status()}: ${await close.text()}`);
+      assert.equal((await apiIncident(state.other)).status, 'OPEN', `server: ${state.other} was closed by an integration token`);
+      assert.deepEqual(foreignRequests(second.requests, server.httpAddr).map((r) => r.url), [], 'the second browser loaded from elsewhere');
+    } finally {
+      await second.context.close().catch(() => {});
+    }
+  });
+
   it('signs out', async () => {
     await (await need(page, sel.signout, { what: 'the sign-out button', problems: ui.problems })).click();
     await need(page, sel.signin, { what: 'the sign-in form after signing out', problems: ui.problems });

@@ -1,7 +1,7 @@
 // Debian's chromium driven by playwright-core, a page that records every
 // request it makes and every error it shows, and numbered screenshots.
 
-import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -108,14 +108,21 @@ export async function openConsole(browser, { viewport = { width: 1600, height: 1
   return { context, page, requests, problems };
 }
 
-/** Numbered screenshots: tests/console/screenshots/NN-name.png. */
+/**
+ * Numbered screenshots: tests/console/screenshots/NN-name.png, numbers from
+ * `start`; a run first removes the older run's shots numbered start..end.
+ */
 export class Shots {
-  constructor(start = 1, dir = screenshotDir) {
+  constructor(start = 1, end = start + 38, dir = screenshotDir) {
     this.n = start;
     this.dir = dir;
     mkdirSync(dir, { recursive: true });
     const ignore = join(dir, '.gitignore');
     if (!existsSync(ignore)) writeFileSync(ignore, '*\n!.gitignore\n');
+    for (const name of readdirSync(dir)) {
+      const m = name.match(/^(\d+)-.*\.png$/);
+      if (m && Number(m[1]) >= start && Number(m[1]) <= end) rmSync(join(dir, name), { force: true });
+    }
   }
   async take(page, name) {
     const file = join(this.dir, `${String(this.n++).padStart(2, '0')}-${name}.png`);
