@@ -19,7 +19,9 @@ import {
   clickMapAt,
   describeProblems,
   foreignRequests,
+  hoverMapAt,
   launchBrowser,
+  mapLinesFrom,
   mapHasPointNear,
   metres,
   openConsole,
@@ -341,6 +343,43 @@ describe('the dispatcher console (auth on)', { timeout: 420000 }, () => {
     });
     state.drivenUnit = unit;
     await shots.take(page, 'unit-on-scene');
+  });
+
+  it("draws lines from the selected incident to its units, and names a grid cell's worker on hover", async (t) => {
+    if (!requireState(t, 'incident')) return;
+    await openDetail();
+    const incident = await apiIncident();
+    const active = incident.tiers.flatMap((x) => x.assignments).filter((a) => ['PAGED', 'ACKNOWLEDGED', 'ON_SCENE'].includes(a.state));
+    const lines = await waitUntil(
+      async () => {
+        const ends = await mapLinesFrom(page, state.location.lat, state.location.lng);
+        return ends === null || ends.length >= active.length - 1 ? ends ?? 'no map' : false;
+      },
+      { timeout: 10000, message: async () => `lines from ${state.incident} to its ${active.length} units: ${JSON.stringify(await mapLinesFrom(page, state.location.lat, state.location.lng))}` },
+    );
+    if (lines === 'no map') {
+      t.diagnostic('the Leaflet map is not reachable: lines and the grid tooltip were not checked');
+      return;
+    }
+    // Each line ends at one of the incident's units (the one on scene is at the incident itself).
+    for (const end of lines) {
+      const near = [];
+      for (const a of active) {
+        const p = await unitPosition(page, a.unit_id);
+        if (p) near.push(metres(p, end));
+      }
+      assert.ok(near.some((d) => d < 30), `a line from ${state.incident} ends at ${JSON.stringify(end)}, at none of its units`);
+    }
+    // LQ-G0054 (路北街道 士岙村), no unit within 490 m of its centre: its grid worker on hover.
+    const restore = await hoverMapAt(page, 28.602683, 121.331363);
+    try {
+      const tip = await need(page, '#map .leaflet-tooltip', { what: "a tooltip over grid cell LQ-G0054", problems: ui.problems });
+      const text = await tip.textContent();
+      assert.match(text, /郭桂红/, `the tooltip over LQ-G0054 does not name its grid worker 郭桂红（虚构）: ${JSON.stringify(text)}`);
+      await shots.take(page, 'grid-worker-hover');
+    } finally {
+      await restore();
+    }
   });
 
   it('assigns a unit from the candidates in the detail panel, then releases it', { timeout: 60000 }, async (t) => {

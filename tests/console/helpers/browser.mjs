@@ -256,3 +256,57 @@ export async function mapHasPointNear(page, lat, lng, radius = 30) {
     [lat, lng, radius],
   );
 }
+
+/**
+ * The lines the page's Leaflet map draws from near lat/lng: for each, its
+ * other end, as [{lat, lng}]; null when the map is not reachable.
+ */
+export async function mapLinesFrom(page, lat, lng, radius = 30) {
+  return page.evaluate(
+    ([la, ln, r]) => {
+      const m = window.__lastmileTest && window.__lastmileTest.map;
+      if (!m || typeof m.eachLayer !== 'function') return null;
+      const ends = [];
+      m.eachLayer((layer) => {
+        if (typeof layer.getLatLngs !== 'function' || typeof layer.getLatLng === 'function') return;
+        const pts = layer.getLatLngs();
+        if (!Array.isArray(pts) || pts.length !== 2 || Array.isArray(pts[0])) return; // lines only, not polygons
+        const [a, b] = pts;
+        if (m.distance(a, [la, ln]) <= r) ends.push({ lat: b.lat, lng: b.lng });
+        else if (m.distance(b, [la, ln]) <= r) ends.push({ lat: a.lat, lng: a.lng });
+      });
+      return ends;
+    },
+    [lat, lng, radius],
+  );
+}
+
+/**
+ * Moves the mouse over lat/lng on the page's Leaflet map, zoomed to `zoom`
+ * there; returns a function that restores the view, or null when the map is
+ * not reachable.
+ */
+export async function hoverMapAt(page, lat, lng, zoom = 15) {
+  const at = await page.evaluate(
+    ([la, ln, z]) => {
+      const m = window.__lastmileTest && window.__lastmileTest.map;
+      if (!m) return null;
+      window.__lastmileTest.view = { center: m.getCenter(), zoom: m.getZoom() };
+      m.setView([la, ln], z, { animate: false });
+      const p = m.latLngToContainerPoint([la, ln]);
+      return { x: p.x, y: p.y };
+    },
+    [lat, lng, zoom],
+  );
+  if (!at) return null;
+  const box = await page.locator('#map').boundingBox();
+  await page.mouse.move(box.x + at.x - 12, box.y + at.y - 6);
+  await page.mouse.move(box.x + at.x, box.y + at.y, { steps: 4 });
+  return async () => {
+    await page.mouse.move(box.x + 2, box.y + box.height - 2);
+    await page.evaluate(() => {
+      const t = window.__lastmileTest;
+      if (t.map && t.view) t.map.setView(t.view.center, t.view.zoom, { animate: false });
+    });
+  };
+}

@@ -1,6 +1,25 @@
 // The lastmile dispatcher console: boots the page (session, sign-in, the map's
 // base layers, the state and the live feed), wires the views to the state's
 // per-frame flush, and exposes a small hook for tests and benchmarks.
+//
+// Plain ES modules, no build step; every file is embedded in the binary
+// (listed in FILES) and served by the HTTP listener, so the page loads
+// nothing from anywhere else.
+//
+//   api.js     fetch() to the same origin; the console header on writes
+//   feed.js    EventSource on /v1/events: dedupe by seq, resume, resync
+//   state.js   incidents, units, selection; marks changes; one rAF flush;
+//              coalesced, rate-capped incident reads
+//   map.js     Leaflet, canvas only: district, grid, towns, units, incidents
+//   board.js   the incident board and its countdowns
+//   detail.js  the selected incident, its actions and timeline
+//   units.js   the unit board
+//   alerts.js  banner, beep, mute; notices
+//   i18n.js    zh-CN / English strings, times in the session's time zone
+//   dom.js     element helpers
+//
+// Data flow: server -> api/feed -> state (the only writer) -> marked sets ->
+// each view's flush(changes) in the next animation frame.
 
 import * as api from './api.js';
 import * as state from './state.js';
@@ -83,6 +102,8 @@ let resyncedTimer = 0;
 function showConnection(kind, labelKey) {
   const box = $('#connection');
   box.dataset.state = kind;
+  // What the board shows may be behind while the feed is lost: say so.
+  document.body.classList.toggle('feed-lost', labelKey === 'conn_lost');
   const label = $('#connection-label');
   label.dataset.label = labelKey;
   label.textContent = t(labelKey);
