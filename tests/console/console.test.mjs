@@ -373,9 +373,11 @@ describe('the dispatcher console (auth on)', { timeout: 420000 }, () => {
     // LQ-G0054 (路北街道 士岙村), no unit within 490 m of its centre: its grid worker on hover.
     const restore = await hoverMapAt(page, 28.602683, 121.331363);
     try {
-      const tip = await need(page, '#map .leaflet-tooltip', { what: "a tooltip over grid cell LQ-G0054", problems: ui.problems });
-      const text = await tip.textContent();
-      assert.match(text, /郭桂红/, `the tooltip over LQ-G0054 does not name its grid worker 郭桂红（虚构）: ${JSON.stringify(text)}`);
+      const tips = () => page.locator('#map .leaflet-tooltip').allTextContents();
+      await waitUntil(async () => (await tips()).some((text) => text.includes('郭桂红')), {
+        timeout: 5000,
+        message: async () => `a tooltip over grid cell LQ-G0054 naming its grid worker 郭桂红（虚构）; the map's tooltips: ${JSON.stringify(await tips())}`,
+      });
       await shots.take(page, 'grid-worker-hover');
     } finally {
       await restore();
