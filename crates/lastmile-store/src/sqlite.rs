@@ -119,8 +119,9 @@ impl SqliteStore {
         // incidents are read whole by recovery right after, whose reads
         // report a corrupt page (and whose JSON a corrupt body), so checking
         // them first would only read them twice; history is read on demand.
-        let check: String =
-            conn.query_row("PRAGMA quick_check(units)", [], |r| r.get(0)).map_err(sql_err(&path, "integrity check failed"))?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check(units)", [], |r| r.get(0))
+            .map_err(sql_err(&path, "integrity check failed"))?;
         if check != "ok" {
             return Err(io_err(&path, format!("integrity check of units failed: {check}")));
         }
