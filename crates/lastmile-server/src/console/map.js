@@ -111,7 +111,7 @@ export function create(element) {
   map.setView([28.56, 121.45], 11);
   map.on('click', onClick);
   map.on('mousemove', onMouseMove);
-  map.on('mouseout', () => {
+  map.on('mouseout movestart zoomstart', () => {
     hideGridTooltip();
     setHovered(null);
   });
