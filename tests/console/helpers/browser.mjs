@@ -303,7 +303,7 @@ export async function hoverMapAt(page, lat, lng, zoom = 15) {
   await page.mouse.move(box.x + at.x - 12, box.y + at.y - 6);
   await page.mouse.move(box.x + at.x, box.y + at.y, { steps: 4 });
   return async () => {
-    await page.mouse.move(box.x + 2, box.y + box.height - 2);
+    await page.mouse.move(box.x + box.width / 2, box.y - 20, { steps: 3 }); // off the map (a grid tooltip follows the mouse)
     await page.evaluate(() => {
       const t = window.__lastmileTest;
       if (t.map && t.view) t.map.setView(t.view.center, t.view.zoom, { animate: false });
