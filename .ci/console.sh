@@ -23,7 +23,10 @@ node --version
 (cd tests/console && npm ci --no-audit --no-fund)
 
 echo "== lastmile (debug build)"
-cargo build -p lastmile --locked
+# `cargo test --workspace` (before this in .ci/run) leaves the binary; build
+# it only if it is missing (a separate `-p lastmile` build would resolve
+# features anew and rebuild much of the tree).
+[[ -x target/debug/lastmile ]] || cargo build -p lastmile --locked
 
 echo "== console browser tests (node --test tests/console/)"
 export LASTMILE_BIN="${LASTMILE_BIN:-$PWD/target/debug/lastmile}"
