@@ -166,3 +166,41 @@ async fn bad_units_are_refused_naming_the_field() {
     assert_eq!(err.message(), "unit: required");
     assert!(client.upsert_unit(pb::UpsertUnitRequest { unit: Some(good) }).await.unwrap().into_inner().created);
 }
+
+/// A full page of long incidents would exceed the encoding limit: it is cut
+/// short with a next-page token (the same over HTTP), and paging on returns
+/// every incident once.
+#[tokio::test]
+async fn a_maximal_page_of_long_incidents_comes_in_pages_under_the_message_limit() {
+    let server = TestServer::start_edited(|c| c.server.max_encoding_message_bytes = 65_536).await;
+    let mut client = server.client().await;
+    let mut reported = Vec::new();
+    for i in 0..60 {
+        let mut request = report(&format!("long-{i}"));
+        request.address = "地".repeat(170); // 510 bytes
+        request.description = "x".repeat(4000);
+        reported.push(client.report_incident(request).await.unwrap().into_inner().incident.unwrap().id);
+    }
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let request = pb::ListIncidentsRequest { page_size: 1000, page_token: token.clone(), ..Default::default() };
+        let page = client.list_incidents(request).await.unwrap().into_inner();
+        assert!(!page.incidents.is_empty());
+        let path = format!("/v1/incidents?page_size=1000&page_token={token}");
+        let over_http = lastmile_suite::http::get(server.http_addr, &path).await.json();
+        let http_ids: Vec<&str> =
+            over_http["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+        assert_eq!(http_ids, page.incidents.iter().map(|i| i.id.as_str()).collect::<Vec<_>>());
+        assert_eq!(over_http["next_page_token"], page.next_page_token.as_str());
+        pages += 1;
+        listed.extend(page.incidents.into_iter().map(|i| i.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(listed, reported);
+    assert!(pages > 1, "60 incidents of ~5 KB do not fit in 64 KiB");
+}

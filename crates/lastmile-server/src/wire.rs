@@ -188,18 +188,44 @@ pub fn unit_status_to_pb(s: UnitStatus) -> pb::UnitStatus {
     }
 }
 
-pub fn list_incidents_to_pb(page: &Page<core_incident::Incident>) -> pb::ListIncidentsResponse {
-    pb::ListIncidentsResponse {
-        incidents: page.items.iter().map(incident_to_pb).collect(),
-        next_page_token: page.next_page_token.clone().unwrap_or_default(),
+/// Room kept for the response's own envelope (its token, framing).
+const PAGE_ENVELOPE_BYTES: usize = 1024;
+
+/// The items of a page that fit in `max_bytes` encoded (at least one), and
+/// the token to go on from: a page never exceeds the encoding limit
+/// (`server.max_encoding_message_bytes`); a full page of long incidents is
+/// cut short and continued on the next, whatever `page_size` asked.
+fn sized_page<T, M: prost::Message>(
+    page: &Page<T>,
+    max_bytes: usize,
+    encode: impl Fn(&T) -> M,
+    token: impl Fn(&T) -> String,
+) -> (Vec<M>, String) {
+    let budget = max_bytes.saturating_sub(PAGE_ENVELOPE_BYTES);
+    let mut out = Vec::with_capacity(page.items.len());
+    let mut used = 0;
+    for item in &page.items {
+        let message = encode(item);
+        // The field's tag and length prefix: at most 6 bytes.
+        let len = message.encoded_len() + 6;
+        if !out.is_empty() && used + len > budget {
+            let last = &page.items[out.len() - 1];
+            return (out, token(last));
+        }
+        used += len;
+        out.push(message);
     }
+    (out, page.next_page_token.clone().unwrap_or_default())
 }
 
-pub fn list_units_to_pb(page: &Page<Unit>) -> pb::ListUnitsResponse {
-    pb::ListUnitsResponse {
-        units: page.items.iter().map(unit_to_pb).collect(),
-        next_page_token: page.next_page_token.clone().unwrap_or_default(),
-    }
+pub fn list_incidents_to_pb(page: &Page<core_incident::Incident>, max_bytes: usize) -> pb::ListIncidentsResponse {
+    let (incidents, next_page_token) = sized_page(page, max_bytes, incident_to_pb, |i| i.seq.to_string());
+    pb::ListIncidentsResponse { incidents, next_page_token }
+}
+
+pub fn list_units_to_pb(page: &Page<Unit>, max_bytes: usize) -> pb::ListUnitsResponse {
+    let (units, next_page_token) = sized_page(page, max_bytes, unit_to_pb, |u| u.id.to_string());
+    pb::ListUnitsResponse { units, next_page_token }
 }
 
 pub fn preview_to_pb(preview: lastmile_core::dispatcher::Preview) -> pb::PreviewDispatchResponse {

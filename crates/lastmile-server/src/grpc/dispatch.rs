@@ -53,7 +53,7 @@ impl Dispatch for DispatchService {
         let caller = caller(&self.app, &request)?;
         let req = wire::list_incidents(request.into_inner()).map_err(status)?;
         let page = self.app.list_incidents(&caller, &req).await.map_err(status)?;
-        ok(wire::list_incidents_to_pb(&page))
+        ok(wire::list_incidents_to_pb(&page, self.app.config.server.max_encoding_message_bytes))
     }
 
     async fn close_incident(&self, request: Request<pb::CloseIncidentRequest>) -> Answer<pb::CloseIncidentResponse> {
@@ -77,7 +77,7 @@ impl Dispatch for DispatchService {
         let caller = caller(&self.app, &request)?;
         let req = wire::list_units(request.into_inner()).map_err(status)?;
         let page = self.app.list_units(&caller, &req).map_err(status)?;
-        ok(wire::list_units_to_pb(&page))
+        ok(wire::list_units_to_pb(&page, self.app.config.server.max_encoding_message_bytes))
     }
 
     async fn get_unit(&self, request: Request<pb::GetUnitRequest>) -> Answer<pb::Unit> {

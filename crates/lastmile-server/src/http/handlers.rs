@@ -79,7 +79,10 @@ pub async fn list_incidents(
 ) -> Answer {
     let req = wire::list_incidents(pb::ListIncidentsRequest::from(query(q)?))?;
     let page = timed(&g, g.app.list_incidents(&caller, &req)).await?;
-    Ok(ok(json::ListIncidentsResponse::from(wire::list_incidents_to_pb(&page))))
+    Ok(ok(json::ListIncidentsResponse::from(wire::list_incidents_to_pb(
+        &page,
+        g.app.config.server.max_encoding_message_bytes,
+    ))))
 }
 
 /// `POST /v1/incidents/{id}/close`.
@@ -124,7 +127,7 @@ pub async fn list_units(
 ) -> Answer {
     let req = wire::list_units(pb::ListUnitsRequest::from(query(q)?))?;
     let page = g.app.list_units(&caller, &req)?;
-    Ok(ok(json::ListUnitsResponse::from(wire::list_units_to_pb(&page))))
+    Ok(ok(json::ListUnitsResponse::from(wire::list_units_to_pb(&page, g.app.config.server.max_encoding_message_bytes))))
 }
 
 /// `GET /v1/units/{id}`.
