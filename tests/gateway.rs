@@ -866,3 +866,36 @@ async fn overrides_upsert_and_ping_match_the_document() {
     refused(&doc, "/v1/units/{id}/release", "post", &empty, 409, "FAILED_PRECONDITION", "T10-DOC");
     server.shutdown().await;
 }
+
+/// What the document says is what the server does: a JSON Schema integer
+/// may be written 3.0, and the served page-size maximum is this server's.
+#[tokio::test]
+async fn the_document_and_the_server_agree_on_numbers() {
+    let server = TestServer::start_edited(|c| c.server.max_page_size = 250).await;
+    let addr = server.http_addr;
+    let doc = openapi(addr).await;
+    let page_size = doc["paths"]["/v1/incidents"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "page_size")
+        .unwrap();
+    assert_eq!(page_size["schema"]["maximum"], 250);
+    assert_eq!(get(addr, "/v1/incidents?page_size=250").await.status, 200);
+    assert_eq!(get(addr, "/v1/incidents?page_size=251").await.status, 400);
+    let mut body = report_json("whole-number");
+    body["severity"] = json!(3.0);
+    conforms(&doc, "/v1/incidents", "post", &post(addr, "/v1/incidents", &body).await, 201);
+    body["external_id"] = json!("fraction");
+    body["severity"] = json!(2.5);
+    refused(
+        &doc,
+        "/v1/incidents",
+        "post",
+        &post(addr, "/v1/incidents", &body).await,
+        400,
+        "INVALID_ARGUMENT",
+        "severity",
+    );
+    server.shutdown().await;
+}

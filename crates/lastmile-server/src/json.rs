@@ -154,6 +154,24 @@ fn required_enum<E: JsonEnum>(value: i32) -> &'static str {
 
 // ---------------------------------------------------------------- scalars
 
+/// A `u32` field of a request: `3` or, as JSON Schema's "integer" allows,
+/// `3.0`; a fraction, a negative or too large a number is refused.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+    }
+    let out_of_range =
+        |shown: String| D::Error::custom(format!("{shown} is not a whole number from 0 to {}", u32::MAX));
+    match Number::deserialize(deserializer).map_err(|_| D::Error::custom("expected a whole number"))? {
+        Number::Whole(n) => u32::try_from(n).map_err(|_| out_of_range(n.to_string())),
+        Number::Float(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => Ok(f as u32),
+        Number::Float(f) => Err(out_of_range(f.to_string())),
+    }
+}
+
 /// RFC 3339, UTC, `Z` (prost's formatting: 0, 3, 6 or 9 fraction digits).
 pub fn timestamp(t: &prost_types::Timestamp) -> String {
     t.to_string()
@@ -206,7 +224,7 @@ pub struct ReportIncidentBody {
     pub location: Option<LatLng>,
     #[serde(default)]
     pub kind: Option<Named<pb::IncidentKind>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub severity: u32,
     #[serde(default)]
     pub address: String,
@@ -247,7 +265,7 @@ pub struct PreviewDispatchBody {
     pub location: Option<LatLng>,
     #[serde(default)]
     pub kind: Option<Named<pb::IncidentKind>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub severity: u32,
 }
 
@@ -394,7 +412,7 @@ pub struct UnitBody {
     pub town: String,
     #[serde(default)]
     pub village: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub crew: u32,
     #[serde(default)]
     pub capabilities: Vec<String>,

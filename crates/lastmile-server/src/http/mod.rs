@@ -62,6 +62,8 @@ pub struct Gateway {
     pub(crate) webhooks: Arc<Webhooks>,
     /// The console's map data and sessions.
     pub(crate) console: Arc<console::Console>,
+    /// The OpenAPI document with this server's configured bounds.
+    openapi: axum::body::Bytes,
     max_body_bytes: usize,
     sse_keepalive: Duration,
 }
@@ -70,10 +72,12 @@ pub struct Gateway {
 /// add layers and routes before serving it.
 pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Result<Router, String> {
     let console = Arc::new(console::Console::new(&app.config)?);
+    let document = served_openapi(&app.config)?;
     let gateway = Gateway {
         app,
         webhooks,
         console,
+        openapi: document,
         max_body_bytes: config.max_body_bytes,
         sse_keepalive: Duration::from_secs(config.sse_keepalive_s),
     };
@@ -310,8 +314,22 @@ async fn healthz(State(gateway): State<Gateway>) -> Response {
     ok(serde_json::json!({ "status": "SERVING" }))
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI_JSON).into_response()
+async fn openapi(State(gateway): State<Gateway>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], gateway.openapi.clone()).into_response()
+}
+
+/// The document as this server answers: the bounds that are configuration
+/// (`server.max_page_size`) filled in, so a tester generating requests from
+/// it meets the server's real limits.
+fn served_openapi(config: &crate::config::LastmileConfig) -> Result<axum::body::Bytes, String> {
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).map_err(|e| format!("openapi.json: {e}"))?;
+    for path in ["/v1/incidents", "/v1/units"] {
+        let Some(parameters) = doc["paths"][path]["get"]["parameters"].as_array_mut() else { continue };
+        for parameter in parameters.iter_mut().filter(|p| p["name"] == "page_size") {
+            parameter["schema"]["maximum"] = config.server.max_page_size.into();
+        }
+    }
+    serde_json::to_vec_pretty(&doc).map(Into::into).map_err(|e| e.to_string())
 }
 
 async fn count_response(State(gateway): State<Gateway>, response: Response) -> Response {
