@@ -147,10 +147,7 @@ impl App {
         let within = |i: &Incident| from.is_none_or(|f| i.reported_at >= f) && to.is_none_or(|t| i.reported_at < t);
         let mut items: Vec<Incident> = Vec::new();
         if req.status != Some(IncidentStatus::Closed) {
-            // Open incidents are few (limits.max_incidents): filtered here.
-            let token = (after > 0).then(|| after.to_string());
-            let open = self.dispatcher.list_incidents(Some(IncidentStatus::Open), usize::MAX, token.as_deref())?;
-            items.extend(open.items.into_iter().filter(|i| within(i)).take(page_size + 1));
+            items = self.open_incidents(after, page_size + 1, &within)?;
         }
         if req.status != Some(IncidentStatus::Open) {
             let history = self.history.clone();
@@ -163,6 +160,28 @@ impl App {
         items.truncate(page_size);
         let next_page_token = if more { items.last().map(|i| i.seq.to_string()) } else { None };
         Ok(Page { items, next_page_token })
+    }
+
+    /// Up to `wanted` open incidents after sequence `after` that pass
+    /// `within` (the report-time range), read from the live state a page at
+    /// a time: never a copy of every open incident for one page.
+    fn open_incidents(
+        &self,
+        after: u64,
+        wanted: usize,
+        within: &dyn Fn(&Incident) -> bool,
+    ) -> Result<Vec<Incident>, AppError> {
+        let mut found = Vec::new();
+        let mut token = (after > 0).then(|| after.to_string());
+        loop {
+            let page = self.dispatcher.list_incidents(Some(IncidentStatus::Open), wanted, token.as_deref())?;
+            found.extend(page.items.into_iter().filter(|i| within(i)));
+            if found.len() >= wanted || page.next_page_token.is_none() {
+                found.truncate(wanted);
+                return Ok(found);
+            }
+            token = page.next_page_token;
+        }
     }
 
     /// Closes an incident with a reason and releases its units; closing a
