@@ -411,7 +411,15 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         Some(store) => Some(Arc::<dyn lastmile_store::HistoryReader>::from(store.reader()?)),
         None => None,
     };
-    let history = Arc::new(history::History::new(config.history.memory_incidents, reader));
+    // With the memory backend the map is all of history; with SQLite it only
+    // has to cover closes whose commit is pending (and quick reads of the
+    // latest), so it holds no more than the dispatcher's own recent-closed
+    // cache, not history.memory_incidents copies of incidents and timelines.
+    let held = match &reader {
+        None => config.history.memory_incidents,
+        Some(_) => config.history.memory_incidents.min(config.limits.recent_closed_incidents),
+    };
+    let history = Arc::new(history::History::new(held, reader));
     let journal = opened.store.map(|store| {
         let feed = sinks.clone();
         journal::Journal::start(

@@ -290,7 +290,7 @@ pub struct HistoryConfig {
     pub prune_batch: usize,
     /// Closed incidents held in memory, most recent first: with the memory
     /// backend, all the history there is; with SQLite, a cache in front of
-    /// the history table.
+    /// the history table, of at most `limits.recent_closed_incidents`.
     pub memory_incidents: usize,
 }
 
