@@ -82,11 +82,12 @@ impl History {
             return Ok(Some(closed.timeline.clone()));
         }
         let Some(reader) = &self.reader else { return Ok(None) };
-        if reader.incident(seq).map_err(store_error)?.is_none() {
-            return Ok(None);
-        }
         // Each row holds one operation's entries (a JSON array).
         let rows = reader.timeline(seq).map_err(store_error)?;
+        // No row: in history with an empty timeline (migrated), or not there.
+        if rows.is_empty() && reader.incident(seq).map_err(store_error)?.is_none() {
+            return Ok(None);
+        }
         let mut entries = Vec::new();
         for body in &rows {
             entries.extend(parse::<Vec<TimelineEntry>>(body, "timeline row")?);
