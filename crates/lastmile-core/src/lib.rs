@@ -19,6 +19,9 @@
 //! - [`dispatcher`]: the concurrent state (units, open incidents, a bounded
 //!   cache of the recently closed, reservations), paging, acknowledgement,
 //!   arrival verification and the per-tier escalation state machine.
+//! - [`eta`]: the ETA's error against real arrivals, and its calibration.
+//! - [`outcome`]: what became of a closed incident, per tier and
+//!   assignment: what the compliance reports and the ETA calibration read.
 //! - [`effects`]: what decisions cause outside the core (events, pages, timers).
 //! - [`error`]: domain errors; the server maps each to one gRPC code.
 //!
@@ -35,10 +38,12 @@ pub mod dataset;
 pub mod dispatcher;
 pub mod effects;
 pub mod error;
+pub mod eta;
 pub mod geodesy;
 pub mod grid;
 pub mod incident;
 pub mod index;
+pub mod outcome;
 pub mod select;
 pub mod sim;
 pub mod tier;
