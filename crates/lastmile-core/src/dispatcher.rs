@@ -46,7 +46,7 @@ use crate::incident::{
 };
 use crate::index::TierIndex;
 use crate::select::{Pick, select_tier};
-use crate::tier::Tier;
+use crate::tier::{Tier, TierParams};
 use crate::unit::{Cause, Unit, UnitStatus, check_transition, check_unit_id};
 
 /// Bounds of the in-memory state.
@@ -154,6 +154,10 @@ pub struct Dispatcher {
     units: DashMap<Arc<str>, Unit>,
     /// One R-tree per tier, indexed by `Tier::index()`.
     index: [RwLock<TierIndex>; 4],
+    /// Each tier's travel model as selection uses it: the configured
+    /// parameters until the ETA calibration replaces their travel part
+    /// (turnout, speed, circuity; target, fallback and ack timeout stay).
+    travel: RwLock<[TierParams; 4]>,
     /// Open incidents (and, for the instant of its close, a closing one).
     incidents: DashMap<u64, Incident>,
     /// The recently closed incidents, bounded (see `closed`).
@@ -200,7 +204,9 @@ impl Dispatcher {
             }
         }
         let index = per_tier.map(|units| RwLock::new(TierIndex::bulk_load(units)));
+        let travel = RwLock::new(Tier::ALL.map(|t| *config.tiers.get(t)));
         Ok(Dispatcher {
+            travel,
             config,
             area,
             limits,
@@ -478,9 +484,9 @@ impl Dispatcher {
             .into_iter()
             .filter(|tier| counts.get(*tier) > 0)
             .map(|tier| {
-                let params = self.config.tiers.get(tier);
+                let params = self.travel(tier);
                 let required = counts.get(tier);
-                let picks = select_tier(&read(&self.index[tier.index()]), params, at, required, &mut take);
+                let picks = select_tier(&read(&self.index[tier.index()]), &params, at, required, &mut take);
                 self.tier_response(tier, required, picks, now)
             })
             .collect()
@@ -673,7 +679,7 @@ impl Dispatcher {
     /// incident at `at` now (dispatchable, at any distance), nearest first:
     /// which is also fastest first, and so within-target first.
     pub fn candidates(&self, at: LatLng, tier: Tier, limit: usize) -> Vec<Candidate> {
-        let params = self.config.tiers.get(tier);
+        let params = self.travel(tier);
         let index = read(&self.index[tier.index()]);
         let mut found = Vec::with_capacity(limit.min(64));
         for nearby in index.nearest(at, CANDIDATE_REACH_M) {
@@ -753,6 +759,40 @@ impl Dispatcher {
                 .status(unit.status)
                 .detail(why),
         );
+    }
+
+    /// `tier`'s parameters as selection uses them now (see `travel`).
+    pub fn travel(&self, tier: Tier) -> TierParams {
+        self.travel.read().unwrap_or_else(|p| p.into_inner())[tier.index()]
+    }
+
+    /// Replaces the travel part of `tier`'s model (turnout, speed,
+    /// circuity) with `model`'s; the tier's target, fallback and ack
+    /// timeout stay as configured. Refused when a value is not a finite
+    /// travel model (speed > 0, circuity >= 1, turnout >= 0).
+    pub fn set_travel(
+        &self,
+        tier: Tier,
+        turnout_s: f64,
+        speed_m_per_s: f64,
+        circuity: f64,
+    ) -> Result<(), DispatchError> {
+        let ok = turnout_s.is_finite()
+            && turnout_s >= 0.0
+            && speed_m_per_s.is_finite()
+            && speed_m_per_s > 0.0
+            && circuity.is_finite()
+            && circuity >= 1.0;
+        if !ok {
+            return Err(DispatchError::invalid(
+                format!("{tier} travel"),
+                format!("turnout {turnout_s} s, speed {speed_m_per_s} m/s, circuity {circuity} is not a travel model"),
+            ));
+        }
+        let mut travel = self.travel.write().unwrap_or_else(|p| p.into_inner());
+        let p = &mut travel[tier.index()];
+        (p.turnout_s, p.speed_m_per_s, p.circuity) = (turnout_s, speed_m_per_s, circuity);
+        Ok(())
     }
 
     pub fn get_unit(&self, id: &str) -> Result<Unit, DispatchError> {

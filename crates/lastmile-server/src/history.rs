@@ -14,17 +14,38 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use lastmile_core::{Incident, Timestamp};
+use lastmile_core::outcome::{Outcome, TimelineFact};
+use lastmile_core::{Incident, Tier, Timestamp};
 use lastmile_store::{ClosedQuery, HistoryReader};
 
 use crate::error::AppError;
 use crate::sinks::TimelineEntry;
 
-/// A closed incident with its timeline.
+/// A closed incident with its timeline and outcome.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Closed {
     pub incident: Incident,
     pub timeline: Vec<TimelineEntry>,
+    pub outcome: Outcome,
+}
+
+impl Closed {
+    /// `unit_tier`: a unit's own tier, where known (see [`Outcome::of`]).
+    pub fn new(incident: Incident, timeline: Vec<TimelineEntry>, unit_tier: impl Fn(&str) -> Option<Tier>) -> Closed {
+        let outcome = outcome_of(&incident, &timeline, unit_tier);
+        Closed { incident, timeline, outcome }
+    }
+}
+
+/// The outcome of a closed incident from its final state and timeline.
+pub fn outcome_of(
+    incident: &Incident,
+    timeline: &[TimelineEntry],
+    unit_tier: impl Fn(&str) -> Option<Tier>,
+) -> Outcome {
+    let facts: Vec<TimelineFact> =
+        timeline.iter().map(|e| TimelineFact { kind: e.kind, tier: e.tier, at: e.at }).collect();
+    Outcome::of(incident, &facts, unit_tier)
 }
 
 pub struct History {
@@ -113,6 +134,49 @@ impl History {
         let query = ClosedQuery { from_ms: from.map(|t| t.unix_ms), to_ms: to.map(|t| t.unix_ms), after_seq, limit };
         let rows = reader.closed(&query).map_err(store_error)?;
         rows.iter().map(|(_, body)| parse(body, "incident")).collect()
+    }
+
+    /// The outcomes of the closed incidents reported in `[from_ms, to_ms)`,
+    /// by report time (blocking). Closed incidents archived by a journal
+    /// that kept no outcomes have theirs worked out from their final state
+    /// and timeline (their units' own tiers taken as their slots' tiers).
+    pub fn outcomes(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Outcome>, AppError> {
+        let in_memory: Vec<Outcome> = {
+            let recent = self.recent();
+            let within = |o: &&Outcome| o.reported_at_ms >= from_ms && o.reported_at_ms < to_ms;
+            recent.values().map(|c| &c.outcome).filter(within).cloned().collect()
+        };
+        let Some(reader) = &self.reader else {
+            let mut all = in_memory;
+            all.sort_by_key(|o| (o.reported_at_ms, o.seq));
+            return Ok(all);
+        };
+        let mut all = Vec::new();
+        for body in reader.outcomes(from_ms, to_ms).map_err(store_error)? {
+            all.push(parse::<Outcome>(&body, "outcome")?);
+        }
+        for (seq, body) in reader.without_outcome(from_ms, to_ms).map_err(store_error)? {
+            let incident: Incident = parse(&body, "incident")?;
+            let timeline = self.timeline(seq)?.unwrap_or_default();
+            all.push(outcome_of(&incident, &timeline, |_| None));
+        }
+        // Closed a moment ago: maybe not committed yet.
+        let stored: std::collections::HashSet<u64> = all.iter().map(|o| o.seq).collect();
+        all.extend(in_memory.into_iter().filter(|o| !stored.contains(&o.seq)));
+        all.sort_by_key(|o| (o.reported_at_ms, o.seq));
+        Ok(all)
+    }
+
+    /// The outcomes of the `limit` most recently closed incidents, most
+    /// recent first (blocking).
+    pub fn recent_outcomes(&self, limit: usize) -> Result<Vec<Outcome>, AppError> {
+        let Some(reader) = &self.reader else {
+            let mut all: Vec<Outcome> = self.recent().values().map(|c| c.outcome.clone()).collect();
+            all.sort_by_key(|o| std::cmp::Reverse((o.closed_at_ms, o.seq)));
+            all.truncate(limit);
+            return Ok(all);
+        };
+        reader.recent_outcomes(limit).map_err(store_error)?.iter().map(|b| parse(b, "outcome")).collect()
     }
 
     /// Drops the closed incidents held in memory that closed before

@@ -332,15 +332,21 @@ impl JournalOp {
         self.store(Record::Unit { id: unit.id.to_string(), body: json(unit) });
     }
 
-    /// A closed incident's final state, into history.
-    pub fn store_archive(&self, incident: &Incident) {
+    /// A closed incident's final state and outcome, into history.
+    pub fn store_archive(&self, incident: &Incident, outcome: &lastmile_core::outcome::Outcome) {
         let closed_at = incident.closed_at.unwrap_or(incident.reported_at);
         self.store(Record::Archive {
             seq: incident.seq,
             reported_at_ms: incident.reported_at.unix_ms,
             closed_at_ms: closed_at.unix_ms,
             body: json(incident),
+            outcome: json(outcome),
         });
+    }
+
+    /// The ETA calibration's learnt state (replaces the stored one).
+    pub fn store_calibration(&self, body: Vec<u8>) {
+        self.store(Record::Calibration { body });
     }
 
     /// Entries of an incident's timeline, in order, as one row (keyed by the

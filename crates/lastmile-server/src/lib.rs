@@ -120,11 +120,20 @@ pub struct Opened {
     /// Closed incidents a journal written before history kept among the
     /// live ones: moved to history once the journal runs.
     pub to_archive: Vec<lastmile_core::Incident>,
+    /// The ETA calibration's learnt state, as the journal kept it.
+    pub calibration: Option<lastmile_core::eta::Calibration>,
 }
 
 impl Opened {
     pub fn in_memory(dispatcher: Arc<Dispatcher>) -> Self {
-        Opened { dispatcher, store: None, recovered_feed_seq: 0, timelines: Vec::new(), to_archive: Vec::new() }
+        Opened {
+            dispatcher,
+            store: None,
+            recovered_feed_seq: 0,
+            timelines: Vec::new(),
+            to_archive: Vec::new(),
+            calibration: None,
+        }
     }
 }
 
@@ -179,6 +188,7 @@ fn recover(config: &LastmileConfig, mut store: Box<dyn lastmile_store::JournalSt
         recovered_feed_seq: recovered.feed_seq,
         timelines: parsed.timelines,
         to_archive: restored.closed_found_live,
+        calibration: parsed.calibration,
     })
 }
 
@@ -188,6 +198,7 @@ struct Parsed {
     incidents: Vec<lastmile_core::Incident>,
     recent_closed: Vec<lastmile_core::Incident>,
     timelines: Vec<(u64, Vec<sinks::TimelineEntry>)>,
+    calibration: Option<lastmile_core::eta::Calibration>,
 }
 
 impl Parsed {
@@ -220,6 +231,13 @@ impl Parsed {
             incidents: all(&recovered.incidents, "incident", location)?,
             recent_closed: all(&recovered.recent_closed, "closed incident", location)?,
             timelines,
+            calibration: match &recovered.calibration {
+                None => None,
+                Some(body) => Some(
+                    lastmile_core::eta::Calibration::parse(&String::from_utf8_lossy(body))
+                        .map_err(|e| ServerError::Recovery(format!("{location}: the stored ETA calibration: {e}")))?,
+                ),
+            },
         })
     }
 }
@@ -420,6 +438,7 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         Some(_) => config.history.memory_incidents.min(config.limits.recent_closed_incidents),
     };
     let history = Arc::new(history::History::new(held, reader));
+    let eta = start_eta(config, &opened.dispatcher, opened.calibration.as_ref(), &history)?;
     let journal = opened.store.map(|store| {
         let feed = sinks.clone();
         journal::Journal::start(
@@ -442,6 +461,7 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         unjournaled_positions: Default::default(),
         auth,
         metrics,
+        eta,
     });
     // A journal from before history kept closed incidents live: move them.
     for incident in &opened.to_archive {
@@ -461,6 +481,27 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
     let pruner = AbortOnDrop(tokio::spawn(app::retention::run(app.clone())));
     let positions = AbortOnDrop(tokio::spawn(app::positions::run(app.clone())));
     Ok(Started { app, webhooks, follower, journal, _timers: timers, _pruner: pruner, _positions: positions })
+}
+
+/// The ETA calibration at start: its file, the journal's learnt state, and
+/// the arrivals of the most recently closed incidents.
+fn start_eta(
+    config: &LastmileConfig,
+    dispatcher: &Dispatcher,
+    stored: Option<&lastmile_core::eta::Calibration>,
+    history: &history::History,
+) -> Result<app::eta::Eta, ServerError> {
+    let file = config.eta.load_calibration().map_err(|(key, problem)| {
+        ServerError::Config(config::ConfigError::Invalid { source_name: config.source.to_string(), key, problem })
+    })?;
+    let recent = history
+        .recent_outcomes(config.eta.warm_start_incidents)
+        .map_err(|e| ServerError::Recovery(format!("ETA calibration: {}", e.message)))?;
+    let eta = app::eta::Eta::start(&config.eta, file.as_ref(), stored, &recent, dispatcher);
+    for t in eta.status().tiers {
+        info!(tier = %t.tier, source = ?t.source, turnout_s = t.turnout_s, speed_m_per_s = t.speed_m_per_s, margin_s = t.margin_s, window = t.window, "ETA model");
+    }
+    Ok(eta)
 }
 
 /// Logs whether auth is on; with it off, loudly.

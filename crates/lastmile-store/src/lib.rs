@@ -10,6 +10,9 @@
 //!   and close times for range queries). Read on demand ([`HistoryReader`]),
 //!   never at start (but for the most recent few, for idempotency), and
 //!   pruned past a retention age ([`JournalStore::prune`]).
+//! - **outcomes**: what became of each closed incident (per tier and
+//!   assignment), written with its archive, keyed by report time: what the
+//!   compliance reports and the ETA calibration read.
 //! - **the timeline**: every state change of every incident, appended in the
 //!   same commit as the change, numbered per incident (one row per
 //!   operation and incident, keyed by its first entry's number).
@@ -35,11 +38,14 @@ pub enum Record {
     Incident { seq: u64, body: Vec<u8> },
     /// The latest state of a unit.
     Unit { id: String, body: Vec<u8> },
-    /// An incident closed: its final state leaves the live rows for history.
-    Archive { seq: u64, reported_at_ms: i64, closed_at_ms: i64, body: Vec<u8> },
+    /// An incident closed: its final state leaves the live rows for history,
+    /// with its outcome (what the reports read: small, by report time).
+    Archive { seq: u64, reported_at_ms: i64, closed_at_ms: i64, body: Vec<u8>, outcome: Vec<u8> },
     /// Entries of an incident's timeline from number `n` on (one
     /// operation's; the server decides the body's shape).
     Timeline { incident_seq: u64, n: u32, at_ms: i64, body: Vec<u8> },
+    /// The ETA calibration's learnt state (one, replaced each time).
+    Calibration { body: Vec<u8> },
 }
 
 /// What the store holds of the live state, for recovery.
@@ -60,6 +66,8 @@ pub struct Recovered {
     pub records: u64,
     /// Closed incidents in history (all of them, not read).
     pub history_len: u64,
+    /// The ETA calibration's last learnt state, if any was stored.
+    pub calibration: Option<Vec<u8>>,
 }
 
 /// Which closed incidents to list: reported in `[from_ms, to_ms)`, with a
@@ -111,4 +119,14 @@ pub trait HistoryReader: Send + Sync {
     fn timeline(&self, seq: u64) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Closed incidents matching `query`: (seq, final state).
     fn closed(&self, query: &ClosedQuery) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The outcomes of the incidents reported in `[from_ms, to_ms)`, by
+    /// report time.
+    fn outcomes(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Closed incidents reported in `[from_ms, to_ms)` that have no outcome
+    /// (archived by a journal of schema 2): (seq, final state), for the
+    /// server to work their outcome out.
+    fn without_outcome(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// The outcomes of the `limit` most recently closed incidents, most
+    /// recent first (the ETA calibration's memory at start).
+    fn recent_outcomes(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
 }

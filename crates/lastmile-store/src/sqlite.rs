@@ -25,8 +25,10 @@ pub const DB_FILE: &str = "lastmile.db";
 pub const LOCK_FILE: &str = "lastmile.lock";
 
 /// The schema this build writes. 1: live incidents (open and closed) and
-/// units. 2: closed incidents in `history`, the `timeline` table.
-const SCHEMA_VERSION: i64 = 2;
+/// units. 2: closed incidents in `history`, the `timeline` table. 3: the
+/// `outcomes` and `calibration` tables (a schema-2 journal opens as is: its closed incidents
+/// have no outcome row, and readers work theirs out from `history`).
+const SCHEMA_VERSION: i64 = 3;
 
 /// Read connections kept open between history reads.
 const IDLE_READERS: usize = 4;
@@ -79,7 +81,15 @@ const SCHEMA: &str = "
         n INTEGER NOT NULL,
         at_ms INTEGER NOT NULL,
         body BLOB NOT NULL,
-        PRIMARY KEY (incident_seq, n)) WITHOUT ROWID;";
+        PRIMARY KEY (incident_seq, n)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS outcomes (
+        reported_at_ms INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        closed_at_ms INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (reported_at_ms, seq)) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS outcomes_by_closed ON outcomes (closed_at_ms);
+    CREATE TABLE IF NOT EXISTS calibration (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL);";
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/lastmile.db`. Refuses a directory it
@@ -166,6 +176,7 @@ fn latest(batch: &[Record]) -> Vec<&Record> {
             Record::Incident { seq, .. } | Record::Archive { seq, .. } => seen.insert((0u8, seq.to_string())),
             Record::Unit { id, .. } => seen.insert((1u8, id.clone())),
             Record::Timeline { .. } => true,
+            Record::Calibration { .. } => seen.insert((2u8, String::new())),
         })
         .collect();
     kept.reverse();
@@ -202,6 +213,11 @@ impl JournalStore for SqliteStore {
             commits: self.meta("commits")?,
             records: self.meta("records")?,
             history_len: self.meta("history_len")?,
+            calibration: self
+                .conn
+                .query_row("SELECT body FROM calibration WHERE id = 1", [], |r| r.get(0))
+                .optional()
+                .map_err(self.err("cannot read the ETA calibration"))?,
         })
     }
 
@@ -226,6 +242,14 @@ impl JournalStore for SqliteStore {
                     "INSERT OR REPLACE INTO history (seq, reported_at_ms, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(err("cannot prepare"))?;
+            let mut outcome = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO outcomes (reported_at_ms, seq, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("cannot prepare"))?;
+            let mut calibration = tx
+                .prepare_cached("INSERT OR REPLACE INTO calibration (id, body) VALUES (1, ?1)")
+                .map_err(err("cannot prepare"))?;
             let mut timeline = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO timeline (incident_seq, n, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
@@ -239,12 +263,18 @@ impl JournalStore for SqliteStore {
                     Record::Unit { id, body } => {
                         unit.execute(params![id, body]).map_err(err("cannot write a unit"))?;
                     }
-                    Record::Archive { seq, reported_at_ms, closed_at_ms, body } => {
+                    Record::Archive { seq, reported_at_ms, closed_at_ms, body, outcome: summary } => {
                         unlive.execute([*seq as i64]).map_err(err("cannot archive an incident"))?;
                         archive
                             .execute(params![*seq as i64, reported_at_ms, closed_at_ms, body])
                             .map_err(err("cannot archive an incident"))?;
+                        outcome
+                            .execute(params![reported_at_ms, *seq as i64, closed_at_ms, summary])
+                            .map_err(err("cannot archive an incident's outcome"))?;
                         archived += 1;
+                    }
+                    Record::Calibration { body } => {
+                        calibration.execute([body]).map_err(err("cannot write the ETA calibration"))?;
                     }
                     Record::Timeline { incident_seq, n, at_ms, body } => {
                         timeline
@@ -280,6 +310,14 @@ impl JournalStore for SqliteStore {
         let limit = max_incidents as i64;
         tx.execute(&format!("DELETE FROM timeline WHERE incident_seq IN ({oldest})"), params![closed_before_ms, limit])
             .map_err(err("cannot prune the timeline"))?;
+        tx.execute(
+            &format!(
+                "DELETE FROM outcomes WHERE (reported_at_ms, seq) IN \
+                 (SELECT reported_at_ms, seq FROM history WHERE seq IN ({oldest}))"
+            ),
+            params![closed_before_ms, limit],
+        )
+        .map_err(err("cannot prune outcomes"))?;
         let deleted = tx
             .execute(&format!("DELETE FROM history WHERE seq IN ({oldest})"), params![closed_before_ms, limit])
             .map_err(err("cannot prune history"))?;
@@ -358,6 +396,37 @@ impl HistoryReader for SqliteReader {
             let rows = stmt.query_map(params![q.after_seq as i64, from, to, q.limit as i64], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
             })?;
+            rows.collect()
+        })
+    }
+
+    fn outcomes(&self, from_ms: i64, to_ms: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM outcomes WHERE reported_at_ms >= ?1 AND reported_at_ms < ?2 ORDER BY reported_at_ms, seq",
+            )?;
+            let rows = stmt.query_map(params![from_ms, to_ms], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn without_outcome(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT h.seq, h.body FROM history h WHERE h.reported_at_ms >= ?1 AND h.reported_at_ms < ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.reported_at_ms = h.reported_at_ms AND o.seq = h.seq) \
+                 ORDER BY h.seq",
+            )?;
+            let rows =
+                stmt.query_map(params![from_ms, to_ms], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    fn recent_outcomes(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT body FROM outcomes ORDER BY closed_at_ms DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
             rows.collect()
         })
     }

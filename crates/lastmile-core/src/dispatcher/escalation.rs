@@ -376,7 +376,7 @@ impl Dispatcher {
             incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()).collect();
         let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id, now, fx);
         let index = read(&self.index[unit_tier.index()]);
-        let params = self.config.tiers.get(rule_tier);
+        let params = &self.travel(rule_tier);
         if !unbounded {
             return select_tier(&index, params, incident.location, 1, &mut take).pop();
         }
@@ -449,7 +449,7 @@ impl Dispatcher {
 
     fn pick_at(&self, unit_id: &Arc<str>, position: LatLng, unit_tier: Tier, slot_tier: Tier, at: LatLng) -> Pick {
         let distance_m = haversine_m(position, at);
-        let eta_s = self.config.tiers.get(unit_tier).eta_s(distance_m);
+        let eta_s = self.travel(unit_tier).eta_s(distance_m);
         Pick {
             unit_id: unit_id.clone(),
             distance_m,

@@ -26,6 +26,7 @@
 //! - [`retention`]: the history retention task.
 //! - [`positions`]: position fixes, journaled coalesced.
 
+pub mod eta;
 pub mod feed;
 pub mod incidents;
 pub mod positions;
@@ -70,6 +71,8 @@ pub struct App {
     pub auth: crate::auth::Auth,
     /// Latencies and refusals.
     pub metrics: Arc<Metrics>,
+    /// The self-calibrating ETA: learns from every close.
+    pub eta: eta::Eta,
 }
 
 impl App {

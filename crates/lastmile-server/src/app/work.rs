@@ -18,6 +18,7 @@ use crate::sinks::{SERVER_ACTOR, Sinks, TimelineEntry};
 
 /// What the core is handed for one operation.
 pub struct Work<'a> {
+    app: &'a App,
     sinks: &'a Sinks,
     history: &'a History,
     /// Who asked for the change: in every timeline entry it makes.
@@ -29,16 +30,40 @@ pub struct Work<'a> {
     /// they happen, under the incident's lock, so an operation that ends
     /// later with lower numbers still lands in order.)
     entries: std::sync::Mutex<Vec<(u64, TimelineEntry)>>,
+    /// Incidents the operation closed, with their timelines: their outcome
+    /// is worked out when it ends (it reads units, which the core may hold
+    /// locked while it archives).
+    archived: std::sync::Mutex<Vec<(Incident, Vec<TimelineEntry>)>>,
 }
 
 impl<'a> Work<'a> {
     fn new(app: &'a App, actor: &'a str, journal: Option<JournalOp>) -> Self {
-        Work { sinks: &app.sinks, history: &app.history, actor, journal, entries: Default::default() }
+        Work {
+            app,
+            sinks: &app.sinks,
+            history: &app.history,
+            actor,
+            journal,
+            entries: Default::default(),
+            archived: Default::default(),
+        }
     }
 
-    /// Sends the buffered timeline entries (one record per incident), then
-    /// hands back the journal operation to end.
+    /// Sends the buffered timeline entries (one record per incident) and
+    /// moves the incidents it closed to history with their outcomes (which
+    /// the ETA calibration learns from), then hands back the journal
+    /// operation to end.
     fn end(self) -> Option<JournalOp> {
+        let archived = self.archived.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (incident, timeline) in archived {
+            let dispatcher = &self.app.dispatcher;
+            let closed = Closed::new(incident, timeline, |id| dispatcher.get_unit(id).ok().map(|u| u.tier));
+            if let Some(op) = &self.journal {
+                op.store_archive(&closed.incident, &closed.outcome);
+            }
+            self.app.eta.observe(&closed.outcome, self.journal.as_ref(), dispatcher);
+            self.history.remember(closed);
+        }
         let op = self.journal?;
         let mut entries = self.entries.into_inner().unwrap_or_else(|p| p.into_inner());
         entries.sort_by_key(|(seq, e)| (*seq, e.n));
@@ -72,7 +97,9 @@ impl App {
     /// fix: see `positions`); its feed events go out as usual.
     pub(crate) fn apply_unjournaled<T>(&self, actor: &str, change: impl FnOnce(&Work) -> T) -> T {
         let work = Work::new(self, actor, None);
-        change(&work)
+        let result = change(&work);
+        work.end();
+        result
     }
 
     /// A change the server makes itself (a timer firing): never refused,
@@ -103,10 +130,7 @@ impl Effects for Work<'_> {
     /// timeline go to history (and the journal moves it there).
     fn archive_incident(&self, incident: &Incident) {
         let timeline = self.sinks.timelines.take(incident.seq);
-        if let Some(op) = &self.journal {
-            op.store_archive(incident);
-        }
-        self.history.remember(Closed { incident: incident.clone(), timeline });
+        self.archived.lock().unwrap_or_else(|p| p.into_inner()).push((incident.clone(), timeline));
     }
     fn page(&self, page: PageOrder) {
         self.sinks.deliver(page);

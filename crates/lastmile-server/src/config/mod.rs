@@ -12,6 +12,7 @@ use lastmile_core::dispatcher::DispatcherLimits;
 use lastmile_core::unit::Unit;
 use serde::Deserialize;
 
+pub mod eta;
 pub mod webhooks;
 
 use webhooks::WebhooksConfig;
@@ -62,6 +63,9 @@ pub struct LastmileConfig {
     /// The dispatcher console in the browser (served by the HTTP listener).
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// The self-calibrating ETA (optional section; learning on by default).
+    #[serde(default)]
+    pub eta: eta::EtaConfig,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -259,7 +263,8 @@ pub struct RequestLimits {
 #[serde(deny_unknown_fields)]
 pub struct ConsoleConfig {
     pub enabled: bool,
-    /// The district's time zone (IANA name): the console shows times in it.
+    /// The district's time zone (IANA name): the console shows times in it,
+    /// and the compliance reports cut days, weeks and months in it.
     pub time_zone: String,
     /// A signed-in browser's session lasts this long (then sign in again).
     pub session_ttl_s: u64,
@@ -360,6 +365,15 @@ impl LastmileConfig {
         Ok(config)
     }
 
+    /// The district's time zone (`console.time_zone`): the console shows
+    /// times in it and the compliance reports cut days, weeks and months in it.
+    pub fn time_zone(&self) -> Result<jiff::tz::TimeZone, ConfigError> {
+        let tz = &self.console.time_zone;
+        jiff::tz::TimeZone::get(tz).map_err(|_| {
+            self.invalid("console.time_zone", format!("{tz:?} is not an IANA time zone name (e.g. \"Asia/Shanghai\")"))
+        })
+    }
+
     fn invalid(&self, key: &str, problem: impl Into<String>) -> ConfigError {
         ConfigError::Invalid { source_name: self.source.to_string(), key: key.to_string(), problem: problem.into() }
     }
@@ -422,13 +436,8 @@ impl LastmileConfig {
         if h.max_body_bytes < 1024 {
             return Err(self.invalid("http.max_body_bytes", "must be at least 1024"));
         }
-        let tz = &self.console.time_zone;
-        if tz.is_empty() || tz.len() > 64 || !tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c)) {
-            return Err(self.invalid(
-                "console.time_zone",
-                format!("{tz:?} is not an IANA time zone name (e.g. \"Asia/Shanghai\")"),
-            ));
-        }
+        self.time_zone()?;
+        self.eta.validate().map_err(|(key, problem)| self.invalid(&key, problem))?;
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
         self.webhooks.validate(&webhooks::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
         self.build_auth()?;

@@ -17,7 +17,8 @@ fn unit(id: &str, body: &str) -> Record {
 }
 
 fn archive(seq: u64, reported_at_ms: i64, closed_at_ms: i64, body: &str) -> Record {
-    Record::Archive { seq, reported_at_ms, closed_at_ms, body: body.as_bytes().to_vec() }
+    let outcome = format!("o{seq}").into_bytes();
+    Record::Archive { seq, reported_at_ms, closed_at_ms, body: body.as_bytes().to_vec(), outcome }
 }
 
 fn entry(incident_seq: u64, n: u32, body: &str) -> Record {
@@ -101,6 +102,26 @@ fn pruning_deletes_the_oldest_closed_with_their_timelines() {
     assert!(reader.timeline(3).unwrap().is_empty());
     assert_eq!(reader.incident(4).unwrap(), Some(b"c".to_vec()));
     assert_eq!(store.recover(0).unwrap().history_len, 2);
+    assert_eq!(reader.outcomes(i64::MIN, i64::MAX).unwrap(), bytes(&["o4", "o5"]), "outcomes pruned with them");
+}
+
+#[test]
+fn outcomes_are_read_by_report_time_and_the_recent_ones_by_close_time() {
+    let d = dir("outcomes");
+    let mut store = SqliteStore::open(&d).unwrap();
+    let reader = store.reader().unwrap();
+    // Reported at 50, 10, 30, 20; closed in seq order.
+    for (seq, reported) in [(1u64, 50i64), (2, 10), (3, 30), (4, 20)] {
+        store.commit(&[archive(seq, reported, 100 + seq as i64, "c")], seq).unwrap();
+    }
+    assert_eq!(reader.outcomes(10, 50).unwrap(), bytes(&["o2", "o4", "o3"]), "[from, to), by report time");
+    assert_eq!(reader.outcomes(51, 99).unwrap(), Vec::<Vec<u8>>::new());
+    assert_eq!(reader.recent_outcomes(2).unwrap(), bytes(&["o4", "o3"]), "most recently closed first");
+    assert!(reader.without_outcome(0, 100).unwrap().is_empty());
+    // A history row archived without an outcome (a schema-2 journal).
+    store.conn.execute("DELETE FROM outcomes WHERE seq = 3", []).unwrap();
+    assert_eq!(reader.without_outcome(0, 100).unwrap(), vec![(3, b"c".to_vec())]);
+    assert_eq!(reader.without_outcome(0, 30).unwrap(), vec![], "[from, to)");
 }
 
 #[test]
@@ -138,4 +159,16 @@ fn a_data_directory_that_cannot_be_created_is_refused() {
     std::fs::write(&d, b"a file, not a directory").unwrap();
     let err = SqliteStore::open(&d.join("sub")).err().expect("refused").to_string();
     assert!(err.contains("cannot create data directory"), "{err}");
+}
+
+#[test]
+fn the_eta_calibration_is_one_row_replaced_and_recovered() {
+    let d = dir("calibration");
+    let mut store = SqliteStore::open(&d).unwrap();
+    assert_eq!(store.recover(0).unwrap().calibration, None);
+    let c = |b: &str| Record::Calibration { body: b.as_bytes().to_vec() };
+    store.commit(&[c("first"), c("second")], 1).unwrap();
+    store.commit(&[c("third")], 2).unwrap();
+    drop(store);
+    assert_eq!(SqliteStore::open(&d).unwrap().recover(0).unwrap().calibration, Some(b"third".to_vec()));
 }
