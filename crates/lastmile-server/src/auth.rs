@@ -35,8 +35,12 @@ pub enum Role {
     Integration,
     /// One responder terminal: its own unit's UnitTerminal calls only.
     Terminal,
-    /// Fleet and configuration: UpsertUnit, unit reads, webhook dead letters.
+    /// Fleet and configuration: UpsertUnit, unit reads, webhook dead letters,
+    /// the compliance reports and the ETA's status.
     Admin,
+    /// The district's management: the compliance reports and the ETA's
+    /// status, nothing else.
+    Report,
 }
 
 impl Role {
@@ -46,6 +50,7 @@ impl Role {
             Role::Integration => "integration",
             Role::Terminal => "terminal",
             Role::Admin => "admin",
+            Role::Report => "report",
         }
     }
 
@@ -69,12 +74,25 @@ impl Role {
                     | ReleaseUnit
                     | GetIncidentTimeline
                     | ConfirmArrival
+                    | ReadComplianceReport
+                    | GetEtaStatus
             ),
             Role::Integration => {
                 matches!(op, ReportIncident | GetIncident | ListIncidents | WatchEvents | Ping | GetIncidentTimeline)
             }
             Role::Terminal => matches!(op, Subscribe | Acknowledge | ReportStatus | ReportPosition | Ping),
-            Role::Admin => matches!(op, UpsertUnit | GetUnit | ListUnits | Ping | ReadDeadLetters | ReplayDeadLetters),
+            Role::Admin => matches!(
+                op,
+                UpsertUnit
+                    | GetUnit
+                    | ListUnits
+                    | Ping
+                    | ReadDeadLetters
+                    | ReplayDeadLetters
+                    | ReadComplianceReport
+                    | GetEtaStatus
+            ),
+            Role::Report => matches!(op, ReadComplianceReport | GetEtaStatus | Ping),
         }
     }
 }
@@ -103,10 +121,14 @@ pub enum Operation {
     ReportPosition,
     ReadDeadLetters,
     ReplayDeadLetters,
+    /// `GET /v1/reports/compliance` (the gateway's; not a Dispatch RPC).
+    ReadComplianceReport,
+    /// `GET /v1/eta`.
+    GetEtaStatus,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 21] = [
+    pub const ALL: [Operation; 23] = [
         Operation::ReportIncident,
         Operation::GetIncident,
         Operation::ListIncidents,
@@ -128,6 +150,8 @@ impl Operation {
         Operation::ReportPosition,
         Operation::ReadDeadLetters,
         Operation::ReplayDeadLetters,
+        Operation::ReadComplianceReport,
+        Operation::GetEtaStatus,
     ];
 }
 

@@ -76,6 +76,8 @@ enum Command {
         /// Run simulated time this many times faster than life.
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
+        #[command(flatten)]
+        crew: sim_terminal::CrewArgs,
     },
     /// Make a bearer token for [[auth.tokens]]: prints a new random token and
     /// the `token_sha256` line for the config (`--hash`: the digest of a token
@@ -190,8 +192,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch { target, after_seq, incident, unit } => {
             runtime.block_on(watch::run(target, after_seq, incident, unit))
         }
-        Command::Terminal { target, unit, auto_ack, decline, ack_delay_s, drive, on_scene_s, time_scale } => {
+        Command::Terminal { target, unit, auto_ack, decline, ack_delay_s, drive, on_scene_s, time_scale, crew } => {
             let behaviour = sim_terminal::Behaviour {
+                crew: crew.travel()?,
                 auto_ack,
                 decline,
                 ack_delay: Duration::from_secs_f64(ack_delay_s.max(0.0)),

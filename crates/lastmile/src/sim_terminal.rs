@@ -26,6 +26,8 @@ pub struct Behaviour {
     pub on_scene_s: f64,
     /// Print what happens.
     pub verbose: bool,
+    /// How the crew really travels (its own truth, not the dispatcher's ETA).
+    pub crew: lastmile_core::sim::CrewTravel,
 }
 
 /// Runs until the connection fails for good (returns the error) — callers
@@ -107,6 +109,11 @@ async fn drive(
     b: &Behaviour,
 ) -> Result<(), tonic::Status> {
     let scale = b.time_scale.max(0.001);
+    // The crew's own truth (see `crew_times`), not the page's ETA. The
+    // acknowledgement already took `ack_delay` of the turnout.
+    let times = crew_times(&b.crew, unit_id, page);
+    let still_mustering = (times.turnout_s - b.ack_delay.as_secs_f64()).max(0.0);
+    tokio::time::sleep(Duration::from_secs_f64(still_mustering / scale)).await;
     let unit = client
         .report_status(pb::ReportStatusRequest {
             unit_id: unit_id.to_string(),
@@ -120,12 +127,9 @@ async fn drive(
         .unwrap_or_default();
     let from = unit.position.unwrap_or_default();
     let to = page.location.unwrap_or_default();
-    // Travel does NOT take the predicted ETA (every arrival would then be
-    // "within target" by construction): the crew takes 0.85x to 1.75x of
-    // it, drawn per page from its identity, slower on average (real crews
-    // are: turnout and traffic are what the model knows least). Positions
-    // every simulated 5 s.
-    let travel_s = page.eta_s.max(1) as f64 * travel_factor(unit_id, &page.incident_id, page.attempt);
+    // Positions every simulated 5 s; the last one is at the incident, so
+    // the arrival is verified by position.
+    let travel_s = times.drive_s.max(1.0);
     let steps = (travel_s / 5.0).ceil().max(1.0) as u32;
     let (tx, rx) = mpsc::channel(16);
     let mut positions_client = client.clone();
@@ -177,14 +181,54 @@ async fn drive(
     Ok(())
 }
 
-/// How much longer than predicted this crew's drive takes: 0.85 to 1.75,
-/// mean 1.3, a pure function of the page's identity (reproducible).
-pub fn travel_factor(unit_id: &str, incident_id: &str, attempt: u32) -> f64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in unit_id.bytes().chain([0xfe]).chain(incident_id.bytes()).chain(attempt.to_le_bytes()) {
-        h = (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+/// The simulated crews' travel flags (`lastmile terminal`, `lastmile bench`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct CrewArgs {
+    /// The crews' true turnout (page to moving), every tier, seconds;
+    /// default per tier 45 / 120 / 150 / 170 s.
+    #[arg(long)]
+    pub crew_turnout_s: Option<f64>,
+    /// The crews' true speed, every tier, m/s; default per tier 2.5 / 6 / 7 / 9.
+    #[arg(long)]
+    pub crew_speed: Option<f64>,
+    /// Log-normal sigma of each page's turnout and speed draw.
+    #[arg(long, default_value_t = 0.25)]
+    pub crew_spread: f64,
+}
+
+impl CrewArgs {
+    pub fn travel(&self) -> anyhow::Result<lastmile_core::sim::CrewTravel> {
+        let mut crew = lastmile_core::sim::CrewTravel { spread: self.crew_spread, ..Default::default() };
+        if let Some(t) = self.crew_turnout_s {
+            anyhow::ensure!(t.is_finite() && t >= 0.0, "--crew-turnout-s must be a number >= 0, got {t}");
+            crew.turnout_s = [t; 4];
+        }
+        if let Some(v) = self.crew_speed {
+            anyhow::ensure!(v.is_finite() && v > 0.0, "--crew-speed must be a number > 0, got {v}");
+            crew.speed_m_per_s = [v; 4];
+        }
+        anyhow::ensure!(
+            self.crew_spread.is_finite() && (0.0..=2.0).contains(&self.crew_spread),
+            "--crew-spread must be in [0, 2], got {}",
+            self.crew_spread
+        );
+        Ok(crew)
     }
-    0.85 + 0.9 * lastmile_core::sim::SplitMix64(h).unit()
+}
+
+/// How long this crew takes for this page: drawn from the crew's own travel
+/// model (its tier's turnout and speed, with spread), from the page's
+/// identity and distance. The page's ETA plays no part: every arrival
+/// "within target" would otherwise be so by construction.
+pub fn crew_times(
+    crew: &lastmile_core::sim::CrewTravel,
+    unit_id: &str,
+    page: &pb::Page,
+) -> lastmile_core::sim::CrewDraw {
+    let tier = lastmile_core::Tier::from_minutes(page.tier.max(0) as u32).unwrap_or(lastmile_core::Tier::T10);
+    let key =
+        lastmile_core::sim::key_of(&[unit_id.as_bytes(), page.incident_id.as_bytes(), &page.attempt.to_le_bytes()]);
+    crew.draw(tier.index(), page.distance_m.max(0.0), key)
 }
 
 /// What a simulated crew does with one page.
@@ -344,12 +388,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crews_do_not_drive_for_exactly_the_predicted_time() {
-        let factors: Vec<f64> = (0..2000).map(|i| travel_factor("T10-01", &format!("inc-{i:06}"), 1)).collect();
-        assert!(factors.iter().all(|f| (0.85..=1.75).contains(f)));
-        let mean = factors.iter().sum::<f64>() / factors.len() as f64;
-        assert!((1.25..1.35).contains(&mean), "mean {mean}");
-        assert!(factors.iter().filter(|f| **f > 1.0).count() > 1500, "mostly slower than predicted");
-        assert_eq!(travel_factor("T3-x", "inc-000001", 2), travel_factor("T3-x", "inc-000001", 2));
+    fn crews_drive_by_their_own_model_whatever_the_page_predicts() {
+        let crew = lastmile_core::sim::CrewTravel::uniform(150.0, 7.0);
+        let page = |eta_s| pb::Page {
+            incident_id: "inc-000001".into(),
+            tier: 10,
+            distance_m: 3000.0,
+            eta_s,
+            attempt: 1,
+            ..Default::default()
+        };
+        let (a, b) = (crew_times(&crew, "T10-01", &page(412)), crew_times(&crew, "T10-01", &page(90)));
+        assert_eq!(a, b, "the predicted ETA does not change the drive");
+        let other = crew_times(&crew, "T10-02", &page(412));
+        assert_ne!(a, other, "each crew and page draws its own");
+        // Around the crew's truth: 150 s + 3000 m x 1.3 / 7 m/s = 707 s.
+        let total: f64 = (0..500)
+            .map(|i| {
+                let d = crew_times(&crew, &format!("T10-{i}"), &page(412));
+                d.turnout_s + d.drive_s
+            })
+            .sum::<f64>()
+            / 500.0;
+        assert!((650.0..800.0).contains(&total), "mean page to on scene {total}");
     }
 }

@@ -30,6 +30,7 @@ pub mod eta;
 pub mod feed;
 pub mod incidents;
 pub mod positions;
+pub mod reports;
 pub mod retention;
 pub mod terminal;
 pub mod timers;

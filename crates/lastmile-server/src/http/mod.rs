@@ -30,6 +30,7 @@ pub mod console;
 pub mod error;
 pub mod handlers;
 pub mod prometheus;
+pub mod reports;
 pub mod sse;
 
 use std::future::Future;
@@ -106,6 +107,8 @@ pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Re
         .route("/v1/units/{id}/status", post(set_unit_status))
         .route("/v1/units/{id}/release", post(release_unit))
         .route("/v1/events", get(sse::watch_events))
+        .route("/v1/eta", get(reports::eta_status))
+        .route("/v1/reports/compliance", get(reports::compliance))
         .route("/v1/admin/webhooks/dead-letters", get(admin::read_dead_letters))
         .route("/v1/admin/webhooks/dead-letters/replay", post(admin::replay_dead_letters))
         // Strangers are refused before their bodies are read.

@@ -29,6 +29,7 @@ pub fn render(app: &App, webhooks: &Webhooks) -> String {
         census(&mut out, app);
         refusals(&mut out, app);
         webhook_queues(&mut out, webhooks);
+        eta(&mut out, app);
         if let Some(journal) = &app.journal {
             out.single(
                 "lastmile_journal_failed",
@@ -39,6 +40,52 @@ pub fn render(app: &App, webhooks: &Webhooks) -> String {
         }
         out.finish()
     })
+}
+
+/// The ETA's model and its error on the recent arrivals, per tier (as
+/// `GET /v1/eta`); an absent figure (no arrivals yet) is left out.
+fn eta(out: &mut Exposition, app: &App) {
+    let status = app.eta.status();
+    let tiers: Vec<(String, &crate::app::eta::TierStatus)> =
+        status.tiers.iter().map(|t| (t.tier.trim_start_matches("TIER_").to_string(), t)).collect();
+    type Figure = fn(&crate::app::eta::TierStatus) -> Option<f64>;
+    let figures: [(&str, &str, Figure); 9] = [
+        ("lastmile_eta_turnout_seconds", "The ETA model's turnout (page to moving), by tier.", |t| Some(t.turnout_s)),
+        ("lastmile_eta_speed_metres_per_second", "The ETA model's travel speed, by tier.", |t| Some(t.speed_m_per_s)),
+        (
+            "lastmile_eta_margin_seconds",
+            "Added to the estimate to make the promise (eta.promise_quantile), by tier.",
+            |t| Some(t.margin_s),
+        ),
+        ("lastmile_eta_arrivals", "Verified arrivals behind the learnt model (0: prior or pinned), by tier.", |t| {
+            Some(t.arrivals as f64)
+        }),
+        ("lastmile_eta_window_arrivals", "Verified arrivals in the calibration window, by tier.", |t| {
+            Some(t.window as f64)
+        }),
+        ("lastmile_eta_bias_seconds", "Mean error (late positive) of the model on the window, by tier.", |t| {
+            t.recent.bias_s
+        }),
+        ("lastmile_eta_median_abs_error_seconds", "Median absolute error on the window, by tier.", |t| {
+            t.recent.median_abs_error_s
+        }),
+        ("lastmile_eta_p90_abs_error_seconds", "p90 absolute error on the window, by tier.", |t| {
+            t.recent.p90_abs_error_s
+        }),
+        (
+            "lastmile_eta_share_by_promise",
+            "Share of the window's arrivals on scene by the ETA promised when paged.",
+            |t| t.recent.share_by_promise,
+        ),
+    ];
+    for (name, help, figure) in figures {
+        out.family(
+            name,
+            "gauge",
+            help,
+            tiers.iter().filter_map(|(tier, t)| figure(t).map(|v| (vec![("tier", tier.as_str())], v))),
+        );
+    }
 }
 
 fn latencies(out: &mut Exposition, app: &App) {

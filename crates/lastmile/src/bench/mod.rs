@@ -133,6 +133,9 @@ pub struct BenchArgs {
     /// Simulated seconds on scene before a crew reports AVAILABLE.
     #[arg(long, default_value_t = 60.0)]
     pub on_scene_s: f64,
+    /// How the simulated crews really travel (not the dispatcher's ETA).
+    #[command(flatten)]
+    pub crew: crate::sim_terminal::CrewArgs,
     /// The crews' clock runs this many times faster than life. The server's
     /// timers (acknowledgement timeouts, tier deadlines) run in real time.
     #[arg(long, default_value_t = 20.0)]
@@ -380,6 +383,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// The flags whose ranges clap does not check.
 fn validate(args: &BenchArgs) -> anyhow::Result<()> {
+    args.crew.travel()?;
     if args.incidents == 0 {
         bail!("--incidents must be at least 1");
     }
@@ -617,8 +621,9 @@ impl Fleet {
     }
 }
 
-/// How the crews answer, from the flags.
+/// How the crews answer, from the flags (checked before the run starts).
 fn crew_model(args: &BenchArgs, seed: u64) -> CrewModel {
+    let crew = args.crew.travel().unwrap_or_default();
     CrewModel {
         seed,
         silent_fraction: args.silent,
@@ -631,6 +636,7 @@ fn crew_model(args: &BenchArgs, seed: u64) -> CrewModel {
             time_scale: args.time_scale,
             on_scene_s: args.on_scene_s,
             verbose: false,
+            crew,
         },
     }
 }
