@@ -19,7 +19,7 @@ body{font-family:system-ui,'PingFang SC','Microsoft YaHei','Noto Sans CJK SC',sa
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}\
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}\
 th,td{border:1px solid #bbb;padding:.2em .5em;text-align:right}th{background:#eee}\
-td.t,th.t{text-align:left}.meta{color:#555;font-size:.9em}figure{margin:.5em 0}\
+td.t,th.t{text-align:left}td.t{white-space:nowrap}.meta{color:#555;font-size:.9em}figure{margin:.5em 0}\
 figcaption{font-size:.85em;color:#555}svg text{font-family:inherit}\
 @media print{body{margin:1cm;font-size:10pt}h2{break-after:avoid}figure,tr{break-inside:avoid}}";
 
@@ -263,7 +263,8 @@ fn eta_table(out: &mut String, report: &Report) {
 }
 
 const PLOT_H: f64 = 200.0;
-const TOP: f64 = 30.0;
+/// Room above the plot for a rotated "100%" label.
+const TOP: f64 = 36.0;
 const LEFT: f64 = 48.0;
 
 /// The 0–100% axis with gridlines every 25%, across `width`.
@@ -339,7 +340,7 @@ fn town_chart(out: &mut String, towns: &[Row]) {
                         r.incidents,
                         y - 3.0,
                         y - 3.0,
-                        pct(Some(share))
+                        format!("{:.0}%", share * 100.0)
                     );
                 }
                 None => {

@@ -468,8 +468,8 @@ fn html_is_one_escaped_page_with_its_charts() {
     assert!(html.contains("<td>60.0%</td>"));
     assert!(html.contains("<td>+50.0</td>") && html.contains("<td>-50.0</td>"));
     assert!(html.contains("2026-W44") && html.contains("per ISO week"));
-    // Hengjie's tier-1 bar: 50% of the 200 px plot, from y = 130 to the axis at 230.
-    assert!(html.contains("y=\"130.0\" width=\"14\" height=\"100.0\""), "a 50% bar");
+    // Hengjie's tier-1 bar: 50% of the 200 px plot, from y = 136 to the axis at 236.
+    assert!(html.contains("y=\"136.0\" width=\"14\" height=\"100.0\""), "a 50% bar");
     let week = compliance(&month(), &ReportRequest::new(Period::iso_week("2026-W49", &shanghai()).unwrap(), vec![]));
     let html = to_html(&week, None);
     assert_well_formed(&html);
