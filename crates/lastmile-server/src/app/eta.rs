@@ -282,3 +282,7 @@ fn learnt(tiers: &[TierState; 4], promise_quantile: f64) -> Calibration {
     }
     c
 }
+
+#[cfg(test)]
+#[path = "eta_tests.rs"]
+mod tests;

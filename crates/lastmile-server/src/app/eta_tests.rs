@@ -1,0 +1,1 @@
+//! (tests of the ETA calibration: being written)
