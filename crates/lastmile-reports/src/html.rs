@@ -331,7 +331,7 @@ fn town_chart(out: &mut String, towns: &[Row]) {
                         "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{BAR}\" height=\"{:.1}\" fill=\"{colour}\">\
                          <title>{} {}: {} ({}/{})</title></rect>\
                          <text x=\"{cx:.1}\" y=\"{:.1}\" font-size=\"9\" text-anchor=\"start\" \
-                         transform=\"rotate(-90 {cx:.1} {:.1})\" dominant-baseline=\"middle\">{}</text>",
+                         transform=\"rotate(-90 {cx:.1} {:.1})\" dominant-baseline=\"middle\">{:.0}%</text>",
                         TOP + PLOT_H - y,
                         esc(r.town.as_deref().unwrap_or("")),
                         esc(&tier_name(r.tier)),
@@ -340,7 +340,7 @@ fn town_chart(out: &mut String, towns: &[Row]) {
                         r.incidents,
                         y - 3.0,
                         y - 3.0,
-                        format!("{:.0}%", share * 100.0)
+                        share * 100.0
                     );
                 }
                 None => {
