@@ -29,7 +29,7 @@
 
 mod sqlite;
 
-pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
+pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};
 
 /// One change to store. Incidents are keyed by their sequence number.
 #[derive(Clone, Debug, PartialEq, Eq)]

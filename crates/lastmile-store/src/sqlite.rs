@@ -339,6 +339,32 @@ impl JournalStore for SqliteStore {
     }
 }
 
+/// A reader of the history in `dir` without opening the store for writing
+/// (no lock: a running server may be writing it; WAL lets both be). For
+/// offline reports. Refuses a directory without a journal.
+pub fn open_history_reader(dir: &Path) -> Result<Box<dyn HistoryReader>, StoreError> {
+    let path = dir.join(DB_FILE);
+    if !path.is_file() {
+        return Err(io_err(&path, "no journal here (is this a lastmile data directory?)"));
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sql_err(&path, "cannot open for reading"))?;
+    let version: i64 =
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_err(&path, "not a journal"))?;
+    if !(2..=SCHEMA_VERSION).contains(&version) {
+        return Err(io_err(&path, format!("schema version {version}: this lastmile reads 2 to {SCHEMA_VERSION}")));
+    }
+    if version < SCHEMA_VERSION {
+        // A schema-2 journal has no outcomes table until a server of this
+        // version opens it; its reports are read from `history` instead.
+        return Err(io_err(
+            &path,
+            format!("schema version {version}: start this lastmile's server on it once to upgrade"),
+        ));
+    }
+    Ok(Box::new(SqliteReader { path, idle: Mutex::new(vec![conn]) }))
+}
+
 /// History reads on their own read-only connections (WAL: they see the
 /// last committed state and never block the writer).
 struct SqliteReader {

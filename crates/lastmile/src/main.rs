@@ -13,7 +13,10 @@
 
 mod bench;
 mod client;
+mod compliance;
 mod connect;
+mod eta_cli;
+mod http_get;
 mod sim_terminal;
 mod watch;
 
@@ -91,6 +94,13 @@ enum Command {
     /// Webhook operator commands.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// The self-calibrating ETA: fit it to past responses, score a model,
+    /// generate synthetic responses, or ask a server for its models.
+    #[command(subcommand)]
+    Eta(eta_cli::EtaCommand),
+    /// The 13510 compliance report (weekly report, monthly bulletin), from a
+    /// data directory's journal or a server.
+    Compliance(compliance::ComplianceArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -224,6 +234,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print_dead_letters(config, data_dir, file)
         }
         Command::Client(command) => runtime.block_on(client::run(command)),
+        Command::Eta(command) => runtime.block_on(eta_cli::run(command)),
+        Command::Compliance(args) => compliance::run(args, &runtime),
     }
 }
 
