@@ -11,7 +11,7 @@
 //! - [`period`]: [`Period`] (an ISO week, a month, a range, cut in a time
 //!   zone), [`GroupKey`], and [`ReportError`] (why an input was refused).
 //! - [`report`]: [`compliance`] and the [`Report`] it returns.
-//! - [`bulletin`]: [`bulletin()`], the towns ranked per tier.
+//! - [`mod@bulletin`]: [`bulletin()`], the towns ranked per tier.
 //! - [`csv`], [`html`]: the renderings; [`to_json`] is here.
 //!
 //! The figures are defined in `docs/compliance.md`.
@@ -20,8 +20,9 @@
 //!
 //! No I/O and no clock: the caller reads outcomes from history and passes
 //! them in, and serves or writes what comes back. The work is one pass over
-//! the outcomes plus a sort of the groups (a week of 20 000 outcomes takes
-//! milliseconds), so it may run on a request's task.
+//! the outcomes plus sorts of the groups and of their arrival times (nothing
+//! quadratic): a week's report may run on a request's task; a year's (up to
+//! [`MAX_RANGE_DAYS`]) is better given to a blocking thread.
 
 #![forbid(unsafe_code)]
 
