@@ -549,3 +549,21 @@ fn many_outcomes_add_up_in_every_grouping() {
     assert_eq!(r.units.iter().map(|u| u.pages).sum::<u64>(), 20_000);
     assert_eq!(r.eta.iter().map(|e| e.stats.arrivals).sum::<usize>(), 20_000);
 }
+
+#[test]
+fn a_period_without_incidents_still_has_its_shape() {
+    // Week 40 (28 September to 4 October): none of the scripted incidents.
+    let period = Period::iso_week("2026-W40", &shanghai()).unwrap();
+    let r = compliance(&month(), &ReportRequest::new(period, vec![GroupKey::Town]));
+    assert_eq!((r.incidents, r.rows.len(), r.towns.len(), r.units.len()), (0, 0, 0, 0));
+    assert_eq!(
+        r.totals.iter().map(|t| (t.tier, t.incidents, t.share_met)).collect::<Vec<_>>(),
+        [(1, 0, None), (3, 0, None), (5, 0, None), (10, 0, None)]
+    );
+    assert_eq!((r.trend.step, r.trend.rows.len()), (TrendStep::Day, 28));
+    assert!(r.eta.iter().all(|e| e.stats == Default::default()));
+    assert_eq!(to_csv(&r).lines().count(), 1, "the header alone");
+    let html = to_html(&r, Some(&bulletin(&r, None)));
+    assert_well_formed(&html);
+    assert_eq!(html.matches("<svg").count(), 2);
+}
