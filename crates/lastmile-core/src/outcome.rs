@@ -119,9 +119,8 @@ impl Outcome {
         let mut tiers = Vec::new();
         for t in &incident.tiers {
             let own = || t.assignments.iter().filter(|a| a.escalated_from.is_none() && a.arrival_verified);
-            let since_report = |a: &crate::incident::Assignment| {
-                a.on_scene_at.map(|at| (at.unix_ms - reported) as f64 / 1000.0)
-            };
+            let since_report =
+                |a: &crate::incident::Assignment| a.on_scene_at.map(|at| (at.unix_ms - reported) as f64 / 1000.0);
             let within = own().filter_map(since_report).filter(|s| *s <= t.target_s as f64).count() as u32;
             tiers.push(TierOutcome {
                 tier: t.tier,
