@@ -151,3 +151,51 @@ impl EtaConfig {
         self.load_calibration().map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{ConfigError, ConfigSource, LastmileConfig, embedded_config_text};
+
+    /// The embedded file with `lines` at the end of its `[eta]` section
+    /// (where a `[[eta.pin]]` table may go).
+    fn with_eta(lines: &str) -> Result<LastmileConfig, ConfigError> {
+        let text = embedded_config_text().replace("\n[webhooks]\n", &format!("\n{lines}\n\n[webhooks]\n"));
+        LastmileConfig::parse(&text, ConfigSource::Embedded)
+    }
+
+    fn refusal(lines: &str) -> String {
+        match with_eta(lines) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{lines:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn the_embedded_default_learns_with_a_promise_at_0_8() {
+        let c = LastmileConfig::embedded().unwrap().eta;
+        assert!(c.learn && !c.frozen && c.pin.is_empty() && c.calibration_file.is_none());
+        assert_eq!((c.promise_quantile, c.min_arrivals, c.refit_every), (0.8, 30, 10));
+    }
+
+    #[test]
+    fn bad_eta_settings_are_refused_naming_the_key() {
+        let text = embedded_config_text().replace("promise_quantile = 0.8", "promise_quantile = 1.5");
+        let e = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(e.contains("eta.promise_quantile") && e.contains("1.5"), "{e}");
+        let e = refusal("[[eta.pin]]\ntier = 4\nturnout_s = 100\nspeed_m_per_s = 8\ncircuity = 1.3");
+        assert!(e.contains("eta.pin[0].tier") && e.contains("1, 3, 5 or 10"), "{e}");
+        let text = embedded_config_text().replace("[eta]\n", "[eta]\ncalibration_file = \"/nonexistent/eta.json\"\n");
+        let e = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(e.contains("eta.calibration_file") && e.contains("/nonexistent/eta.json"), "{e}");
+    }
+
+    #[test]
+    fn a_pin_is_read() {
+        let c = with_eta("[[eta.pin]]\ntier = 10\nturnout_s = 170\nspeed_m_per_s = 9\ncircuity = 1.3\nmargin_s = 60")
+            .unwrap()
+            .eta;
+        let pin = c.pinned(lastmile_core::Tier::T10).unwrap();
+        assert_eq!((pin.turnout_s, pin.speed_m_per_s, pin.margin_s), (170.0, 9.0, 60.0));
+        assert!(c.pinned(lastmile_core::Tier::T5).is_none());
+    }
+}
