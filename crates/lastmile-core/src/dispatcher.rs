@@ -45,7 +45,7 @@ use crate::incident::{
     check_severity, incident_id_for, parse_incident_id,
 };
 use crate::index::TierIndex;
-use crate::select::{Pick, select_tier};
+use crate::select::{Pick, UnitOffsets, select_tier_with_offsets};
 use crate::tier::{Tier, TierParams};
 use crate::unit::{Cause, Unit, UnitStatus, check_transition, check_unit_id};
 
@@ -158,6 +158,8 @@ pub struct Dispatcher {
     /// parameters until the ETA calibration replaces their travel part
     /// (turnout, speed, circuity; target, fallback and ack timeout stay).
     travel: RwLock<[TierParams; 4]>,
+    /// Per tier, the units' own ETA offsets (learnt; empty until then).
+    unit_offsets: RwLock<[Arc<UnitOffsets>; 4]>,
     /// Open incidents (and, for the instant of its close, a closing one).
     incidents: DashMap<u64, Incident>,
     /// The recently closed incidents, bounded (see `closed`).
@@ -207,6 +209,7 @@ impl Dispatcher {
         let travel = RwLock::new(Tier::ALL.map(|t| *config.tiers.get(t)));
         Ok(Dispatcher {
             travel,
+            unit_offsets: RwLock::new(Default::default()),
             config,
             area,
             limits,
@@ -484,9 +487,10 @@ impl Dispatcher {
             .into_iter()
             .filter(|tier| counts.get(*tier) > 0)
             .map(|tier| {
-                let params = self.travel(tier);
+                let (params, offsets) = (self.travel(tier), self.unit_offsets(tier));
                 let required = counts.get(tier);
-                let picks = select_tier(&read(&self.index[tier.index()]), &params, at, required, &mut take);
+                let index = read(&self.index[tier.index()]);
+                let picks = select_tier_with_offsets(&index, &params, &offsets, at, required, &mut take);
                 self.tier_response(tier, required, picks, now)
             })
             .collect()
@@ -679,7 +683,7 @@ impl Dispatcher {
     /// incident at `at` now (dispatchable, at any distance), nearest first:
     /// which is also fastest first, and so within-target first.
     pub fn candidates(&self, at: LatLng, tier: Tier, limit: usize) -> Vec<Candidate> {
-        let params = self.travel(tier);
+        let (params, offsets) = (self.travel(tier), self.unit_offsets(tier));
         let index = read(&self.index[tier.index()]);
         let mut found = Vec::with_capacity(limit.min(64));
         for nearby in index.nearest(at, CANDIDATE_REACH_M) {
@@ -690,7 +694,7 @@ impl Dispatcher {
             if !self.dispatchable(unit.status) {
                 continue;
             }
-            let eta_s = params.eta_s(nearby.distance_m);
+            let eta_s = offsets.eta_s(&params, &nearby.unit_id, nearby.distance_m);
             found.push(Candidate {
                 unit: unit.clone(),
                 distance_m: nearby.distance_m,
@@ -793,6 +797,16 @@ impl Dispatcher {
         let p = &mut travel[tier.index()];
         (p.turnout_s, p.speed_m_per_s, p.circuity) = (turnout_s, speed_m_per_s, circuity);
         Ok(())
+    }
+
+    /// The learnt per-unit ETA offsets of `tier`'s units.
+    pub fn unit_offsets(&self, tier: Tier) -> Arc<UnitOffsets> {
+        self.unit_offsets.read().unwrap_or_else(|p| p.into_inner())[tier.index()].clone()
+    }
+
+    /// Replaces `tier`'s per-unit ETA offsets (seconds added to a unit's ETA).
+    pub fn set_unit_offsets(&self, tier: Tier, offsets: UnitOffsets) {
+        self.unit_offsets.write().unwrap_or_else(|p| p.into_inner())[tier.index()] = Arc::new(offsets);
     }
 
     pub fn get_unit(&self, id: &str) -> Result<Unit, DispatchError> {

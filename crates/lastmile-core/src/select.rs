@@ -11,7 +11,16 @@
 //! (distance, id) order: one nearest-first walk of the tier's R-tree, bounded by
 //! the fallback reach, visits candidates in exactly the rule's order.
 //! [`select_brute_force`] is the rule written as a scan, for tests and benches.
+//!
+//! With per-unit offsets (learnt by the ETA calibration: a crew that is
+//! always two minutes slower than its tier gets +120 s), a unit's ETA is
+//! `ceil(turnout_s[t] + offset(u) + distance * circuity / speed)` and the
+//! order by ETA is no longer the order by distance:
+//! [`select_tier_with_offsets`] walks every candidate within the reach of
+//! the smallest offset, orders them by the rule, then offers them in that
+//! order. Without offsets it is [`select_tier`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::geodesy::{LatLng, haversine_m};
@@ -63,11 +72,110 @@ pub fn select_tier(
     picks
 }
 
+/// Seconds added to some units' ETAs (learnt per unit); the others get 0.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UnitOffsets {
+    by_unit: HashMap<Arc<str>, f64>,
+    /// The smallest offset, at most 0: what bounds the walk.
+    min_s: f64,
+}
+
+impl UnitOffsets {
+    /// Non-finite offsets are left out.
+    pub fn new(offsets: impl IntoIterator<Item = (Arc<str>, f64)>) -> Self {
+        let by_unit: HashMap<Arc<str>, f64> = offsets.into_iter().filter(|(_, o)| o.is_finite()).collect();
+        let min_s = by_unit.values().copied().fold(0.0, f64::min);
+        UnitOffsets { by_unit, min_s }
+    }
+
+    pub fn get(&self, unit_id: &str) -> f64 {
+        self.by_unit.get(unit_id).copied().unwrap_or(0.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_unit.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_unit.len()
+    }
+
+    /// `params`' ETA for a unit `distance_m` away with this unit's offset.
+    pub fn eta_s(&self, params: &TierParams, unit_id: &str, distance_m: f64) -> u32 {
+        match self.by_unit.get(unit_id) {
+            None => params.eta_s(distance_m),
+            Some(offset) => with_turnout(params, params.turnout_s + offset).eta_s(distance_m),
+        }
+    }
+}
+
+fn with_turnout(params: &TierParams, turnout_s: f64) -> TierParams {
+    TierParams { turnout_s: turnout_s.max(0.0), ..*params }
+}
+
+/// [`select_tier`] with per-unit ETA offsets (see the module's docs).
+pub fn select_tier_with_offsets(
+    index: &TierIndex,
+    params: &TierParams,
+    offsets: &UnitOffsets,
+    at: LatLng,
+    required: u32,
+    mut take: impl FnMut(&Arc<str>) -> bool,
+) -> Vec<Pick> {
+    if offsets.is_empty() {
+        return select_tier(index, params, at, required, take);
+    }
+    let mut picks = Vec::with_capacity(required as usize);
+    if required == 0 {
+        return picks;
+    }
+    let eta_limit_s = params.fallback_limit_s().max(params.target_s);
+    let reach_m = with_turnout(params, params.turnout_s + offsets.min_s).reach_m(eta_limit_s) + 1.0;
+    let mut candidates: Vec<Pick> = index
+        .nearest(at, reach_m)
+        .filter_map(|nearby| {
+            let eta_s = offsets.eta_s(params, &nearby.unit_id, nearby.distance_m);
+            (eta_s <= eta_limit_s).then(|| Pick {
+                unit_id: nearby.unit_id,
+                distance_m: nearby.distance_m,
+                eta_s,
+                within_target: eta_s <= params.target_s,
+            })
+        })
+        .collect();
+    candidates.sort_by(by_rule);
+    for pick in candidates {
+        if take(&pick.unit_id) {
+            picks.push(pick);
+            if picks.len() == required as usize {
+                break;
+            }
+        }
+    }
+    picks
+}
+
+/// The rule's order: ETA, then distance, then id.
+fn by_rule(a: &Pick, b: &Pick) -> std::cmp::Ordering {
+    a.eta_s.cmp(&b.eta_s).then(a.distance_m.total_cmp(&b.distance_m)).then_with(|| a.unit_id.cmp(&b.unit_id))
+}
+
 /// The rule as a linear scan over `(id, position, available)`: the reference
 /// the index-backed selection is tested and benchmarked against.
 pub fn select_brute_force<'a>(
     units: impl IntoIterator<Item = (&'a Arc<str>, LatLng, bool)>,
     params: &TierParams,
+    at: LatLng,
+    required: u32,
+) -> Vec<Pick> {
+    select_brute_force_with_offsets(units, params, &UnitOffsets::default(), at, required)
+}
+
+/// [`select_brute_force`] with per-unit ETA offsets.
+pub fn select_brute_force_with_offsets<'a>(
+    units: impl IntoIterator<Item = (&'a Arc<str>, LatLng, bool)>,
+    params: &TierParams,
+    offsets: &UnitOffsets,
     at: LatLng,
     required: u32,
 ) -> Vec<Pick> {
@@ -77,14 +185,12 @@ pub fn select_brute_force<'a>(
         .filter(|(_, _, available)| *available)
         .map(|(id, position, _)| {
             let distance_m = haversine_m(position, at);
-            let eta_s = params.eta_s(distance_m);
+            let eta_s = offsets.eta_s(params, id, distance_m);
             Pick { unit_id: id.clone(), distance_m, eta_s, within_target: eta_s <= params.target_s }
         })
         .filter(|p| p.eta_s <= eta_limit_s)
         .collect();
-    all.sort_by(|a, b| {
-        a.eta_s.cmp(&b.eta_s).then(a.distance_m.total_cmp(&b.distance_m)).then_with(|| a.unit_id.cmp(&b.unit_id))
-    });
+    all.sort_by(by_rule);
     all.truncate(required as usize);
     all
 }
@@ -143,6 +249,24 @@ mod tests {
                     let fast = select_tier(&index, params, at, required, |id| available.contains(id));
                     let slow = select_brute_force(units.iter().map(|u| (&u.0, u.1, u.2)), params, at, required);
                     assert_eq!(fast, slow, "seed={seed} round={round} tier={tier} at={at:?} required={required}");
+                    // Some units learnt slower or faster than their tier.
+                    let mut learnt = Vec::new();
+                    for u in &units {
+                        if rng.unit() < 0.3 {
+                            learnt.push((u.0.clone(), rng.range(-90.0, 240.0)));
+                        }
+                    }
+                    let offsets = UnitOffsets::new(learnt);
+                    let fast =
+                        select_tier_with_offsets(&index, params, &offsets, at, required, |id| available.contains(id));
+                    let slow = select_brute_force_with_offsets(
+                        units.iter().map(|u| (&u.0, u.1, u.2)),
+                        params,
+                        &offsets,
+                        at,
+                        required,
+                    );
+                    assert_eq!(fast, slow, "with offsets: seed={seed} round={round} tier={tier} at={at:?}");
                     cases += 1;
                 }
             }
@@ -194,6 +318,21 @@ mod tests {
         let order: Vec<&str> = picks.iter().map(|p| &*p.unit_id).collect();
         assert_eq!(order, ["y", "z", "x"]);
         assert!(picks.iter().all(|p| p.eta_s == picks[0].eta_s));
+    }
+
+    #[test]
+    fn a_unit_learnt_slow_gives_way_to_a_farther_one_learnt_on_time() {
+        let config = DispatchConfig::defaults();
+        let t10 = config.tiers.get(Tier::T10);
+        let at = ll(28.58, 121.37);
+        let (slow, punctual): (Arc<str>, Arc<str>) = (Arc::from("slow"), Arc::from("punctual"));
+        let index = TierIndex::bulk_load([(slow.clone(), ll(28.59, 121.37)), (punctual.clone(), ll(28.60, 121.37))]);
+        assert_eq!(select_tier(&index, t10, at, 1, |_| true)[0].unit_id, slow, "nearest first without offsets");
+        let offsets = UnitOffsets::new([(slow.clone(), 300.0)]);
+        let picks = select_tier_with_offsets(&index, t10, &offsets, at, 2, |_| true);
+        assert_eq!(picks[0].unit_id, punctual, "{picks:?}");
+        assert_eq!(picks[1].eta_s, offsets.eta_s(t10, "slow", picks[1].distance_m));
+        assert!(picks[1].eta_s >= 300 + t10.eta_s(picks[1].distance_m) - 1);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::geodesy::{LatLng, haversine_m};
 use crate::incident::{
     Assignment, AssignmentState, Incident, IncidentStatus, TierResponse, TierState, Timestamp, parse_incident_id,
 };
-use crate::select::{Pick, select_tier};
+use crate::select::{Pick, select_tier_with_offsets};
 use crate::tier::Tier;
 use crate::unit::{Cause, Unit, UnitStatus};
 
@@ -376,12 +376,12 @@ impl Dispatcher {
             incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()).collect();
         let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id, now, fx);
         let index = read(&self.index[unit_tier.index()]);
-        let params = &self.travel(rule_tier);
+        let (params, offsets) = (&self.travel(rule_tier), self.unit_offsets(unit_tier));
         if !unbounded {
-            return select_tier(&index, params, incident.location, 1, &mut take).pop();
+            return select_tier_with_offsets(&index, params, &offsets, incident.location, 1, &mut take).pop();
         }
         index.nearest(incident.location, f64::INFINITY).find(|n| take(&n.unit_id)).map(|n| {
-            let eta_s = params.eta_s(n.distance_m);
+            let eta_s = offsets.eta_s(params, &n.unit_id, n.distance_m);
             Pick { unit_id: n.unit_id, distance_m: n.distance_m, eta_s, within_target: eta_s <= params.target_s }
         })
     }
@@ -449,7 +449,7 @@ impl Dispatcher {
 
     fn pick_at(&self, unit_id: &Arc<str>, position: LatLng, unit_tier: Tier, slot_tier: Tier, at: LatLng) -> Pick {
         let distance_m = haversine_m(position, at);
-        let eta_s = self.travel(unit_tier).eta_s(distance_m);
+        let eta_s = self.unit_offsets(unit_tier).eta_s(&self.travel(unit_tier), unit_id, distance_m);
         Pick {
             unit_id: unit_id.clone(),
             distance_m,

@@ -146,7 +146,7 @@ impl Eta {
                 t.since_refit = 0;
             }
             for tier in Tier::ALL {
-                apply(dispatcher, tier, &tiers[tier.index()].model);
+                apply(dispatcher, tier, &tiers[tier.index()]);
             }
         }
         eta
@@ -188,7 +188,7 @@ impl Eta {
         let mut changed = false;
         for tier in Tier::ALL {
             if touched[tier.index()] && self.refit(&mut tiers[tier.index()]) {
-                apply(dispatcher, tier, &tiers[tier.index()].model);
+                apply(dispatcher, tier, &tiers[tier.index()]);
                 changed = true;
             }
         }
@@ -211,7 +211,7 @@ impl Eta {
         t.learnt_from = fitted.arrivals;
         t.unit_offsets = fitted.unit_offsets;
         t.source = Source::Learnt;
-        let changed = next != t.model;
+        let changed = next != t.model || !t.unit_offsets.is_empty();
         t.model = next;
         changed
     }
@@ -260,12 +260,17 @@ impl Eta {
     }
 }
 
-/// Hands `model` to the dispatcher's selection (a model that is not one is
-/// logged and left out: the previous one stays).
-fn apply(dispatcher: &Dispatcher, tier: Tier, model: &TravelModel) {
+/// Hands a tier's model and its units' offsets to the dispatcher's
+/// selection (a model that is not one is logged and left out: the previous
+/// one stays).
+fn apply(dispatcher: &Dispatcher, tier: Tier, t: &TierState) {
+    let model = &t.model;
     if let Err(e) = dispatcher.set_travel(tier, model.turnout_s + model.margin_s, model.speed_m_per_s, model.circuity) {
         tracing::error!(%tier, error = %e, "ETA calibration: model refused; the previous one stays");
+        return;
     }
+    let offsets = t.unit_offsets.iter().map(|(unit, offset)| (std::sync::Arc::<str>::from(unit.as_str()), *offset));
+    dispatcher.set_unit_offsets(tier, lastmile_core::select::UnitOffsets::new(offsets));
 }
 
 /// The learnt tiers as a calibration (what the journal keeps).
