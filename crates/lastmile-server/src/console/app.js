@@ -31,6 +31,7 @@ import * as unitsView from './units.js';
 import * as alerts from './alerts.js';
 import {
   t, setLang, currentLang, setTimeZone, translateStatic, tierLabel, kindLabel, roleLabel, currentTimeZone,
+  isoWeekInZone, previousMonthInZone,
 } from './i18n.js';
 
 const $ = (sel) => document.querySelector(sel);
@@ -87,6 +88,7 @@ function showWhoami() {
 $('#lang').addEventListener('click', () => {
   setLang(currentLang() === 'en' ? 'zh-CN' : 'en');
   translateAll();
+  showReportLinks();
   board.retranslate();
   detail.retranslate();
   unitsView.retranslate();
@@ -259,6 +261,20 @@ $('#signout').addEventListener('click', async () => {
   location.reload();
 });
 
+// ---- reports ----------------------------------------------------------------------
+
+/** The 13510 compliance reports (printable pages the server renders), for
+ * roles that may read them: this ISO week's and last month's bulletin, cut
+ * in the district's time zone. */
+function showReportLinks() {
+  $('#reports').hidden = !state.caps.compliance;
+  const base = '/v1/reports/compliance?format=html&group_by=town,tier';
+  $('#report-week').href = `${base}&week=${isoWeekInZone()}`;
+  $('#report-month').href = `${base}&month=${previousMonthInZone()}`;
+  $('#report-week').title = t('report_week_title');
+  $('#report-month').title = t('report_month_title');
+}
+
 // ---- boot -----------------------------------------------------------------------
 
 async function readSession() {
@@ -284,6 +300,7 @@ async function boot() {
   state.setRole(state.session.role);
   translateAll();
   $('#signout').hidden = !state.session.auth;
+  showReportLinks();
   if (state.session.role === 'terminal') {
     const box = $('#role-none');
     box.textContent = t('role_none', { role: state.session.role });

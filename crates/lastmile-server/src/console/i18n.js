@@ -9,6 +9,10 @@ const zh = {
   mute: '静音',
   unmute: '取消静音',
   signout: '退出登录',
+  report_week: '本周报表',
+  report_month: '上月通报',
+  report_week_title: '本周 13510 响应达标报表（一周一上报）',
+  report_month_title: '上月 13510 通报（一月一通报）',
   signin_title: '调度员登录',
   signin_token: '令牌',
   signin_submit: '登录',
@@ -136,6 +140,10 @@ const en = {
   mute: 'Mute',
   unmute: 'Unmute',
   signout: 'Sign out',
+  report_week: 'This week',
+  report_month: 'Last month',
+  report_week_title: "This week's 13510 compliance report",
+  report_month_title: "Last month's 13510 bulletin",
   signin_title: 'Dispatcher sign-in',
   signin_token: 'Token',
   signin_submit: 'Sign in',
@@ -307,6 +315,32 @@ export function setTimeZone(zone) {
 
 export function currentTimeZone() {
   return timeZone;
+}
+
+/** Today's date in the district's time zone, as [year, month, day]. */
+function todayInZone(now = new Date()) {
+  const parts = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' })
+    .formatToParts(now);
+  const get = (type) => Number(parts.find((p) => p.type === type).value);
+  return [get('year'), get('month'), get('day')];
+}
+
+/** The ISO week ("2026-W49") of today in the district's time zone. */
+export function isoWeekInZone(now = new Date()) {
+  const [y, m, d] = todayInZone(now);
+  const date = new Date(Date.UTC(y, m - 1, d));
+  const weekday = date.getUTCDay() || 7; // Monday 1 ... Sunday 7
+  date.setUTCDate(date.getUTCDate() + 4 - weekday); // the week's Thursday decides its year
+  const year = date.getUTCFullYear();
+  const week = Math.ceil(((date - Date.UTC(year, 0, 1)) / 86400000 + 1) / 7);
+  return `${year}-W${String(week).padStart(2, '0')}`;
+}
+
+/** The month before this one ("2026-11") in the district's time zone. */
+export function previousMonthInZone(now = new Date()) {
+  const [y, m] = todayInZone(now);
+  const [py, pm] = m === 1 ? [y - 1, 12] : [y, m - 1];
+  return `${py}-${String(pm).padStart(2, '0')}`;
 }
 
 function fill(text, vars) {

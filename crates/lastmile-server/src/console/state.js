@@ -27,6 +27,7 @@ export function setRole(role) {
   caps.override = all;
   caps.setStatus = all;
   caps.units = all || role === 'admin';
+  caps.compliance = all || role === 'admin' || role === 'report';
 }
 
 const ACTIVE = new Set(['PAGED', 'ACKNOWLEDGED', 'ON_SCENE']);
