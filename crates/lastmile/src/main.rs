@@ -5,6 +5,9 @@
 //! - `lastmile watch` follows the dispatchers' live feed.
 //! - `lastmile terminal --unit ID` is a simulated responder terminal.
 //! - `lastmile webhooks dead-letters` prints the webhook dead-letter log.
+//! - `lastmile compliance` is the 13510 compliance report (offline from a
+//!   data directory, or from a server); `lastmile eta fit | score | generate
+//!   | status` work with the self-calibrating ETA.
 //! - `lastmile report | preview | get | close | units | status | assign |
 //!   release` are a small gRPC client for people at a terminal (the same calls
 //!   any gRPC tool can make through server reflection).
