@@ -105,13 +105,22 @@ async fn call(channel: &Channel, op: Operation, token: Option<&str>, unit: &str)
             };
             status(t.report_position(with(tokio_stream::iter(vec![report]), token)).await)
         }
-        // HTTP-only operations (webhook dead letters) have no gRPC call.
-        Operation::ReadDeadLetters | Operation::ReplayDeadLetters => Status::ok("not a gRPC operation"),
+        // HTTP-only operations (webhook dead letters, reports) have no gRPC call.
+        Operation::ReadDeadLetters
+        | Operation::ReplayDeadLetters
+        | Operation::ReadComplianceReport
+        | Operation::GetEtaStatus => Status::ok("not a gRPC operation"),
     }
 }
 
 fn is_grpc(op: Operation) -> bool {
-    !matches!(op, Operation::ReadDeadLetters | Operation::ReplayDeadLetters)
+    !matches!(
+        op,
+        Operation::ReadDeadLetters
+            | Operation::ReplayDeadLetters
+            | Operation::ReadComplianceReport
+            | Operation::GetEtaStatus
+    )
 }
 
 #[tokio::test]
@@ -315,4 +324,37 @@ async fn a_position_stream_is_held_to_its_tokens_rate_message_by_message() {
     let status = answer.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("t3b"), "{status:?}");
+}
+
+/// The management's role reads the reports and the ETA status, and nothing
+/// else; the upstream system may read neither.
+#[tokio::test]
+async fn the_report_role_reads_reports_and_the_eta_only() {
+    use lastmile_suite::http::http;
+    const MANAGEMENT: &str = "management-secret";
+    let report_token = format!(
+        "\n[[auth.tokens]]\nname = \"bureau\"\nrole = \"report\"\ntoken_sha256 = \"{}\"\n",
+        token_sha256_hex(MANAGEMENT)
+    );
+    let server = TestServer::start_with(config_on_disk(&paging_units(), |c| c + &auth_section(&report_token))).await;
+    let addr = server.http_addr;
+    let bearer = |secret: &str| format!("Bearer {secret}");
+    let (management, upstream, desk) = (bearer(MANAGEMENT), bearer(UPSTREAM), bearer(DESK));
+    let report = "/v1/reports/compliance?month=2026-11&format=csv";
+    for (who, token, path, status) in [
+        ("report", management.as_str(), report, 200),
+        ("report", management.as_str(), "/v1/eta", 200),
+        ("report", management.as_str(), "/v1/incidents", 403),
+        ("report", management.as_str(), "/v1/units", 403),
+        ("integration", upstream.as_str(), report, 403),
+        ("integration", upstream.as_str(), "/v1/eta", 403),
+        ("dispatcher", desk.as_str(), report, 200),
+        ("dispatcher", desk.as_str(), "/v1/eta", 200),
+    ] {
+        let answer = http(addr, "GET", path, &[("authorization", token)], None).await;
+        assert_eq!(answer.status, status, "{who} GET {path}: {}", answer.text());
+    }
+    let anonymous = http(addr, "GET", report, &[], None).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    server.shutdown().await;
 }

@@ -135,7 +135,7 @@ pub fn select_tier_with_offsets(
         .nearest(at, reach_m)
         .filter_map(|nearby| {
             let eta_s = offsets.eta_s(params, &nearby.unit_id, nearby.distance_m);
-            (eta_s <= eta_limit_s).then(|| Pick {
+            (eta_s <= eta_limit_s).then_some(Pick {
                 unit_id: nearby.unit_id,
                 distance_m: nearby.distance_m,
                 eta_s,
