@@ -505,12 +505,14 @@ async fn the_document_lists_every_enum_value_and_route() {
             "GET /metrics",
             "GET /openapi.json",
             "GET /v1/admin/webhooks/dead-letters",
+            "GET /v1/eta",
             "GET /v1/events",
             "GET /v1/incidents",
             "GET /v1/incidents/{id}",
             "GET /v1/incidents/{id}/candidates",
             "GET /v1/incidents/{id}/timeline",
             "GET /v1/ping",
+            "GET /v1/reports/compliance",
             "GET /v1/units",
             "GET /v1/units/{id}",
             "POST /v1/admin/webhooks/dead-letters/replay",
@@ -897,5 +899,39 @@ async fn the_document_and_the_server_agree_on_numbers() {
         "INVALID_ARGUMENT",
         "severity",
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_compliance_report_and_the_eta_status_match_the_document() {
+    let server = TestServer::start().await;
+    let addr = server.http_addr;
+    let doc = openapi(addr).await;
+    let reported = post(addr, "/v1/incidents", &report_json("http-report-1")).await;
+    let id = conforms(&doc, "/v1/incidents", "post", &reported, 201)["incident"]["id"].as_str().unwrap().to_string();
+    let closed = post(addr, &format!("/v1/incidents/{id}/close"), &json!({"reason": "report test"})).await;
+    assert_eq!(closed.status, 200, "{}", closed.text());
+    // Today's month in the district's zone: the month of a UTC instant eight hours on.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + 8 * 3600;
+    let (from, to) = (now / 86_400 - 1, now / 86_400 + 2);
+    let day = |d: i64| {
+        // Days since the epoch as YYYY-MM-DD (civil-from-days).
+        let z = d + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let (dd, mm) = (doy - (153 * mp + 2) / 5 + 1, if mp < 10 { mp + 3 } else { mp - 9 });
+        format!("{:04}-{mm:02}-{dd:02}", yoe + era * 400 + i64::from(mm <= 2))
+    };
+    let path = format!("/v1/reports/compliance?from={}&to={}&group_by=town,tier", day(from), day(to));
+    let report = conforms(&doc, "/v1/reports/compliance", "get", &get(addr, &path).await, 200);
+    assert_eq!(report["incidents"], 1, "{report}");
+    let month = format!("/v1/reports/compliance?month={}&group_by=town,tier", &day(now / 86_400)[..7]);
+    let bulletin = conforms(&doc, "/v1/reports/compliance", "get", &get(addr, &month).await, 200)["bulletin"].clone();
+    assert_eq!(bulletin["tiers"].as_array().unwrap().len(), 4, "{bulletin}");
+    let eta = conforms(&doc, "/v1/eta", "get", &get(addr, "/v1/eta").await, 200);
+    assert_eq!(eta["tiers"].as_array().unwrap().len(), 4);
     server.shutdown().await;
 }
