@@ -66,7 +66,7 @@ impl App {
         caller: &Caller,
         filter: WatchFilter,
     ) -> Result<mpsc::Receiver<WatchItem>, AppError> {
-        self.authorize(caller, Operation::WatchEvents)?;
+        let _admitted = self.authorize(caller, Operation::WatchEvents)?;
         validate::optional_id("incident_id", &filter.incident_id)?;
         validate::optional_id("unit_id", &filter.unit_id)?;
         let feed = &self.sinks.feed;

@@ -86,7 +86,7 @@ impl App {
         req: ReportIncident,
         view: impl FnOnce(&Incident) -> T,
     ) -> Result<Reported<T>, AppError> {
-        self.authorize(caller, Operation::ReportIncident)?;
+        let _admitted = self.authorize(caller, Operation::ReportIncident)?;
         let started = std::time::Instant::now();
         let new = self.new_incident(req)?;
         let external_id = new.external_id.clone();
@@ -113,7 +113,7 @@ impl App {
 
     /// An open incident, or a closed one from history.
     pub async fn get_incident(&self, caller: &Caller, id: &str) -> Result<Incident, AppError> {
-        self.authorize(caller, Operation::GetIncident)?;
+        let _admitted = self.authorize(caller, Operation::GetIncident)?;
         let id = validate::required_id("id", id)?;
         match self.dispatcher.get_incident(id) {
             Err(DispatchError::IncidentNotFound(_)) => self.closed_incident(id).await,
@@ -132,7 +132,7 @@ impl App {
     /// Incidents oldest first, a page at a time: open ones from the live
     /// state, closed ones from history, both by sequence number.
     pub async fn list_incidents(&self, caller: &Caller, req: &ListIncidents) -> Result<Page<Incident>, AppError> {
-        self.authorize(caller, Operation::ListIncidents)?;
+        let _admitted = self.authorize(caller, Operation::ListIncidents)?;
         let page_size = validate::page_size(req.page_size, &self.config.server)?;
         let after = match validate::page_token(&req.page_token)? {
             None => 0,
@@ -187,7 +187,7 @@ impl App {
     /// Closes an incident with a reason and releases its units; closing a
     /// closed one answers it unchanged.
     pub async fn close_incident(&self, caller: &Caller, id: &str, reason: &str) -> Result<Incident, AppError> {
-        self.authorize(caller, Operation::CloseIncident)?;
+        let _admitted = self.authorize(caller, Operation::CloseIncident)?;
         let id = validate::required_id("id", id)?;
         validate::reason("reason", reason, &self.config.limits)?;
         let closed =
@@ -202,7 +202,7 @@ impl App {
 
     /// Every state change of an incident, open or closed, in order.
     pub async fn incident_timeline(&self, caller: &Caller, id: &str) -> Result<Vec<TimelineEntry>, AppError> {
-        self.authorize(caller, Operation::GetIncidentTimeline)?;
+        let _admitted = self.authorize(caller, Operation::GetIncidentTimeline)?;
         let id = validate::required_id("incident_id", id)?;
         let not_found = || AppError::from(DispatchError::IncidentNotFound(id.to_string()));
         let seq = parse_incident_id(id).ok_or_else(not_found)?;
@@ -227,7 +227,7 @@ impl App {
         tier: Option<Tier>,
         limit: u32,
     ) -> Result<Vec<lastmile_core::dispatcher::Candidate>, AppError> {
-        self.authorize(caller, Operation::PreviewDispatch)?;
+        let _admitted = self.authorize(caller, Operation::PreviewDispatch)?;
         let incident_id = validate::required_id("incident_id", incident_id)?;
         let tier = tier.ok_or_else(|| AppError::invalid("tier", "required: 1, 3, 5 or 10"))?;
         if !(1..=100).contains(&limit) {
@@ -244,7 +244,7 @@ impl App {
         incident_id: &str,
         unit_id: &str,
     ) -> Result<Incident, AppError> {
-        self.authorize(caller, Operation::ConfirmArrival)?;
+        let _admitted = self.authorize(caller, Operation::ConfirmArrival)?;
         let incident_id = validate::required_id("incident_id", incident_id)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
         let by = caller.name();
@@ -257,7 +257,7 @@ impl App {
 
     /// What a report would select now; reserves nothing.
     pub fn preview_dispatch(&self, caller: &Caller, req: &PreviewDispatch) -> Result<Preview, AppError> {
-        self.authorize(caller, Operation::PreviewDispatch)?;
+        let _admitted = self.authorize(caller, Operation::PreviewDispatch)?;
         let at = validate::lat_lng("location", req.location)?;
         let kind = required_kind(req.kind)?;
         let severity = validate::severity(req.severity)?;
@@ -272,7 +272,7 @@ impl App {
         unit_id: &str,
         tier: Option<Tier>,
     ) -> Result<Incident, AppError> {
-        self.authorize(caller, Operation::AssignUnit)?;
+        let _admitted = self.authorize(caller, Operation::AssignUnit)?;
         let incident_id = validate::required_id("incident_id", incident_id)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
         let tier = tier.ok_or_else(|| AppError::invalid("tier", "required: 1, 3, 5 or 10"))?;

@@ -26,6 +26,7 @@
 //! - [`retention`]: the history retention task.
 //! - [`positions`]: position fixes, journaled coalesced.
 
+pub mod admission;
 pub mod eta;
 pub mod feed;
 pub mod incidents;
@@ -74,6 +75,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The self-calibrating ETA: learns from every close.
     pub eta: eta::Eta,
+    /// Work in flight, by class.
+    pub admission: admission::Admission,
 }
 
 impl App {
@@ -87,8 +90,11 @@ impl App {
         self.auth.authenticate(authorization)
     }
 
-    fn authorize(&self, caller: &Caller, op: Operation) -> Result<(), AppError> {
-        self.auth.authorize(caller, op)
+    /// May `caller` call `op`, and is there room for it now? The place is
+    /// held until the returned guard drops (when the operation answers).
+    pub(crate) fn authorize(&self, caller: &Caller, op: Operation) -> Result<admission::Admitted, AppError> {
+        self.auth.authorize(caller, op)?;
+        self.admission.admit(admission::Class::of(op))
     }
 
     /// Whether the server can take changes: not shutting down, journal not
@@ -99,6 +105,6 @@ impl App {
 
     /// `Ping`: answers as soon as the caller may call it.
     pub fn ping(&self, caller: &Caller) -> Result<(), AppError> {
-        self.authorize(caller, Operation::Ping)
+        self.authorize(caller, Operation::Ping).map(drop)
     }
 }

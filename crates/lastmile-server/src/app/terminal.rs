@@ -49,7 +49,7 @@ impl App {
     /// A terminal's page stream: the waiting page (if any) first, then every
     /// new one; ended by a newer subscription for the unit or by shutdown.
     pub fn subscribe(&self, caller: &Caller, unit_id: &str) -> Result<mpsc::Receiver<PageItem>, AppError> {
-        self.authorize(caller, Operation::Subscribe)?;
+        let _admitted = self.authorize(caller, Operation::Subscribe)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
         self.auth.acting_for(caller, unit_id)?;
         self.dispatcher.get_unit(unit_id)?;
@@ -66,7 +66,7 @@ impl App {
 
     /// Accept (the unit goes EN_ROUTE) or decline a page.
     pub async fn acknowledge(&self, caller: &Caller, ack: Acknowledgement) -> Result<Unit, AppError> {
-        self.authorize(caller, Operation::Acknowledge)?;
+        let _admitted = self.authorize(caller, Operation::Acknowledge)?;
         validate::required_id("unit_id", &ack.unit_id)?;
         self.auth.acting_for(caller, &ack.unit_id)?;
         validate::required_id("incident_id", &ack.incident_id)?;
@@ -95,7 +95,7 @@ impl App {
         incident_id: &str,
         fix: Option<(Point, Option<RawTime>)>,
     ) -> Result<Unit, AppError> {
-        self.authorize(caller, Operation::ReportStatus)?;
+        let _admitted = self.authorize(caller, Operation::ReportStatus)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
         self.auth.acting_for(caller, unit_id)?;
         let status = match status {
@@ -151,7 +151,7 @@ impl App {
 
     /// Opens a position stream for `caller` (one call of its rate).
     pub fn open_position_stream(&self, caller: &Caller) -> Result<PositionStream, AppError> {
-        self.authorize(caller, Operation::ReportPosition)?;
+        let _admitted = self.authorize(caller, Operation::ReportPosition)?;
         Ok(PositionStream { caller: caller.clone(), seen: 0, applied: 0, units: Vec::new() })
     }
 

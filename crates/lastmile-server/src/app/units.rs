@@ -39,7 +39,7 @@ pub struct UnitInput {
 
 impl App {
     pub fn list_units(&self, caller: &Caller, req: &ListUnits) -> Result<Page<Unit>, AppError> {
-        self.authorize(caller, Operation::ListUnits)?;
+        let _admitted = self.authorize(caller, Operation::ListUnits)?;
         validate::bounded_str("town", &req.town, self.config.limits.max_name_bytes)?;
         let page_size = validate::page_size(req.page_size, &self.config.server)?;
         let page_token = validate::page_token(&req.page_token)?;
@@ -49,14 +49,14 @@ impl App {
     }
 
     pub fn get_unit(&self, caller: &Caller, id: &str) -> Result<Unit, AppError> {
-        self.authorize(caller, Operation::GetUnit)?;
+        let _admitted = self.authorize(caller, Operation::GetUnit)?;
         let id = validate::required_id("id", id)?;
         Ok(self.dispatcher.get_unit(id)?)
     }
 
     /// Adds a unit or replaces one's description; `true` when created.
     pub async fn upsert_unit(&self, caller: &Caller, unit: Option<UnitInput>) -> Result<(Unit, bool), AppError> {
-        self.authorize(caller, Operation::UpsertUnit)?;
+        let _admitted = self.authorize(caller, Operation::UpsertUnit)?;
         let unit = unit.ok_or_else(|| AppError::invalid("unit", "required"))?;
         let unit = self.unit_from_input(unit)?;
         let (unit, created) = self.change(caller.name(), |work| self.dispatcher.upsert_unit(unit, work)).await??;
@@ -109,7 +109,7 @@ impl App {
         status: Option<UnitStatus>,
         incident_id: &str,
     ) -> Result<Unit, AppError> {
-        self.authorize(caller, Operation::SetUnitStatus)?;
+        let _admitted = self.authorize(caller, Operation::SetUnitStatus)?;
         let id = validate::required_id("id", id)?;
         let status = status.ok_or_else(|| AppError::invalid("status", "required"))?;
         self.check_on_incident(id, incident_id)?;
@@ -139,7 +139,7 @@ impl App {
 
     /// A dispatcher takes a unit off its incident.
     pub async fn release_unit(&self, caller: &Caller, unit_id: &str, reason: &str) -> Result<Unit, AppError> {
-        self.authorize(caller, Operation::ReleaseUnit)?;
+        let _admitted = self.authorize(caller, Operation::ReleaseUnit)?;
         let unit_id = validate::required_id("unit_id", unit_id)?;
         validate::reason("reason", reason, &self.config.limits)?;
         let unit = self

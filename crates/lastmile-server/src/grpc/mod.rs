@@ -23,9 +23,17 @@ use crate::app::{App, AppError, Caller};
 pub use dispatch::DispatchService;
 pub use terminal::TerminalService;
 
-/// The status for an application error: same code, same message.
+/// The status for an application error: same code, same message; a retry
+/// hint as `retry-after` (seconds, like HTTP's header) and
+/// `grpc-retry-pushback-ms` (what gRPC retry policies read).
 pub fn status(error: AppError) -> Status {
-    Status::new(Code::from_i32(error.code.grpc_code()), error.message)
+    let mut status = Status::new(Code::from_i32(error.code.grpc_code()), error.message);
+    if let Some(seconds) = error.retry_after_s {
+        let metadata = status.metadata_mut();
+        metadata.insert("retry-after", seconds.into());
+        metadata.insert("grpc-retry-pushback-ms", (u64::from(seconds) * 1000).into());
+    }
+    status
 }
 
 /// Who sent `request`.

@@ -30,6 +30,7 @@ pub fn render(app: &App, webhooks: &Webhooks) -> String {
         refusals(&mut out, app);
         webhook_queues(&mut out, webhooks);
         eta(&mut out, app);
+        admission(&mut out, app);
         if let Some(journal) = &app.journal {
             out.single(
                 "lastmile_journal_failed",
@@ -40,6 +41,24 @@ pub fn render(app: &App, webhooks: &Webhooks) -> String {
         }
         out.finish()
     })
+}
+
+/// Admission control (`[admission]`): refusals per class, work in flight.
+fn admission(out: &mut Exposition, app: &App) {
+    let refused: Vec<(&str, u64)> = app.admission.refused().map(|(c, n)| (c.name(), n)).collect();
+    out.family(
+        "lastmile_admission_refused_total",
+        "counter",
+        "Operations refused at once because their class (or all work) was at its [admission] bound, by class.",
+        refused.iter().map(|(class, n)| (vec![("class", *class)], *n as f64)),
+    );
+    let (all, reports, reads) = app.admission.in_flight();
+    out.family(
+        "lastmile_admission_in_flight",
+        "gauge",
+        "Operations in flight: all (admission.max_in_flight), report, read.",
+        [("all", all), ("report", reports), ("read", reads)].map(|(k, n)| (vec![("class", k)], n as f64)),
+    );
 }
 
 /// The ETA's model and its error on the recent arrivals, per tier (as
