@@ -462,6 +462,7 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         auth,
         metrics,
         eta,
+        admission: app::admission::Admission::new(&config.admission),
     });
     // A journal from before history kept closed incidents live: move them.
     for incident in &opened.to_archive {

@@ -66,6 +66,9 @@ pub struct LastmileConfig {
     /// The self-calibrating ETA (optional section; learning on by default).
     #[serde(default)]
     pub eta: eta::EtaConfig,
+    /// Work in flight, by class (optional section).
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -279,6 +282,29 @@ impl Default for ConsoleConfig {
     }
 }
 
+/// `[admission]`: operations in flight at once (see `app::admission`); one
+/// more is refused at once with RESOURCE_EXHAUSTED / 429 and a retry hint.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// All operations but streams (acknowledgements, status reports and
+    /// dispatchers' overrides are bounded by this only).
+    pub max_in_flight: usize,
+    /// ReportIncident.
+    pub max_reports_in_flight: usize,
+    /// Reads: gets, lists, previews, timelines, reports, pings.
+    pub max_reads_in_flight: usize,
+    /// The retry hint of a refusal, seconds (`Retry-After`; gRPC metadata
+    /// `retry-after` and `grpc-retry-pushback-ms`).
+    pub retry_after_s: u32,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig { max_in_flight: 1024, max_reports_in_flight: 256, max_reads_in_flight: 256, retry_after_s: 1 }
+    }
+}
+
 /// `[history]`: closed incidents and their timelines, apart from the live
 /// state.
 #[derive(Clone, Debug, Deserialize)]
@@ -437,6 +463,21 @@ impl LastmileConfig {
             return Err(self.invalid("http.max_body_bytes", "must be at least 1024"));
         }
         self.time_zone()?;
+        let a = &self.admission;
+        if a.max_in_flight == 0 || a.max_in_flight > 1_000_000 {
+            return Err(self.invalid("admission.max_in_flight", "must be 1 to 1000000"));
+        }
+        for (key, value) in [
+            ("admission.max_reports_in_flight", a.max_reports_in_flight),
+            ("admission.max_reads_in_flight", a.max_reads_in_flight),
+        ] {
+            if value == 0 || value > a.max_in_flight {
+                return Err(self.invalid(key, format!("must be 1 to admission.max_in_flight ({})", a.max_in_flight)));
+            }
+        }
+        if !(1..=3600).contains(&a.retry_after_s) {
+            return Err(self.invalid("admission.retry_after_s", "must be 1 to 3600"));
+        }
         self.eta.validate().map_err(|(key, problem)| self.invalid(&key, problem))?;
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
         self.webhooks.validate(&webhooks::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
