@@ -477,7 +477,6 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         CancellationToken::new(),
     )?);
     let follower = webhooks.has_endpoints().then(|| webhook::Follower::start(webhooks.clone(), sinks));
-    app::timers::rearm(&app);
     let timers = AbortOnDrop(tokio::spawn(app::timers::run(app.clone(), armed)));
     let pruner = AbortOnDrop(tokio::spawn(app::retention::run(app.clone())));
     let positions = AbortOnDrop(tokio::spawn(app::positions::run(app.clone())));
@@ -505,6 +504,19 @@ fn start_eta(
     Ok(eta)
 }
 
+/// Fires the recovered state's timers that are due (the rest go to the
+/// timer task) off the async workers, then waits until their changes are
+/// durable.
+async fn catch_up(app: &Arc<App>) {
+    let started = std::time::Instant::now();
+    let firing = app.clone();
+    let fired = tokio::task::spawn_blocking(move || app::timers::rearm(&firing)).await.unwrap_or_default();
+    app.settle().await;
+    if fired > 0 {
+        info!(fired, elapsed_ms = started.elapsed().as_millis() as u64, "overdue timers fired before serving");
+    }
+}
+
 /// Logs whether auth is on; with it off, loudly.
 fn log_auth(auth: &auth::Auth, config: &LastmileConfig, grpc_addr: std::net::SocketAddr) {
     if auth.enabled() {
@@ -528,6 +540,21 @@ pub async fn run_opened(
     opened: Opened,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run_opened_then(listeners, config, opened, shutdown, || {}).await
+}
+
+/// [`run_opened`], calling `on_ready` once the server is ready: the
+/// recovered state's overdue timers have fired and their changes are
+/// durable (until then the gRPC port answers health NOT_SERVING and the
+/// gateway is not listening), just before it serves. The binary prints its
+/// "listening on" lines there.
+pub async fn run_opened_then(
+    listeners: impl Into<Listeners>,
+    config: Arc<LastmileConfig>,
+    opened: Opened,
+    shutdown: impl Future<Output = ()> + Send,
+    on_ready: impl FnOnce(),
+) -> Result<(), ServerError> {
     let Listeners { grpc: listener, http: http_listener } = listeners.into();
     let auth = config.build_auth()?;
     let grpc_addr = listener.local_addr().map_err(ServerError::Listener)?;
@@ -546,6 +573,11 @@ pub async fn run_opened(
     log_auth(&auth, &config, grpc_addr);
     let started = start(&config, opened, auth)?;
     let app = started.app.clone();
+    // Readiness after recovery: the timers that came due while the server
+    // was down fire now, before anything is served, and their changes are
+    // committed, so the first request does not queue behind them.
+    serve_health_while_recovering(listener.clone(), &config, catch_up(&app)).await?;
+    on_ready();
     // The gateway: its own task, stopped with the rest (`App::stop`), and
     // aborted if gRPC serving fails (the guard drops).
     let router = match &http_listener {

@@ -307,9 +307,9 @@ async fn serve(config: LastmileConfig) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    print_listening(&listener, http_listener.as_ref())?;
+    let ready = ready_lines(&listener, http_listener.as_ref())?;
     let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener };
-    run_until_signal(Arc::new(config), listeners, opened).await
+    run_until_signal(Arc::new(config), listeners, opened, ready).await
 }
 
 /// Reads the journal and rebuilds the state while the port answers health
@@ -333,19 +333,25 @@ async fn recover_answering_health(
     Ok(opened?)
 }
 
-/// Printed once recovered, i.e. ready: scripts and tests that pass port 0
-/// read the real addresses from these lines (gRPC first, so scripts reading
-/// the first line are unaffected). A closed stdout is ignored: the server
-/// must not die because its reader did.
-fn print_listening(grpc: &tokio::net::TcpListener, http: Option<&tokio::net::TcpListener>) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "lastmile listening on {}", grpc.local_addr()?);
+/// The lines printed once ready (recovered, and the timers that came due
+/// while down fired and committed): scripts and tests that pass port 0 read
+/// the real addresses from them (gRPC first, so scripts reading the first
+/// line are unaffected). A closed stdout is ignored: the server must not
+/// die because its reader did.
+fn ready_lines(
+    grpc: &tokio::net::TcpListener,
+    http: Option<&tokio::net::TcpListener>,
+) -> anyhow::Result<impl FnOnce() + Send + 'static> {
+    let mut lines = format!("lastmile listening on {}\n", grpc.local_addr()?);
     if let Some(http) = http {
-        let _ = writeln!(out, "lastmile http listening on {}", http.local_addr()?);
+        lines += &format!("lastmile http listening on {}\n", http.local_addr()?);
     }
-    let _ = out.flush();
-    Ok(())
+    Ok(move || {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(lines.as_bytes());
+        let _ = out.flush();
+    })
 }
 
 /// Serves until SIGTERM/SIGINT, then drains for at most
@@ -354,12 +360,14 @@ async fn run_until_signal(
     config: Arc<LastmileConfig>,
     listeners: lastmile_server::Listeners,
     opened: lastmile_server::Opened,
+    ready: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(lastmile_server::run_opened(listeners, config, opened, async {
+    let stopped = async {
         let _ = stop_rx.await;
-    }));
+    };
+    let server = tokio::spawn(lastmile_server::run_opened_then(listeners, config, opened, stopped, ready));
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result?.map_err(Into::into),

@@ -103,6 +103,14 @@ impl App {
         !self.stop.is_cancelled() && self.journal.as_ref().is_none_or(|j| j.failure().is_none())
     }
 
+    /// Waits until every change sent to the journal so far is durable (at
+    /// once with the memory backend).
+    pub async fn settle(&self) {
+        if let Some(journal) = &self.journal {
+            let _ = crate::journal::JournalOp::internal(journal).durable().await;
+        }
+    }
+
     /// `Ping`: answers as soon as the caller may call it.
     pub fn ping(&self, caller: &Caller) -> Result<(), AppError> {
         self.authorize(caller, Operation::Ping).map(drop)

@@ -12,16 +12,19 @@ use tokio_util::time::DelayQueue;
 use super::App;
 
 /// Re-arms the timers of a recovered state: those already due fire now, in
-/// order; the rest go to the wheel.
-pub fn rearm(app: &App) {
+/// order; the rest go to the wheel. How many fired.
+pub fn rearm(app: &App) -> usize {
     let now = app.now();
+    let mut fired = 0;
     for timer in app.dispatcher.timers_to_rearm() {
         if timer.at <= now {
             app.internal_change(|work| app.dispatcher.fire(&timer.key, now, work));
+            fired += 1;
         } else {
             app.sinks.arm(timer);
         }
     }
+    fired
 }
 
 /// Runs until `app.stop` is cancelled. Armed timers arrive on `armed` (the
