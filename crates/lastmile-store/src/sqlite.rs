@@ -83,11 +83,11 @@ const SCHEMA: &str = "
         body BLOB NOT NULL,
         PRIMARY KEY (incident_seq, n)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS outcomes (
+        seq INTEGER PRIMARY KEY,
         reported_at_ms INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
         closed_at_ms INTEGER NOT NULL,
-        body BLOB NOT NULL,
-        PRIMARY KEY (reported_at_ms, seq)) WITHOUT ROWID;
+        body BLOB NOT NULL);
+    CREATE INDEX IF NOT EXISTS outcomes_by_reported ON outcomes (reported_at_ms);
     CREATE INDEX IF NOT EXISTS outcomes_by_closed ON outcomes (closed_at_ms);
     CREATE TABLE IF NOT EXISTS calibration (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL);";
 
@@ -120,8 +120,16 @@ impl SqliteStore {
                 format!("schema version {version} is newer than this lastmile's ({SCHEMA_VERSION})"),
             ));
         }
+        // Upgrading a schema-2 journal: its closed incidents so far have no
+        // outcome; the highest of them is remembered, so readers look for
+        // those only below it (a journal created with outcomes has none).
+        let legacy = if version == 2 {
+            "INSERT OR REPLACE INTO meta (key, value) SELECT 'legacy_history_max_seq', coalesce(max(seq), 0) FROM history;"
+        } else {
+            ""
+        };
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {SCHEMA} \
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {SCHEMA} {legacy} \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(sql_err(&path, "cannot create the schema (read-only or full disk?)"))?;
@@ -244,7 +252,7 @@ impl JournalStore for SqliteStore {
                 .map_err(err("cannot prepare"))?;
             let mut outcome = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO outcomes (reported_at_ms, seq, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO outcomes (seq, reported_at_ms, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(err("cannot prepare"))?;
             let mut calibration = tx
@@ -269,7 +277,7 @@ impl JournalStore for SqliteStore {
                             .execute(params![*seq as i64, reported_at_ms, closed_at_ms, body])
                             .map_err(err("cannot archive an incident"))?;
                         outcome
-                            .execute(params![reported_at_ms, *seq as i64, closed_at_ms, summary])
+                            .execute(params![*seq as i64, reported_at_ms, closed_at_ms, summary])
                             .map_err(err("cannot archive an incident's outcome"))?;
                         archived += 1;
                     }
@@ -310,14 +318,8 @@ impl JournalStore for SqliteStore {
         let limit = max_incidents as i64;
         tx.execute(&format!("DELETE FROM timeline WHERE incident_seq IN ({oldest})"), params![closed_before_ms, limit])
             .map_err(err("cannot prune the timeline"))?;
-        tx.execute(
-            &format!(
-                "DELETE FROM outcomes WHERE (reported_at_ms, seq) IN \
-                 (SELECT reported_at_ms, seq FROM history WHERE seq IN ({oldest}))"
-            ),
-            params![closed_before_ms, limit],
-        )
-        .map_err(err("cannot prune outcomes"))?;
+        tx.execute(&format!("DELETE FROM outcomes WHERE seq IN ({oldest})"), params![closed_before_ms, limit])
+            .map_err(err("cannot prune outcomes"))?;
         let deleted = tx
             .execute(&format!("DELETE FROM history WHERE seq IN ({oldest})"), params![closed_before_ms, limit])
             .map_err(err("cannot prune history"))?;
@@ -439,9 +441,10 @@ impl HistoryReader for SqliteReader {
     fn without_outcome(&self, from_ms: i64, to_ms: i64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT h.seq, h.body FROM history h WHERE h.reported_at_ms >= ?1 AND h.reported_at_ms < ?2 \
-                 AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.reported_at_ms = h.reported_at_ms AND o.seq = h.seq) \
-                 ORDER BY h.seq",
+                "SELECT h.seq, h.body FROM history h \
+                 WHERE h.seq <= (SELECT coalesce(max(value), 0) FROM meta WHERE key = 'legacy_history_max_seq') \
+                 AND h.reported_at_ms >= ?1 AND h.reported_at_ms < ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM outcomes o WHERE o.seq = h.seq) ORDER BY h.seq",
             )?;
             let rows =
                 stmt.query_map(params![from_ms, to_ms], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))?;

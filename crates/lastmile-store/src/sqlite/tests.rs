@@ -118,8 +118,11 @@ fn outcomes_are_read_by_report_time_and_the_recent_ones_by_close_time() {
     assert_eq!(reader.outcomes(51, 99).unwrap(), Vec::<Vec<u8>>::new());
     assert_eq!(reader.recent_outcomes(2).unwrap(), bytes(&["o4", "o3"]), "most recently closed first");
     assert!(reader.without_outcome(0, 100).unwrap().is_empty());
-    // A history row archived without an outcome (a schema-2 journal).
+    // A history row archived without an outcome (a schema-2 journal, upgraded
+    // with three closed incidents).
     store.conn.execute("DELETE FROM outcomes WHERE seq = 3", []).unwrap();
+    assert!(reader.without_outcome(0, 100).unwrap().is_empty(), "a journal created with outcomes has none missing");
+    store.conn.execute("INSERT INTO meta (key, value) VALUES ('legacy_history_max_seq', 3)", []).unwrap();
     assert_eq!(reader.without_outcome(0, 100).unwrap(), vec![(3, b"c".to_vec())]);
     assert_eq!(reader.without_outcome(0, 30).unwrap(), vec![], "[from, to)");
 }
@@ -171,4 +174,21 @@ fn the_eta_calibration_is_one_row_replaced_and_recovered() {
     store.commit(&[c("third")], 2).unwrap();
     drop(store);
     assert_eq!(SqliteStore::open(&d).unwrap().recover(0).unwrap().calibration, Some(b"third".to_vec()));
+}
+
+#[test]
+fn a_schema_2_journal_is_upgraded_remembering_which_closed_incidents_have_no_outcome() {
+    let d = dir("upgrade-2");
+    let mut store = SqliteStore::open(&d).unwrap();
+    store.commit(&[archive(1, 10, 20, "one"), archive(2, 11, 21, "two")], 1).unwrap();
+    // As a schema-2 journal was: no outcomes, version 2.
+    store.conn.execute_batch("DROP TABLE outcomes; PRAGMA user_version = 2;").unwrap();
+    drop(store);
+    let mut store = SqliteStore::open(&d).unwrap();
+    let reader = store.reader().unwrap();
+    let missing: Vec<u64> = reader.without_outcome(0, 100).unwrap().into_iter().map(|(seq, _)| seq).collect();
+    assert_eq!(missing, [1, 2]);
+    store.commit(&[archive(3, 12, 22, "three")], 2).unwrap();
+    assert_eq!(reader.outcomes(0, 100).unwrap(), bytes(&["o3"]), "closed after the upgrade: with its outcome");
+    assert_eq!(reader.without_outcome(0, 100).unwrap().len(), 2);
 }
