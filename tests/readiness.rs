@@ -14,7 +14,8 @@ type Dispatch = lastmile_proto::v1::dispatch_client::DispatchClient<Channel>;
 /// The demo fleet, tier-1 pages timing out after 1 s.
 fn config(dir: &std::path::Path) -> std::path::PathBuf {
     let units = lastmile_server::config::embedded_dataset_file("luqiao/units.json").unwrap();
-    let config = config_on_disk(units, |text| with_journal(dir)(text).replace("ack_timeout_s = 15", "ack_timeout_s = 1"));
+    let config =
+        config_on_disk(units, |text| with_journal(dir)(text).replace("ack_timeout_s = 15", "ack_timeout_s = 1"));
     match &config.source {
         lastmile_server::config::ConfigSource::File(p) => p.clone(),
         other => panic!("{other:?}"),

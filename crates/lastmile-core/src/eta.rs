@@ -73,8 +73,8 @@ impl ErrorStats {
 // ---------------------------------------------------------------------------
 // The learnt travel model.
 
-/// A tier's learnt travel model. promised ETA = turnout + margin +
-/// distance*circuity/speed.
+/// A tier's learnt travel model. promised ETA =
+/// (turnout + distance*circuity/speed) * (1 + margin_ratio) + margin_s.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TravelModel {
@@ -85,15 +85,27 @@ pub struct TravelModel {
     /// Road distance over great-circle distance; kept from the prior (only
     /// `circuity / speed` is identifiable from great-circle distances).
     pub circuity: f64,
-    /// Added to the point estimate to make the promise: the
-    /// `promise_quantile` quantile of the fit's residuals, seconds.
+    /// Added to the promise, seconds (an operator's pin; a fit leaves it 0).
     pub margin_s: f64,
+    /// The promise is the point estimate times `1 + margin_ratio`: the fit
+    /// sets it to the `promise_quantile` quantile of actual / estimate, less
+    /// one. Relative, because the error grows with the distance: a flat
+    /// margin over-promises far away and under-promises near by, exactly
+    /// where "within target" is decided. (Default 0: older files.)
+    #[serde(default)]
+    pub margin_ratio: f64,
 }
 
 impl TravelModel {
     /// The configured (textbook) model of a tier, with no margin.
     pub fn prior(p: &TierParams) -> Self {
-        TravelModel { turnout_s: p.turnout_s, speed_m_per_s: p.speed_m_per_s, circuity: p.circuity, margin_s: 0.0 }
+        TravelModel {
+            turnout_s: p.turnout_s,
+            speed_m_per_s: p.speed_m_per_s,
+            circuity: p.circuity,
+            margin_s: 0.0,
+            margin_ratio: 0.0,
+        }
     }
 
     /// Seconds of travel per great-circle metre.
@@ -106,18 +118,25 @@ impl TravelModel {
         self.turnout_s + distance_m * self.pace_s_per_m()
     }
 
-    /// The promise: the point estimate plus the margin, seconds.
+    /// The promise: the point estimate scaled by the margin ratio, plus
+    /// the margin, seconds.
     pub fn promised_s(&self, distance_m: f64) -> f64 {
-        self.point_s(distance_m) + self.margin_s
+        self.point_s(distance_m) * self.scale() + self.margin_s
     }
 
-    /// `p` with this model's travel: `turnout_s` = turnout + margin, speed
-    /// and circuity; target, fallback and ack timeout are kept. So
-    /// `TierParams::eta_s` gives `ceil(promised_s)`.
+    /// `1 + margin_ratio`.
+    pub fn scale(&self) -> f64 {
+        1.0 + self.margin_ratio
+    }
+
+    /// `p` with this model's travel, the promise folded in: `turnout_s` =
+    /// turnout * (1 + ratio) + margin, speed / (1 + ratio), circuity; target,
+    /// fallback and ack timeout are kept. So `TierParams::eta_s` gives
+    /// `ceil(promised_s)`.
     pub fn apply(&self, p: &TierParams) -> TierParams {
         TierParams {
-            turnout_s: self.turnout_s + self.margin_s,
-            speed_m_per_s: self.speed_m_per_s,
+            turnout_s: self.turnout_s * self.scale() + self.margin_s,
+            speed_m_per_s: self.speed_m_per_s / self.scale(),
             circuity: self.circuity,
             ..*p
         }
@@ -193,6 +212,10 @@ pub const MAX_PAIRS: usize = 200_000;
 pub const MIN_PAIR_SPREAD_M: f64 = 10.0;
 /// Learnt speeds are clamped to this range, metres per second.
 pub const SPEED_RANGE_M_PER_S: (f64, f64) = (0.5, 60.0);
+/// Learnt margin ratios are clamped to this range.
+pub const MARGIN_RATIO_RANGE: (f64, f64) = (-0.5, 3.0);
+/// An estimate below this does not make a ratio (a unit at the door).
+const MIN_ESTIMATE_S: f64 = 10.0;
 /// The seed of the pair subsampling.
 const PAIR_SEED: u64 = 0x6c61_7374_6d69_6c65;
 
@@ -235,10 +258,19 @@ pub fn fit(samples: &[Sample], prior: &TravelModel, s: &FitSettings) -> Option<F
         *r -= turnout;
     }
     let unit_offsets = unit_offsets(&usable, &residuals, s);
-    let mut adjusted: Vec<f64> =
-        usable.iter().zip(&residuals).map(|(x, r)| r - unit_offsets.get(&x.unit_id).copied().unwrap_or(0.0)).collect();
-    let margin = quantile(&mut adjusted, s.promise_quantile).unwrap_or(0.0);
-    let model = TravelModel { turnout_s: turnout, speed_m_per_s: speed, circuity: prior.circuity, margin_s: margin };
+    // The margin: the promise quantile of actual / estimate (with the
+    // unit's offset), so the promise holds as often near as far.
+    let mut ratios: Vec<f64> = usable
+        .iter()
+        .map(|x| {
+            let estimate = turnout + pace * x.distance_m + unit_offsets.get(&x.unit_id).copied().unwrap_or(0.0);
+            x.travel_s / estimate.max(MIN_ESTIMATE_S)
+        })
+        .collect();
+    let (lo_ratio, hi_ratio) = MARGIN_RATIO_RANGE;
+    let margin_ratio = (quantile(&mut ratios, s.promise_quantile).unwrap_or(1.0) - 1.0).clamp(lo_ratio, hi_ratio);
+    let model =
+        TravelModel { turnout_s: turnout, speed_m_per_s: speed, circuity: prior.circuity, margin_s: 0.0, margin_ratio };
     debug_assert!(model.turnout_s >= 0.0 && model.speed_m_per_s >= lo && model.speed_m_per_s <= hi);
     Some(Fit { model, unit_offsets, arrivals: usable.len() })
 }
@@ -362,7 +394,10 @@ pub fn step_towards(current: &TravelModel, target: &TravelModel, max_step: f64) 
     let circuity = bounded(current.circuity, target.circuity, m * current.circuity);
     let margin_room = m * (current.turnout_s + current.margin_s).max(FLOOR_S);
     let margin = bounded(current.margin_s, target.margin_s, margin_room);
-    TravelModel { turnout_s: turnout, speed_m_per_s: speed, circuity, margin_s: margin }
+    // The ratio: by at most max_step of itself, or of 0.2 while it is small.
+    let ratio_room = m * current.margin_ratio.abs().max(0.2);
+    let margin_ratio = bounded(current.margin_ratio, target.margin_ratio, ratio_room);
+    TravelModel { turnout_s: turnout, speed_m_per_s: speed, circuity, margin_s: margin, margin_ratio }
 }
 
 // ---------------------------------------------------------------------------
@@ -485,6 +520,10 @@ impl Calibration {
                 if !(m.circuity.is_finite() && m.circuity >= 1.0) {
                     return bad(key("model.circuity"), format!("{} is not a finite number >= 1", m.circuity));
                 }
+                let (lo_ratio, hi_ratio) = MARGIN_RATIO_RANGE;
+                if !(m.margin_ratio >= lo_ratio && m.margin_ratio <= hi_ratio) {
+                    return bad(key("model.margin_ratio"), format!("{} is not in [{lo_ratio}, {hi_ratio}]", m.margin_ratio));
+                }
                 if !(m.margin_s.is_finite() && m.turnout_s + m.margin_s >= 0.0) {
                     return bad(
                         key("model.margin_s"),
@@ -527,9 +566,9 @@ mod tests {
     // ---- the travel model and its fit ----
 
     /// The truth of the synthetic tests: 150 s turnout, 7 m/s, circuity 1.3.
-    const TRUTH: TravelModel = TravelModel { turnout_s: 150.0, speed_m_per_s: 7.0, circuity: 1.3, margin_s: 0.0 };
+    const TRUTH: TravelModel = TravelModel { turnout_s: 150.0, speed_m_per_s: 7.0, circuity: 1.3, margin_s: 0.0, margin_ratio: 0.0 };
     /// The textbook prior the fits start from.
-    const PRIOR: TravelModel = TravelModel { turnout_s: 60.0, speed_m_per_s: 11.1, circuity: 1.3, margin_s: 0.0 };
+    const PRIOR: TravelModel = TravelModel { turnout_s: 60.0, speed_m_per_s: 11.1, circuity: 1.3, margin_s: 0.0, margin_ratio: 0.0 };
 
     /// Standard normal (Box–Muller).
     fn normal(rng: &mut SplitMix64) -> f64 {
@@ -589,7 +628,7 @@ mod tests {
         assert!(within(fit.model.turnout_s, 150.0, 0.10), "{:?}", fit.model);
         assert!(within(fit.model.speed_m_per_s, 7.0, 0.05), "{:?}", fit.model);
         assert_eq!(fit.model.circuity, 1.3);
-        assert!(fit.model.margin_s > 0.0, "{:?}", fit.model);
+        assert!(fit.model.margin_ratio > 0.0 && fit.model.margin_s == 0.0, "{:?}", fit.model);
     }
 
     #[test]
@@ -667,6 +706,25 @@ mod tests {
     }
 
     #[test]
+    fn the_promise_holds_as_often_near_as_far() {
+        let seed = seed();
+        let fit = fit(&synthetic(seed, 3000, 40, &TRUTH), &PRIOR, &FitSettings::default()).unwrap();
+        let fresh = synthetic(seed.wrapping_add(7), 6000, 40, &TRUTH);
+        let share = |band: &dyn Fn(f64) -> bool| {
+            let (mut n, mut kept) = (0usize, 0usize);
+            for x in fresh.iter().filter(|x| band(x.distance_m)) {
+                n += 1;
+                let promised = fit.model.promised_s(x.distance_m) + fit.unit_offset_s(&x.unit_id);
+                kept += usize::from(x.travel_s <= promised);
+            }
+            kept as f64 / n as f64
+        };
+        // Synthetic distances are 200 m to 8 km.
+        let (near, far) = (share(&|d| d < 2000.0), share(&|d| d > 6000.0));
+        assert!((near - 0.8).abs() < 0.06 && (far - 0.8).abs() < 0.06, "near {near:.3}, far {far:.3}");
+    }
+
+    #[test]
     fn unit_offsets_are_shrunk_towards_the_tier() {
         let mut samples = synthetic(seed(), 600, 12, &TRUTH);
         let late = |n: usize, unit: &'static str| {
@@ -705,6 +763,7 @@ mod tests {
                 speed_m_per_s: rng.range(0.5, 30.0),
                 circuity: rng.range(1.0, 2.0),
                 margin_s: rng.range(-20.0, 200.0),
+                margin_ratio: rng.range(-0.3, 1.5),
             };
             let (current, target) = (model(), model());
             let next = step_towards(&current, &target, 0.25);
@@ -712,11 +771,14 @@ mod tests {
             assert!((next.speed_m_per_s / current.speed_m_per_s - 1.0).abs() <= 0.25 + 1e-9);
             let margin_room = 0.25 * (current.turnout_s + current.margin_s).max(30.0);
             assert!((next.margin_s - current.margin_s).abs() <= margin_room + 1e-9);
+            let ratio_room = 0.25 * current.margin_ratio.abs().max(0.2);
+            assert!((next.margin_ratio - current.margin_ratio).abs() <= ratio_room + 1e-9);
             // Each parameter moves towards the target, never past it.
             for (c, n, t) in [
                 (current.turnout_s, next.turnout_s, target.turnout_s),
                 (current.speed_m_per_s, next.speed_m_per_s, target.speed_m_per_s),
                 (current.margin_s, next.margin_s, target.margin_s),
+                (current.margin_ratio, next.margin_ratio, target.margin_ratio),
             ] {
                 assert!((n - c) * (t - c) >= 0.0 && (n - c).abs() <= (t - c).abs() + 1e-9);
             }

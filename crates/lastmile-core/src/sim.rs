@@ -56,6 +56,9 @@ pub struct CrewTravel {
     pub speed_m_per_s: [f64; 4],
     pub circuity: f64,
     pub spread: f64,
+    /// Mixed into every draw: runs with other seeds draw other times for
+    /// the same pages.
+    pub seed: u64,
 }
 
 impl Default for CrewTravel {
@@ -68,6 +71,7 @@ impl Default for CrewTravel {
             speed_m_per_s: [2.5, 6.0, 7.0, 9.0],
             circuity: 1.3,
             spread: 0.25,
+            seed: 0,
         }
     }
 }
@@ -88,7 +92,7 @@ impl CrewTravel {
     /// What one crew (of tier index `tier`) takes for one page, `distance_m`
     /// away; `key` identifies the page (the same page draws the same).
     pub fn draw(&self, tier: usize, distance_m: f64, key: u64) -> CrewDraw {
-        let mut rng = SplitMix64(key ^ 0x5eed_c4e7_0000_0001);
+        let mut rng = SplitMix64(key ^ 0x5eed_c4e7_0000_0001 ^ self.seed.wrapping_mul(GOLDEN_GAMMA));
         let mut lognormal = || (self.spread * standard_normal(&mut rng)).exp();
         let turnout_s = self.turnout_s[tier] * lognormal();
         let speed = self.speed_m_per_s[tier] / lognormal();
@@ -133,6 +137,8 @@ mod tests {
         assert!((360.0..383.0).contains(&drives[drives.len() / 2]), "median drive {}", drives[drives.len() / 2]);
         assert!(turnouts[turnouts.len() / 10] < 0.8 * median, "spread");
         assert_eq!(crew.draw(3, 10.0, 42), crew.draw(3, 10.0, 42), "same page, same draw");
+        let reseeded = CrewTravel { seed: 7, ..crew };
+        assert_ne!(crew.draw(3, 10.0, 42), reseeded.draw(3, 10.0, 42), "another seed, another draw");
     }
 
     #[test]

@@ -194,11 +194,15 @@ pub struct CrewArgs {
     /// Log-normal sigma of each page's turnout and speed draw.
     #[arg(long, default_value_t = 0.25)]
     pub crew_spread: f64,
+    /// Seed of the crews' draws (`lastmile bench` uses its --seed).
+    #[arg(long, default_value_t = 0)]
+    pub crew_seed: u64,
 }
 
 impl CrewArgs {
     pub fn travel(&self) -> anyhow::Result<lastmile_core::sim::CrewTravel> {
-        let mut crew = lastmile_core::sim::CrewTravel { spread: self.crew_spread, ..Default::default() };
+        let mut crew =
+            lastmile_core::sim::CrewTravel { spread: self.crew_spread, seed: self.crew_seed, ..Default::default() };
         if let Some(t) = self.crew_turnout_s {
             anyhow::ensure!(t.is_finite() && t >= 0.0, "--crew-turnout-s must be a number >= 0, got {t}");
             crew.turnout_s = [t; 4];

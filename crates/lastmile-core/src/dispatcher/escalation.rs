@@ -319,7 +319,11 @@ impl Dispatcher {
         };
         let pick = self.pick_for(incident, up, up, unbounded, now, fx);
         let detail = match pick {
-            Some(pick) => {
+            Some(mut pick) => {
+                // Paged at the lower tier's deadline: "within target" is the
+                // upper tier's target counted from the report, not from now.
+                let elapsed_s = ((now.unix_ms - incident.reported_at.unix_ms).max(0) / 1000) as u32;
+                pick.within_target = elapsed_s.saturating_add(pick.eta_s) <= self.config.tiers.get(up).target_s;
                 let ui = self.tier_slot(incident, up, now);
                 let attempt = 1;
                 let a = Assignment { escalated_from: Some(tier), ..self.assignment(&pick, up, now, attempt) };

@@ -89,6 +89,8 @@ pub struct TierStatus {
     pub speed_m_per_s: f64,
     pub circuity: f64,
     pub margin_s: f64,
+    /// The promise is the estimate times 1 + this (see `TravelModel`).
+    pub margin_ratio: f64,
     /// Arrivals behind the current model (0 for a prior or a pin).
     pub arrivals: usize,
     /// Verified arrivals in the window now.
@@ -237,7 +239,7 @@ impl Eta {
                             .map(|a| (m.point_s(a.sample.distance_m) + offset(a), a.promised_s, a.sample.travel_s)),
                     );
                     let current = ErrorStats::of(t.window.iter().map(|a| {
-                        let promised = m.promised_s(a.sample.distance_m) + offset(a);
+                        let promised = (m.point_s(a.sample.distance_m) + offset(a)) * m.scale() + m.margin_s;
                         (promised, promised, a.sample.travel_s)
                     }));
                     TierStatus {
@@ -247,6 +249,7 @@ impl Eta {
                         speed_m_per_s: m.speed_m_per_s,
                         circuity: m.circuity,
                         margin_s: m.margin_s,
+                        margin_ratio: m.margin_ratio,
                         arrivals: t.learnt_from,
                         window: t.window.len(),
                         refits: t.refits,
@@ -265,11 +268,15 @@ impl Eta {
 /// one stays).
 fn apply(dispatcher: &Dispatcher, tier: Tier, t: &TierState) {
     let model = &t.model;
-    if let Err(e) = dispatcher.set_travel(tier, model.turnout_s + model.margin_s, model.speed_m_per_s, model.circuity) {
+    // The promise folded into the travel parameters (`TravelModel::apply`).
+    let (turnout, speed) = (model.turnout_s * model.scale() + model.margin_s, model.speed_m_per_s / model.scale());
+    if let Err(e) = dispatcher.set_travel(tier, turnout, speed, model.circuity) {
         tracing::error!(%tier, error = %e, "ETA calibration: model refused; the previous one stays");
         return;
     }
-    let offsets = t.unit_offsets.iter().map(|(unit, offset)| (std::sync::Arc::<str>::from(unit.as_str()), *offset));
+    let scale = model.scale();
+    let offsets =
+        t.unit_offsets.iter().map(|(unit, offset)| (std::sync::Arc::<str>::from(unit.as_str()), offset * scale));
     dispatcher.set_unit_offsets(tier, lastmile_core::select::UnitOffsets::new(offsets));
 }
 

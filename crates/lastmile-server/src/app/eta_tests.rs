@@ -365,7 +365,7 @@ fn tier<'a>(status: &'a EtaStatus, name: &str) -> &'a TierStatus {
 fn print_tiers(status: &EtaStatus) {
     for t in &status.tiers {
         eprintln!(
-            "  {} {:?}: turnout {:.1} s, speed {:.2} m/s, circuity {}, margin {:.1} s, {} arrivals behind it, \
+            "  {} {:?}: turnout {:.1} s, speed {:.2} m/s, circuity {}, margin {:.1} s x{:.3}, {} arrivals behind it, \
              window {}, refits {}, units with an offset {}; recent: bias {:?} s, share by promise {:?}, \
              by the current promise {:?}",
             t.tier,
@@ -374,6 +374,7 @@ fn print_tiers(status: &EtaStatus) {
             t.speed_m_per_s,
             t.circuity,
             t.margin_s,
+            1.0 + t.margin_ratio,
             t.arrivals,
             t.window,
             t.refits,
@@ -395,7 +396,7 @@ fn assert_json_shape(status: &EtaStatus, source: &str) {
     assert_eq!(names, ["TIER_1", "TIER_3", "TIER_5", "TIER_10"]);
     let t10 = &tiers[3];
     assert_eq!(t10["source"], source, "{t10}");
-    for key in ["turnout_s", "speed_m_per_s", "margin_s"] {
+    for key in ["turnout_s", "speed_m_per_s", "margin_s", "margin_ratio"] {
         assert!(t10[key].is_number(), "{key} in {t10}");
     }
     assert!(t10["arrivals"].is_u64(), "{t10}");
@@ -456,11 +457,13 @@ async fn learns_the_crews_truth_keeps_its_promise_and_changes_selection() {
         "speed {} m/s against {TRUE_SPEED_M_PER_S}",
         t10.speed_m_per_s
     );
-    assert!(t10.margin_s > 0.0, "{t10:?}");
-    // What selection uses: turnout + margin, the learnt speed.
+    assert!(t10.margin_ratio > 0.0 && t10.margin_s == 0.0, "{t10:?}");
+    // What selection uses: the promise folded in, turnout and pace scaled
+    // by 1 + the margin ratio.
     let travel = sim.app().dispatcher.travel(Tier::T10);
-    assert!((travel.turnout_s - (t10.turnout_s + t10.margin_s)).abs() < 1e-9, "{travel:?}");
-    assert_eq!(travel.speed_m_per_s, t10.speed_m_per_s);
+    let scale = 1.0 + t10.margin_ratio;
+    assert!((travel.turnout_s - t10.turnout_s * scale).abs() < 1e-9, "{travel:?}");
+    assert!((travel.speed_m_per_s - t10.speed_m_per_s / scale).abs() < 1e-9, "{travel:?}");
     assert_json_shape(&learnt, "learnt");
 
     // Selection after learning: the same unit at the same place is no longer
@@ -501,7 +504,7 @@ async fn frozen_learns_nothing() {
     assert!(log.t10.len() >= 2 * status.min_arrivals, "a refit was due: {} arrivals", log.t10.len());
     for t in &status.tiers {
         assert_eq!((t.source, t.refits, t.arrivals), (Source::Prior, 0, 0), "{t:?}");
-        assert_eq!(t.margin_s, 0.0, "{t:?}");
+        assert_eq!((t.margin_s, t.margin_ratio), (0.0, 0.0), "{t:?}");
     }
     let t10 = tier(&status, "TIER_10");
     assert_eq!((t10.turnout_s, t10.speed_m_per_s, t10.circuity), (60.0, 11.1, 1.3));
@@ -517,7 +520,8 @@ async fn frozen_learns_nothing() {
 /// A pinned tier keeps its pin while the others learn.
 #[tokio::test(start_paused = true)]
 async fn a_pinned_tier_keeps_its_pin_while_the_others_learn() {
-    let pin = PinnedTier { tier: 10, turnout_s: 100.0, speed_m_per_s: 9.0, circuity: 1.3, margin_s: 40.0 };
+    let pin =
+        PinnedTier { tier: 10, turnout_s: 100.0, speed_m_per_s: 9.0, circuity: 1.3, margin_s: 40.0, margin_ratio: 0.0 };
     let mut sim =
         Sim::start(config(|e| e.pin = vec![pin]), CrewTravel::uniform(TRUE_TURNOUT_S, TRUE_SPEED_M_PER_S), seed());
     let mut log = Log::default();

@@ -72,6 +72,9 @@ pub struct PinnedTier {
     pub circuity: f64,
     #[serde(default)]
     pub margin_s: f64,
+    /// The promise is the estimate times 1 + this, plus `margin_s`.
+    #[serde(default)]
+    pub margin_ratio: f64,
 }
 
 impl EtaConfig {
@@ -92,6 +95,7 @@ impl EtaConfig {
             speed_m_per_s: p.speed_m_per_s,
             circuity: p.circuity,
             margin_s: p.margin_s,
+            margin_ratio: p.margin_ratio,
         })
     }
 
@@ -146,6 +150,9 @@ impl EtaConfig {
             }
             if !(p.margin_s.is_finite() && p.margin_s >= 0.0) {
                 return bad(&key("margin_s"), "must be a number >= 0".into());
+            }
+            if !(p.margin_ratio.is_finite() && (0.0..=3.0).contains(&p.margin_ratio)) {
+                return bad(&key("margin_ratio"), "must be in [0, 3]".into());
             }
         }
         self.load_calibration().map(|_| ())

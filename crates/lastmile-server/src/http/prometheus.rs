@@ -68,7 +68,7 @@ fn eta(out: &mut Exposition, app: &App) {
     let tiers: Vec<(String, &crate::app::eta::TierStatus)> =
         status.tiers.iter().map(|t| (t.tier.trim_start_matches("TIER_").to_string(), t)).collect();
     type Figure = fn(&crate::app::eta::TierStatus) -> Option<f64>;
-    let figures: [(&str, &str, Figure); 9] = [
+    let figures: [(&str, &str, Figure); 10] = [
         ("lastmile_eta_turnout_seconds", "The ETA model's turnout (page to moving), by tier.", |t| Some(t.turnout_s)),
         ("lastmile_eta_speed_metres_per_second", "The ETA model's travel speed, by tier.", |t| Some(t.speed_m_per_s)),
         (
@@ -76,6 +76,9 @@ fn eta(out: &mut Exposition, app: &App) {
             "Added to the estimate to make the promise (eta.promise_quantile), by tier.",
             |t| Some(t.margin_s),
         ),
+        ("lastmile_eta_margin_ratio", "The promise is the estimate times 1 + this (eta.promise_quantile), by tier.", |t| {
+            Some(t.margin_ratio)
+        }),
         ("lastmile_eta_arrivals", "Verified arrivals behind the learnt model (0: prior or pinned), by tier.", |t| {
             Some(t.arrivals as f64)
         }),
