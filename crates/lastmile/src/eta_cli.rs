@@ -458,23 +458,33 @@ fn fit_all(responses: &Responses, config: &LastmileConfig, settings: &FitSetting
     calibration
 }
 
+/// The promise's margin as printed: "x1.18" (the estimate times 1.18),
+/// "+40s" (seconds added), or both.
+fn margin_text(ratio: f64, seconds: f64) -> String {
+    match (ratio != 0.0, seconds != 0.0) {
+        (_, false) => format!("x{:.3}", 1.0 + ratio),
+        (false, true) => format!("+{seconds:.0}s"),
+        (true, true) => format!("x{:.3}+{seconds:.0}s", 1.0 + ratio),
+    }
+}
+
 fn fit_table(calibration: &Calibration, config: &LastmileConfig, settings: &FitSettings) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:>8} {:>10} {:>14} {:>9} {:>9} {:>6}   prior: {:>9} {:>14}",
-        "tier", "arrivals", "turnout_s", "speed_m_per_s", "circuity", "margin_s", "units", "turnout_s", "speed_m_per_s"
+        "{:<8} {:>8} {:>10} {:>14} {:>9} {:>11} {:>6}   prior: {:>9} {:>14}",
+        "tier", "arrivals", "turnout_s", "speed_m_per_s", "circuity", "promise", "units", "turnout_s", "speed_m_per_s"
     );
     for tier in Tier::ALL {
         let t = calibration.tiers.get(tier);
         let p = config.dispatch.tiers.get(tier);
         let fitted = match &t.model {
             Some(m) => format!(
-                "{:>10.1} {:>14.2} {:>9.2} {:>9.1} {:>6}",
+                "{:>10.1} {:>14.2} {:>9.2} {:>11} {:>6}",
                 m.turnout_s,
                 m.speed_m_per_s,
                 m.circuity,
-                m.margin_s,
+                margin_text(m.margin_ratio, m.margin_s),
                 t.unit_offsets_s.len()
             ),
             None => format!("{:<51}", format!("  too few arrivals (< {}): prior stays", settings.min_arrivals)),
@@ -574,7 +584,7 @@ fn score_table(rows: &[(Tier, Scored, ErrorStats)], all: &ErrorStats) -> String 
         "turnout_s",
         "speed",
         "circ",
-        "margin_s",
+        "promise",
         "fitted_on",
         "scored",
         "median_err",
@@ -600,18 +610,18 @@ fn score_table(rows: &[(Tier, Scored, ErrorStats)], all: &ErrorStats) -> String 
         let m = &scored.model;
         let _ = writeln!(
             out,
-            "{:<8} {:<12} {:>9.1} {:>6.2} {:>5.2} {:>8.1} {:>9} {}",
+            "{:<8} {:<12} {:>9.1} {:>6.2} {:>5.2} {:>11} {:>9} {}",
             tier.to_string(),
             scored.source,
             m.turnout_s,
             m.speed_m_per_s,
             m.circuity,
-            m.margin_s,
+            margin_text(m.margin_ratio, m.margin_s),
             scored.fitted_on.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             figures(stats)
         );
     }
-    let _ = writeln!(out, "{:<8} {:<12} {:>9} {:>6} {:>5} {:>8} {:>9} {}", "all", "", "", "", "", "", "", figures(all));
+    let _ = writeln!(out, "{:<8} {:<12} {:>9} {:>6} {:>5} {:>11} {:>9} {}", "all", "", "", "", "", "", "", figures(all));
     out
 }
 
@@ -633,6 +643,7 @@ fn score_json(
                 "speed_m_per_s": scored.model.speed_m_per_s,
                 "circuity": scored.model.circuity,
                 "margin_s": scored.model.margin_s,
+                "margin_ratio": scored.model.margin_ratio,
                 "fitted_on": scored.fitted_on,
                 "scored": stats,
             })
@@ -881,13 +892,13 @@ fn status_table(v: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<8} {:<17} {:>9} {:>6} {:>5} {:>8} {:>8}   recent: {:>7} {:>10} {:>7} {:>10} {:>10}",
+        "{:<8} {:<17} {:>9} {:>6} {:>5} {:>11} {:>8}   recent: {:>7} {:>10} {:>7} {:>10} {:>10}",
         "tier",
         "source",
         "turnout_s",
         "speed",
         "circ",
-        "margin_s",
+        "promise",
         "arrivals",
         "scored",
         "median_err",
@@ -904,13 +915,13 @@ fn status_table(v: &serde_json::Value) -> String {
         let share = r["share_by_promise"].as_f64().map(|s| format!("{:.1}%", 100.0 * s)).unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<8} {:<17} {:>9} {:>6} {:>5} {:>8} {:>8}           {:>7} {:>10} {:>7} {:>10} {:>10}",
+            "{:<8} {:<17} {:>9} {:>6} {:>5} {:>11} {:>8}           {:>7} {:>10} {:>7} {:>10} {:>10}",
             tier.unwrap_or_else(|| t["tier"].to_string()),
             t["source"].as_str().unwrap_or("-"),
             num(&t["turnout_s"], 1),
             num(&t["speed_m_per_s"], 2),
             num(&t["circuity"], 2),
-            num(&t["margin_s"], 1),
+            margin_text(t["margin_ratio"].as_f64().unwrap_or(0.0), t["margin_s"].as_f64().unwrap_or(0.0)),
             num(&t["arrivals"], 0),
             num(&r["arrivals"], 0),
             num(&r["median_error_s"], 1),
@@ -1047,12 +1058,12 @@ mod tests {
     #[test]
     fn the_status_table_reads_the_servers_answer() {
         let answer = serde_json::json!({"promise_quantile":0.8,"frozen":false,"tiers":[{"tier":"TIER_10",
-            "source":"learnt","turnout_s":151.25,"speed_m_per_s":7.04,"circuity":1.3,"margin_s":61.0,"arrivals":420,
+            "source":"learnt","turnout_s":151.25,"speed_m_per_s":7.04,"circuity":1.3,"margin_s":0.0,"margin_ratio":0.2,"arrivals":420,
             "recent":{"arrivals":40,"median_error_s":3.5,"bias_s":4.0,"median_abs_error_s":30.0,
             "p90_abs_error_s":80.0,"share_by_promise":0.825}}]});
         let table = status_table(&answer);
         let row = table.lines().find(|l| l.starts_with("tier-10")).unwrap();
-        for cell in ["learnt", "151.2", "7.04", "61.0", "420", "40", "30.0", "82.5%"] {
+        for cell in ["learnt", "151.2", "7.04", "x1.200", "420", "40", "30.0", "82.5%"] {
             assert!(row.contains(cell), "{cell} missing from {row}");
         }
     }

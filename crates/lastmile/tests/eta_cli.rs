@@ -44,7 +44,7 @@ fn a_fitted_model_recovers_the_truth_and_keeps_its_promise_on_held_out_responses
         assert!(t.arrivals > 3000, "{tier}: {} arrivals", t.arrivals);
         assert!((m.turnout_s / 150.0 - 1.0).abs() < 0.10, "{tier}: {m:?}");
         assert!((m.speed_m_per_s / 7.0 - 1.0).abs() < 0.10, "{tier}: {m:?}");
-        assert!(m.margin_s > 0.0, "{tier}: {m:?}");
+        assert!(m.margin_ratio > 0.0 && m.margin_s == 0.0, "{tier}: {m:?}");
     }
     let fitted = score(&dir, "calibration.json");
     let configured = score(&dir, "config");
