@@ -82,6 +82,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod conn_limit;
 pub mod error;
 pub mod grpc;
 pub mod history;
@@ -247,16 +248,46 @@ impl Parsed {
 /// builder's own `tcp_nodelay` applies only to listeners tonic binds itself.
 /// The listener is shared, so one port can serve the recovery phase (health
 /// only) and then the full service.
+///
+/// Fair connection limits: a connection from a client (source address)
+/// already holding `server.max_connections_per_client`, or beyond
+/// `server.max_connections` in all, is closed as soon as it is accepted,
+/// before TLS or HTTP/2 reads a byte (counted in `metrics` under the bound's
+/// key, when given). Each served connection holds its place inside the
+/// stream ([`conn_limit::Counted`]) until tonic drops it.
 fn incoming_nodelay(
     listener: Arc<TcpListener>,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    config: &config::ServerConfig,
+    metrics: Option<Arc<metrics::Metrics>>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<conn_limit::Counted<tokio::net::TcpStream>>> {
+    let limit = conn_limit::ConnLimit::new(config.max_connections_per_client, Some(config.max_connections));
     futures_lite_stream(move |cx| {
-        listener.poll_accept(cx).map(|accepted| {
-            Some(accepted.and_then(|(stream, _)| {
-                stream.set_nodelay(true)?;
-                Ok(stream)
-            }))
-        })
+        loop {
+            let (stream, peer) = match std::task::ready!(listener.poll_accept(cx)) {
+                Ok(accepted) => accepted,
+                Err(error) => return std::task::Poll::Ready(Some(Err(error))),
+            };
+            let place = match limit.try_acquire(peer.ip()) {
+                Ok(place) => place,
+                Err(refused) => {
+                    let bound = match refused {
+                        conn_limit::Refused::PerClient => "server.max_connections_per_client",
+                        conn_limit::Refused::Total => "server.max_connections",
+                    };
+                    tracing::debug!(client = %peer.ip(), bound, "grpc: connection refused at accept");
+                    if let Some(metrics) = &metrics {
+                        metrics.limit_hit(bound);
+                    }
+                    // Dropped unread: closed at once. (The next accept is
+                    // tried at once too; tokio's cooperative budget makes
+                    // poll_accept yield under a flood.)
+                    continue;
+                }
+            };
+            return std::task::Poll::Ready(Some(
+                stream.set_nodelay(true).map(|()| conn_limit::Counted::new(stream, place)),
+            ));
+        }
     })
 }
 
@@ -289,8 +320,9 @@ pub async fn serve_health_while_recovering(
 ) -> Result<(), ServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
-    let server =
-        grpc_builder(config)?.add_service(health).serve_with_incoming_shutdown(incoming_nodelay(listener), recovered);
+    let server = grpc_builder(config)?
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming_nodelay(listener, &config.server, None), recovered);
     // A Health/Watch stream would hold the drain open: give it a second.
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     Ok(())
@@ -590,9 +622,10 @@ pub async fn run_opened_then(
         info!(addr = ?http_listener.local_addr().ok(), "lastmile serving the JSON/HTTP gateway");
         let stopped = app.stop.clone().cancelled_owned();
         let http_config = config.http.clone();
-        AbortOnDrop(tokio::spawn(
-            async move { http::serve(http_listener, router, &http_config, http_tls, stopped).await },
-        ))
+        let metrics = app.metrics.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            http::serve(http_listener, router, &http_config, http_tls, metrics, stopped).await
+        }))
     });
     let served = serve_grpc(listener, &app, shutdown).await;
     // Whatever ended serving (a signal, or an error), what was accepted is
@@ -657,7 +690,7 @@ async fn serve_grpc(
         .add_service(reflection_v1alpha)
         .add_service(dispatch)
         .add_service(terminal)
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), signal)
+        .serve_with_incoming_shutdown(incoming_nodelay(listener, server, Some(app.metrics.clone())), signal)
         .await?;
     Ok(())
 }

@@ -102,6 +102,24 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     pub default_page_size: u32,
     pub max_page_size: u32,
+    /// gRPC connections open at once from all clients; one more is closed
+    /// as soon as it is accepted (`crate::conn_limit`).
+    #[serde(default = "default_grpc_max_connections")]
+    pub max_connections: usize,
+    /// gRPC connections one client (source address) may hold open at once;
+    /// one more is closed as soon as it is accepted, so a single client
+    /// cannot take every place. (Streams per connection:
+    /// `max_concurrent_streams`.)
+    #[serde(default = "default_grpc_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+}
+
+fn default_grpc_max_connections() -> usize {
+    4096
+}
+
+fn default_grpc_max_connections_per_client() -> usize {
+    256
 }
 
 /// The JSON/HTTP gateway (`crate::http`): the Dispatch operations and the
@@ -122,6 +140,15 @@ pub struct HttpConfig {
     /// A connection that has not sent a whole request head within this long
     /// is closed (slow or stuck clients must not hold a connection place).
     pub header_read_timeout_ms: u64,
+    /// Connections one client (source address) may hold open at once; one
+    /// more is closed as soon as it is accepted, before it can wait for one
+    /// of the `max_connections` places (`crate::conn_limit`).
+    #[serde(default = "default_http_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+}
+
+fn default_http_max_connections_per_client() -> usize {
+    64
 }
 
 impl HttpConfig {
@@ -437,12 +464,31 @@ impl LastmileConfig {
             ("http.sse_keepalive_s", self.http.sse_keepalive_s),
             ("http.max_connections", self.http.max_connections as u64),
             ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),
+            ("server.max_connections", s.max_connections as u64),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(self.invalid(key, "must be greater than 0"));
         }
         if s.default_page_size > s.max_page_size {
             return Err(self.invalid("server.default_page_size", "must not exceed server.max_page_size"));
+        }
+        for (key, per_client, total, total_key) in [
+            (
+                "server.max_connections_per_client",
+                s.max_connections_per_client,
+                s.max_connections,
+                "server.max_connections",
+            ),
+            (
+                "http.max_connections_per_client",
+                self.http.max_connections_per_client,
+                self.http.max_connections,
+                "http.max_connections",
+            ),
+        ] {
+            if per_client == 0 || per_client > total {
+                return Err(self.invalid(key, format!("must be 1 to {total_key} ({total})")));
+            }
         }
         if s.max_decoding_message_bytes < 1024 {
             return Err(self.invalid("server.max_decoding_message_bytes", "must be at least 1024"));

@@ -134,11 +134,19 @@ pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Re
 /// and `http.header_read_timeout_ms` for a request head. (axum::serve
 /// bounds neither.) Every connection task lives in this future: dropping it
 /// ends them all.
+///
+/// Fair to every client: a connection from a client (source address) that
+/// already holds `http.max_connections_per_client` is closed as soon as it
+/// is accepted, before TLS or any byte of a request is read, and counted in
+/// `metrics` under that key. Only a connection within its client's bound
+/// then takes (or waits for) one of the `max_connections` places, so one
+/// client can hold at most its own share of them.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: &HttpConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
@@ -146,22 +154,21 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let places = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    // No total here: the semaphore bounds the sum (waiting, not refusing),
+    // and so the number of clients counted (at most max_connections + 1).
+    let clients = crate::conn_limit::ConnLimit::new(config.max_connections_per_client, None);
     let header_read_timeout = Duration::from_millis(config.header_read_timeout_ms);
     let graceful = GracefulShutdown::new();
     let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        let place = tokio::select! {
-            () = &mut shutdown => break,
-            place = places.clone().acquire_owned() => place.expect("the semaphore is never closed"),
-        };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off rather
                 // than spin (what axum::serve does too).
@@ -169,6 +176,18 @@ pub async fn serve(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(client_place) = clients.try_acquire(peer.ip()) else {
+            tracing::debug!(client = %peer.ip(), "http: connection refused at accept: http.max_connections_per_client");
+            metrics.limit_hit("http.max_connections_per_client");
+            drop(stream);
+            continue;
+        };
+        // Within its client's bound: now it may wait for a place (while it
+        // waits, further clients wait in the listen backlog, as before).
+        let place = tokio::select! {
+            () = &mut shutdown => break,
+            place = places.clone().acquire_owned() => place.expect("the semaphore is never closed"),
         };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "http: cannot set TCP_NODELAY");
@@ -202,6 +221,7 @@ pub async fn serve(
                 tracing::debug!(%error, "http connection ended");
             }
             drop(place);
+            drop(client_place);
         });
     }
     drop(listener);
