@@ -57,16 +57,23 @@ impl TestServer {
         let dispatcher = opened.dispatcher.clone();
         let config = Arc::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
+        let (ready, is_ready) = oneshot::channel::<()>();
         let task = tokio::spawn({
             let config = config.clone();
             async move {
-                lastmile_server::run_opened(listeners, config, opened, async {
+                let stopped = async {
                     let _ = stopped.await;
-                })
-                .await
-                .expect("server run");
+                };
+                let on_ready = move || {
+                    let _ = ready.send(());
+                };
+                lastmile_server::run_opened_then(listeners, config, opened, stopped, on_ready)
+                    .await
+                    .expect("server run");
             }
         });
+        // As a client of the binary waits for its ready line.
+        tokio::time::timeout(PATIENCE, is_ready).await.expect("ready within PATIENCE").expect("the server is ready");
         TestServer { addr, http_addr, dispatcher, config, stop: Some(stop), task: Some(task) }
     }
 

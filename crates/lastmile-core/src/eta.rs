@@ -522,7 +522,10 @@ impl Calibration {
                 }
                 let (lo_ratio, hi_ratio) = MARGIN_RATIO_RANGE;
                 if !(m.margin_ratio >= lo_ratio && m.margin_ratio <= hi_ratio) {
-                    return bad(key("model.margin_ratio"), format!("{} is not in [{lo_ratio}, {hi_ratio}]", m.margin_ratio));
+                    return bad(
+                        key("model.margin_ratio"),
+                        format!("{} is not in [{lo_ratio}, {hi_ratio}]", m.margin_ratio),
+                    );
                 }
                 if !(m.margin_s.is_finite() && m.turnout_s + m.margin_s >= 0.0) {
                     return bad(
@@ -566,9 +569,11 @@ mod tests {
     // ---- the travel model and its fit ----
 
     /// The truth of the synthetic tests: 150 s turnout, 7 m/s, circuity 1.3.
-    const TRUTH: TravelModel = TravelModel { turnout_s: 150.0, speed_m_per_s: 7.0, circuity: 1.3, margin_s: 0.0, margin_ratio: 0.0 };
+    const TRUTH: TravelModel =
+        TravelModel { turnout_s: 150.0, speed_m_per_s: 7.0, circuity: 1.3, margin_s: 0.0, margin_ratio: 0.0 };
     /// The textbook prior the fits start from.
-    const PRIOR: TravelModel = TravelModel { turnout_s: 60.0, speed_m_per_s: 11.1, circuity: 1.3, margin_s: 0.0, margin_ratio: 0.0 };
+    const PRIOR: TravelModel =
+        TravelModel { turnout_s: 60.0, speed_m_per_s: 11.1, circuity: 1.3, margin_s: 0.0, margin_ratio: 0.0 };
 
     /// Standard normal (Box–Muller).
     fn normal(rng: &mut SplitMix64) -> f64 {

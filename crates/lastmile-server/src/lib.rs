@@ -309,10 +309,11 @@ fn futures_lite_stream<T>(
     PollFn(poll)
 }
 
-/// While the journal is being recovered: serves `grpc.health.v1` only,
-/// answering NOT_SERVING for the lastmile services, until `recovered`
-/// resolves. Then stops (connections opened meanwhile are closed; clients
-/// reconnect to the full service on the same port).
+/// While the journal is being recovered (and then while overdue timers fire):
+/// serves `grpc.health.v1`, answering NOT_SERVING for the lastmile
+/// services, and answers every lastmile call UNAVAILABLE with a retry hint,
+/// until `recovered` resolves. Then stops (connections opened meanwhile are
+/// closed; clients reconnect to the full service on the same port).
 pub async fn serve_health_while_recovering(
     listener: Arc<TcpListener>,
     config: &LastmileConfig,
@@ -322,6 +323,8 @@ pub async fn serve_health_while_recovering(
     set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
     let server = grpc_builder(config)?
         .add_service(health)
+        .add_service(grpc::NotReady::<DispatchServer<DispatchService>>::new())
+        .add_service(grpc::NotReady::<UnitTerminalServer<TerminalService>>::new())
         .serve_with_incoming_shutdown(incoming_nodelay(listener, &config.server, None), recovered);
     // A Health/Watch stream would hold the drain open: give it a second.
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;

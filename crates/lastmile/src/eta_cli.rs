@@ -621,7 +621,8 @@ fn score_table(rows: &[(Tier, Scored, ErrorStats)], all: &ErrorStats) -> String 
             figures(stats)
         );
     }
-    let _ = writeln!(out, "{:<8} {:<12} {:>9} {:>6} {:>5} {:>11} {:>9} {}", "all", "", "", "", "", "", "", figures(all));
+    let _ =
+        writeln!(out, "{:<8} {:<12} {:>9} {:>6} {:>5} {:>11} {:>9} {}", "all", "", "", "", "", "", "", figures(all));
     out
 }
 

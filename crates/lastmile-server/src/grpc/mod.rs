@@ -40,3 +40,69 @@ pub fn status(error: AppError) -> Status {
 fn caller<T>(app: &App, request: &tonic::Request<T>) -> Result<Caller, Status> {
     app.authenticate(request.metadata().get("authorization").map(|v| v.as_bytes())).map_err(status)
 }
+
+/// Stands in for service `S` while the server is not ready (recovering, or
+/// catching up on overdue timers): every call is answered UNAVAILABLE with
+/// a retry hint, not UNIMPLEMENTED, so a client retries instead of giving up.
+pub struct NotReady<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> NotReady<S> {
+    pub fn new() -> Self {
+        NotReady(std::marker::PhantomData)
+    }
+}
+
+impl<S> Default for NotReady<S> {
+    fn default() -> Self {
+        NotReady::new()
+    }
+}
+
+impl<S> Clone for NotReady<S> {
+    fn clone(&self) -> Self {
+        NotReady::new()
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for NotReady<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for NotReady<S> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<B>) -> Self::Future {
+        let refusal =
+            AppError::unavailable("starting: recovering the journal and firing overdue timers; retry shortly")
+                .with_retry_after_s(1);
+        std::future::ready(Ok(status(refusal).into_http()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::Service;
+
+    #[tokio::test]
+    async fn a_call_before_ready_is_unavailable_with_a_retry_hint() {
+        use lastmile_proto::v1::dispatch_server::DispatchServer;
+        assert_eq!(
+            <NotReady<DispatchServer<DispatchService>> as tonic::server::NamedService>::NAME,
+            "lastmile.v1.Dispatch"
+        );
+        let mut svc = NotReady::<DispatchServer<DispatchService>>::new();
+        let request = http::Request::post("/lastmile.v1.Dispatch/ReportIncident").body(()).unwrap();
+        let response = svc.call(request).await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers.get("grpc-status").unwrap(), "14", "UNAVAILABLE");
+        assert_eq!(headers.get("retry-after").unwrap(), "1");
+        assert!(headers.get("grpc-message").unwrap().to_str().unwrap().contains("retry"));
+    }
+}

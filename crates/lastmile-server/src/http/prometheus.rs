@@ -76,9 +76,11 @@ fn eta(out: &mut Exposition, app: &App) {
             "Added to the estimate to make the promise (eta.promise_quantile), by tier.",
             |t| Some(t.margin_s),
         ),
-        ("lastmile_eta_margin_ratio", "The promise is the estimate times 1 + this (eta.promise_quantile), by tier.", |t| {
-            Some(t.margin_ratio)
-        }),
+        (
+            "lastmile_eta_margin_ratio",
+            "The promise is the estimate times 1 + this (eta.promise_quantile), by tier.",
+            |t| Some(t.margin_ratio),
+        ),
         ("lastmile_eta_arrivals", "Verified arrivals behind the learnt model (0: prior or pinned), by tier.", |t| {
             Some(t.arrivals as f64)
         }),
