@@ -172,6 +172,13 @@ fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Er
     }
 }
 
+/// An optional field of a request body: absent is `None`, and an explicit
+/// `null` is refused like any other wrong type (the document has no `null`
+/// in requests; serde alone would read it as absent).
+fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
 /// RFC 3339, UTC, `Z` (prost's formatting: 0, 3, 6 or 9 fraction digits).
 pub fn timestamp(t: &prost_types::Timestamp) -> String {
     t.to_string()
@@ -220,9 +227,9 @@ fn required_lat_lng(p: Option<&pb::LatLng>) -> LatLng {
 pub struct ReportIncidentBody {
     #[serde(default)]
     pub external_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub location: Option<LatLng>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub kind: Option<Named<pb::IncidentKind>>,
     #[serde(default, deserialize_with = "whole_number")]
     pub severity: u32,
@@ -261,9 +268,9 @@ pub struct CloseIncidentBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewDispatchBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub location: Option<LatLng>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub kind: Option<Named<pb::IncidentKind>>,
     #[serde(default, deserialize_with = "whole_number")]
     pub severity: u32,
@@ -366,7 +373,7 @@ pub struct WatchEventsQuery {
 pub struct AssignUnitBody {
     #[serde(default)]
     pub unit_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub tier: Option<Named<pb::Tier>>,
 }
 
@@ -383,7 +390,7 @@ pub struct ReleaseUnitBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetUnitStatusBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub status: Option<Named<pb::UnitStatus>>,
     #[serde(default)]
     pub incident_id: String,
@@ -396,17 +403,17 @@ pub struct SetUnitStatusBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnitBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub id: Option<String>,
     #[serde(default)]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub tier: Option<Named<pb::Tier>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub home: Option<LatLng>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub position: Option<LatLng>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
     pub status: Option<Named<pb::UnitStatus>>,
     #[serde(default)]
     pub town: String,
@@ -839,5 +846,17 @@ mod tests {
         let t = prost_types::Timestamp { seconds: 1_795_924_927, nanos: 178_000_000 };
         assert_eq!(timestamp(&t), "2026-11-29T04:02:07.178Z");
         assert_eq!(timestamp(&prost_types::Timestamp { seconds: 0, nanos: 0 }), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn an_optional_body_field_may_be_left_out_but_not_null() {
+        let unit = serde_json::from_str::<UnitBody>(r#"{"tier": "TIER_1", "home": {"lat": 28.6, "lng": 121.4}}"#);
+        assert!(unit.unwrap().status.is_none());
+        for field in ["id", "tier", "home", "position", "status"] {
+            let body = format!(r#"{{"{field}": null}}"#);
+            assert!(serde_json::from_str::<UnitBody>(&body).is_err(), "{body}");
+        }
+        assert!(serde_json::from_str::<SetUnitStatusBody>(r#"{"status": null}"#).is_err());
+        assert!(serde_json::from_str::<ReportIncidentBody>(r#"{"kind": null}"#).is_err());
     }
 }
