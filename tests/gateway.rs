@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 /// `openapi.json` uses; any other keyword is an error, so the checker never
 /// silently ignores part of the document.
 fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
-    const KNOWN: [&str; 12] = [
+    const KNOWN: [&str; 13] = [
         "$ref",
         "oneOf",
         "type",
@@ -33,6 +33,7 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
         "format",
         "minimum",
         "maximum",
+        "minLength",
     ];
     let schema = schema.as_object().ok_or_else(|| format!("{at}: schema is not an object"))?;
     if let Some(unknown) = schema.keys().find(|k| !KNOWN.contains(&k.as_str())) {
@@ -82,6 +83,11 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
         && n > max.as_f64().unwrap()
     {
         return Err(format!("{at}: {n} > maximum {max}"));
+    }
+    if let (Some(min), Some(s)) = (schema.get("minLength"), value.as_str())
+        && (s.chars().count() as u64) < min.as_u64().unwrap()
+    {
+        return Err(format!("{at}: {value} is shorter than minLength {min}"));
     }
     if let Some(object) = value.as_object() {
         let properties = schema.get("properties").and_then(Value::as_object);
