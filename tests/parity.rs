@@ -170,6 +170,7 @@ fn closing_cases() -> Vec<Case> {
         ("timeline of a closed incident", Op::Timeline("inc-000001"), None),
         ("list closed", Op::List(json!({"status": "CLOSED"})), None),
         ("list by a report time", Op::List(json!({"reported_from": "2020-01-01T00:00:00Z"})), None),
+        ("list from far ahead: nothing yet", Op::List(json!({"reported_from": "2786-01-01T00:00:00Z"})), None),
     ]
 }
 

@@ -140,10 +140,8 @@ impl App {
                 t.parse::<u64>().map_err(|_| AppError::invalid("page_token", "not a token this server issued"))?
             }
         };
-        let now = self.now();
-        let skew = u32::MAX;
-        let from = req.reported_from.map(|t| validate::request_time("reported_from", t, now, skew)).transpose()?;
-        let to = req.reported_to.map(|t| validate::request_time("reported_to", t, now, skew)).transpose()?;
+        let from = req.reported_from.map(|t| validate::filter_time("reported_from", t)).transpose()?;
+        let to = req.reported_to.map(|t| validate::filter_time("reported_to", t)).transpose()?;
         let within = |i: &Incident| from.is_none_or(|f| i.reported_at >= f) && to.is_none_or(|t| i.reported_at < t);
         let mut items: Vec<Incident> = Vec::new();
         if req.status != Some(IncidentStatus::Closed) {

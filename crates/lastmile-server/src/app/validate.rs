@@ -80,6 +80,21 @@ pub fn page_token(value: &str) -> Result<Option<&str>, AppError> {
 /// future than `max_skew_s` (a terminal with a clock far ahead would
 /// otherwise freeze its unit: every later report would look stale).
 pub fn request_time(field: &str, value: RawTime, now: Timestamp, max_skew_s: u32) -> Result<Timestamp, AppError> {
+    let at = filter_time(field, value)?;
+    let ms = at.unix_ms;
+    if at > now.plus_s(max_skew_s) {
+        return Err(AppError::invalid(
+            field,
+            format!("{ms} ms is more than {max_skew_s} s ahead of the server's clock (terminals.max_clock_skew_s)"),
+        ));
+    }
+    Ok(at)
+}
+
+/// A time that bounds a query (a list's `reported_from` / `reported_to`):
+/// well formed and in range, at any distance from now (a bound in the
+/// future is a query for nothing yet, not an error).
+pub fn filter_time(field: &str, value: RawTime) -> Result<Timestamp, AppError> {
     if !(0..1_000_000_000).contains(&value.nanos) {
         return Err(AppError::invalid(field, format!("nanos must be in 0..1e9, got {}", value.nanos)));
     }
@@ -88,14 +103,7 @@ pub fn request_time(field: &str, value: RawTime, now: Timestamp, max_skew_s: u32
         .checked_mul(1000)
         .and_then(|ms| ms.checked_add(i64::from(value.nanos) / 1_000_000))
         .ok_or_else(|| AppError::invalid(field, format!("{} s is out of range", value.seconds)))?;
-    let at = Timestamp::from_unix_ms(ms);
-    if at > now.plus_s(max_skew_s) {
-        return Err(AppError::invalid(
-            field,
-            format!("{ms} ms is more than {max_skew_s} s ahead of the server's clock (terminals.max_clock_skew_s)"),
-        ));
-    }
-    Ok(at)
+    Ok(Timestamp::from_unix_ms(ms))
 }
 
 /// Severity 1 (minor) to 4 (major): the core's rule, for raw input.
