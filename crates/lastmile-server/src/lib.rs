@@ -70,6 +70,17 @@
 //! waiters wait on a `watch`, not a lock. Webhooks are fed by their own
 //! task, never on the dispatch path.
 //!
+//! Added with the reports and the ETA: selection reads each tier's travel
+//! model and unit offsets under the dispatcher's `travel` / `unit_offsets`
+//! RwLocks (a copy or an `Arc` clone, then released; taken after an
+//! incident's shard lock, never the other way); the ETA calibration's mutex
+//! (`app::eta`) is taken when an operation ends (`Work::end`, no other lock
+//! held) and then takes the `travel` / `unit_offsets` write locks and the
+//! journal sender mutex, each for one assignment or push. Admission
+//! (`app::admission`) is semaphores' `try_acquire` (no waiting, no lock);
+//! the per-client connection counts (`conn_limit`) are one mutex held for a
+//! map update at accept and at close.
+//!
 //! Tasks live as long as their owner: the timer task and the gateway are
 //! aborted when [`run`] returns ([`AbortOnDrop`]); watcher tasks end when
 //! their client leaves or at `App::stop`; the webhook follower and the
