@@ -25,7 +25,9 @@ mod feed;
 mod fleet;
 mod fsync;
 mod load;
+mod overload;
 mod report;
+mod sampler;
 mod scenario;
 mod svg;
 
@@ -175,6 +177,9 @@ pub struct BenchArgs {
     /// Where to write the latency chart (SVG).
     #[arg(long, default_value = "lastmile-bench.svg")]
     pub chart: PathBuf,
+    /// Overload mode (`--offered-rate` or `--capacity-probe-s`): see `overload`.
+    #[command(flatten)]
+    pub overload: overload::OverloadArgs,
 }
 
 /// One tier of a reply at report time.
@@ -217,6 +222,8 @@ fn reported(r: pb::ReportIncidentResponse) -> Reported {
 /// The server the bench started, stopped when dropped.
 struct InProcess {
     addr: std::net::SocketAddr,
+    /// The gateway (for `/metrics`), in overload runs only.
+    http_addr: Option<std::net::SocketAddr>,
     dispatcher: Arc<Dispatcher>,
     grace: Duration,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -224,18 +231,24 @@ struct InProcess {
 }
 
 impl InProcess {
-    async fn start(config: LastmileConfig) -> anyhow::Result<InProcess> {
+    async fn start(config: LastmileConfig, with_gateway: bool) -> anyhow::Result<InProcess> {
         // In memory unless the config (or --data-dir) names a journal folder.
         let opened = lastmile_server::open(&config)?;
         let dispatcher = opened.dispatcher.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0")?;
         let addr = listener.local_addr()?;
+        let http = match with_gateway {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0 (gateway)")?),
+            false => None,
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let listeners = lastmile_server::Listeners { grpc: Arc::new(listener), http };
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(lastmile_server::run_opened(Arc::new(listener), Arc::new(config), opened, async {
+        let task = tokio::spawn(lastmile_server::run_opened(listeners, Arc::new(config), opened, async {
             let _ = stopped.await;
         }));
-        Ok(InProcess { addr, dispatcher, grace, stop: Some(stop), task: Some(task) })
+        Ok(InProcess { addr, http_addr, dispatcher, grace, stop: Some(stop), task: Some(task) })
     }
 
     /// Stops the server (timers and live streams end, in-flight requests drain).
@@ -359,6 +372,9 @@ fn holds_unit(state: pb::AssignmentState) -> bool {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     validate(&args)?;
+    if args.overload.enabled() {
+        return run_overload(args).await;
+    }
     let mut setup = Setup::start(&args).await?;
     let feed = Feed::follow(&mut setup.control).await?;
     let mut fleet = Fleet::start(&args, &setup).await?;
@@ -381,9 +397,96 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An overload run: the same server, feed and crews as a run, then the
+/// open-loop overload ([`overload`]) instead of the Ping and report phases.
+/// No per-incident read-back (a minute at 2x capacity reports hundreds of
+/// thousands): the feed replay and, in process, `Dispatcher::check_invariants`
+/// are the checks.
+async fn run_overload(args: BenchArgs) -> anyhow::Result<()> {
+    let mut setup = Setup::start(&args).await?;
+    let feed = Feed::follow(&mut setup.control).await?;
+    let mut fleet = Fleet::start(&args, &setup).await?;
+    let metrics_url = match (&args.overload.metrics_addr, &setup.server) {
+        (Some(addr), _) => {
+            check_loopback(addr)?;
+            Some(format!("http://{}/metrics", addr.trim_start_matches("http://")))
+        }
+        (None, Some(s)) => s.http_addr.map(|a| format!("http://{a}/metrics")),
+        (None, None) => None,
+    };
+    let target = overload::Target {
+        endpoint: &setup.endpoint,
+        pool: setup.incidents.clone(),
+        units: &setup.units,
+        log: fleet.log.clone(),
+        metrics_url,
+        server_pid: args.server_pid,
+        concurrency: args.concurrency,
+        open_incidents: args.open_incidents,
+    };
+    let run = overload::run(&args.overload, target).await?;
+    fleet.settle_and_stop(&args, &[], Instant::now() + Duration::from_secs_f64(args.settle_s.max(0.0))).await;
+    let none = ReadBack { failures: Vec::new(), end_states: BTreeMap::new(), confirmed_conflicts: 0 };
+    let checks = finish_checks(setup.server.as_mut(), feed, none).await?;
+    let invariants = json!({
+        "ok": checks.failures.is_empty(),
+        "failures": checks.failures,
+        "feed_events": checks.replay.events,
+        "feed_cut_off": checks.replay.cut_off,
+        "double_assignments": checks.replay.violations,
+        "publication_order_inversions": checks.replay.inversions,
+        "core_check": checks.core_check.as_ref().map(|r| r.clone().err().unwrap_or_else(|| "ok".into())),
+    });
+    let fleet_log = &fleet.log;
+    let crews = json!({
+        "subscribed": fleet_log.subscribed.load(Ordering::Relaxed),
+        "pages_received": fleet_log.pages.load(Ordering::Relaxed),
+        "accepted": fleet_log.accepted.load(Ordering::Relaxed),
+        "declined": fleet_log.declined.load(Ordering::Relaxed),
+        "silent": fleet_log.silent.load(Ordering::Relaxed),
+        "refused": fleet_log.refused.load(Ordering::Relaxed),
+        "completed_drives": fleet_log.completed.load(Ordering::Relaxed),
+    });
+    if args.json {
+        let mut out = run.json(args.overload.window_s);
+        out["seed"] = json!(setup.seed);
+        out["scenario"] = json!(format!("{:?}", args.scenario).to_lowercase());
+        out["target"] = json!(target_text(&args, setup.server.as_ref()));
+        out["storage"] = json!(storage_text(&args));
+        out["units"] = json!(setup.units.len());
+        out["fsync"] = json!(setup.fsync.as_ref().map(fsync::FsyncProbe::json));
+        out["terminals"] = crews;
+        out["invariants"] = invariants;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("lastmile bench — {:?}, overload: open loop at {:.0} reports/s", args.scenario, run.offered_rate);
+        println!(
+            "  target: {}; {}\n  {} units, a pool of {} incidents (external ids made unique past it), seed {}",
+            target_text(&args, setup.server.as_ref()),
+            storage_text(&args),
+            setup.units.len(),
+            setup.incidents.len(),
+            setup.seed
+        );
+        if let Some(f) = &setup.fsync {
+            println!("  fsync probe (data folder): p50 {}, p90 {}", fmt_us(f.p(0.5)), fmt_us(f.p(0.9)));
+        }
+        run.print(args.overload.window_s);
+        println!("  terminals: {crews}");
+        println!("  invariants: {invariants}");
+    }
+    if !checks.failures.is_empty() {
+        bail!("{} invariant(s) failed", checks.failures.len());
+    }
+    Ok(())
+}
+
 /// The flags whose ranges clap does not check.
 fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     args.crew.travel()?;
+    if args.overload.enabled() {
+        args.overload.validate()?;
+    }
     if args.incidents == 0 {
         bail!("--incidents must be at least 1");
     }
@@ -521,7 +624,7 @@ async fn start_server(args: &BenchArgs, seed: u64) -> anyhow::Result<(Option<InP
     };
     config.feed.subscriber_buffer_events = config.feed.subscriber_buffer_events.max(BENCH_FEED_BUFFER_EVENTS);
     config.validate()?;
-    Ok((Some(InProcess::start(config).await?), area))
+    Ok((Some(InProcess::start(config, args.overload.enabled()).await?), area))
 }
 
 /// The run's incidents, drawn in the district around the server's units.
@@ -623,7 +726,7 @@ impl Fleet {
 
 /// How the crews answer, from the flags (checked before the run starts).
 fn crew_model(args: &BenchArgs, seed: u64) -> CrewModel {
-    let crew = args.crew.travel().unwrap_or_default();
+    let crew = lastmile_core::sim::CrewTravel { seed, ..args.crew.travel().unwrap_or_default() };
     CrewModel {
         seed,
         silent_fraction: args.silent,
