@@ -143,10 +143,19 @@ impl AppError {
     }
 }
 
+/// How long a caller refused for a full table (`limits.max_incidents`,
+/// `max_units`) is told to wait: places free up as incidents close, not at
+/// once.
+pub const CAPACITY_RETRY_AFTER_S: u32 = 5;
+
 /// Every domain error maps to exactly one code; the message is the error's
-/// own.
+/// own. A full table carries a retry hint.
 impl From<DispatchError> for AppError {
     fn from(error: DispatchError) -> Self {
+        if matches!(error, DispatchError::CapacityExhausted { .. }) {
+            return AppError::new(ErrorCode::ResourceExhausted, error.to_string())
+                .with_retry_after_s(CAPACITY_RETRY_AFTER_S);
+        }
         let code = match &error {
             DispatchError::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             DispatchError::IncidentNotFound(_) | DispatchError::UnitNotFound(_) => ErrorCode::NotFound,
@@ -161,6 +170,14 @@ impl From<DispatchError> for AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_table_says_when_to_retry() {
+        let full = DispatchError::CapacityExhausted { what: "incident table", limit_name: "max_incidents", limit: 2 };
+        let e = AppError::from(full);
+        assert_eq!((e.code, e.retry_after_s), (ErrorCode::ResourceExhausted, Some(CAPACITY_RETRY_AFTER_S)));
+        assert_eq!(AppError::from(DispatchError::IncidentNotFound("x".into())).retry_after_s, None);
+    }
 
     #[test]
     fn every_code_has_one_row_and_grpc_numbers_round_trip() {
