@@ -63,9 +63,7 @@ mod kill_9 {
     use lastmile_suite::v1 as pb;
     use lastmile_suite::v1::dispatch_client::DispatchClient;
     use lastmile_suite::v1::unit_terminal_client::UnitTerminalClient;
-    use lastmile_suite::{
-        ServedBinary, SplitMix64, config_on_disk, eventually, report, temp_dir, test_seed, with_journal,
-    };
+    use lastmile_suite::{ServedBinary, SplitMix64, eventually, report, temp_dir, test_seed};
     use tonic::transport::Channel;
 
     async fn channel(endpoint: &str) -> Channel {
@@ -153,7 +151,7 @@ mod kill_9 {
     async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         let mut rng = SplitMix64(test_seed("kill_9"));
         let dir = temp_dir("kill9");
-        let config_path = config_with_tier1_timing_out(&dir);
+        let config_path = lastmile_suite::config_with_tier1_timing_out(&dir);
         let answered: Arc<Mutex<BTreeMap<String, pb::Incident>>> = Arc::default();
         let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         for round in 0..4u64 {
@@ -189,20 +187,6 @@ mod kill_9 {
             );
         }
         assert!(!answered.lock().unwrap().is_empty(), "the surge reported something");
-    }
-
-    /// The embedded units, journalled in `dir`. Tier 1 pages time out after
-    /// 1 s, so its timers are due across every restart; the other tiers' (30 s
-    /// and more) do not fire during the test, which keeps the cross-checks
-    /// free of races with timers. Returns the config file's path.
-    fn config_with_tier1_timing_out(dir: &std::path::Path) -> std::path::PathBuf {
-        let units = lastmile_server::config::embedded_dataset_file("luqiao/units.json").unwrap();
-        let config =
-            config_on_disk(units, |text| with_journal(dir)(text).replace("ack_timeout_s = 15", "ack_timeout_s = 1"));
-        match &config.source {
-            lastmile_server::config::ConfigSource::File(p) => p.clone(),
-            other => panic!("{other:?}"),
-        }
     }
 
     /// After a restart: everything answered OK before is there ([`verify`]),

@@ -6,21 +6,10 @@
 use std::time::Duration;
 
 use lastmile_suite::v1 as pb;
-use lastmile_suite::{ServedBinary, config_on_disk, temp_dir, with_journal};
+use lastmile_suite::{ServedBinary, temp_dir};
 use tonic::transport::Channel;
 
 type Dispatch = lastmile_proto::v1::dispatch_client::DispatchClient<Channel>;
-
-/// The demo fleet, tier-1 pages timing out after 1 s.
-fn config(dir: &std::path::Path) -> std::path::PathBuf {
-    let units = lastmile_server::config::embedded_dataset_file("luqiao/units.json").unwrap();
-    let config =
-        config_on_disk(units, |text| with_journal(dir)(text).replace("ack_timeout_s = 15", "ack_timeout_s = 1"));
-    match &config.source {
-        lastmile_server::config::ConfigSource::File(p) => p.clone(),
-        other => panic!("{other:?}"),
-    }
-}
 
 /// Where the demo's enterprise micro stations are: a report there pages one.
 fn micro_stations(n: usize) -> Vec<pb::LatLng> {
@@ -47,7 +36,7 @@ fn first_tier1_page_waits(incident: &pb::Incident) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_with_overdue_timers_it_is_ready_only_once_they_fired() {
     let dir = temp_dir("readiness");
-    let config_path = config(&dir);
+    let config_path = lastmile_suite::config_with_tier1_timing_out(&dir);
     let args = [std::ffi::OsStr::new("--config"), config_path.as_os_str()];
     let server = ServedBinary::start(args);
     let channel = Channel::from_shared(server.endpoint()).unwrap().connect().await.unwrap();

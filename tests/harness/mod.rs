@@ -241,6 +241,19 @@ pub fn with_journal(dir: &std::path::Path) -> impl FnOnce(String) -> String + '_
     }
 }
 
+/// The embedded units, journalled in `dir`, tier-1 pages timing out after
+/// 1 s (so their timers come due across a restart; the other tiers' 30 s
+/// and more do not fire during a test). Returns the config file's path.
+pub fn config_with_tier1_timing_out(dir: &std::path::Path) -> PathBuf {
+    let units = embedded_dataset_file("luqiao/units.json").expect("embedded units");
+    let config =
+        config_on_disk(units, |text| with_journal(dir)(text).replace("ack_timeout_s = 15", "ack_timeout_s = 1"));
+    match &config.source {
+        ConfigSource::File(p) => p.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A terminal's acceptance of `unit_id`'s page for `incident_id`.
 pub fn accept(unit_id: &str, incident_id: &str) -> pb::AcknowledgeRequest {
     pb::AcknowledgeRequest {
