@@ -245,9 +245,22 @@ impl InProcess {
         let listeners = lastmile_server::Listeners { grpc: Arc::new(listener), http };
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(lastmile_server::run_opened(listeners, Arc::new(config), opened, async {
+        let (ready, is_ready) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async {
             let _ = stopped.await;
-        }));
+        };
+        let on_ready = move || {
+            let _ = ready.send(());
+        };
+        let task =
+            tokio::spawn(lastmile_server::run_opened_then(listeners, Arc::new(config), opened, stopped, on_ready));
+        // As a client of the binary waits for its ready line: until then every
+        // call is UNAVAILABLE (recovery, overdue timers).
+        if is_ready.await.is_err() {
+            let failed = task.await.context("in-process server")?;
+            failed?;
+            bail!("the in-process server stopped before it was ready");
+        }
         Ok(InProcess { addr, http_addr, dispatcher, grace, stop: Some(stop), task: Some(task) })
     }
 
