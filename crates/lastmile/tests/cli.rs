@@ -40,3 +40,23 @@ fn webhooks_dead_letters_prints_the_log() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), format!("{line}\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The load benchmark runs end to end on its in-process server, durable, as
+/// BENCHMARKS.md runs it (small), and says its invariants held.
+#[test]
+fn a_small_durable_bench_runs_and_its_invariants_hold() {
+    let dir = std::env::temp_dir().join(format!("lastmile-cli-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args(["bench", "--incidents", "60", "--pings", "20", "--concurrency", "4", "--seed", "7"])
+        .args(["--scenario", "uniform", "--fsync-rounds", "5", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("dispatch: 60 reported"), "{stdout}");
+    assert!(stdout.contains("invariants: all hold"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file("lastmile-bench.svg");
+}
