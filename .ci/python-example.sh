@@ -25,29 +25,15 @@ cd "$(dirname "$0")/.."
 BIN="${BIN:-$PWD/${CARGO_TARGET_DIR:-target}/debug/lastmile}"
 PYTHON="${PYTHON:-python3}"
 
+# shellcheck source=.ci/server.sh
+source .ci/server.sh
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lastmile-python-example.XXXXXX")"
-SERVER_PID=""
 RESULT_PRINTED=0
-
-stop_server() {
-  [[ -n "$SERVER_PID" ]] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq $((SERVER_STOP_TIMEOUT_S * 10))); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
 
 finish() {
   local status=$?
   stop_server
-  if [[ $status -ne 0 && -s "$WORK/server.err" ]]; then
-    echo "-- server stderr (last 30 lines):"
-    tail -n 30 "$WORK/server.err" || true
-  fi
+  [[ $status -eq 0 ]] || show_server_stderr
   rm -rf -- "$WORK"
   if [[ $RESULT_PRINTED -eq 0 ]]; then
     # A step before the example failed (pip, protoc, the server): count it as
@@ -77,24 +63,7 @@ echo "== python example: server ($BIN)"
   >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 
-ADDR=""
-deadline=$((SECONDS + SERVER_START_TIMEOUT_S))
-while [[ -z "$ADDR" ]]; do
-  # The first line of stdout, once recovery is done: `lastmile listening on ADDR`.
-  if line="$(head -n 1 "$WORK/server.out")" && [[ "$line" =~ ^lastmile\ listening\ on\ ([^[:space:]]+)$ ]]; then
-    ADDR="${BASH_REMATCH[1]}"
-    break
-  fi
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "the server exited before it was listening"
-    exit 1
-  fi
-  if [[ $SECONDS -ge $deadline ]]; then
-    echo "the server printed no 'lastmile listening on ADDR' line within ${SERVER_START_TIMEOUT_S} s"
-    exit 1
-  fi
-  sleep 0.1
-done
+wait_for_ready_line 1 "lastmile listening on"
 echo "server listening on $ADDR"
 
 echo "== python example: run"

@@ -43,31 +43,17 @@ PYTHON="${PYTHON:-python3}"
 VENV="$TARGET/schemathesis-venv"
 REPORTS="$TARGET/schemathesis-report"
 
+# shellcheck source=.ci/server.sh
+source .ci/server.sh
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lastmile-schemathesis.XXXXXX")"
-SERVER_PID=""
 PASSED=0
 FAILED=0
 RESULT_PRINTED=0
 
-stop_server() {
-  [[ -n "$SERVER_PID" ]] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq $((SERVER_STOP_TIMEOUT_S * 10))); do
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=""
-}
-
 finish() {
   local status=$?
   stop_server
-  if [[ $status -ne 0 && -s "$WORK/server.err" ]]; then
-    echo "-- server stderr (last 30 lines):"
-    tail -n 30 "$WORK/server.err" || true
-  fi
+  [[ $status -eq 0 ]] || show_server_stderr
   rm -rf -- "$WORK"
   if [[ $RESULT_PRINTED -eq 0 ]]; then
     # A step before the runs failed (pip, the server): count it as a failure,
@@ -117,24 +103,7 @@ LASTMILE_SCHEMATHESIS_DISPATCHER_TOKEN="$DISPATCHER_TOKEN" LASTMILE_SCHEMATHESIS
   --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 
-ADDR=""
-deadline=$((SECONDS + SERVER_START_TIMEOUT_S))
-while [[ -z "$ADDR" ]]; do
-  # The second line of stdout: `lastmile http listening on ADDR`.
-  if line="$(sed -n 2p "$WORK/server.out")" && [[ "$line" =~ ^lastmile\ http\ listening\ on\ ([^[:space:]]+)$ ]]; then
-    ADDR="${BASH_REMATCH[1]}"
-    break
-  fi
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "the server exited before it was listening"
-    exit 1
-  fi
-  if [[ $SECONDS -ge $deadline ]]; then
-    echo "the server printed no 'lastmile http listening on ADDR' line within ${SERVER_START_TIMEOUT_S} s"
-    exit 1
-  fi
-  sleep 0.1
-done
+wait_for_ready_line 2 "lastmile http listening on"
 echo "server http listening on $ADDR"
 
 # What schemathesis cannot learn from the document, each with its reason.
