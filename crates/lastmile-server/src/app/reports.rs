@@ -115,15 +115,12 @@ pub fn compliance_from(
     let outcomes = history.outcomes(period.from_ms, period.to_ms)?;
     let report = lastmile_reports::compliance(&outcomes, &request);
     let bulletin = match (period.kind, period.previous()) {
+        // The bulletin ranks the report's `towns` table, which every report
+        // has whatever its grouping: this report's, and the month before's.
         (lastmile_reports::PeriodKind::Month { .. }, Some(previous)) => {
             let before = history.outcomes(previous.from_ms, previous.to_ms)?;
-            let town_tier = ReportRequest::new(previous, vec![GroupKey::Town, GroupKey::Tier]);
-            let current = if query.group_by()? == town_tier.group_by {
-                report.clone()
-            } else {
-                lastmile_reports::compliance(&outcomes, &ReportRequest::new(period.clone(), town_tier.group_by.clone()))
-            };
-            Some(lastmile_reports::bulletin(&current, Some(&lastmile_reports::compliance(&before, &town_tier))))
+            let before = lastmile_reports::compliance(&before, &ReportRequest::new(previous, vec![GroupKey::Tier]));
+            Some(lastmile_reports::bulletin(&report, Some(&before)))
         }
         _ => None,
     };
