@@ -809,6 +809,11 @@ impl Dispatcher {
         self.unit_offsets.write().unwrap_or_else(|p| p.into_inner())[tier.index()] = Arc::new(offsets);
     }
 
+    /// A unit's own tier (its entry read and released at once).
+    pub fn unit_tier(&self, id: &str) -> Option<Tier> {
+        self.units.get(id).map(|u| u.tier)
+    }
+
     pub fn get_unit(&self, id: &str) -> Result<Unit, DispatchError> {
         self.units.get(id).map(|u| u.clone()).ok_or_else(|| DispatchError::UnitNotFound(id.to_string()))
     }
@@ -862,7 +867,7 @@ impl Dispatcher {
             return Err(DispatchError::invalid("unit.status", "a new unit starts AVAILABLE or OUT_OF_SERVICE"));
         }
         // The tier the unit is indexed under now, read without holding its entry.
-        let current_tier = self.units.get(&unit.id).map(|u| u.tier);
+        let current_tier = self.unit_tier(&unit.id);
         // Write-lock the affected trees in tier order (the lock order), then the entry.
         let mut tiers: Vec<Tier> = current_tier.into_iter().chain([unit.tier]).collect();
         tiers.sort();

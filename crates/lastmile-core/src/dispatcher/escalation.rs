@@ -515,8 +515,7 @@ impl Dispatcher {
         now: Timestamp,
         fx: &dyn Effects,
     ) -> Result<bool, DispatchError> {
-        let tier =
-            self.units.get(unit_id).map(|u| u.tier).ok_or_else(|| DispatchError::UnitNotFound(unit_id.into()))?;
+        let tier = self.unit_tier(unit_id).ok_or_else(|| DispatchError::UnitNotFound(unit_id.into()))?;
         let mut index = super::write(&self.index[tier.index()]);
         let mut unit = self.units.get_mut(unit_id).ok_or_else(|| DispatchError::UnitNotFound(unit_id.into()))?;
         if unit.tier != tier {

@@ -57,7 +57,7 @@ impl<'a> Work<'a> {
         let archived = self.archived.into_inner().unwrap_or_else(|p| p.into_inner());
         for (incident, timeline) in archived {
             let dispatcher = &self.app.dispatcher;
-            let closed = Closed::new(incident, timeline, |id| dispatcher.get_unit(id).ok().map(|u| u.tier));
+            let closed = Closed::new(incident, timeline, |id| dispatcher.unit_tier(id));
             if let Some(op) = &self.journal {
                 op.store_archive(&closed.incident, &closed.outcome);
             }
