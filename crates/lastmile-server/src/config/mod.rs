@@ -326,6 +326,27 @@ pub struct AdmissionConfig {
     pub retry_after_s: u32,
 }
 
+impl AdmissionConfig {
+    /// Every bound in range; the error is (key, problem).
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_in_flight == 0 || self.max_in_flight > 1_000_000 {
+            return Err(("admission.max_in_flight", "must be 1 to 1000000".into()));
+        }
+        for (key, value) in [
+            ("admission.max_reports_in_flight", self.max_reports_in_flight),
+            ("admission.max_reads_in_flight", self.max_reads_in_flight),
+        ] {
+            if value == 0 || value > self.max_in_flight {
+                return Err((key, format!("must be 1 to admission.max_in_flight ({})", self.max_in_flight)));
+            }
+        }
+        if !(1..=3600).contains(&self.retry_after_s) {
+            return Err(("admission.retry_after_s", "must be 1 to 3600".into()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig { max_in_flight: 1024, max_reports_in_flight: 256, max_reads_in_flight: 256, retry_after_s: 1 }
@@ -509,21 +530,7 @@ impl LastmileConfig {
             return Err(self.invalid("http.max_body_bytes", "must be at least 1024"));
         }
         self.time_zone()?;
-        let a = &self.admission;
-        if a.max_in_flight == 0 || a.max_in_flight > 1_000_000 {
-            return Err(self.invalid("admission.max_in_flight", "must be 1 to 1000000"));
-        }
-        for (key, value) in [
-            ("admission.max_reports_in_flight", a.max_reports_in_flight),
-            ("admission.max_reads_in_flight", a.max_reads_in_flight),
-        ] {
-            if value == 0 || value > a.max_in_flight {
-                return Err(self.invalid(key, format!("must be 1 to admission.max_in_flight ({})", a.max_in_flight)));
-            }
-        }
-        if !(1..=3600).contains(&a.retry_after_s) {
-            return Err(self.invalid("admission.retry_after_s", "must be 1 to 3600"));
-        }
+        self.admission.validate().map_err(|(key, problem)| self.invalid(key, problem))?;
         self.eta.validate().map_err(|(key, problem)| self.invalid(&key, problem))?;
         self.dispatch.validate().map_err(|e| self.invalid(&e.key, e.problem))?;
         self.webhooks.validate(&webhooks::process_env).map_err(|e| self.invalid(&e.key, e.problem))?;
@@ -605,6 +612,16 @@ impl LastmileConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admission_bounds_are_checked_naming_the_key() {
+        let text = embedded_config_text().replace("max_reports_in_flight = 256", "max_reports_in_flight = 2000");
+        let e = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(e.contains("admission.max_reports_in_flight") && e.contains("(1024)"), "{e}");
+        let text = embedded_config_text().replace("retry_after_s = 1\n", "retry_after_s = 0\n");
+        let e = LastmileConfig::parse(&text, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(e.contains("admission.retry_after_s"), "{e}");
+    }
 
     #[test]
     fn the_embedded_default_loads_with_its_dataset() {
