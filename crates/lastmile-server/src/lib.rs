@@ -484,7 +484,7 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         Some(_) => config.history.memory_incidents.min(config.limits.recent_closed_incidents),
     };
     let history = Arc::new(history::History::new(held, reader));
-    let eta = start_eta(config, &opened.dispatcher, opened.calibration.as_ref(), &history)?;
+    let eta = start_eta(config, &opened.dispatcher, opened.calibration.as_ref())?;
     let journal = opened.store.map(|store| {
         let feed = sinks.clone();
         journal::Journal::start(
@@ -510,6 +510,7 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         eta,
         admission: app::admission::Admission::new(&config.admission),
     });
+    warm_eta(&app);
     // A journal from before history kept closed incidents live: move them.
     for incident in &opened.to_archive {
         app.internal_change(|work| lastmile_core::effects::Effects::archive_incident(work, incident));
@@ -529,25 +530,33 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
     Ok(Started { app, webhooks, follower, journal, _timers: timers, _pruner: pruner, _positions: positions })
 }
 
-/// The ETA calibration at start: its file, the journal's learnt state, and
-/// the arrivals of the most recently closed incidents.
+/// The ETA calibration at start: its file and the journal's learnt state.
+/// (The windows are refilled by [`warm_eta`], after start.)
 fn start_eta(
     config: &LastmileConfig,
     dispatcher: &Dispatcher,
     stored: Option<&lastmile_core::eta::Calibration>,
-    history: &history::History,
 ) -> Result<app::eta::Eta, ServerError> {
     let file = config.eta.load_calibration().map_err(|(key, problem)| {
         ServerError::Config(config::ConfigError::Invalid { source_name: config.source.to_string(), key, problem })
     })?;
-    let recent = history
-        .recent_outcomes(config.eta.warm_start_incidents)
-        .map_err(|e| ServerError::Recovery(format!("ETA calibration: {}", e.message)))?;
-    let eta = app::eta::Eta::start(&config.eta, file.as_ref(), stored, &recent, dispatcher);
+    let eta = app::eta::Eta::start(&config.eta, file.as_ref(), stored, dispatcher);
     for t in eta.status().tiers {
-        info!(tier = %t.tier, source = ?t.source, turnout_s = t.turnout_s, speed_m_per_s = t.speed_m_per_s, margin_s = t.margin_s, window = t.window, "ETA model");
+        info!(tier = %t.tier, source = ?t.source, turnout_s = t.turnout_s, speed_m_per_s = t.speed_m_per_s, margin_s = t.margin_s, margin_ratio = t.margin_ratio, "ETA model");
     }
     Ok(eta)
+}
+
+/// Refills the ETA calibration's windows with the arrivals of the
+/// `eta.warm_start_incidents` most recently closed incidents, on the
+/// blocking pool: a read and parse of thousands of outcomes that the ready
+/// line need not wait for (the models themselves came from the journal).
+fn warm_eta(app: &Arc<App>) {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || match app.history.recent_outcomes(app.config.eta.warm_start_incidents) {
+        Ok(recent) => app.eta.warm(&recent),
+        Err(e) => tracing::warn!(error = %e.message, "ETA calibration: history not read; the windows start empty"),
+    });
 }
 
 /// Fires the recovered state's timers that are due (the rest go to the

@@ -11,7 +11,8 @@
 //! target" means at least that share of such units arrived in time. The
 //! dispatcher's selection uses the result at once, and the learnt state is
 //! journaled in the commit of the close that changed it (so a restart
-//! keeps it); the windows are refilled from history at start.
+//! keeps it); the windows are refilled from history just after start, off
+//! the start-up path ([`Eta::warm`]).
 //!
 //! Until a tier has learnt, its prior holds: the calibration file's model
 //! (`eta.calibration_file`), else `dispatch.tiers`. A pinned tier
@@ -112,14 +113,13 @@ fn tier_name(tier: Tier) -> String {
 
 impl Eta {
     /// Each tier's model at start: a pin, else the journal's learnt state,
-    /// else the calibration file's, else the configured parameters; then
-    /// the windows refilled from `recent` (most recent first). Hands the
-    /// models to the dispatcher.
+    /// else the calibration file's, else the configured parameters. Hands
+    /// the models to the dispatcher. The windows start empty: [`Eta::warm`]
+    /// refills them from history, off the start-up path.
     pub fn start(
         config: &EtaConfig,
         file: Option<&Calibration>,
         stored: Option<&Calibration>,
-        recent: &[Outcome],
         dispatcher: &Dispatcher,
     ) -> Eta {
         let tiers = Tier::ALL.map(|tier| {
@@ -140,18 +140,30 @@ impl Eta {
         });
         let eta = Eta { config: config.clone(), settings: config.fit_settings(), tiers: Mutex::new(tiers) };
         {
-            let mut tiers = eta.lock();
-            for outcome in recent.iter().rev() {
-                eta.push_arrivals(&mut tiers, outcome);
-            }
-            for t in tiers.iter_mut() {
-                t.since_refit = 0;
-            }
+            let tiers = eta.lock();
             for tier in Tier::ALL {
                 apply(dispatcher, tier, &tiers[tier.index()]);
             }
         }
         eta
+    }
+
+    /// Refills the windows with the verified arrivals of `recent` (the most
+    /// recently closed incidents, most recent first), before whatever
+    /// arrived since start; due no refit of its own.
+    pub fn warm(&self, recent: &[Outcome]) {
+        let mut earlier: [VecDeque<Arrival>; 4] = Default::default();
+        for (tier, arrival) in recent.iter().rev().flat_map(arrivals) {
+            earlier[tier.index()].push_back(arrival);
+        }
+        let mut tiers = self.lock();
+        for (t, mut window) in tiers.iter_mut().zip(earlier) {
+            window.append(&mut t.window);
+            while window.len() > self.config.window_arrivals {
+                window.pop_front();
+            }
+            t.window = window;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, [TierState; 4]> {
@@ -162,21 +174,14 @@ impl Eta {
     /// tiers that got one.
     fn push_arrivals(&self, tiers: &mut [TierState; 4], outcome: &Outcome) -> [bool; 4] {
         let mut touched = [false; 4];
-        for a in &outcome.assignments {
-            let Some(travel_s) = a.travel_s() else { continue };
-            if !(travel_s.is_finite() && travel_s >= 0.0 && a.distance_m.is_finite()) {
-                continue;
-            }
-            let t = &mut tiers[a.unit_tier.index()];
-            t.window.push_back(Arrival {
-                sample: Sample { unit_id: a.unit_id.clone(), distance_m: a.distance_m, travel_s },
-                promised_s: a.eta_s as f64,
-            });
+        for (tier, arrival) in arrivals(outcome) {
+            let t = &mut tiers[tier.index()];
+            t.window.push_back(arrival);
             while t.window.len() > self.config.window_arrivals {
                 t.window.pop_front();
             }
             t.since_refit += 1;
-            touched[a.unit_tier.index()] = true;
+            touched[tier.index()] = true;
         }
         touched
     }
@@ -261,6 +266,16 @@ impl Eta {
                 .collect(),
         }
     }
+}
+
+/// The verified arrivals of a closed incident, each under its unit's own
+/// tier (whose model predicted its ETA).
+fn arrivals(outcome: &Outcome) -> impl Iterator<Item = (Tier, Arrival)> + '_ {
+    outcome.assignments.iter().filter_map(|a| {
+        let travel_s = a.travel_s().filter(|s| s.is_finite() && *s >= 0.0 && a.distance_m.is_finite())?;
+        let sample = Sample { unit_id: a.unit_id.clone(), distance_m: a.distance_m, travel_s };
+        Some((a.unit_tier, Arrival { sample, promised_s: a.eta_s as f64 }))
+    })
 }
 
 /// Hands a tier's model and its units' offsets to the dispatcher's

@@ -548,3 +548,53 @@ async fn a_pinned_tier_keeps_its_pin_while_the_others_learn() {
     }
     assert_json_shape(&status, "pinned");
 }
+
+/// The windows refilled from history come before what arrived since start,
+/// and stay bounded; warming is due no refit of its own.
+#[test]
+fn warming_puts_history_before_the_arrivals_since_start() {
+    use lastmile_core::outcome::{AssignmentOutcome, Outcome};
+    let outcome = |seq: u64, travel_s: i64| Outcome {
+        seq,
+        id: lastmile_core::incident::incident_id_for(seq),
+        reported_at_ms: 0,
+        closed_at_ms: 1,
+        town: String::new(),
+        grid_id: String::new(),
+        kind: IncidentKind::Fire,
+        severity: 2,
+        tiers: Vec::new(),
+        assignments: vec![AssignmentOutcome {
+            unit_id: "T10-01".into(),
+            tier: Tier::T10,
+            unit_tier: Tier::T10,
+            escalated_from: None,
+            attempt: 1,
+            distance_m: 1000.0,
+            eta_s: 300,
+            within_target: true,
+            paged_at_ms: 0,
+            acknowledged_at_ms: Some(5_000),
+            on_scene_at_ms: Some(travel_s * 1000),
+            verified: true,
+            state: AssignmentState::Released,
+        }],
+    };
+    let config = config(|e| e.window_arrivals = 40);
+    let dispatcher = crate::build_dispatcher(&config).unwrap();
+    let eta = super::Eta::start(&config.eta, None, None, &dispatcher);
+    eta.observe(&outcome(100, 500), None, &dispatcher);
+    // History, most recent first: travel 199 s back to 150 s (50 of them).
+    let recent: Vec<Outcome> = (0..50).map(|i| outcome(99 - i, 199 - i as i64)).collect();
+    eta.warm(&recent);
+    let tiers = eta.lock();
+    let window: Vec<f64> = tiers[Tier::T10.index()].window.iter().map(|a| a.sample.travel_s).collect();
+    assert_eq!(window.len(), 40, "bounded by eta.window_arrivals");
+    assert_eq!(window.last(), Some(&500.0), "the arrival since start stays the most recent");
+    assert_eq!(
+        window[..39],
+        (161..=199).map(f64::from).collect::<Vec<_>>()[..],
+        "the most recent of history, in order"
+    );
+    assert_eq!(tiers[Tier::T10.index()].since_refit, 1, "warming is due no refit");
+}

@@ -36,8 +36,8 @@ pub struct EtaConfig {
     pub calibration_file: Option<PathBuf>,
     /// Tiers whose travel model an operator fixed: never learnt.
     pub pin: Vec<PinnedTier>,
-    /// At start, the most recently closed incidents read back from history
-    /// to refill the arrival windows.
+    /// Just after start (in the background), the most recently closed
+    /// incidents read back from history to refill the arrival windows.
     pub warm_start_incidents: usize,
 }
 
