@@ -402,13 +402,14 @@ fn write_fixture(args: &Args, tz: &TimeZone) {
         let (seq, closed_at_ms, body) = (o.seq, o.closed_at_ms, body(&o));
         batch.push(Record::Archive { seq, reported_at_ms, closed_at_ms, body, outcome: summary });
         if batch.len() == BATCH || i + 1 == args.incidents {
-            store.commit(&batch, i + 1).unwrap_or_else(|e| fail(&e.to_string()));
+            store.commit(std::mem::take(&mut batch), i + 1).unwrap_or_else(|e| fail(&e.to_string()));
             batch.clear();
             if (i + 1) % 100_000 == 0 {
                 println!("fixture:   {} written, {:.0} s", i + 1, began.elapsed().as_secs_f64());
             }
         }
     }
+    store.settle().unwrap_or_else(|e| fail(&e.to_string()));
     drop(store); // the last connection's close checkpoints the WAL into the file
     let n = args.incidents as f64;
     println!(

@@ -255,3 +255,44 @@ async fn an_answered_position_stream_survives_a_sigkill() {
     assert_eq!(unit.position, last);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With the SQLite store a commit goes to its log and reaches the tables
+/// later (`journal.apply_interval_ms`, here an hour, so never on its own in
+/// this test). A read of history must still see every close answered
+/// before it: the read settles the journal first. The memory cache of
+/// recent closes is 1 here, so the reads go to the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_see_every_close_answered_before_them() {
+    let dir = temp_dir("settle");
+    let config = lastmile_suite::config_on_disk(&lastmile_suite::paging_units(), |text| {
+        lastmile_suite::with_journal(&dir)(text)
+            .replace("apply_interval_ms = 250", "apply_interval_ms = 3600000")
+            .replace("recent_closed_incidents = 10000", "recent_closed_incidents = 1")
+            .replace("memory_incidents = 100000", "memory_incidents = 1")
+    });
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        let reported = client.report_incident(flood(&format!("settle-{round}"), AT)).await.unwrap();
+        let id = reported.into_inner().incident.unwrap().id;
+        let close = pb::CloseIncidentRequest { id: id.clone(), reason: format!("settled {round}") };
+        client.close_incident(close).await.unwrap();
+        ids.push(id);
+    }
+    let request = pb::ListIncidentsRequest { status: pb::IncidentStatus::Closed as i32, ..Default::default() };
+    let listed: Vec<String> =
+        client.list_incidents(request).await.unwrap().into_inner().incidents.into_iter().map(|i| i.id).collect();
+    assert_eq!(listed, ids, "every close answered is listed");
+    let first = client.get_incident(pb::GetIncidentRequest { id: ids[0].clone() }).await.unwrap().into_inner();
+    assert_eq!(first.status(), pb::IncidentStatus::Closed);
+    let entries = timeline(&mut client, &ids[0]).await;
+    assert_eq!(types(&entries).last(), Some(&pb::EventType::IncidentClosed), "{entries:?}");
+    let today = jiff::Timestamp::now().in_tz("Asia/Shanghai").unwrap().date();
+    let day = |n: i64| today.checked_add(jiff::Span::new().days(n)).unwrap();
+    let report = get(server.http_addr, &format!("/v1/reports/compliance?from={}&to={}", day(-1), day(2))).await;
+    assert_eq!(report.status, 200, "{}", report.text());
+    assert_eq!(report.json()["incidents"], 5, "the report has every closed incident");
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -57,11 +57,36 @@ pub struct History {
     memory_incidents: usize,
     /// None with the memory backend.
     reader: Option<Arc<dyn HistoryReader>>,
+    /// Called before each read of the store: makes every commit answered
+    /// so far readable (the journal's [`crate::journal::Journal::settle`]).
+    settle: std::sync::OnceLock<Settle>,
 }
+
+type Settle = Box<dyn Fn() -> Result<(), AppError> + Send + Sync>;
 
 impl History {
     pub fn new(memory_incidents: usize, reader: Option<Arc<dyn HistoryReader>>) -> Self {
-        History { recent: Mutex::new(BTreeMap::new()), memory_incidents: memory_incidents.max(1), reader }
+        History {
+            recent: Mutex::new(BTreeMap::new()),
+            memory_incidents: memory_incidents.max(1),
+            reader,
+            settle: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets what runs before each read of the store (once; the journal
+    /// starts after the history).
+    pub(crate) fn settle_with(&self, settle: impl Fn() -> Result<(), AppError> + Send + Sync + 'static) {
+        let _ = self.settle.set(Box::new(settle));
+    }
+
+    /// The store's reader, with everything answered so far readable in it.
+    fn store(&self) -> Result<Option<&Arc<dyn HistoryReader>>, AppError> {
+        let Some(reader) = &self.reader else { return Ok(None) };
+        if let Some(settle) = self.settle.get() {
+            settle()?;
+        }
+        Ok(Some(reader))
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<Closed>>> {
@@ -92,7 +117,7 @@ impl History {
         if let Some(closed) = self.recent().get(&seq) {
             return Ok(Some(closed.incident.clone()));
         }
-        let Some(reader) = &self.reader else { return Ok(None) };
+        let Some(reader) = self.store()? else { return Ok(None) };
         reader.incident(seq).map_err(store_error)?.map(|body| parse(&body, "incident")).transpose()
     }
 
@@ -102,7 +127,7 @@ impl History {
         if let Some(closed) = self.recent().get(&seq) {
             return Ok(Some(closed.timeline.clone()));
         }
-        let Some(reader) = &self.reader else { return Ok(None) };
+        let Some(reader) = self.store()? else { return Ok(None) };
         // Each row holds one operation's entries (a JSON array).
         let rows = reader.timeline(seq).map_err(store_error)?;
         // No row: in history with an empty timeline (migrated), or not there.
@@ -126,7 +151,7 @@ impl History {
         limit: usize,
     ) -> Result<Vec<Incident>, AppError> {
         let within = |i: &Incident| from.is_none_or(|f| i.reported_at >= f) && to.is_none_or(|t| i.reported_at < t);
-        let Some(reader) = &self.reader else {
+        let Some(reader) = self.store()? else {
             let recent = self.recent();
             let found = recent.range(after_seq.saturating_add(1)..).map(|(_, c)| &c.incident).filter(|i| within(i));
             return Ok(found.take(limit).cloned().collect());
@@ -146,7 +171,7 @@ impl History {
             let within = |o: &&Outcome| o.reported_at_ms >= from_ms && o.reported_at_ms < to_ms;
             recent.values().map(|c| &c.outcome).filter(within).cloned().collect()
         };
-        let Some(reader) = &self.reader else {
+        let Some(reader) = self.store()? else {
             let mut all = in_memory;
             all.sort_by_key(|o| (o.reported_at_ms, o.seq));
             return Ok(all);
@@ -170,7 +195,7 @@ impl History {
     /// The outcomes of the `limit` most recently closed incidents, most
     /// recent first (blocking).
     pub fn recent_outcomes(&self, limit: usize) -> Result<Vec<Outcome>, AppError> {
-        let Some(reader) = &self.reader else {
+        let Some(reader) = self.store()? else {
             let mut all: Vec<Outcome> = self.recent().values().map(|c| c.outcome.clone()).collect();
             all.sort_by_key(|o| std::cmp::Reverse((o.closed_at_ms, o.seq)));
             all.truncate(limit);

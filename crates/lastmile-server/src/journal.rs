@@ -42,6 +42,8 @@ enum Message {
     End(u64),
     /// Delete history after the batch in hand.
     Prune(Prune),
+    /// Make every commit so far readable by history readers, then answer.
+    Settle(std_mpsc::SyncSender<Result<(), String>>),
     /// Commit what is pending, then stop (graceful shutdown).
     Shutdown,
 }
@@ -56,6 +58,8 @@ pub struct Journal {
     next_op: AtomicU64,
     committed: watch::Receiver<u64>,
     failure: Arc<OnceLock<String>>,
+    /// Commits the store has not made readable yet (see [`Journal::settle`]).
+    unsettled: Arc<AtomicBool>,
     permits: Arc<Semaphore>,
     enqueue_timeout: Duration,
     location: String,
@@ -78,12 +82,14 @@ impl Journal {
         let (tx, rx) = std_mpsc::channel::<Message>();
         let (committed_tx, committed) = watch::channel(0u64);
         let failure: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        let unsettled = Arc::new(AtomicBool::new(false));
         let location = store.location();
         let writer = Writer {
             store,
             rx,
             committed: committed_tx,
             failure: failure.clone(),
+            unsettled: unsettled.clone(),
             feed_seq,
             metrics: metrics.clone(),
             max_batch_records,
@@ -91,6 +97,7 @@ impl Journal {
             batch: Vec::new(),
             open_ops: HashSet::new(),
             prune: None,
+            settles: Vec::new(),
             stopping: false,
         };
         let writer = std::thread::Builder::new()
@@ -103,6 +110,7 @@ impl Journal {
             next_op: AtomicU64::new(1),
             committed,
             failure,
+            unsettled,
             permits: Arc::new(Semaphore::new(max_pending_ops)),
             enqueue_timeout,
             location,
@@ -130,6 +138,29 @@ impl Journal {
         rx.await.unwrap_or_else(|_| Err("journal closed".into()))
     }
 
+    /// Blocks until every commit answered so far is readable by the
+    /// store's history readers (the SQLite store writes its tables from its
+    /// log a moment after the commit). Call it before a read of history:
+    /// what was answered before the read began is then in it. Free when
+    /// nothing waits. Blocking: call from a blocking context.
+    pub fn settle(&self) -> Result<(), AppError> {
+        if !self.unsettled.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        self.send(Message::Settle(tx));
+        match rx.recv_timeout(SETTLE_TIMEOUT) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AppError::unavailable(format!("journal {}: {e}", self.location))),
+            Err(_) => Err(AppError::unavailable(format!(
+                "journal {}: history not readable within {} s (the writer is busy): retry",
+                self.location,
+                SETTLE_TIMEOUT.as_secs()
+            ))
+            .with_retry_after_s(1)),
+        }
+    }
+
     pub fn failure(&self) -> Option<&str> {
         self.failure.get().map(String::as_str)
     }
@@ -151,6 +182,10 @@ impl Journal {
     }
 }
 
+/// How long a history read waits for [`Journal::settle`] before it is
+/// refused UNAVAILABLE (the writer answers it after the commit in hand).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The writer thread's state: the store, and the batch it is building.
 struct Writer {
     store: Box<dyn JournalStore>,
@@ -158,6 +193,7 @@ struct Writer {
     /// The last ticket whose message is committed (or refused: see `failure`).
     committed: watch::Sender<u64>,
     failure: Arc<OnceLock<String>>,
+    unsettled: Arc<AtomicBool>,
     feed_seq: Arc<dyn Fn() -> u64 + Send + Sync>,
     metrics: Arc<Metrics>,
     max_batch_records: usize,
@@ -168,19 +204,66 @@ struct Writer {
     open_ops: HashSet<u64>,
     /// A prune asked for, done after the batch in hand is committed.
     prune: Option<Prune>,
+    /// Readers waiting for [`Journal::settle`], answered after the batch.
+    settles: Vec<std_mpsc::SyncSender<Result<(), String>>>,
     stopping: bool,
 }
 
 impl Writer {
     /// Ends when every sender is gone (the server stopped) or at shutdown.
+    /// Between messages it settles the store when the store's policy says
+    /// so (`journal.apply_interval_ms`).
     fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
+        loop {
+            let first = match self.store.settle_due() {
+                Some(due) => match self.rx.recv_timeout(due) {
+                    Ok(message) => message,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        self.settle();
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
             self.collect(first);
             self.commit();
+            if !self.settles.is_empty() || self.stopping {
+                self.settle();
+            }
             self.prune();
             if self.stopping && (self.open_ops.is_empty() || self.failure.get().is_some()) {
                 break; // dropping the store releases the file and its lock
             }
+        }
+    }
+
+    /// Makes what is committed readable, and answers the readers waiting
+    /// for it. A failure fails the journal closed (the commits are safe in
+    /// the store's log; a restart applies them).
+    fn settle(&mut self) {
+        let result = match self.failure.get() {
+            Some(failure) => Err(format!("journal failed: {failure}")),
+            None => {
+                let started = std::time::Instant::now();
+                let result = self.store.settle().map_err(|e| e.to_string());
+                self.metrics.journal_apply_seconds.observe(started.elapsed());
+                result
+            }
+        };
+        match &result {
+            Ok(()) => self.unsettled.store(self.store.settle_due().is_some(), Ordering::SeqCst),
+            Err(e) => {
+                error!(journal = %self.store.location(), error = %e, "journal apply failed: refusing every change from now on");
+                let _ = self.failure.set(e.clone());
+                self.committed.send_modify(|_| {});
+            }
+        }
+        for reader in self.settles.drain(..) {
+            let _ = reader.send(result.clone());
         }
     }
 
@@ -200,6 +283,7 @@ impl Writer {
                     self.open_ops.remove(&op);
                 }
                 Message::Prune(prune) => self.prune = Some(prune),
+                Message::Settle(reader) => self.settles.push(reader),
                 Message::Shutdown => self.stopping = true,
             }
             if self.open_ops.is_empty() && self.batch.len() >= self.max_batch_records {
@@ -236,11 +320,15 @@ impl Writer {
     fn commit(&mut self) {
         if self.failure.get().is_none() && !self.batch.is_empty() {
             let started = std::time::Instant::now();
-            let result = self.store.commit(&self.batch, (self.feed_seq)());
+            let result = self.store.commit(std::mem::take(&mut self.batch), (self.feed_seq)());
             self.metrics.journal_commit_seconds.observe(started.elapsed());
-            if let Err(e) = result {
-                error!(journal = %self.store.location(), error = %e, "journal write failed: refusing every change from now on");
-                let _ = self.failure.set(e.to_string());
+            match result {
+                // Before the waiters are woken: a read they start sees it.
+                Ok(()) => self.unsettled.store(self.store.settle_due().is_some(), Ordering::SeqCst),
+                Err(e) => {
+                    error!(journal = %self.store.location(), error = %e, "journal write failed: refusing every change from now on");
+                    let _ = self.failure.set(e.to_string());
+                }
             }
         }
         self.batch.clear();
@@ -423,7 +511,7 @@ mod tests {
         fn reader(&self) -> Result<Box<dyn lastmile_store::HistoryReader>, lastmile_store::StoreError> {
             Err(lastmile_store::StoreError::Io { path: "gate".into(), what: "no reader".into() })
         }
-        fn commit(&mut self, _batch: &[Record], _feed_seq: u64) -> Result<(), lastmile_store::StoreError> {
+        fn commit(&mut self, _batch: Vec<Record>, _feed_seq: u64) -> Result<(), lastmile_store::StoreError> {
             let (lock, cvar) = &*self.open;
             let mut open = lock.lock().unwrap();
             while !*open {

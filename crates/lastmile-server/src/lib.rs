@@ -152,7 +152,7 @@ impl Opened {
 /// Builds the dispatcher the configuration asks for: from the dataset (memory
 /// backend), or recovered from the journal store (created if new).
 pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
-    match store::open(&config.journal.backend)? {
+    match store::open(&config.journal)? {
         None => Ok(Opened::in_memory(Arc::new(build_dispatcher(config)?))),
         Some(store) => recover(config, store),
     }
@@ -496,6 +496,10 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
             metrics.clone(),
         )
     });
+    if let Some(journal) = &journal {
+        let journal = journal.clone();
+        history.settle_with(move || journal.settle());
+    }
     let app = Arc::new(App {
         dispatcher: opened.dispatcher,
         sinks: sinks.clone(),

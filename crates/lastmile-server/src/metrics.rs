@@ -63,6 +63,8 @@ pub struct Metrics {
     pub page_ack_seconds: Histogram,
     /// One group commit of the journal (write + fsync).
     pub journal_commit_seconds: Histogram,
+    /// One apply of the journal's log to its tables (`journal.apply_*`).
+    pub journal_apply_seconds: Histogram,
     /// Requests refused by a bound, by the bound's name.
     limit_hits: Mutex<BTreeMap<&'static str, u64>>,
     /// gRPC calls answered with an error, by (method, code). The method is
@@ -86,6 +88,7 @@ impl Default for Metrics {
             dispatch_seconds: Histogram::new(LATENCY_BOUNDS_S),
             page_ack_seconds: Histogram::new(ACK_BOUNDS_S),
             journal_commit_seconds: Histogram::new(LATENCY_BOUNDS_S),
+            journal_apply_seconds: Histogram::new(LATENCY_BOUNDS_S),
             limit_hits: Mutex::new(BTreeMap::new()),
             grpc_errors: Mutex::new(BTreeMap::new()),
             http_responses: Mutex::new(BTreeMap::new()),

@@ -3,14 +3,22 @@
 //! [`lastmile_store::JournalStore`]. A second backend is a new variant of
 //! [`JournalBackend`] and one more arm here.
 
-use lastmile_store::{JournalStore, SqliteStore, StoreError};
+use std::time::Duration;
 
-use crate::config::JournalBackend;
+use lastmile_store::{ApplyPolicy, JournalStore, SqliteStore, StoreError};
 
-/// The store for `backend`; `None` for memory (nothing to open).
-pub fn open(backend: &JournalBackend) -> Result<Option<Box<dyn JournalStore>>, StoreError> {
-    Ok(match backend {
+use crate::config::{JournalBackend, JournalConfig};
+
+/// The store `journal.backend` names; `None` for memory (nothing to open).
+pub fn open(journal: &JournalConfig) -> Result<Option<Box<dyn JournalStore>>, StoreError> {
+    Ok(match &journal.backend {
         JournalBackend::Memory => None,
-        JournalBackend::Sqlite { data_dir } => Some(Box::new(SqliteStore::open(data_dir)?)),
+        JournalBackend::Sqlite { data_dir } => {
+            let policy = ApplyPolicy {
+                max_records: journal.apply_max_records,
+                interval: Duration::from_millis(journal.apply_interval_ms),
+            };
+            Some(Box::new(SqliteStore::open_with(data_dir, policy)?))
+        }
     })
 }

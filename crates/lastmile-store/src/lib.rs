@@ -18,7 +18,10 @@
 //!   operation and incident, keyed by its first entry's number).
 //!
 //! Every commit is one transaction and one fsync: a batch is there after a
-//! crash entirely or not at all.
+//! crash entirely or not at all. With SQLite the commit is one row of a
+//! log, and the rows above are written from it a moment later
+//! ([`ApplyPolicy`]); [`JournalStore::settle`] makes them current before a
+//! read of history.
 //!
 //! [`JournalStore`] is the seam: [`SqliteStore`] is the one durable
 //! implementation; the server opens it through one resolver, ready for a
@@ -29,7 +32,7 @@
 
 mod sqlite;
 
-pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};
+pub use sqlite::{ApplyPolicy, DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};
 
 /// One change to store. Incidents are keyed by their sequence number.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +103,18 @@ pub trait JournalStore: Send {
     fn recover(&mut self, recent_closed: usize) -> Result<Recovered, StoreError>;
     /// Writes a batch atomically and durably (one transaction, one fsync):
     /// either all of it is there after a crash, or none of it.
-    fn commit(&mut self, batch: &[Record], feed_seq: u64) -> Result<(), StoreError>;
+    fn commit(&mut self, batch: Vec<Record>, feed_seq: u64) -> Result<(), StoreError>;
+    /// Makes every commit so far visible to [`HistoryReader`]s (a store
+    /// that writes its tables after the commit's fsync, as SQLite's log
+    /// does, writes them now).
+    fn settle(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// How long until [`JournalStore::settle`] is due by the store's own
+    /// policy (`None`: nothing waits to be settled).
+    fn settle_due(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Deletes at most `max_incidents` closed incidents (and their
     /// timelines) closed before `closed_before_ms`; how many it deleted.
     fn prune(&mut self, closed_before_ms: i64, max_incidents: usize) -> Result<usize, StoreError>;

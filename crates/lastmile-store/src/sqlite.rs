@@ -16,10 +16,13 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::{ClosedQuery, HistoryReader, JournalStore, Record, Recovered, StoreError};
+
+mod log;
 
 pub const DB_FILE: &str = "lastmile.db";
 pub const LOCK_FILE: &str = "lastmile.lock";
@@ -27,8 +30,34 @@ pub const LOCK_FILE: &str = "lastmile.lock";
 /// The schema this build writes. 1: live incidents (open and closed) and
 /// units. 2: closed incidents in `history`, the `timeline` table. 3: the
 /// `outcomes` and `calibration` tables (a schema-2 journal opens as is: its closed incidents
-/// have no outcome row, and readers work theirs out from `history`).
-const SCHEMA_VERSION: i64 = 3;
+/// have no outcome row, and readers work theirs out from `history`). 4: the
+/// commit `log` (a build before it would not apply its rows, so it must not
+/// open such a journal).
+const SCHEMA_VERSION: i64 = 4;
+
+/// When the commits in the log are written into the tables
+/// (`journal.apply_max_records`, `journal.apply_interval_ms`): once this
+/// many records are held, or this long after the oldest, whichever comes
+/// first; and before every history read ([`JournalStore::settle`]), prune
+/// and graceful close. A crash in between loses nothing: the next open
+/// applies the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyPolicy {
+    pub max_records: usize,
+    pub interval: Duration,
+}
+
+impl Default for ApplyPolicy {
+    fn default() -> Self {
+        ApplyPolicy { max_records: 4096, interval: Duration::from_millis(250) }
+    }
+}
+
+/// How often an apply of the log also checkpoints the write-ahead log into
+/// the database file. A checkpoint runs on the writer's thread (commits
+/// wait for it: tens of ms); SQLite's own automatic checkpoint is off, so
+/// none runs inside a commit a request waits for.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Read connections kept open between history reads.
 const IDLE_READERS: usize = 4;
@@ -36,6 +65,15 @@ const IDLE_READERS: usize = 4;
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    policy: ApplyPolicy,
+    /// Committed to the log, not yet in the tables.
+    pending: log::Pending,
+    /// When the oldest of `pending` was committed.
+    pending_since: Option<Instant>,
+    /// The log row being written (kept between commits).
+    row: Vec<u8>,
+    /// When the write-ahead log was last copied into the database file.
+    last_checkpoint: Instant,
     /// Held (locked) while the store is open.
     _lock: File,
 }
@@ -89,13 +127,20 @@ const SCHEMA: &str = "
         body BLOB NOT NULL);
     CREATE INDEX IF NOT EXISTS outcomes_by_reported ON outcomes (reported_at_ms);
     CREATE INDEX IF NOT EXISTS outcomes_by_closed ON outcomes (closed_at_ms);
-    CREATE TABLE IF NOT EXISTS calibration (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL);";
+    CREATE TABLE IF NOT EXISTS calibration (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL);
+    CREATE TABLE IF NOT EXISTS log (lsn INTEGER PRIMARY KEY, feed_seq INTEGER NOT NULL, body BLOB NOT NULL);";
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/lastmile.db`. Refuses a directory it
     /// cannot create or write, a file that is not a lastmile journal, one
     /// written by a newer lastmile, and a directory another store holds.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        SqliteStore::open_with(dir, ApplyPolicy::default())
+    }
+
+    /// [`SqliteStore::open`] with its log applied to the tables by `policy`.
+    /// Whatever the log holds from before (a crash) is applied here.
+    pub fn open_with(dir: &Path, policy: ApplyPolicy) -> Result<Self, StoreError> {
         let path = dir.join(DB_FILE);
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, format!("cannot create data directory: {e}")))?;
         let lock = lock(dir, &path)?;
@@ -128,8 +173,10 @@ impl SqliteStore {
         } else {
             ""
         };
+        // Checkpoints are run after each apply, not inside a commit that
+        // a request waits for.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; BEGIN IMMEDIATE; {SCHEMA} {legacy} \
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 0; BEGIN IMMEDIATE; {SCHEMA} {legacy} \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(sql_err(&path, "cannot create the schema (read-only or full disk?)"))?;
@@ -143,7 +190,150 @@ impl SqliteStore {
         if check != "ok" {
             return Err(io_err(&path, format!("integrity check of units failed: {check}")));
         }
-        Ok(SqliteStore { conn, path, _lock: lock })
+        let mut store = SqliteStore {
+            conn,
+            path,
+            policy,
+            pending: log::Pending::default(),
+            pending_since: None,
+            row: Vec::new(),
+            last_checkpoint: Instant::now(),
+            _lock: lock,
+        };
+        store.replay_log()?;
+        Ok(store)
+    }
+
+    /// The log rows a crash left unapplied, applied.
+    fn replay_log(&mut self) -> Result<(), StoreError> {
+        let rows: Vec<(i64, i64, Vec<u8>)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT lsn, feed_seq, body FROM log ORDER BY lsn")
+                .map_err(self.err("cannot read the log"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(self.err("cannot read the log"))?;
+            rows.collect::<Result<_, _>>().map_err(self.err("cannot read a log row"))?
+        };
+        for (lsn, feed_seq, body) in rows {
+            let batch =
+                log::decode(&body).map_err(|e| io_err(&self.path, format!("log row {lsn} is malformed: {e}")))?;
+            self.pending.add(batch, feed_seq.max(0) as u64, lsn);
+        }
+        self.apply()
+    }
+
+    /// Writes what the log holds and the tables do not yet, in one
+    /// transaction that deletes those log rows: after a crash either the
+    /// tables have it or the log still does. `synchronous = NORMAL` for it:
+    /// its pages reach the disk with the next commit's fsync of the
+    /// write-ahead log (or the checkpoint's), and until then the log rows
+    /// are what is durable. Then, at most every [`CHECKPOINT_INTERVAL`], a
+    /// passive checkpoint (it never waits for readers) copies the
+    /// write-ahead log into the database file and fsyncs both; once it has
+    /// copied all of it, the next commit starts the log file over, so the
+    /// file stops growing and its fsyncs overwrite blocks it already has.
+    fn apply(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_since = None;
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(self.err("cannot apply the log"))?;
+        let written = self.write_tables(&pending);
+        let restored = self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(self.err("cannot apply the log"));
+        written.and(restored)?;
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            self.last_checkpoint = Instant::now();
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(self.err("cannot checkpoint (disk full or read-only?)"))?;
+        }
+        Ok(())
+    }
+
+    fn write_tables(&mut self, pending: &log::Pending) -> Result<(), StoreError> {
+        let path = &self.path;
+        let err = |what| sql_err(path, what);
+        let tx = self.conn.transaction().map_err(err("cannot begin"))?;
+        let mut archived = 0i64;
+        {
+            let mut incident = tx
+                .prepare_cached("INSERT INTO incidents (seq, body) VALUES (?1, ?2) ON CONFLICT(seq) DO UPDATE SET body = excluded.body")
+                .map_err(err("cannot prepare"))?;
+            let mut unlive =
+                tx.prepare_cached("DELETE FROM incidents WHERE seq = ?1").map_err(err("cannot prepare"))?;
+            let mut archive = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO history (seq, reported_at_ms, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("cannot prepare"))?;
+            let mut outcome = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO outcomes (seq, reported_at_ms, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("cannot prepare"))?;
+            for (seq, latest) in &pending.incidents {
+                match latest {
+                    log::Latest::Open(body) => {
+                        incident.execute(params![*seq as i64, body]).map_err(err("cannot write an incident"))?;
+                    }
+                    log::Latest::Archived { reported_at_ms, closed_at_ms, body, outcome: summary } => {
+                        unlive.execute([*seq as i64]).map_err(err("cannot archive an incident"))?;
+                        archive
+                            .execute(params![*seq as i64, reported_at_ms, closed_at_ms, body])
+                            .map_err(err("cannot archive an incident"))?;
+                        outcome
+                            .execute(params![*seq as i64, reported_at_ms, closed_at_ms, summary])
+                            .map_err(err("cannot archive an incident's outcome"))?;
+                        archived += 1;
+                    }
+                }
+            }
+            let mut unit = tx
+                .prepare_cached(
+                    "INSERT INTO units (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                )
+                .map_err(err("cannot prepare"))?;
+            for (id, body) in &pending.units {
+                unit.execute(params![id, body]).map_err(err("cannot write a unit"))?;
+            }
+            let mut timeline = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO timeline (incident_seq, n, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err("cannot prepare"))?;
+            for (incident_seq, n, at_ms, body) in &pending.timeline {
+                timeline
+                    .execute(params![*incident_seq as i64, n, at_ms, body])
+                    .map_err(err("cannot write a timeline entry"))?;
+            }
+            if let Some(body) = &pending.calibration {
+                tx.prepare_cached("INSERT OR REPLACE INTO calibration (id, body) VALUES (1, ?1)")
+                    .and_then(|mut s| s.execute([body]))
+                    .map_err(err("cannot write the ETA calibration"))?;
+            }
+            tx.prepare_cached("DELETE FROM log WHERE lsn <= ?1")
+                .and_then(|mut s| s.execute([pending.last_lsn]))
+                .map_err(err("cannot apply the log"))?;
+            let mut meta = tx
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                )
+                .map_err(err("cannot prepare"))?;
+            meta.execute(params!["commits", pending.commits as i64]).map_err(err("cannot write meta"))?;
+            meta.execute(params!["records", pending.records as i64]).map_err(err("cannot write meta"))?;
+            if archived > 0 {
+                meta.execute(params!["history_len", archived]).map_err(err("cannot write meta"))?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('feed_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                [pending.feed_seq as i64],
+            )
+            .map_err(err("cannot write meta"))?;
+        }
+        tx.commit().map_err(err("cannot apply the log (disk full or read-only?)"))
     }
 
     fn err(&self, what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
@@ -169,26 +359,6 @@ impl SqliteStore {
         .map_err(self.err("cannot read"))?;
         rows.collect::<Result<_, _>>().map_err(self.err("cannot read a row"))
     }
-}
-
-/// Of the live rows a batch writes, only the last per key: an incident
-/// written twice in one group commit (a report and its close) is written
-/// once, with its last state (rows are upserts: same result, less work).
-/// Timeline entries are all kept, in order.
-fn latest(batch: &[Record]) -> Vec<&Record> {
-    let mut seen = std::collections::HashSet::with_capacity(batch.len());
-    let mut kept: Vec<&Record> = batch
-        .iter()
-        .rev()
-        .filter(|r| match r {
-            Record::Incident { seq, .. } | Record::Archive { seq, .. } => seen.insert((0u8, seq.to_string())),
-            Record::Unit { id, .. } => seen.insert((1u8, id.clone())),
-            Record::Timeline { .. } => true,
-            Record::Calibration { .. } => seen.insert((2u8, String::new())),
-        })
-        .collect();
-    kept.reverse();
-    kept
 }
 
 impl JournalStore for SqliteStore {
@@ -229,88 +399,34 @@ impl JournalStore for SqliteStore {
         })
     }
 
-    fn commit(&mut self, batch: &[Record], feed_seq: u64) -> Result<(), StoreError> {
-        let path = &self.path;
-        let err = |what| sql_err(path, what);
-        let tx = self.conn.transaction().map_err(err("cannot begin"))?;
-        let mut archived = 0i64;
-        {
-            let mut incident = tx
-                .prepare_cached("INSERT INTO incidents (seq, body) VALUES (?1, ?2) ON CONFLICT(seq) DO UPDATE SET body = excluded.body")
-                .map_err(err("cannot prepare"))?;
-            let mut unit = tx
-                .prepare_cached(
-                    "INSERT INTO units (id, body) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-                )
-                .map_err(err("cannot prepare"))?;
-            let mut unlive =
-                tx.prepare_cached("DELETE FROM incidents WHERE seq = ?1").map_err(err("cannot prepare"))?;
-            let mut archive = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO history (seq, reported_at_ms, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(err("cannot prepare"))?;
-            let mut outcome = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO outcomes (seq, reported_at_ms, closed_at_ms, body) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(err("cannot prepare"))?;
-            let mut calibration = tx
-                .prepare_cached("INSERT OR REPLACE INTO calibration (id, body) VALUES (1, ?1)")
-                .map_err(err("cannot prepare"))?;
-            let mut timeline = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO timeline (incident_seq, n, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(err("cannot prepare"))?;
-            for r in latest(batch) {
-                match r {
-                    Record::Incident { seq, body } => {
-                        incident.execute(params![*seq as i64, body]).map_err(err("cannot write an incident"))?;
-                    }
-                    Record::Unit { id, body } => {
-                        unit.execute(params![id, body]).map_err(err("cannot write a unit"))?;
-                    }
-                    Record::Archive { seq, reported_at_ms, closed_at_ms, body, outcome: summary } => {
-                        unlive.execute([*seq as i64]).map_err(err("cannot archive an incident"))?;
-                        archive
-                            .execute(params![*seq as i64, reported_at_ms, closed_at_ms, body])
-                            .map_err(err("cannot archive an incident"))?;
-                        outcome
-                            .execute(params![*seq as i64, reported_at_ms, closed_at_ms, summary])
-                            .map_err(err("cannot archive an incident's outcome"))?;
-                        archived += 1;
-                    }
-                    Record::Calibration { body } => {
-                        calibration.execute([body]).map_err(err("cannot write the ETA calibration"))?;
-                    }
-                    Record::Timeline { incident_seq, n, at_ms, body } => {
-                        timeline
-                            .execute(params![*incident_seq as i64, n, at_ms, body])
-                            .map_err(err("cannot write a timeline entry"))?;
-                    }
-                }
-            }
-            let mut meta = tx
-                .prepare_cached(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-                )
-                .map_err(err("cannot prepare"))?;
-            meta.execute(params!["commits", 1]).map_err(err("cannot write meta"))?;
-            meta.execute(params!["records", batch.len() as i64]).map_err(err("cannot write meta"))?;
-            if archived > 0 {
-                meta.execute(params!["history_len", archived]).map_err(err("cannot write meta"))?;
-            }
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('feed_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
-                [feed_seq as i64],
-            )
-            .map_err(err("cannot write meta"))?;
+    /// One row appended to the log, in a transaction of its own
+    /// (`synchronous = FULL`: fsynced before it returns). The tables get it
+    /// at the next apply.
+    fn commit(&mut self, batch: Vec<Record>, feed_seq: u64) -> Result<(), StoreError> {
+        log::encode(&batch, &mut self.row);
+        self.conn
+            .prepare_cached("INSERT INTO log (feed_seq, body) VALUES (?1, ?2)")
+            .and_then(|mut insert| insert.execute(params![feed_seq as i64, self.row]))
+            .map_err(self.err("cannot commit (disk full or read-only?)"))?;
+        let lsn = self.conn.last_insert_rowid();
+        self.pending.add(batch, feed_seq, lsn);
+        self.pending_since.get_or_insert_with(Instant::now);
+        if self.pending.held() >= self.policy.max_records {
+            self.apply()?;
         }
-        tx.commit().map_err(err("cannot commit (disk full or read-only?)"))
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<(), StoreError> {
+        self.apply()
+    }
+
+    fn settle_due(&self) -> Option<Duration> {
+        self.pending_since.map(|since| self.policy.interval.saturating_sub(since.elapsed()))
     }
 
     fn prune(&mut self, closed_before_ms: i64, max_incidents: usize) -> Result<usize, StoreError> {
+        self.apply()?; // what closed since the last apply is history too
         let path = &self.path;
         let err = |what| sql_err(path, what);
         let tx = self.conn.transaction().map_err(err("cannot begin"))?;
@@ -343,11 +459,20 @@ impl JournalStore for SqliteStore {
 
 /// A reader of the history in `dir` without opening the store for writing
 /// (no lock: a running server may be writing it; WAL lets both be). For
-/// offline reports. Refuses a directory without a journal.
+/// offline reports: beside a running server it reads what the server has
+/// applied from its log (at most `journal.apply_interval_ms` behind).
+/// Refuses a directory without a journal.
 pub fn open_history_reader(dir: &Path) -> Result<Box<dyn HistoryReader>, StoreError> {
     let path = dir.join(DB_FILE);
     if !path.is_file() {
         return Err(io_err(&path, "no journal here (is this a lastmile data directory?)"));
+    }
+    // No server on it: what a crash left in the log is applied first (a
+    // running server applies its own within journal.apply_interval_ms). A
+    // directory this process cannot write, or a store it cannot lock, is
+    // read as it is.
+    if let Ok(store) = SqliteStore::open(dir) {
+        drop(store);
     }
     let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(sql_err(&path, "cannot open for reading"))?;

@@ -180,6 +180,11 @@ pub struct JournalConfig {
     /// Position fixes are journaled together this often (ms), not one
     /// commit each; a crash loses at most this much of a unit's track.
     pub position_flush_ms: u64,
+    /// The SQLite store commits to its log and writes its tables from it
+    /// this often (ms), or once `apply_max_records` records are held,
+    /// and before every history read (lastmile_store::ApplyPolicy).
+    pub apply_interval_ms: u64,
+    pub apply_max_records: usize,
 }
 
 /// Where the journal lives; the server opens it through one resolver
@@ -220,6 +225,18 @@ struct RawJournalConfig {
     enqueue_timeout_ms: u64,
     #[serde(default = "default_position_flush_ms")]
     position_flush_ms: u64,
+    #[serde(default = "default_apply_interval_ms")]
+    apply_interval_ms: u64,
+    #[serde(default = "default_apply_max_records")]
+    apply_max_records: usize,
+}
+
+fn default_apply_interval_ms() -> u64 {
+    lastmile_store::ApplyPolicy::default().interval.as_millis() as u64
+}
+
+fn default_apply_max_records() -> usize {
+    lastmile_store::ApplyPolicy::default().max_records
 }
 
 fn default_position_flush_ms() -> u64 {
@@ -253,6 +270,8 @@ impl TryFrom<RawJournalConfig> for JournalConfig {
             max_batch_records: raw.max_batch_records,
             enqueue_timeout_ms: raw.enqueue_timeout_ms,
             position_flush_ms: raw.position_flush_ms,
+            apply_interval_ms: raw.apply_interval_ms,
+            apply_max_records: raw.apply_max_records,
         })
     }
 }
@@ -482,6 +501,7 @@ impl LastmileConfig {
             ("journal.max_batch_records", self.journal.max_batch_records as u64),
             ("journal.enqueue_timeout_ms", self.journal.enqueue_timeout_ms),
             ("journal.position_flush_ms", self.journal.position_flush_ms),
+            ("journal.apply_max_records", self.journal.apply_max_records as u64),
             ("http.sse_keepalive_s", self.http.sse_keepalive_s),
             ("http.max_connections", self.http.max_connections as u64),
             ("http.header_read_timeout_ms", self.http.header_read_timeout_ms),

@@ -127,8 +127,13 @@ fn latencies(out: &mut Exposition, app: &App) {
     if app.journal.is_some() {
         out.histogram(
             "lastmile_journal_commit_seconds",
-            "One group commit (write and fsync).",
+            "One group commit (write and fsync; with the SQLite store, one row of its log).",
             &m.journal_commit_seconds,
+        );
+        out.histogram(
+            "lastmile_journal_apply_seconds",
+            "One apply of the SQLite store's log to its tables (journal.apply_interval_ms, journal.apply_max_records).",
+            &m.journal_apply_seconds,
         );
     }
 }

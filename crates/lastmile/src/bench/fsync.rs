@@ -6,10 +6,16 @@
 //! The probe writes [`PROBE_WRITE_BYTES`] to a scratch file in the data
 //! folder and calls `sync_data` (fdatasync on Linux), `rounds` times, before
 //! anything is timed; the scratch file is deleted afterwards, also when a
-//! round fails.
+//! round fails. A second probe ([`during_load`]) does the same once every
+//! [`DURING_LOAD_INTERVAL`] while the reports run: what an fdatasync costs
+//! on a disk and 2 cores that the load keeps busy (one round per interval
+//! adds little to that load).
 
+use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,6 +27,8 @@ use super::report::{new_histogram, record};
 pub const PROBE_WRITE_BYTES: usize = 4096;
 /// Rounds timed by default.
 pub const PROBE_ROUNDS: usize = 200;
+/// One round of the probe during the load this often.
+pub const DURING_LOAD_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What the probe measured.
 pub struct FsyncProbe {
@@ -55,11 +63,10 @@ impl Drop for Scratch {
     }
 }
 
-/// Times `rounds` rounds of writing [`PROBE_WRITE_BYTES`] at the start of a
-/// scratch file in `dir` and `sync_data()`. Blocking: call it off the runtime.
-pub fn probe(dir: &Path, rounds: usize) -> anyhow::Result<FsyncProbe> {
+/// The scratch file, created in `dir` and its block allocated (untimed).
+fn scratch(dir: &Path, name: &str) -> anyhow::Result<(Scratch, File, Vec<u8>)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let scratch = Scratch(dir.join(format!("bench-fsync-probe-{}.tmp", std::process::id())));
+    let scratch = Scratch(dir.join(format!("bench-fsync-{name}-{}.tmp", std::process::id())));
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -67,17 +74,62 @@ pub fn probe(dir: &Path, rounds: usize) -> anyhow::Result<FsyncProbe> {
         .open(&scratch.0)
         .with_context(|| format!("cannot create {}", scratch.0.display()))?;
     let block = vec![0xa5u8; PROBE_WRITE_BYTES];
-    // The first round allocates the file's block: not timed.
     file.write_all(&block)?;
     file.sync_all()?;
+    Ok((scratch, file, block))
+}
+
+/// One timed round: the block overwritten and fdatasync'd.
+fn round(file: &mut File, block: &[u8], scratch: &Scratch, micros: &mut Histogram<u64>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(block)?;
+    file.sync_data().with_context(|| format!("fdatasync {}", scratch.0.display()))?;
+    record(micros, started.elapsed().max(Duration::from_micros(1)));
+    Ok(())
+}
+
+/// Times `rounds` rounds of writing [`PROBE_WRITE_BYTES`] at the start of a
+/// scratch file in `dir` and `sync_data()`. Blocking: call it off the runtime.
+pub fn probe(dir: &Path, rounds: usize) -> anyhow::Result<FsyncProbe> {
+    let (scratch, mut file, block) = scratch(dir, "probe")?;
     let mut micros = new_histogram();
     for _ in 0..rounds {
-        let started = Instant::now();
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&block)?;
-        file.sync_data().with_context(|| format!("fdatasync {}", scratch.0.display()))?;
-        record(&mut micros, started.elapsed().max(Duration::from_micros(1)));
+        round(&mut file, &block, &scratch, &mut micros)?;
     }
-    drop(file);
     Ok(FsyncProbe { rounds, micros })
+}
+
+/// The probe running beside the load, on a thread of its own, until
+/// [`DuringLoad::finish`].
+pub struct DuringLoad {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<FsyncProbe>>,
+}
+
+/// Starts one round every [`DURING_LOAD_INTERVAL`] in `dir`.
+pub fn during_load(dir: &Path) -> anyhow::Result<DuringLoad> {
+    let (scratch, mut file, block) = scratch(dir, "during-load")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::Builder::new().name("bench-fsync-probe".into()).spawn(move || {
+        let mut micros = new_histogram();
+        let mut rounds = 0;
+        while !stopped.load(Ordering::Relaxed) {
+            round(&mut file, &block, &scratch, &mut micros)?;
+            rounds += 1;
+            std::thread::sleep(DURING_LOAD_INTERVAL);
+        }
+        Ok(FsyncProbe { rounds, micros })
+    })?;
+    Ok(DuringLoad { stop, thread })
+}
+
+impl DuringLoad {
+    /// Stops the rounds; what they measured (`None` if there was none).
+    pub fn finish(self) -> anyhow::Result<Option<FsyncProbe>> {
+        self.stop.store(true, Ordering::Relaxed);
+        let probe = self.thread.join().map_err(|_| anyhow::anyhow!("the fsync probe thread panicked"))??;
+        Ok((probe.rounds > 0).then_some(probe))
+    }
 }

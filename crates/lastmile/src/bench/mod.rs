@@ -788,6 +788,9 @@ struct Timed {
     cpu_before_ping: Option<Duration>,
     cpu_after_ping: Option<Duration>,
     cpu_after_reports: Option<Duration>,
+    /// With --data-dir (and --fsync-rounds > 0): the fsync probe while the
+    /// reports ran.
+    fsync_during: Option<fsync::FsyncProbe>,
 }
 
 impl Timed {
@@ -813,7 +816,12 @@ impl Timed {
         let (to_close, closing) = tokio::sync::mpsc::channel::<String>(args.incidents.max(1));
         let close_client = DispatchClient::new(connect(&setup.endpoint).await?);
         let closer = tokio::spawn(close_oldest(close_client, closing, args.open_incidents, deadline));
+        let probe = match (&setup.fsync, &args.data_dir) {
+            (Some(_), Some(dir)) => Some(fsync::during_load(dir)?),
+            _ => None,
+        };
         let report_run = report_phase(args, setup, &clients, to_close, deadline, &bar).await;
+        let fsync_during = probe.map(fsync::DuringLoad::finish).transpose()?.flatten();
         bar.finish_and_clear();
         let (close_micros, close_errors) = closer.await.context("closer task")?;
         let cpu_after_reports = meter.now();
@@ -827,6 +835,7 @@ impl Timed {
             cpu_before_ping,
             cpu_after_ping,
             cpu_after_reports,
+            fsync_during,
         })
     }
 }
@@ -1298,6 +1307,7 @@ impl Findings<'_> {
             "terminals_on": !args.no_terminals,
             "connections": self.setup.connections,
             "fsync": self.setup.fsync.as_ref().map(fsync::FsyncProbe::json),
+            "fsync_during_load": timed.fsync_during.as_ref().map(fsync::FsyncProbe::json),
             "ping": self.ping.json(),
             "report_incident": self.report.json(),
             "report_to_all_pages_delivered_us": latency_json(&self.pages.page_micros),
@@ -1379,6 +1389,16 @@ impl Findings<'_> {
                 "  fsync probe (data folder, before the load): {} rounds of {} B + fdatasync: p50 {}, p90 {}, max {}",
                 f.rounds,
                 fsync::PROBE_WRITE_BYTES,
+                fmt_us(f.p(0.5)),
+                fmt_us(f.p(0.9)),
+                fmt_us(f.micros.max())
+            );
+        }
+        if let Some(f) = &timed.fsync_during {
+            println!(
+                "  fsync probe (data folder, during the reports): {} rounds, one every {} ms: p50 {}, p90 {}, max {}",
+                f.rounds,
+                fsync::DURING_LOAD_INTERVAL.as_millis(),
                 fmt_us(f.p(0.5)),
                 fmt_us(f.p(0.9)),
                 fmt_us(f.micros.max())
