@@ -53,12 +53,6 @@ impl Default for ApplyPolicy {
     }
 }
 
-/// How often an apply of the log also checkpoints the write-ahead log into
-/// the database file. A checkpoint runs on the writer's thread (commits
-/// wait for it: tens of ms); SQLite's own automatic checkpoint is off, so
-/// none runs inside a commit a request waits for.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Read connections kept open between history reads.
 const IDLE_READERS: usize = 4;
 
@@ -72,8 +66,6 @@ pub struct SqliteStore {
     pending_since: Option<Instant>,
     /// The log row being written (kept between commits).
     row: Vec<u8>,
-    /// When the write-ahead log was last copied into the database file.
-    last_checkpoint: Instant,
     /// Held (locked) while the store is open.
     _lock: File,
 }
@@ -197,7 +189,6 @@ impl SqliteStore {
             pending: log::Pending::default(),
             pending_since: None,
             row: Vec::new(),
-            last_checkpoint: Instant::now(),
             _lock: lock,
         };
         store.replay_log()?;
@@ -229,11 +220,15 @@ impl SqliteStore {
     /// tables have it or the log still does. `synchronous = NORMAL` for it:
     /// its pages reach the disk with the next commit's fsync of the
     /// write-ahead log (or the checkpoint's), and until then the log rows
-    /// are what is durable. Then, at most every [`CHECKPOINT_INTERVAL`], a
-    /// passive checkpoint (it never waits for readers) copies the
-    /// write-ahead log into the database file and fsyncs both; once it has
-    /// copied all of it, the next commit starts the log file over, so the
-    /// file stops growing and its fsyncs overwrite blocks it already has.
+    /// are what is durable. Then a passive checkpoint (it never waits for
+    /// readers) copies the write-ahead log into the database file and
+    /// fsyncs both; once it has copied all of it, the next commit starts the
+    /// log file over, so the file stays small and its fsyncs overwrite
+    /// blocks it already has. (SQLite's automatic checkpoint is off, so
+    /// none runs inside a commit a request waits for. Checkpointing at most
+    /// once a second instead made each one big enough to stall commits
+    /// ~200 ms at concurrency 64; on a thread of its own, its fsyncs of the
+    /// database file delayed the commits' fsyncs at concurrency 1.)
     fn apply(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -244,13 +239,9 @@ impl SqliteStore {
         let written = self.write_tables(&pending);
         let restored = self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(self.err("cannot apply the log"));
         written.and(restored)?;
-        if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
-            self.last_checkpoint = Instant::now();
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(self.err("cannot checkpoint (disk full or read-only?)"))?;
-        }
-        Ok(())
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(self.err("cannot checkpoint (disk full or read-only?)"))
     }
 
     fn write_tables(&mut self, pending: &log::Pending) -> Result<(), StoreError> {
