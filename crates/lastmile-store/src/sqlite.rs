@@ -37,8 +37,9 @@ const SCHEMA_VERSION: i64 = 4;
 
 /// When the commits in the log are written into the tables
 /// (`journal.apply_max_records`, `journal.apply_interval_ms`): once this
-/// many records are held, or this long after the oldest, whichever comes
-/// first; and before every history read ([`JournalStore::settle`]), prune
+/// many records are held (when the writer is next idle, or before the next
+/// commit's row), or this long after the oldest, whichever comes first; and
+/// before every history read ([`JournalStore::settle`]), prune
 /// and graceful close. A crash in between loses nothing: the next open
 /// applies the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +395,11 @@ impl JournalStore for SqliteStore {
     /// (`synchronous = FULL`: fsynced before it returns). The tables get it
     /// at the next apply.
     fn commit(&mut self, batch: Vec<Record>, feed_seq: u64) -> Result<(), StoreError> {
+        // Applied before this batch's row, not after it: a failed apply then
+        // refuses a batch that was not stored, never one that was.
+        if self.pending.held() >= self.policy.max_records {
+            self.apply()?;
+        }
         log::encode(&batch, &mut self.row);
         self.conn
             .prepare_cached("INSERT INTO log (feed_seq, body) VALUES (?1, ?2)")
@@ -402,9 +408,6 @@ impl JournalStore for SqliteStore {
         let lsn = self.conn.last_insert_rowid();
         self.pending.add(batch, feed_seq, lsn);
         self.pending_since.get_or_insert_with(Instant::now);
-        if self.pending.held() >= self.policy.max_records {
-            self.apply()?;
-        }
         Ok(())
     }
 
@@ -413,6 +416,9 @@ impl JournalStore for SqliteStore {
     }
 
     fn settle_due(&self) -> Option<Duration> {
+        if self.pending.held() >= self.policy.max_records {
+            return Some(Duration::ZERO); // when the writer is next idle, or at the next commit
+        }
         self.pending_since.map(|since| self.policy.interval.saturating_sub(since.elapsed()))
     }
 

@@ -245,8 +245,12 @@ fn the_log_is_applied_once_it_holds_max_records() {
     store.commit(vec![incident(1, "b"), unit("T1", "v")], 2).unwrap();
     assert_eq!(log_rows(&store), 2, "coalesced: two records held");
     store.commit(vec![incident(2, "c"), unit("T2", "w")], 3).unwrap();
-    assert_eq!(log_rows(&store), 0, "four held: applied");
-    assert_eq!(store.settle_due(), None);
+    assert_eq!(log_rows(&store), 3, "four held: due now");
+    assert_eq!(store.settle_due(), Some(std::time::Duration::ZERO));
+    store.commit(vec![unit("T3", "x")], 4).unwrap();
+    assert_eq!(log_rows(&store), 1, "applied before the next commit's row");
     assert_eq!(table_rows(&store, "incidents"), 2);
-    assert_eq!(store.recover(0).unwrap().records, 6);
+    store.settle().unwrap();
+    assert_eq!(store.settle_due(), None);
+    assert_eq!(store.recover(0).unwrap().records, 7);
 }
