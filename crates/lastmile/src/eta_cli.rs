@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use lastmile_core::eta::{CalibratedTier, Calibration, ErrorStats, FitSettings, Sample, TravelModel, fit};
-use lastmile_core::geodesy::haversine_m;
+use lastmile_core::geodesy::{haversine_m, offset_m};
 use lastmile_core::sim::SplitMix64;
 use lastmile_core::tier::TierParams;
 use lastmile_core::{LatLng, Tier};
@@ -728,15 +728,6 @@ fn unit_pool() -> [Vec<SimUnit>; 4] {
     })
 }
 
-/// `from` moved `distance_m` towards `bearing` (radians from north); flat
-/// Earth, fine at these distances (the CSV's distance is recomputed).
-fn offset(from: LatLng, distance_m: f64, bearing: f64) -> LatLng {
-    const M_PER_DEG: f64 = 111_320.0;
-    let lat = from.lat + distance_m * bearing.cos() / M_PER_DEG;
-    let lng = from.lng + distance_m * bearing.sin() / (M_PER_DEG * from.lat.to_radians().cos());
-    LatLng { lat, lng }
-}
-
 /// One well-formed response: the CSV fields in [`GENERATED_HEADER`] order.
 struct Row {
     fields: Vec<String>,
@@ -802,9 +793,9 @@ fn generate_row(
 ) -> Row {
     let tier = Tier::ALL[(rng.next_u64() % 4) as usize];
     let unit = &pool[tier.index()][(rng.next_u64() % UNITS_PER_TIER as u64) as usize];
-    let from = offset(unit.home, rng.range(0.0, 150.0), rng.range(0.0, std::f64::consts::TAU));
+    let from = offset_m(unit.home, rng.range(0.0, 150.0), rng.range(0.0, std::f64::consts::TAU));
     let (lo, hi) = distance_range_m(tier);
-    let to = offset(from, rng.range(lo, hi), rng.range(0.0, std::f64::consts::TAU));
+    let to = offset_m(from, rng.range(lo, hi), rng.range(0.0, std::f64::consts::TAU));
     let distance_m = haversine_m(from, to);
     let circuity = config.dispatch.tiers.get(tier).circuity;
     let turnout_s = args.turnout_s * unit.turnout_factor * (args.spread * normal(rng)).exp();

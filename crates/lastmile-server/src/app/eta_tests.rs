@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use lastmile_core::area::ServiceArea;
 use lastmile_core::dispatcher::{Acknowledgement, Preview, UnitFilter};
-use lastmile_core::geodesy::haversine_m;
+use lastmile_core::geodesy::{haversine_m, offset_m};
 use lastmile_core::incident::{AssignmentState, TierState};
 use lastmile_core::sim::{CrewTravel, SplitMix64, key_of};
 use lastmile_core::{Incident, IncidentKind, LatLng, Tier, UnitStatus};
@@ -77,15 +77,6 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
-/// `from` moved `distance_m` on `bearing` (radians from north): a flat
-/// approximation, plenty over a few kilometres.
-fn offset(from: LatLng, distance_m: f64, bearing: f64) -> LatLng {
-    const M_PER_DEGREE: f64 = 111_195.0;
-    let lat = from.lat + distance_m * bearing.cos() / M_PER_DEGREE;
-    let lng = from.lng + distance_m * bearing.sin() / (M_PER_DEGREE * from.lat.to_radians().cos());
-    LatLng { lat, lng }
-}
-
 /// The running application with a crew behind every unit's terminal.
 struct Sim {
     /// Owns the server's timer tasks (aborted when it drops).
@@ -128,7 +119,7 @@ impl Sim {
         let stations: Vec<LatLng> = self.units.values().map(|(_, at)| *at).collect();
         loop {
             let station = stations[(self.rng.next_u64() % stations.len() as u64) as usize];
-            let at = offset(station, self.rng.range(0.0, 3000.0), self.rng.range(0.0, std::f64::consts::TAU));
+            let at = offset_m(station, self.rng.range(0.0, 3000.0), self.rng.range(0.0, std::f64::consts::TAU));
             if self.area.contains(at) {
                 return at;
             }
@@ -169,7 +160,7 @@ impl Sim {
             self.units.iter().filter(|(_, (t, _))| *t == Tier::T10).map(|(id, (_, at))| (id, *at)).collect();
         for (id, home) in &brigades {
             for step in 0..72 {
-                let at = offset(*home, distance_m, step as f64 * std::f64::consts::TAU / 72.0);
+                let at = offset_m(*home, distance_m, step as f64 * std::f64::consts::TAU / 72.0);
                 let others_farther =
                     brigades.iter().filter(|(o, _)| o != id).all(|(_, h)| haversine_m(*h, at) > distance_m + 1500.0);
                 if self.area.contains(at) && others_farther {
