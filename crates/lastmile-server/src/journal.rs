@@ -151,7 +151,8 @@ impl Journal {
         self.send(Message::Settle(tx));
         match rx.recv_timeout(SETTLE_TIMEOUT) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(AppError::unavailable(format!("journal {}: {e}", self.location))),
+            // `e` names the journal's file already.
+            Ok(Err(e)) => Err(AppError::unavailable(format!("history not readable: {e}"))),
             Err(_) => Err(AppError::unavailable(format!(
                 "journal {}: history not readable within {} s (the writer is busy): retry",
                 self.location,
@@ -247,6 +248,7 @@ impl Writer {
     fn settle(&mut self) {
         let result = match self.failure.get() {
             Some(failure) => Err(format!("journal failed: {failure}")),
+            None if self.store.settle_due().is_none() => Ok(()), // nothing waits: no apply to time
             None => {
                 let started = std::time::Instant::now();
                 let result = self.store.settle().map_err(|e| e.to_string());
