@@ -28,23 +28,10 @@ PYTHON="${PYTHON:-python3}"
 # shellcheck source=.ci/server.sh
 source .ci/server.sh
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lastmile-python-example.XXXXXX")"
-RESULT_PRINTED=0
 
-finish() {
-  local status=$?
-  stop_server
-  [[ $status -eq 0 ]] || show_server_stderr
-  rm -rf -- "$WORK"
-  if [[ $RESULT_PRINTED -eq 0 ]]; then
-    # A step before the example failed (pip, protoc, the server): count it as
-    # the example failing, so the closing line is always there.
-    echo "python example: 0 passed, 1 failed"
-  fi
-  exit "$status"
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# A step before the example failed: it counts as the example failing.
+early_failure_line() { echo "python example: 0 passed, 1 failed"; }
+trap_finish_step
 
 echo "== python example: venv and requirements"
 [[ -x "$BIN" ]] || { echo "no executable lastmile binary at $BIN (build it, or pass its path)"; exit 1; }

@@ -48,23 +48,10 @@ source .ci/server.sh
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/lastmile-schemathesis.XXXXXX")"
 PASSED=0
 FAILED=0
-RESULT_PRINTED=0
 
-finish() {
-  local status=$?
-  stop_server
-  [[ $status -eq 0 ]] || show_server_stderr
-  rm -rf -- "$WORK"
-  if [[ $RESULT_PRINTED -eq 0 ]]; then
-    # A step before the runs failed (pip, the server): count it as a failure,
-    # so the closing line is always there.
-    echo "schemathesis: $PASSED passed, $((FAILED + 1)) failed"
-  fi
-  exit "$status"
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# A step before the runs' end failed: it counts as one more failure.
+early_failure_line() { echo "schemathesis: $PASSED passed, $((FAILED + 1)) failed"; }
+trap_finish_step
 
 echo "== schemathesis: venv and requirements"
 [[ -x "$BIN" ]] || { echo "no executable lastmile binary at $BIN (build it, or pass its path)"; exit 1; }

@@ -1,10 +1,32 @@
 # Sourced by .ci/python-example.sh and .ci/schemathesis.sh: the lastmile
-# server a CI step starts in the background, waits for and stops. The caller
-# sets WORK (its scratch folder: the server's output goes to
-# $WORK/server.out and $WORK/server.err), SERVER_START_TIMEOUT_S and
-# SERVER_STOP_TIMEOUT_S, and starts the server with SERVER_PID=$!.
+# server a CI step starts in the background, waits for and stops, and the
+# step's exit. The caller sets WORK (its scratch folder: the server's output
+# goes to $WORK/server.out and $WORK/server.err), SERVER_START_TIMEOUT_S and
+# SERVER_STOP_TIMEOUT_S, defines early_failure_line (see finish_step), calls
+# trap_finish_step, starts the server with SERVER_PID=$!, and sets
+# RESULT_PRINTED=1 once it has printed its closing line.
 
 SERVER_PID=""
+RESULT_PRINTED=0
+
+# The step's EXIT trap: stops the server, shows its stderr after a failure,
+# removes WORK, and when a step failed before its closing line (pip, protoc,
+# the server) prints the caller's early_failure_line, so the closing line is
+# always there.
+finish_step() {
+  local status=$?
+  stop_server
+  [[ $status -eq 0 ]] || show_server_stderr
+  rm -rf -- "$WORK"
+  [[ $RESULT_PRINTED -ne 0 ]] || early_failure_line
+  exit "$status"
+}
+
+trap_finish_step() {
+  trap finish_step EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
 
 # SIGTERM, then SIGKILL after SERVER_STOP_TIMEOUT_S; reaped. Idempotent.
 stop_server() {
