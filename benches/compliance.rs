@@ -439,7 +439,7 @@ fn drop_caches() -> bool {
 
 fn open_history(dir: &Path) -> History {
     let reader = lastmile_store::open_history_reader(dir).unwrap_or_else(|e| fail(&e.to_string()));
-    History::new(1, Some(Arc::from(reader)))
+    History::new(1, Some(Arc::from(reader)), None)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -58,32 +58,24 @@ pub struct History {
     /// None with the memory backend.
     reader: Option<Arc<dyn HistoryReader>>,
     /// Called before each read of the store: makes every commit answered
-    /// so far readable (the journal's [`crate::journal::Journal::settle`]).
-    settle: std::sync::OnceLock<Settle>,
+    /// so far readable (the journal's [`crate::journal::Journal::settle`];
+    /// none offline, where nothing is being written).
+    settle: Option<Settle>,
 }
 
-type Settle = Box<dyn Fn() -> Result<(), AppError> + Send + Sync>;
+/// See [`History::new`].
+pub type Settle = Box<dyn Fn() -> Result<(), AppError> + Send + Sync>;
 
 impl History {
-    pub fn new(memory_incidents: usize, reader: Option<Arc<dyn HistoryReader>>) -> Self {
-        History {
-            recent: Mutex::new(BTreeMap::new()),
-            memory_incidents: memory_incidents.max(1),
-            reader,
-            settle: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Sets what runs before each read of the store (once; the journal
-    /// starts after the history).
-    pub(crate) fn settle_with(&self, settle: impl Fn() -> Result<(), AppError> + Send + Sync + 'static) {
-        let _ = self.settle.set(Box::new(settle));
+    /// `settle` runs before each read of `reader`.
+    pub fn new(memory_incidents: usize, reader: Option<Arc<dyn HistoryReader>>, settle: Option<Settle>) -> Self {
+        History { recent: Mutex::new(BTreeMap::new()), memory_incidents: memory_incidents.max(1), reader, settle }
     }
 
     /// The store's reader, with everything answered so far readable in it.
     fn store(&self) -> Result<Option<&Arc<dyn HistoryReader>>, AppError> {
         let Some(reader) = &self.reader else { return Ok(None) };
-        if let Some(settle) = self.settle.get() {
+        if let Some(settle) = &self.settle {
             settle()?;
         }
         Ok(Some(reader))

@@ -483,7 +483,6 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         None => config.history.memory_incidents,
         Some(_) => config.history.memory_incidents.min(config.limits.recent_closed_incidents),
     };
-    let history = Arc::new(history::History::new(held, reader));
     let eta = start_eta(config, &opened.dispatcher, opened.calibration.as_ref())?;
     let journal = opened.store.map(|store| {
         let feed = sinks.clone();
@@ -496,10 +495,8 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
             metrics.clone(),
         )
     });
-    if let Some(journal) = &journal {
-        let journal = journal.clone();
-        history.settle_with(move || journal.settle());
-    }
+    let settle = journal.clone().map(|journal| Box::new(move || journal.settle()) as history::Settle);
+    let history = Arc::new(history::History::new(held, reader, settle));
     let app = Arc::new(App {
         dispatcher: opened.dispatcher,
         sinks: sinks.clone(),

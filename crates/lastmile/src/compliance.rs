@@ -91,7 +91,7 @@ fn offline(dir: &Path, args: &ComplianceArgs, format: ReportFormat) -> anyhow::R
     };
     let tz = config.time_zone()?;
     let reader = lastmile_store::open_history_reader(dir)?;
-    let history = History::new(1, Some(Arc::from(reader)));
+    let history = History::new(1, Some(Arc::from(reader)), None);
     let rendered =
         compliance_from(&history, &query(args, format), &tz).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     Ok(rendered.body)
