@@ -26,7 +26,78 @@ pub struct DispatchConfig {
     /// comes: a position from before the unit set out proves nothing.
     #[serde(default = "default_on_scene_fix_max_age_s")]
     pub on_scene_fix_max_age_s: u32,
+    /// How open slots are filled when units are scarce (the waiting queue,
+    /// deferred fallback, pre-emption): see [`PolicyConfig`].
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Capabilities a unit must list to fill a tier's slot for a kind of
+    /// incident; the first rule matching the kind and tier decides.
+    #[serde(default)]
+    pub capabilities: Vec<CapabilityRule>,
 }
+
+/// How dispatch shares scarce units between incidents (the README's
+/// "Selection rule" states it exactly).
+///
+/// - Every slot a tier could not fill waits in a queue; a unit that becomes
+///   dispatchable (released, returned, recovered, back in service, added,
+///   moved) fills the first waiting slot it can, highest severity first, then
+///   oldest report.
+/// - A unit beyond a slot's target is paged for it only once
+///   `fallback_delay_s` have passed since the report: units that later
+///   reports could reach within target are not spent on a late arrival first.
+/// - With `preempt_unacknowledged`, a report may take a unit whose page for
+///   another incident is not yet acknowledged, when the unit is within target
+///   for the report and the other incident has lower severity, or the same
+///   severity and the unit is beyond target there. The other incident's slot
+///   waits again. A page a crew has acknowledged is never taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Seconds after a report before its short tiers page units beyond
+    /// target; 0 pages them at once (and then nothing later can reach a
+    /// within-target unit they took, except by pre-emption).
+    #[serde(default = "default_fallback_delay_s")]
+    pub fallback_delay_s: u32,
+    #[serde(default = "default_true")]
+    pub preempt_unacknowledged: bool,
+}
+
+fn default_fallback_delay_s() -> u32 {
+    DEFAULT_FALLBACK_DELAY_S
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The default of `dispatch.policy.fallback_delay_s` (see BENCHMARKS.md,
+/// "Dispatch under surge", for how it was chosen).
+pub const DEFAULT_FALLBACK_DELAY_S: u32 = 20;
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { fallback_delay_s: DEFAULT_FALLBACK_DELAY_S, preempt_unacknowledged: true }
+    }
+}
+
+/// Capabilities required of a tier's units for some kinds of incident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapabilityRule {
+    /// Kinds the rule applies to; empty = every kind.
+    #[serde(default)]
+    pub kinds: Vec<IncidentKind>,
+    /// Tiers (by minutes: 1, 3, 5, 10) the rule applies to; empty = every tier.
+    #[serde(default)]
+    pub tiers: Vec<u32>,
+    /// Every one of these must be among the unit's capabilities.
+    pub require: Vec<String>,
+}
+
+/// Most capability rules, and capabilities one rule may require.
+pub const MAX_CAPABILITY_RULES: usize = 64;
+pub const MAX_REQUIRED_CAPABILITIES: usize = 8;
 
 fn default_on_scene_radius_m() -> f64 {
     150.0
@@ -121,6 +192,20 @@ pub struct PlanRule {
     pub units: TierCounts,
 }
 
+impl DispatchConfig {
+    /// What a unit of `tier` must be able to do for an incident of `kind`
+    /// (empty: anything goes).
+    pub fn required_capabilities(&self, kind: IncidentKind, tier: Tier) -> &[String] {
+        self.capabilities
+            .iter()
+            .find(|r| {
+                (r.kinds.is_empty() || r.kinds.contains(&kind))
+                    && (r.tiers.is_empty() || r.tiers.contains(&tier.minutes()))
+            })
+            .map_or(&[], |r| r.require.as_slice())
+    }
+}
+
 impl ResponsePlan {
     pub fn counts_for(&self, kind: IncidentKind, severity: u8) -> TierCounts {
         self.rules
@@ -198,6 +283,27 @@ impl DispatchConfig {
         if self.on_scene_fix_max_age_s == 0 {
             return Err(bad("dispatch.on_scene_fix_max_age_s", "must be greater than 0"));
         }
+        if self.policy.fallback_delay_s > 3600 {
+            return Err(bad("dispatch.policy.fallback_delay_s", "must be in 0..=3600 seconds"));
+        }
+        if self.capabilities.len() > MAX_CAPABILITY_RULES {
+            return Err(bad("dispatch.capabilities", format!("at most {MAX_CAPABILITY_RULES} rules")));
+        }
+        for (i, rule) in self.capabilities.iter().enumerate() {
+            let key = format!("dispatch.capabilities[{i}]");
+            if let Some(t) = rule.tiers.iter().find(|t| Tier::from_minutes(**t).is_none()) {
+                return Err(bad(format!("{key}.tiers"), format!("{t} is not a tier (1, 3, 5 or 10)")));
+            }
+            if rule.require.is_empty() || rule.require.len() > MAX_REQUIRED_CAPABILITIES {
+                return Err(bad(
+                    format!("{key}.require"),
+                    format!("must name 1..={MAX_REQUIRED_CAPABILITIES} capabilities"),
+                ));
+            }
+            if let Some(c) = rule.require.iter().find(|c| c.is_empty() || c.len() > 64) {
+                return Err(bad(format!("{key}.require"), format!("{c:?} is not a capability name (1..=64 bytes)")));
+            }
+        }
         check_counts("dispatch.response_plan.default", &self.response_plan.default)?;
         for (i, rule) in self.response_plan.rules.iter().enumerate() {
             let key = format!("dispatch.response_plan.rules[{i}]");
@@ -212,6 +318,7 @@ impl DispatchConfig {
     /// The defaults of the "13510" plan, as shipped in `config/lastmile.toml`.
     pub fn defaults() -> Self {
         let p = |target_s, turnout_s, speed_m_per_s, circuity, fallback_factor, ack_timeout_s| TierParams {
+            applies: crate::tier::Applies::Always,
             target_s,
             turnout_s,
             speed_m_per_s,
@@ -236,6 +343,8 @@ impl DispatchConfig {
             },
             on_scene_radius_m: default_on_scene_radius_m(),
             on_scene_fix_max_age_s: default_on_scene_fix_max_age_s(),
+            policy: PolicyConfig::default(),
+            capabilities: Vec::new(),
         }
     }
 }

@@ -46,7 +46,7 @@ use crate::incident::{
 };
 use crate::index::TierIndex;
 use crate::select::{Pick, UnitOffsets, select_tier_with_offsets};
-use crate::tier::{Tier, TierParams};
+use crate::tier::{Applies, Tier, TierParams};
 use crate::unit::{Cause, Unit, UnitStatus, check_transition, check_unit_id};
 
 /// Bounds of the in-memory state.
@@ -131,6 +131,34 @@ const CANDIDATE_REACH_M: f64 = 200_000.0;
 pub struct Preview {
     pub tiers: Vec<TierResponse>,
     pub located: crate::area::Located,
+    /// Units the rule walked past before its picks (nearest first, at most
+    /// [`MAX_PASSED_OVER`] per tier), with why: busy, out of service, or
+    /// lacking a capability the incident's kind requires.
+    pub passed_over: Vec<PassedOver>,
+}
+
+/// A unit selection passed over (see [`Preview::passed_over`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PassedOver {
+    pub tier: Tier,
+    pub unit_id: String,
+    pub unit_name: String,
+    pub distance_m: f64,
+    pub reason: String,
+}
+
+/// Passed-over units a preview lists per tier, at most.
+pub const MAX_PASSED_OVER: usize = 8;
+
+/// How far a pick for one slot may look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Within the tier's target only.
+    Target,
+    /// Within the fallback reach (`fallback_factor * target_s`).
+    Fallback,
+    /// Anywhere (tier 10's escalation).
+    Unbounded,
 }
 
 /// One page of a listing, with the token for the next one.
@@ -167,6 +195,8 @@ pub struct Dispatcher {
     /// `external_id` -> seq of an open or cached closed incident.
     external_ids: DashMap<String, u64>,
     last_seq: AtomicU64,
+    /// The waiting queue of open slots, per tier (see `queue`).
+    queues: queue::Queues,
 }
 
 fn read(lock: &RwLock<TierIndex>) -> RwLockReadGuard<'_, TierIndex> {
@@ -219,6 +249,7 @@ impl Dispatcher {
             closed: Mutex::new(closed::RecentClosed::new(limits.recent_closed_incidents)),
             external_ids: DashMap::with_shard_amount(SHARDS),
             last_seq: AtomicU64::new(0),
+            queues: queue::Queues::default(),
         })
     }
 
@@ -312,6 +343,7 @@ impl Dispatcher {
                         key: TimerKey::Deadline { incident_seq: incident.seq, tier: tier.tier },
                     });
                 }
+                timers.extend(self.fallback_timer(&incident, tier));
                 for a in tier.assignments.iter().filter(|a| a.state == AssignmentState::Paged) {
                     timers.push(Timer {
                         at: a.paged_at.plus_s(self.config.tiers.get(a.tier).ack_timeout_s),
@@ -371,6 +403,21 @@ impl Dispatcher {
         }
         check_severity(new.severity.into())?;
         let located = self.check_grid_claim(&new.grid_id, new.location)?;
+        let answer = self.report_keyed(new, located, now, fx, view);
+        // Pre-emption may have freed a unit it could not re-reserve.
+        self.offer_freed(now, fx);
+        answer
+    }
+
+    /// [`Dispatcher::report_with`] under the external id's entry.
+    fn report_keyed<T>(
+        &self,
+        new: NewIncident,
+        located: Located,
+        now: Timestamp,
+        fx: &dyn Effects,
+        view: impl FnOnce(&Incident) -> T,
+    ) -> Result<Reported<T>, DispatchError> {
         match self.external_ids.entry(new.external_id.clone()) {
             Entry::Occupied(mut seen) => match self.with_incident(*seen.get(), view) {
                 Ok(incident) => Ok(Reported { incident, duplicate: true }),
@@ -409,13 +456,13 @@ impl Dispatcher {
             });
         }
         let seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let incident = self.dispatch_new(seq, new, located, now, fx);
+        let (incident, taken) = self.dispatch_new(seq, new, located, now, fx);
         // Inserted, then announced under the incident's lock: nothing
         // (a timer, an acknowledgement) can act on it before its report
         // event is out.
         let entry = self.incidents.entry(seq).insert(incident);
-        self.announce_new(&entry, now, fx);
-        fx.store_incident(&entry);
+        self.announce_new(&entry, &taken, now, fx);
+        self.stored(&entry, fx);
         Ok((seq, view(&entry)))
     }
 
@@ -447,11 +494,20 @@ impl Dispatcher {
         ))
     }
 
-    fn dispatch_new(&self, seq: u64, new: NewIncident, located: Located, now: Timestamp, fx: &dyn Effects) -> Incident {
+    /// The new incident, and why each unit pre-emption took was paged.
+    fn dispatch_new(
+        &self,
+        seq: u64,
+        new: NewIncident,
+        located: Located,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> (Incident, Vec<(String, String)>) {
         let id = incident_id_for(seq);
-        let tiers =
-            self.respond(new.location, new.kind, new.severity, now, |unit_id| self.try_reserve(unit_id, &id, now, fx));
-        Incident {
+        let tiers = self.respond(new.location, new.kind, new.severity, now, |unit_id, required| {
+            self.try_reserve_capable(unit_id, &id, required, now, fx)
+        });
+        let mut incident = Incident {
             seq,
             id,
             external_id: new.external_id,
@@ -469,35 +525,69 @@ impl Dispatcher {
             closed_at: None,
             grid_id: located.grid_id,
             grid_worker: located.grid_worker,
-        }
+        };
+        let taken = self.preempt_for(&mut incident, now, fx);
+        (incident, taken)
     }
 
     /// Selects every tier of the plan for `kind`/`severity` at `at`, offering
-    /// each candidate to `take`.
+    /// each candidate to `take` with the capabilities the tier's units need
+    /// for `kind`. With a fallback delay, only units within target are
+    /// offered (the rest wait: see `queue`); a tier that applies only where
+    /// its units are stationed, and has none within its target, is
+    /// NOT_APPLICABLE.
     fn respond(
         &self,
         at: LatLng,
         kind: IncidentKind,
         severity: u8,
         now: Timestamp,
-        mut take: impl FnMut(&Arc<str>) -> bool,
+        mut take: impl FnMut(&Arc<str>, &[String]) -> bool,
     ) -> Vec<TierResponse> {
         let counts = self.config.response_plan.counts_for(kind, severity);
+        let deferred = self.config.policy.fallback_delay_s > 0;
         Tier::ALL
             .into_iter()
             .filter(|tier| counts.get(*tier) > 0)
             .map(|tier| {
-                let (params, offsets) = (self.travel(tier), self.unit_offsets(tier));
+                let (mut params, offsets) = (self.travel(tier), self.unit_offsets(tier));
                 let required = counts.get(tier);
                 let index = read(&self.index[tier.index()]);
-                let picks = select_tier_with_offsets(&index, &params, &offsets, at, required, &mut take);
-                self.tier_response(tier, required, picks, now)
+                if params.applies == Applies::WhereStationed && !stationed_within_target(&index, &params, &offsets, at)
+                {
+                    return self.not_applicable(tier, required, now);
+                }
+                if deferred {
+                    params.fallback_factor = 1.0;
+                }
+                let capabilities = self.config.required_capabilities(kind, tier);
+                let picks =
+                    select_tier_with_offsets(&index, &params, &offsets, at, required, |id| take(id, capabilities));
+                self.tier_response(tier, required, picks, deferred, now)
             })
             .collect()
     }
 
+    /// A tier that does not apply to the incident (see [`Applies`]).
+    fn not_applicable(&self, tier: Tier, asked: u32, now: Timestamp) -> TierResponse {
+        let params = self.config.tiers.get(tier);
+        TierResponse {
+            tier,
+            target_s: params.target_s,
+            required: 0,
+            state: TierState::NotApplicable,
+            deadline: now.plus_s(params.target_s),
+            assignments: Vec::new(),
+            note: format!(
+                "not applicable: no {tier} unit is stationed within {} s of the location (the plan asked for {asked})",
+                params.target_s
+            ),
+        }
+    }
+
     /// Events, pages and timers of a freshly dispatched incident.
-    fn announce_new(&self, incident: &Incident, now: Timestamp, fx: &dyn Effects) {
+    /// `taken`: why each unit pre-emption took is paged.
+    fn announce_new(&self, incident: &Incident, taken: &[(String, String)], now: Timestamp, fx: &dyn Effects) {
         fx.emit(
             Event::new(EventKind::IncidentReported, now)
                 .incident(&incident.id, &incident.grid_id)
@@ -520,8 +610,15 @@ impl Dispatcher {
             });
         }
         for tier in &incident.tiers {
+            if tier.state == TierState::NotApplicable {
+                continue;
+            }
             for a in &tier.assignments {
-                self.page_out(incident, a, now, fx);
+                let why = taken.iter().find(|(u, _)| *u == a.unit_id).map_or("", |(_, why)| why.as_str());
+                self.page_out_as(incident, a, now, why, fx);
+            }
+            if let Some(timer) = self.fallback_timer(incident, tier) {
+                fx.arm(timer);
             }
             if tier.state == TierState::Short {
                 fx.emit(
@@ -538,12 +635,8 @@ impl Dispatcher {
         }
     }
 
-    /// Sends a page for `a` and arms its acknowledgement timer.
-    pub(crate) fn page_out(&self, incident: &Incident, a: &Assignment, now: Timestamp, fx: &dyn Effects) {
-        self.page_out_as(incident, a, now, "", fx);
-    }
-
-    /// [`Dispatcher::page_out`], saying why in the event.
+    /// Sends a page for `a` and arms its acknowledgement timer, saying why
+    /// in the event (empty: selection at report).
     pub(crate) fn page_out_as(&self, incident: &Incident, a: &Assignment, now: Timestamp, why: &str, fx: &dyn Effects) {
         let deadline =
             incident.tiers.iter().find(|t| t.tier == a.tier).map(|t| t.deadline).unwrap_or(incident.reported_at);
@@ -619,12 +712,37 @@ impl Dispatcher {
         Some(f(&incident, tier, a))
     }
 
-    fn tier_response(&self, tier: Tier, required: u32, picks: Vec<Pick>, now: Timestamp) -> TierResponse {
+    fn tier_response(
+        &self,
+        tier: Tier,
+        required: u32,
+        picks: Vec<Pick>,
+        deferred: bool,
+        now: Timestamp,
+    ) -> TierResponse {
         let params = self.config.tiers.get(tier);
         let within = picks.iter().filter(|p| p.within_target).count() as u32;
         let fallback = picks.len() as u32 - within;
         let (state, note) = if within >= required {
             (TierState::Paging, String::new())
+        } else if deferred {
+            let fallback_note = if params.fallback_limit_s() > params.target_s {
+                format!(
+                    "; units beyond target (eta <= {} s) may fill them from {} s after the report",
+                    params.fallback_limit_s(),
+                    self.config.policy.fallback_delay_s
+                )
+            } else {
+                String::new()
+            };
+            (
+                TierState::Short,
+                format!(
+                    "{within} of {required} {tier} unit(s) can arrive within {} s; {} slot(s) waiting for a unit{fallback_note}",
+                    params.target_s,
+                    required - within
+                ),
+            )
         } else if picks.is_empty() {
             (
                 TierState::Short,
@@ -662,8 +780,21 @@ impl Dispatcher {
     /// before anyone can copy the reservation (say, a position report on the
     /// unit), so both commit together.
     pub(crate) fn try_reserve(&self, unit_id: &Arc<str>, incident_id: &str, now: Timestamp, fx: &dyn Effects) -> bool {
+        self.try_reserve_capable(unit_id, incident_id, &[], now, fx)
+    }
+
+    /// [`Dispatcher::try_reserve`] of a unit that has every one of `required`
+    /// capabilities (false if it lacks one).
+    pub(crate) fn try_reserve_capable(
+        &self,
+        unit_id: &Arc<str>,
+        incident_id: &str,
+        required: &[String],
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> bool {
         match self.units.get_mut(unit_id) {
-            Some(mut unit) if self.dispatchable(unit.status) => {
+            Some(mut unit) if self.dispatchable(unit.status) && queue::capable(&unit.capabilities, required) => {
                 let reserved = unit.transition(UnitStatus::Paged, Cause::Reserved { incident_id }, now).is_ok();
                 if reserved {
                     fx.store_unit(&unit);
@@ -714,10 +845,33 @@ impl Dispatcher {
         now: Timestamp,
     ) -> Result<Preview, DispatchError> {
         check_severity(severity.into())?;
-        let tiers = self.respond(at, kind, severity, now, |unit_id| {
-            self.units.get(unit_id).is_some_and(|u| self.dispatchable(u.status))
+        let mut passed_over: Vec<PassedOver> = Vec::new();
+        let tiers = self.respond(at, kind, severity, now, |unit_id, required| {
+            let Some(u) = self.units.get(unit_id) else { return false };
+            let reason = if !self.dispatchable(u.status) {
+                match &u.incident_id {
+                    Some(i) => format!("{} for {i}", u.status),
+                    None => u.status.to_string(),
+                }
+            } else if !queue::capable(&u.capabilities, required) {
+                let missing: Vec<&str> =
+                    required.iter().filter(|r| !u.capabilities.contains(r)).map(String::as_str).collect();
+                format!("lacks {} (the incident's kind requires it)", missing.join(", "))
+            } else {
+                return true;
+            };
+            if passed_over.iter().filter(|p| p.tier == u.tier).count() < MAX_PASSED_OVER {
+                passed_over.push(PassedOver {
+                    tier: u.tier,
+                    unit_id: u.id.to_string(),
+                    unit_name: u.name.clone(),
+                    distance_m: crate::geodesy::haversine_m(u.position, at),
+                    reason,
+                });
+            }
+            false
         });
-        Ok(Preview { tiers, located: self.area.locate(at) })
+        Ok(Preview { tiers, located: self.area.locate(at), passed_over })
     }
 
     /// Releases the unit of an active assignment (the caller holds the
@@ -752,6 +906,9 @@ impl Dispatcher {
                 at: now.plus_s(self.config.escalation.return_to_available_s),
                 key: TimerKey::Return { unit_id: unit.id.clone(), since: now },
             });
+        }
+        if self.dispatchable(unit.status) {
+            self.freed(&unit.id);
         }
         fx.store_unit(&unit);
         fx.emit(
@@ -859,7 +1016,18 @@ impl Dispatcher {
     /// assignment of an existing unit change only through dispatch and
     /// [`Dispatcher::set_unit_status`]; a unit may not change tier while it is
     /// assigned. Returns the unit and whether it was created.
-    pub fn upsert_unit(&self, unit: Unit, fx: &dyn Effects) -> Result<(Unit, bool), DispatchError> {
+    /// A unit added or moved while free is offered to the waiting queue.
+    pub fn upsert_unit(&self, unit: Unit, now: Timestamp, fx: &dyn Effects) -> Result<(Unit, bool), DispatchError> {
+        let id = unit.id.clone();
+        let answer = self.upsert_unit_locked(unit, fx)?;
+        if self.units.get(&id).is_some_and(|u| self.dispatchable(u.status)) {
+            self.freed(&id);
+        }
+        self.offer_freed(now, fx);
+        Ok(answer)
+    }
+
+    fn upsert_unit_locked(&self, unit: Unit, fx: &dyn Effects) -> Result<(Unit, bool), DispatchError> {
         check_unit_id(&unit.id).map_err(|e| DispatchError::invalid("unit.id", e))?;
         unit.home.validate().map_err(|e| DispatchError::invalid(format!("unit.home.{}", e.component()), e))?;
         unit.position.validate().map_err(|e| DispatchError::invalid(format!("unit.position.{}", e.component()), e))?;
@@ -958,7 +1126,8 @@ impl Dispatcher {
                 Some(incident_id) => self.set_assigned_unit_status(id, &incident_id, to, now, fx)?,
             };
             if let Some(unit) = done {
-                return Ok(unit);
+                self.offer_freed(now, fx);
+                return Ok(self.get_unit(id).unwrap_or(unit));
             }
         }
         Err(DispatchError::Contended(format!("unit {id} kept changing while its status was set")))
@@ -979,6 +1148,9 @@ impl Dispatcher {
         }
         check_transition(&unit, to)?;
         let from = unit.transition(to, Cause::Reported, now)?;
+        if self.dispatchable(unit.status) {
+            self.freed(&unit.id);
+        }
         fx.store_unit(&unit);
         fx.emit(Event::new(EventKind::UnitStatusChanged, now).unit(id).status(to).detail(format!("{from} -> {to}")));
         Ok(Some(unit.clone()))
@@ -1036,7 +1208,7 @@ impl Dispatcher {
             UnitStatus::Returning | UnitStatus::Available => {
                 drop(unit); // release_assignment takes the unit's entry itself
                 self.release_assignment(incident_id, &incident.grid_id, a, now, "left the scene", Some(to), fx);
-                fx.store_incident(incident);
+                self.stored(incident, fx);
                 return self.get_unit(id).map(Some);
             }
             other => {
@@ -1048,7 +1220,7 @@ impl Dispatcher {
             }
         }
         fx.store_unit(&unit);
-        fx.store_incident(incident);
+        self.stored(incident, fx);
         Ok(Some(unit.clone()))
     }
 
@@ -1104,6 +1276,12 @@ impl Dispatcher {
     }
 }
 
+/// Is a unit of the tier (in any status) stationed within its target of `at`?
+fn stationed_within_target(index: &TierIndex, params: &TierParams, offsets: &UnitOffsets, at: LatLng) -> bool {
+    let reach_m = params.reach_m(params.target_s) + 1.0;
+    index.nearest(at, reach_m).any(|n| offsets.eta_s(params, &n.unit_id, n.distance_m) <= params.target_s)
+}
+
 fn tree_mut<'a>(guards: &'a mut [(Tier, RwLockWriteGuard<'_, TierIndex>)], tier: Tier) -> Option<&'a mut TierIndex> {
     guards.iter_mut().find(|(t, _)| *t == tier).map(|(_, g)| &mut **g)
 }
@@ -1115,6 +1293,7 @@ mod arrival;
 mod census;
 mod closed;
 mod escalation;
+mod queue;
 pub use census::{Census, TierOutcome};
 pub use escalation::Acknowledgement;
 

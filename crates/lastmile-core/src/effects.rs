@@ -145,6 +145,9 @@ pub enum TimerKey {
     Deadline { incident_seq: u64, tier: Tier },
     /// A RETURNING unit that has not reported becomes AVAILABLE.
     Return { unit_id: Arc<str>, since: Timestamp },
+    /// `dispatch.policy.fallback_delay_s` after the report: the tier's open
+    /// slots may now be filled beyond target.
+    Fallback { incident_seq: u64, tier: Tier },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

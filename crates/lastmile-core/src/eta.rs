@@ -612,6 +612,7 @@ mod tests {
         assert!((m.point_s(700.0) - 280.0).abs() < 1e-9);
         assert!((m.promised_s(700.0) - 300.5).abs() < 1e-9);
         let p = TierParams {
+            applies: crate::tier::Applies::Always,
             target_s: 600,
             turnout_s: 60.0,
             speed_m_per_s: 11.1,

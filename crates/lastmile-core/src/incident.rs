@@ -52,6 +52,10 @@ pub enum TierState {
     Breached,
     Escalated,
     Cancelled,
+    /// The tier is not for this incident (`applies = "where_stationed"` and
+    /// none of its units is stationed within its target): required 0, no
+    /// pages, not counted in the compliance reports.
+    NotApplicable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,6 +62,9 @@ impl std::fmt::Display for Tier {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierParams {
+    /// Which incidents the tier is for (see [`Applies`]).
+    #[serde(default)]
+    pub applies: Applies,
     /// Arrival target from the report, seconds (60 / 180 / 300 / 600).
     pub target_s: u32,
     /// Time from page to moving, seconds.
@@ -76,6 +79,23 @@ pub struct TierParams {
     /// A page not acknowledged within this many seconds times out and the
     /// slot is re-paged.
     pub ack_timeout_s: u32,
+}
+
+/// Which incidents a tier is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applies {
+    /// Every incident whose plan asks for the tier.
+    #[default]
+    Always,
+    /// Only where a unit of the tier is stationed within its target: tier 1
+    /// is the enterprise's *own* micro fire station (社会单位自建的微型消防站),
+    /// and a place with no such station within a minute has no tier 1 to
+    /// miss. Such an incident's tier is NOT_APPLICABLE (required 0), not
+    /// SHORT: it pages nobody, is not counted in the compliance reports, and
+    /// the board shows it as "n/a". A station that is there but busy, out of
+    /// service or lacking a capability leaves the tier SHORT as usual.
+    WhereStationed,
 }
 
 impl TierParams {
@@ -104,6 +124,7 @@ mod tests {
 
     fn t3() -> TierParams {
         TierParams {
+            applies: Applies::Always,
             target_s: 180,
             turnout_s: 60.0,
             speed_m_per_s: 5.5,

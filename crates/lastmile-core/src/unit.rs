@@ -167,6 +167,8 @@ pub enum Cause<'a> {
     ReturnElapsed,
     /// A restore found its incident does not hold it (see `Dispatcher::reconcile`).
     Repaired,
+    /// An UNRESPONSIVE unit's terminal answered (a position fix).
+    Recovered,
 }
 
 impl Cause<'_> {
@@ -180,6 +182,7 @@ impl Cause<'_> {
             Cause::Released => "release",
             Cause::ReturnElapsed => "return timer",
             Cause::Repaired => "restore repair",
+            Cause::Recovered => "terminal answered",
         }
     }
 
@@ -192,6 +195,7 @@ impl Cause<'_> {
             Cause::Released => "only an assigned unit is released",
             Cause::ReturnElapsed => "only a RETURNING unit comes back by its return timer",
             Cause::Repaired => "not a repair a restore makes",
+            Cause::Recovered => "only an UNRESPONSIVE unit recovers",
         }
     }
 }
@@ -225,6 +229,9 @@ pub fn transition_reason(from: UnitStatus, to: UnitStatus, cause: Cause<'_>) -> 
         (Released, EnRoute | OnScene, Returning) => "released after it set out: on its way back to the station",
         (Released, OnScene, Available) => "reported AVAILABLE as it leaves the scene: its work there is done",
         (ReturnElapsed, Returning, Available) => "return_to_available_s passed without a report",
+        (Recovered, Unresponsive, Available) => {
+            "its terminal answered (a position fix): the crew is reachable again, and dispatchable"
+        }
         (Repaired, Paged, Available) => "restore: its incident does not hold it, and it never set out",
         (Repaired, EnRoute | OnScene, Returning) => "restore: its incident does not hold it, and it had set out",
         (Repaired, from, to) if from == to && !from.is_assigned() => {
@@ -350,7 +357,7 @@ mod tests {
     }
 
     const ALL: [UnitStatus; 7] = [Available, Paged, EnRoute, OnScene, Returning, OutOfService, Unresponsive];
-    const CAUSES: [Cause<'static>; 8] = [
+    const CAUSES: [Cause<'static>; 9] = [
         Cause::Reserved { incident_id: "inc-000002" },
         Cause::Accepted,
         Cause::Declined,
@@ -359,6 +366,7 @@ mod tests {
         Cause::Released,
         Cause::ReturnElapsed,
         Cause::Repaired,
+        Cause::Recovered,
     ];
     const T1: Timestamp = Timestamp { unix_ms: 1_780_000_000_000 };
 
@@ -391,6 +399,7 @@ mod tests {
             (Released, OnScene, Returning),
             (Released, OnScene, Available),
             (ReturnElapsed, Returning, Available),
+            (Recovered, Unresponsive, Available),
             (Repaired, Paged, Available),
             (Repaired, EnRoute, Returning),
             (Repaired, OnScene, Returning),

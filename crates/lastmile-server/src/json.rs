@@ -658,6 +658,7 @@ pub struct PreviewDispatchResponse {
     pub town: String,
     pub village: String,
     pub outside_service_area: bool,
+    pub passed_over: Vec<PassedOver>,
 }
 
 impl From<pb::PreviewDispatchResponse> for PreviewDispatchResponse {
@@ -667,6 +668,29 @@ impl From<pb::PreviewDispatchResponse> for PreviewDispatchResponse {
             town: r.town,
             village: r.village,
             outside_service_area: r.outside_service_area,
+            passed_over: r.passed_over.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A unit the preview's selection walked past, and why (`PassedOver`).
+#[derive(Debug, Serialize)]
+pub struct PassedOver {
+    pub tier: &'static str,
+    pub unit_id: String,
+    pub unit_name: String,
+    pub distance_m: f64,
+    pub reason: String,
+}
+
+impl From<pb::PassedOver> for PassedOver {
+    fn from(p: pb::PassedOver) -> Self {
+        PassedOver {
+            tier: required_enum::<pb::Tier>(p.tier),
+            unit_id: p.unit_id,
+            unit_name: p.unit_name,
+            distance_m: p.distance_m,
+            reason: p.reason,
         }
     }
 }

@@ -234,6 +234,17 @@ pub fn preview_to_pb(preview: lastmile_core::dispatcher::Preview) -> pb::Preview
         town: preview.located.town,
         village: preview.located.village,
         outside_service_area: preview.located.outside_service_area,
+        passed_over: preview
+            .passed_over
+            .into_iter()
+            .map(|p| pb::PassedOver {
+                tier: tier_to_pb(p.tier) as i32,
+                unit_id: p.unit_id,
+                unit_name: p.unit_name,
+                distance_m: p.distance_m,
+                reason: p.reason,
+            })
+            .collect(),
     }
 }
 
@@ -359,6 +370,7 @@ fn tier_state_to_pb(s: TierState) -> pb::TierState {
         TierState::Breached => pb::TierState::Breached,
         TierState::Escalated => pb::TierState::Escalated,
         TierState::Cancelled => pb::TierState::Cancelled,
+        TierState::NotApplicable => pb::TierState::NotApplicable,
     }
 }
 

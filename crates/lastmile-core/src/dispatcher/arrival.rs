@@ -181,7 +181,7 @@ impl Dispatcher {
                 .detail(format!("arrival verified by a later fix: {:.0} m from the incident", fix.distance_m)),
         );
         meet_if_arrived(tier, incident_id, &incident.grid_id, now, fx);
-        fx.store_incident(incident);
+        self.stored(incident, fx);
     }
 
     /// A dispatcher (`by`) confirms the unverified arrival of `unit_id` on
@@ -236,7 +236,7 @@ impl Dispatcher {
                 .detail(format!("arrival confirmed by {by}")),
         );
         meet_if_arrived(tier, incident_id, &incident.grid_id, now, fx);
-        fx.store_incident(incident);
+        self.stored(incident, fx);
         Ok(incident.clone())
     }
 }

@@ -23,6 +23,8 @@ pub enum TierOutcome {
     Escalated,
     /// Closed before it had an outcome.
     Cancelled,
+    /// The tier is not for the incident (see `tier::Applies`).
+    NotApplicable,
 }
 
 impl TierOutcome {
@@ -34,6 +36,7 @@ impl TierOutcome {
             TierOutcome::Breached => "breached",
             TierOutcome::Escalated => "escalated",
             TierOutcome::Cancelled => "cancelled",
+            TierOutcome::NotApplicable => "not_applicable",
         }
     }
 
@@ -45,6 +48,7 @@ impl TierOutcome {
             TierState::Breached => TierOutcome::Breached,
             TierState::Escalated => TierOutcome::Escalated,
             TierState::Cancelled => TierOutcome::Cancelled,
+            TierState::NotApplicable => TierOutcome::NotApplicable,
         }
     }
 }

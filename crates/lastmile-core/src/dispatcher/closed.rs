@@ -206,12 +206,15 @@ impl Dispatcher {
         let incident = entry.get_mut();
         debug_assert_eq!(incident.status, IncidentStatus::Open, "closed incident {id} in the live state");
         self.close_in_place(incident, reason, now, fx);
+        self.sync_waiting(incident);
         // Cached, then archived, then out of the live map, all under the
         // incident's lock: nobody sees it closed in the live map, or nowhere.
         let dropped = self.recent().push(incident.clone());
         fx.archive_incident(incident);
         let closed = entry.remove();
         self.forget_external_ids(dropped);
+        // Its units are free: the waiting slots of other incidents take them.
+        self.offer_freed(now, fx);
         Ok(closed)
     }
 

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Dispatcher, read};
+use super::{Dispatcher, Reach, read};
 use crate::effects::{Effects, Event, EventKind, TimerKey};
 use crate::error::DispatchError;
 use crate::geodesy::{LatLng, haversine_m};
@@ -49,11 +49,11 @@ impl Dispatcher {
     pub fn acknowledge(&self, ack: &Acknowledgement, now: Timestamp, fx: &dyn Effects) -> Result<Unit, DispatchError> {
         let seq = parse_incident_id(&ack.incident_id)
             .ok_or_else(|| DispatchError::IncidentNotFound(ack.incident_id.clone()))?;
-        let mut incident = self
+        let mut guard = self
             .incidents
             .get_mut(&seq)
             .ok_or_else(|| self.not_open(&ack.incident_id, &format!("; unit {} is released", ack.unit_id)))?;
-        let incident = &mut *incident;
+        let incident = &mut *guard;
         let (ti, ai) = self.waiting_page(incident, &ack.unit_id)?;
         let a = &incident.tiers[ti].assignments[ai];
         let event = Event::new(EventKind::UnitAcknowledged, now)
@@ -64,7 +64,10 @@ impl Dispatcher {
         if ack.accept {
             self.accept_page(incident, (ti, ai), ack, event, now, fx)
         } else {
-            self.decline_page(incident, (ti, ai), ack, event, now, fx)
+            let answer = self.decline_page(incident, (ti, ai), ack, event, now, fx);
+            drop(guard);
+            self.offer_freed(now, fx);
+            answer
         }
     }
 
@@ -120,7 +123,7 @@ impl Dispatcher {
         a.acknowledge(now);
         fx.emit(event.status(UnitStatus::EnRoute));
         fx.store_unit(&unit);
-        fx.store_incident(incident);
+        self.stored(incident, fx);
         Ok(unit.clone())
     }
 
@@ -142,6 +145,7 @@ impl Dispatcher {
                 .ok_or_else(|| DispatchError::UnitNotFound(ack.unit_id.clone()))?;
             if unit.incident_id.as_deref() == Some(incident.id.as_str()) {
                 unit.transition(UnitStatus::Available, Cause::Declined, now)?;
+                self.freed(&unit.id);
             }
             fx.store_unit(&unit);
         }
@@ -158,13 +162,19 @@ impl Dispatcher {
         if !helps_another_tier {
             self.advance_slot(incident, ti, attempt, now, fx);
         }
-        fx.store_incident(incident);
+        self.stored(incident, fx);
         self.get_unit(&ack.unit_id)
     }
 
     /// A timer came due.
     pub fn fire(&self, key: &TimerKey, now: Timestamp, fx: &dyn Effects) {
+        self.fire_locked(key, now, fx);
+        self.offer_freed(now, fx);
+    }
+
+    fn fire_locked(&self, key: &TimerKey, now: Timestamp, fx: &dyn Effects) {
         match key {
+            TimerKey::Fallback { incident_seq, tier } => self.fallback_due(*incident_seq, *tier, now, fx),
             TimerKey::Ack { incident_seq, tier, unit_id, attempt } => {
                 self.ack_timed_out(*incident_seq, *tier, unit_id, *attempt, now, fx)
             }
@@ -175,6 +185,7 @@ impl Dispatcher {
                     && unit.returning_since == Some(*since)
                     && unit.transition(UnitStatus::Available, Cause::ReturnElapsed, now).is_ok()
                 {
+                    self.freed(&unit.id);
                     fx.store_unit(&unit);
                     fx.emit(
                         Event::new(EventKind::UnitStatusChanged, now)
@@ -213,7 +224,7 @@ impl Dispatcher {
                 None,
                 fx,
             );
-            fx.store_incident(incident);
+            self.stored(incident, fx);
             return;
         }
         incident.tiers[ti].assignments[ai].end(AssignmentState::TimedOut, now);
@@ -235,7 +246,7 @@ impl Dispatcher {
         if incident.tiers[ti].assignments[ai].escalated_from.is_none() {
             self.advance_slot(incident, ti, attempt, now, fx);
         }
-        fx.store_incident(incident);
+        self.stored(incident, fx);
     }
 
     /// After a timeout or decline of `attempt` in tier `ti`: re-page the next
@@ -256,14 +267,22 @@ impl Dispatcher {
             );
             return;
         }
-        match self.pick_for(incident, tier, tier, false, now, fx) {
-            Some(pick) => {
-                let a = self.assignment(&pick, tier, now, attempt + 1);
-                self.page_out(incident, &a, now, fx);
+        // Beyond target allowed once due, or when the tier has no fallback
+        // reach anyway (then nobody within target is final).
+        let rule = self.config.tiers.get(tier);
+        let fallback = now >= self.fallback_at(incident) || rule.fallback_limit_s() <= rule.target_s;
+        match self.pick_slot(incident, tier, fallback, now, fx) {
+            Some(pick) => self.page_slot(incident, ti, &pick, attempt + 1, "", now, fx),
+            None if !fallback => {
+                // Nobody within target now; the slot waits for one (or for
+                // its fallback, when beyond-target units may be paged).
                 let t = &mut incident.tiers[ti];
-                if !a.within_target && t.state == TierState::Paging {
+                t.note = format!(
+                    "no {tier} unit within {} s to re-page: waiting (fallback beyond target from {} s after the report)",
+                    t.target_s, self.config.policy.fallback_delay_s
+                );
+                if t.state == TierState::Paging {
                     t.state = TierState::Short;
-                    t.note = format!("re-paged {} beyond target (eta {} s > {} s)", a.unit_id, a.eta_s, t.target_s);
                     fx.emit(
                         Event::new(EventKind::TierShort, now)
                             .incident(&incident.id, &incident.grid_id)
@@ -271,9 +290,14 @@ impl Dispatcher {
                             .detail(t.note.clone()),
                     );
                 }
-                t.assignments.push(a);
             }
-            None => self.escalate_tier(incident, ti, format!("nobody left in reach to re-page {tier}"), now, fx),
+            None => self.escalate_tier(
+                incident,
+                ti,
+                format!("nobody left in reach to re-page {tier}: waiting for a unit to come free"),
+                now,
+                fx,
+            ),
         }
     }
 
@@ -317,7 +341,8 @@ impl Dispatcher {
             Some(up) => (up, false),
             None => (Tier::T10, true),
         };
-        let pick = self.pick_for(incident, up, up, unbounded, now, fx);
+        let reach = if unbounded { Reach::Unbounded } else { Reach::Fallback };
+        let pick = self.pick_for(incident, up, up, reach, now, fx);
         let detail = match pick {
             Some(mut pick) => {
                 // Paged at the lower tier's deadline: "within target" is the
@@ -341,7 +366,7 @@ impl Dispatcher {
                 .tier(tier)
                 .detail(detail),
         );
-        fx.store_incident(incident);
+        self.stored(incident, fx);
     }
 
     /// The index of `tier` in the incident's tiers, added (required 0) if the
@@ -365,29 +390,41 @@ impl Dispatcher {
     }
 
     /// Selects and reserves one unit of `unit_tier` for the incident, by the
-    /// rule of `rule_tier` (bounded by its fallback reach unless `unbounded`),
-    /// skipping every unit that already has an assignment in the incident.
-    fn pick_for(
+    /// rule of `rule_tier` as far as `reach` goes, with the capabilities the
+    /// incident's kind asks of `unit_tier`, skipping every unit that already
+    /// has an assignment in the incident.
+    pub(super) fn pick_for(
         &self,
         incident: &Incident,
         rule_tier: Tier,
         unit_tier: Tier,
-        unbounded: bool,
+        reach: Reach,
         now: Timestamp,
         fx: &dyn Effects,
     ) -> Option<Pick> {
         let tried: HashSet<&str> =
             incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()).collect();
-        let mut take = |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve(id, &incident.id, now, fx);
+        let required = self.config.required_capabilities(incident.kind, unit_tier);
+        let mut take =
+            |id: &Arc<str>| !tried.contains(&**id) && self.try_reserve_capable(id, &incident.id, required, now, fx);
         let index = read(&self.index[unit_tier.index()]);
-        let (params, offsets) = (&self.travel(rule_tier), self.unit_offsets(unit_tier));
-        if !unbounded {
-            return select_tier_with_offsets(&index, params, &offsets, incident.location, 1, &mut take).pop();
+        let (mut params, offsets) = (self.travel(rule_tier), self.unit_offsets(unit_tier));
+        match reach {
+            Reach::Target => params.fallback_factor = 1.0,
+            Reach::Fallback => {}
+            Reach::Unbounded => {
+                return index.nearest(incident.location, f64::INFINITY).find(|n| take(&n.unit_id)).map(|n| {
+                    let eta_s = offsets.eta_s(&params, &n.unit_id, n.distance_m);
+                    Pick {
+                        unit_id: n.unit_id,
+                        distance_m: n.distance_m,
+                        eta_s,
+                        within_target: eta_s <= params.target_s,
+                    }
+                });
+            }
         }
-        index.nearest(incident.location, f64::INFINITY).find(|n| take(&n.unit_id)).map(|n| {
-            let eta_s = offsets.eta_s(params, &n.unit_id, n.distance_m);
-            Pick { unit_id: n.unit_id, distance_m: n.distance_m, eta_s, within_target: eta_s <= params.target_s }
-        })
+        select_tier_with_offsets(&index, &params, &offsets, incident.location, 1, &mut take).pop()
     }
 
     /// A new page of `pick` for `tier` at `now`: PAGED, nothing answered yet.
@@ -447,7 +484,7 @@ impl Dispatcher {
         let a = self.assignment(&pick, tier, now, 1);
         self.page_out_as(incident, &a, now, "assigned by dispatcher", fx);
         incident.tiers[ti].assignments.push(a);
-        fx.store_incident(incident);
+        self.stored(incident, fx);
         Ok(incident.clone())
     }
 
@@ -480,10 +517,10 @@ impl Dispatcher {
             )));
         };
         let seq = parse_incident_id(&incident_id).expect("units hold well-formed incident ids");
-        let mut incident = self.incidents.get_mut(&seq).ok_or_else(|| {
+        let mut guard = self.incidents.get_mut(&seq).ok_or_else(|| {
             DispatchError::Contended(format!("unit {unit_id}'s incident {incident_id} is still being dispatched"))
         })?;
-        let incident = &mut *incident;
+        let incident = &mut *guard;
         let Some(a) = incident
             .tiers
             .iter_mut()
@@ -499,7 +536,9 @@ impl Dispatcher {
             format!("released by dispatcher: {reason}")
         };
         self.release_assignment(&incident_id, &incident.grid_id, a, now, &why, None, fx);
-        fx.store_incident(incident);
+        self.stored(incident, fx);
+        drop(guard);
+        self.offer_freed(now, fx);
         self.get_unit(unit_id)
     }
 
@@ -532,6 +571,20 @@ impl Dispatcher {
         }
         drop(index);
         unit.position_at = Some(measured_at);
+        if unit.status == UnitStatus::Unresponsive
+            && unit.transition(UnitStatus::Available, Cause::Recovered, now).is_ok()
+        {
+            fx.emit(
+                Event::new(EventKind::UnitStatusChanged, now)
+                    .unit(unit_id)
+                    .status(UnitStatus::Available)
+                    .detail("UNRESPONSIVE -> AVAILABLE (recovered: its terminal reported a position)"),
+            );
+        }
+        // A free unit that moved may now reach a waiting slot.
+        if self.dispatchable(unit.status) && self.queues.waiting(tier) > 0 {
+            self.freed(&unit.id);
+        }
         fx.store_unit(&unit);
         let interval_ms = self.config.escalation.position_event_interval_s as i64 * 1000;
         if unit.position_event_at.is_none_or(|last| now.unix_ms - last.unix_ms >= interval_ms) {
@@ -545,6 +598,7 @@ impl Dispatcher {
         if let Some(incident_id) = on_scene_of {
             self.verify_by_fix(unit_id, &incident_id, now, fx);
         }
+        self.offer_freed(now, fx);
         Ok(true)
     }
 }

@@ -126,7 +126,7 @@ fn the_next_incident_takes_the_next_candidate_or_goes_short() {
     let t1 = &second.tiers[0];
     assert_eq!(t1.state, TierState::Short);
     assert!(t1.assignments.is_empty());
-    assert!(t1.note.contains("no available tier-1 unit"), "{}", t1.note);
+    assert!(t1.note.contains("1 slot(s) waiting for a unit"), "{}", t1.note);
     d.check_invariants().unwrap();
 }
 
@@ -216,16 +216,16 @@ fn upsert_moves_a_unit_in_the_index() {
     // Move T10-a far away: the incident no longer reaches it.
     let mut moved = d.get_unit("T10-a").unwrap();
     moved.position = ll(28.45, 121.65);
-    let (_, created) = d.upsert_unit(moved, &NoEffects).unwrap();
+    let (_, created) = d.upsert_unit(moved, T0, &NoEffects).unwrap();
     assert!(!created);
     let p = d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, T0).unwrap();
     assert!(p.tiers[3].assignments.is_empty());
     // A new unit is selectable at once; a tier change re-indexes.
-    let (u, created) = d.upsert_unit(unit("T10-new", Tier::T10, ll(28.585, 121.37)), &NoEffects).unwrap();
+    let (u, created) = d.upsert_unit(unit("T10-new", Tier::T10, ll(28.585, 121.37)), T0, &NoEffects).unwrap();
     assert!(created && u.status == UnitStatus::Available);
     let mut retiered = d.get_unit("T3-b").unwrap();
     retiered.tier = Tier::T5;
-    d.upsert_unit(retiered, &NoEffects).unwrap();
+    d.upsert_unit(retiered, T0, &NoEffects).unwrap();
     d.check_invariants().unwrap();
     let p = d.preview(ll(28.58, 121.37), IncidentKind::Fire, 1, T0).unwrap();
     assert_eq!(p.tiers[3].assignments[0].unit_id, "T10-new");

@@ -58,6 +58,9 @@ fn fire(app: &App, key: &TimerKey) {
             tracing::info_span!("timer", kind = "deadline", incident_id = %incident_id_for(*incident_seq), tier = %tier)
         }
         TimerKey::Return { unit_id, .. } => tracing::info_span!("timer", kind = "return", unit_id = %unit_id),
+        TimerKey::Fallback { incident_seq, tier } => {
+            tracing::info_span!("timer", kind = "fallback", incident_id = %incident_id_for(*incident_seq), tier = %tier)
+        }
     };
     let _in_span = span.enter();
     app.internal_change(|work| app.dispatcher.fire(key, app.now(), work));

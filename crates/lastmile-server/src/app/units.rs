@@ -59,7 +59,8 @@ impl App {
         let _admitted = self.authorize(caller, Operation::UpsertUnit)?;
         let unit = unit.ok_or_else(|| AppError::invalid("unit", "required"))?;
         let unit = self.unit_from_input(unit)?;
-        let (unit, created) = self.change(caller.name(), |work| self.dispatcher.upsert_unit(unit, work)).await??;
+        let (unit, created) =
+            self.change(caller.name(), |work| self.dispatcher.upsert_unit(unit, self.now(), work)).await??;
         info!(unit_id = %unit.id, tier = %unit.tier, created, caller = %caller.name(), "unit upserted");
         Ok((unit, created))
     }

@@ -1,0 +1,432 @@
+//! The waiting queue, deferred fallback and pre-emption: how scarce units
+//! are shared between incidents (`dispatch.policy`, see [`PolicyConfig`]).
+//!
+//! - A tier slot that has no active unit of its own (its required units
+//!   minus the active pages, acknowledgements and arrivals of the tier's own
+//!   slots) **waits**: its incident is in the tier's queue, keyed by
+//!   (severity, highest first; report sequence, oldest first).
+//! - A unit that becomes dispatchable (released, declined, returned,
+//!   recovered, back in service, added, moved) is **offered** to the queue
+//!   of its tier: the first waiting slot it can fill takes it. It can fill a
+//!   slot when it has the capabilities the incident's kind requires, has no
+//!   earlier assignment in the incident, and its ETA is within the tier's
+//!   target, or within the fallback reach once the slot's fallback is due.
+//! - A slot's **fallback is due** `fallback_delay_s` after the report: only
+//!   then are units beyond target paged for it (its fallback timer fills what
+//!   it can then, by the rule). Until then, within-target units are kept for
+//!   the reports that can use them.
+//! - **Pre-emption** (with `preempt_unacknowledged`): a report short of
+//!   within-target units may take a unit within its target whose page for
+//!   another incident is not yet acknowledged, if that incident's severity is
+//!   lower, or equal and the unit is beyond target there. The other slot
+//!   waits again (and is refilled at once if anyone can). An acknowledged
+//!   page is never taken.
+//!
+//! Freed units are offered once the operation that freed them has let go of
+//! every lock ([`Dispatcher::offer_freed`] at the end of each public
+//! operation): filling a slot takes that incident's lock, and two incidents'
+//! locks are never held at once (except by pre-emption, which holds the new
+//! incident before it is inserted, so nobody else can hold it).
+//!
+//! [`PolicyConfig`]: crate::config::PolicyConfig
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Dispatcher, Reach, read};
+use crate::effects::{Effects, Event, EventKind, Timer, TimerKey};
+use crate::geodesy::{LatLng, haversine_m};
+use crate::incident::{
+    Assignment, AssignmentState, Incident, IncidentKind, IncidentStatus, TierResponse, TierState, Timestamp,
+};
+use crate::select::Pick;
+use crate::tier::Tier;
+use crate::unit::UnitStatus;
+
+/// The queue's order: higher severity first, then the older report.
+pub(super) type WaitKey = (Reverse<u8>, u64);
+
+/// What the queue keeps of a waiting incident, to judge a unit without
+/// taking the incident's lock.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Waiting {
+    location: LatLng,
+    kind: IncidentKind,
+    /// When units beyond target may be paged for its slots.
+    fallback_at: Timestamp,
+}
+
+/// One queue per tier (indexed by `Tier::index()`), behind its own mutex: a
+/// leaf lock, held for no more than an insert, a removal or a copy.
+#[derive(Default)]
+pub(super) struct Queues {
+    tiers: [Mutex<BTreeMap<WaitKey, Waiting>>; 4],
+    /// Units freed by the operation in progress (or a concurrent one), to
+    /// be offered when it lets go of its locks.
+    freed: Mutex<Vec<Arc<str>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Slots of `tier` that have no active unit of their own.
+pub(crate) fn open_slots(tier: &TierResponse) -> u32 {
+    if !matches!(tier.state, TierState::Paging | TierState::Short | TierState::Escalated | TierState::Breached) {
+        return 0;
+    }
+    let active = tier.assignments.iter().filter(|a| a.escalated_from.is_none() && a.is_active()).count() as u32;
+    tier.required.saturating_sub(active)
+}
+
+/// Does `unit_caps` list every one of `required`?
+pub(crate) fn capable(unit_caps: &[String], required: &[String]) -> bool {
+    required.iter().all(|r| unit_caps.iter().any(|c| c == r))
+}
+
+impl Queues {
+    pub(super) fn waiting(&self, tier: Tier) -> usize {
+        lock(&self.tiers[tier.index()]).len()
+    }
+}
+
+impl Dispatcher {
+    /// When `incident`'s slots may be filled beyond target.
+    pub(super) fn fallback_at(&self, incident: &Incident) -> Timestamp {
+        incident.reported_at.plus_s(self.config.policy.fallback_delay_s)
+    }
+
+    /// Puts `incident`'s tiers in, or takes them out of, the queues, as
+    /// their open slots say (the caller holds the incident's lock).
+    pub(super) fn sync_waiting(&self, incident: &Incident) {
+        for tier in Tier::ALL {
+            let open = incident.status == IncidentStatus::Open
+                && incident.tiers.iter().find(|t| t.tier == tier).is_some_and(|t| open_slots(t) > 0);
+            let key = (Reverse(incident.severity), incident.seq);
+            let mut queue = lock(&self.queues.tiers[tier.index()]);
+            if open {
+                queue.entry(key).or_insert_with(|| Waiting {
+                    location: incident.location,
+                    kind: incident.kind,
+                    fallback_at: self.fallback_at(incident),
+                });
+            } else {
+                queue.remove(&key);
+            }
+        }
+    }
+
+    /// The incident changed: its queue entries follow, and it goes to the
+    /// store (the caller holds its lock).
+    pub(super) fn stored(&self, incident: &Incident, fx: &dyn Effects) {
+        self.sync_waiting(incident);
+        fx.store_incident(incident);
+    }
+
+    /// Slots waiting in `tier`'s queue (incidents, not slots), for metrics and tests.
+    pub fn waiting_incidents(&self, tier: Tier) -> usize {
+        self.queues.waiting(tier)
+    }
+
+    /// Notes that `unit_id` became dispatchable, to be offered to the queue
+    /// when the operation lets go of its locks.
+    pub(super) fn freed(&self, unit_id: &Arc<str>) {
+        lock(&self.queues.freed).push(unit_id.clone());
+    }
+
+    /// Offers every unit freed so far to its tier's queue. Called at the end
+    /// of each public operation, holding no lock.
+    pub(super) fn offer_freed(&self, now: Timestamp, fx: &dyn Effects) {
+        loop {
+            let freed = std::mem::take(&mut *lock(&self.queues.freed));
+            if freed.is_empty() {
+                return;
+            }
+            for unit_id in freed {
+                self.offer(&unit_id, now, fx);
+            }
+        }
+    }
+
+    /// Offers one dispatchable unit to its tier's queue: the first waiting
+    /// slot it can fill (see the module) pages it. Returns whether one did.
+    pub(super) fn offer(&self, unit_id: &Arc<str>, now: Timestamp, fx: &dyn Effects) -> bool {
+        let Some((tier, position, caps)) = self
+            .units
+            .get(unit_id)
+            .filter(|u| self.dispatchable(u.status))
+            .map(|u| (u.tier, u.position, u.capabilities.clone()))
+        else {
+            return false;
+        };
+        let waiting: Vec<(u64, Waiting)> = {
+            let queue = lock(&self.queues.tiers[tier.index()]);
+            if queue.is_empty() {
+                return false;
+            }
+            queue.iter().map(|((_, seq), w)| (*seq, w.clone())).collect()
+        };
+        let (params, offsets, rule) = (self.travel(tier), self.unit_offsets(tier), *self.config.tiers.get(tier));
+        let fallback_limit_s = rule.fallback_limit_s().max(rule.target_s);
+        for (seq, w) in waiting {
+            let distance_m = haversine_m(position, w.location);
+            let eta_s = offsets.eta_s(&params, unit_id, distance_m);
+            let within_target = eta_s <= rule.target_s;
+            if !within_target && (now < w.fallback_at || eta_s > fallback_limit_s) {
+                continue;
+            }
+            if !capable(&caps, self.config.required_capabilities(w.kind, tier)) {
+                continue;
+            }
+            let Some(mut incident) = self.incidents.get_mut(&seq) else { continue };
+            let incident = &mut *incident;
+            let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { continue };
+            if incident.status != IncidentStatus::Open || open_slots(&incident.tiers[ti]) == 0 {
+                continue;
+            }
+            if incident.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == **unit_id) {
+                continue; // never paged twice for one incident
+            }
+            if !self.try_reserve(unit_id, &incident.id, now, fx) {
+                return false; // taken meanwhile: nothing left to offer
+            }
+            let pick = Pick { unit_id: unit_id.clone(), distance_m, eta_s, within_target };
+            let why = format!(
+                "from the waiting queue: {unit_id} became available{}",
+                if within_target { "" } else { "; fallback due" }
+            );
+            self.page_slot(incident, ti, &pick, 1, &why, now, fx);
+            self.stored(incident, fx);
+            return true;
+        }
+        false
+    }
+
+    /// Pages `pick` for an open slot of tier `ti` (the unit is reserved for
+    /// the incident already) and updates the tier's state and note.
+    // Eight arguments: the incident under its lock and the page's parts.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn page_slot(
+        &self,
+        incident: &mut Incident,
+        ti: usize,
+        pick: &Pick,
+        attempt: u32,
+        why: &str,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) {
+        let a = self.assignment(pick, incident.tiers[ti].tier, now, attempt);
+        self.page_out_as(incident, &a, now, why, fx);
+        self.add_to_slot(incident, ti, a, now, Some(fx));
+    }
+
+    /// Adds `a` to tier `ti` and updates the tier's state and note; a tier
+    /// that becomes SHORT says so on `fx` (none: the incident is not yet
+    /// announced, and its report will say it).
+    fn add_to_slot(&self, incident: &mut Incident, ti: usize, a: Assignment, now: Timestamp, fx: Option<&dyn Effects>) {
+        let t = &mut incident.tiers[ti];
+        t.assignments.push(a);
+        let own = t.assignments.iter().filter(|a| a.escalated_from.is_none() && a.is_active());
+        let (mut active, mut within) = (0, 0);
+        for a in own {
+            active += 1;
+            within += u32::from(a.within_target);
+        }
+        if !matches!(t.state, TierState::Paging | TierState::Short) {
+            return;
+        }
+        let was = t.state;
+        t.state = if within >= t.required { TierState::Paging } else { TierState::Short };
+        t.note = match t.state {
+            TierState::Paging => String::new(),
+            _ if active >= t.required => {
+                format!("{within} of {} within {} s; the rest beyond target", t.required, t.target_s)
+            }
+            _ => format!("{within} of {} within {} s; {} slot(s) waiting", t.required, t.target_s, t.required - active),
+        };
+        if let Some(fx) = fx
+            && was == TierState::Paging
+            && t.state == TierState::Short
+        {
+            fx.emit(
+                Event::new(EventKind::TierShort, now)
+                    .incident(&incident.id, &incident.grid_id)
+                    .tier(t.tier)
+                    .detail(t.note.clone()),
+            );
+        }
+    }
+
+    /// The fallback timer of `tier` came due: its open slots are filled by
+    /// the rule, beyond target now allowed; what nobody can fill waits on.
+    pub(super) fn fallback_due(&self, seq: u64, tier: Tier, now: Timestamp, fx: &dyn Effects) {
+        let Some(mut incident) = self.incidents.get_mut(&seq) else { return };
+        let incident = &mut *incident;
+        if incident.status != IncidentStatus::Open {
+            return;
+        }
+        let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { return };
+        let mut filled = 0;
+        while open_slots(&incident.tiers[ti]) > 0 {
+            let Some(pick) = self.pick_slot(incident, tier, true, now, fx) else { break };
+            let why = format!("fallback due {} s after the report", self.config.policy.fallback_delay_s);
+            self.page_slot(incident, ti, &pick, 1, &why, now, fx);
+            filled += 1;
+        }
+        if filled > 0 {
+            self.stored(incident, fx);
+        }
+    }
+
+    /// The fallback timer a freshly reported incident needs, if any.
+    pub(super) fn fallback_timer(&self, incident: &Incident, tier: &TierResponse) -> Option<Timer> {
+        (self.config.policy.fallback_delay_s > 0 && open_slots(tier) > 0).then(|| Timer {
+            at: self.fallback_at(incident),
+            key: TimerKey::Fallback { incident_seq: incident.seq, tier: tier.tier },
+        })
+    }
+
+    /// Pre-emption for a report being dispatched (`incident`, not yet in
+    /// the live map): for each tier short of within-target units, takes
+    /// within-target units whose pages for other incidents may be taken
+    /// (see the module).
+    /// Returns why each unit it took was paged, for the report's pages.
+    pub(super) fn preempt_for(
+        &self,
+        incident: &mut Incident,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Vec<(String, String)> {
+        let mut taken = Vec::new();
+        if !self.config.policy.preempt_unacknowledged {
+            return taken;
+        }
+        for ti in 0..incident.tiers.len() {
+            let t = &incident.tiers[ti];
+            let within = t.assignments.iter().filter(|a| a.is_active() && a.within_target).count() as u32;
+            if t.state != TierState::Short || within >= t.required {
+                continue;
+            }
+            let tier = t.tier;
+            let mut wanted = t.required - within;
+            for (unit_id, distance_m, eta_s) in self.paged_within_target(incident, tier) {
+                if wanted == 0 {
+                    break;
+                }
+                if let Some(why) = self.take_page(incident, ti, &unit_id, distance_m, eta_s, now, fx) {
+                    taken.push((unit_id.to_string(), why));
+                    wanted -= 1;
+                }
+            }
+        }
+        taken
+    }
+
+    /// PAGED units of `tier` within its target of `incident`, nearest first,
+    /// with the capabilities it needs and no assignment in it yet.
+    fn paged_within_target(&self, incident: &Incident, tier: Tier) -> Vec<(Arc<str>, f64, u32)> {
+        let (params, offsets) = (self.travel(tier), self.unit_offsets(tier));
+        let target_s = self.config.tiers.get(tier).target_s;
+        let required = self.config.required_capabilities(incident.kind, tier);
+        let tried: HashSet<&str> =
+            incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.as_str()).collect();
+        let index = read(&self.index[tier.index()]);
+        let mut found = Vec::new();
+        // Offsets can make a farther unit faster: walk the reach of the
+        // smallest possible ETA (no offset below zero is assumed here; a
+        // negative one only widens what we miss, never what we take).
+        for nearby in index.nearest(incident.location, params.reach_m(target_s) + 1.0) {
+            let eta_s = offsets.eta_s(&params, &nearby.unit_id, nearby.distance_m);
+            if eta_s > target_s || tried.contains(&*nearby.unit_id) {
+                continue;
+            }
+            let Some(unit) = self.units.get(&nearby.unit_id) else { continue };
+            if unit.status == UnitStatus::Paged && capable(&unit.capabilities, required) {
+                found.push((nearby.unit_id.clone(), nearby.distance_m, eta_s));
+            }
+        }
+        found
+    }
+
+    /// Takes `unit_id`'s unacknowledged page from the incident holding it,
+    /// if the policy allows, and adds it to `incident`'s tier `ti` (paged
+    /// when the report is announced); returns why.
+    // Eight arguments: the new incident, where the unit goes, and the pick.
+    #[allow(clippy::too_many_arguments)]
+    fn take_page(
+        &self,
+        incident: &mut Incident,
+        ti: usize,
+        unit_id: &Arc<str>,
+        distance_m: f64,
+        eta_s: u32,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Option<String> {
+        let holder = self.units.get(unit_id).and_then(|u| u.incident_id.clone())?;
+        let seq = crate::incident::parse_incident_id(&holder)?;
+        let mut other = self.incidents.get_mut(&seq)?;
+        let other = &mut *other;
+        let Some((oti, oai)) = other.tiers.iter().enumerate().find_map(|(oti, t)| {
+            t.assignments
+                .iter()
+                .position(|a| a.unit_id == **unit_id && a.state == AssignmentState::Paged && a.escalated_from.is_none())
+                .map(|oai| (oti, oai))
+        }) else {
+            return None; // acknowledged (or gone) meanwhile: never taken
+        };
+        let there = &other.tiers[oti].assignments[oai];
+        let takes = other.severity < incident.severity || (other.severity == incident.severity && !there.within_target);
+        if !takes {
+            return None;
+        }
+        let why = format!(
+            "page withdrawn: {unit_id} is within target (eta {eta_s} s) of {} (severity {}), {} here (severity {})",
+            incident.id,
+            incident.severity,
+            if there.within_target { "within target" } else { "beyond target" },
+            other.severity
+        );
+        let (other_id, other_grid) = (other.id.clone(), other.grid_id.clone());
+        self.release_assignment(&other_id, &other_grid, &mut other.tiers[oti].assignments[oai], now, &why, None, fx);
+        let reserved = self.try_reserve(unit_id, &incident.id, now, fx);
+        // The slot it left waits, and takes at once whoever can fill it now.
+        self.refill(other, oti, now, fx);
+        self.stored(other, fx);
+        if !reserved {
+            return None; // someone else took it meanwhile (it was offered as freed)
+        }
+        let pick = Pick { unit_id: unit_id.clone(), distance_m, eta_s, within_target: true };
+        let a = self.assignment(&pick, incident.tiers[ti].tier, now, 1);
+        self.add_to_slot(incident, ti, a, now, None);
+        Some(format!("taken from {other_id} (severity {}): its page was not yet acknowledged", other.severity))
+    }
+
+    /// Fills tier `ti`'s open slots of `incident` (under its lock) from the
+    /// free units by the rule: within target, or beyond once its fallback is
+    /// due. What nobody can fill waits.
+    pub(super) fn refill(&self, incident: &mut Incident, ti: usize, now: Timestamp, fx: &dyn Effects) {
+        let tier = incident.tiers[ti].tier;
+        let fallback = now >= self.fallback_at(incident);
+        while open_slots(&incident.tiers[ti]) > 0 {
+            let Some(pick) = self.pick_slot(incident, tier, fallback, now, fx) else { break };
+            self.page_slot(incident, ti, &pick, 1, "refilled after its page was taken", now, fx);
+        }
+    }
+
+    /// [`Dispatcher::pick_for`] of a tier's own slot: beyond target only
+    /// when `fallback`.
+    pub(super) fn pick_slot(
+        &self,
+        incident: &Incident,
+        tier: Tier,
+        fallback: bool,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Option<Pick> {
+        let reach = if fallback { Reach::Fallback } else { Reach::Target };
+        self.pick_for(incident, tier, tier, reach, now, fx)
+    }
+}
