@@ -315,7 +315,10 @@ impl DispatchConfig {
         Ok(())
     }
 
-    /// The defaults of the "13510" plan, as shipped in `config/lastmile.toml`.
+    /// The defaults of the "13510" plan as shipped in `config/lastmile.toml`:
+    /// its tiers, escalation and policy. The file's response plan, capability
+    /// rules and tier 1's `applies = "where_stationed"` are left out: here
+    /// one unit of every tier, any capability, every tier everywhere.
     pub fn defaults() -> Self {
         let p = |target_s, turnout_s, speed_m_per_s, circuity, fallback_factor, ack_timeout_s| TierParams {
             applies: crate::tier::Applies::Always,

@@ -1299,3 +1299,5 @@ pub use escalation::Acknowledgement;
 
 #[cfg(test)]
 mod escalation_tests;
+#[cfg(test)]
+mod queue_tests;

@@ -500,8 +500,9 @@ impl Dispatcher {
     }
 
     /// Dispatcher override: release a unit from its incident (PAGED ->
-    /// AVAILABLE, EN_ROUTE/ON_SCENE -> RETURNING). The tier is not re-paged: the
-    /// dispatcher decides (AssignUnit).
+    /// AVAILABLE, EN_ROUTE/ON_SCENE -> RETURNING). Its slot is not re-paged
+    /// at once: it waits in the queue (SHORT), and the next unit that comes
+    /// free and can fill it does (or a dispatcher's AssignUnit).
     pub fn release_unit(
         &self,
         unit_id: &str,
@@ -521,13 +522,9 @@ impl Dispatcher {
             DispatchError::Contended(format!("unit {unit_id}'s incident {incident_id} is still being dispatched"))
         })?;
         let incident = &mut *guard;
-        let Some(a) = incident
-            .tiers
-            .iter_mut()
-            .flat_map(|t| t.assignments.iter_mut())
-            .rev()
-            .find(|a| a.unit_id == unit_id && a.is_active())
-        else {
+        let Some((ti, ai)) = incident.tiers.iter().enumerate().find_map(|(ti, t)| {
+            t.assignments.iter().rposition(|a| a.unit_id == unit_id && a.is_active()).map(|ai| (ti, ai))
+        }) else {
             return Err(DispatchError::Contended(format!("unit {unit_id} changed while being released")));
         };
         let why = if reason.is_empty() {
@@ -535,7 +532,10 @@ impl Dispatcher {
         } else {
             format!("released by dispatcher: {reason}")
         };
-        self.release_assignment(&incident_id, &incident.grid_id, a, now, &why, None, fx);
+        let grid_id = incident.grid_id.clone();
+        self.release_assignment(&incident_id, &grid_id, &mut incident.tiers[ti].assignments[ai], now, &why, None, fx);
+        // Its slot waits in the queue like any other short slot.
+        self.mark_waiting(incident, ti, now, fx);
         self.stored(incident, fx);
         drop(guard);
         self.offer_freed(now, fx);

@@ -9,12 +9,12 @@ use super::tests::{T0, area, fire, ll, unit};
 use super::*;
 use crate::effects::{EventKind, NoEffects, Recorder};
 
-struct Sim {
-    d: Dispatcher,
-    fx: Recorder,
+pub(super) struct Sim {
+    pub(super) d: Dispatcher,
+    pub(super) fx: Recorder,
     timers: BinaryHeap<Reverse<(Timestamp, u64, TimerKeyOrd)>>,
     armed: u64,
-    now: Timestamp,
+    pub(super) now: Timestamp,
 }
 
 /// TimerKey with an order (by insertion) for the heap.
@@ -33,7 +33,7 @@ impl Ord for TimerKeyOrd {
 
 impl Sim {
     /// Four tier-3 units in a row north of the incident point, one of each other tier.
-    fn new() -> Sim {
+    pub(super) fn new() -> Sim {
         let units = vec![
             unit("T1-a", Tier::T1, ll(28.5801, 121.37)),
             unit("T3-a", Tier::T3, ll(28.581, 121.37)),
@@ -44,11 +44,16 @@ impl Sim {
             unit("T10-a", Tier::T10, ll(28.60, 121.37)),
             unit("T10-far", Tier::T10, ll(28.90, 121.37)),
         ];
-        let d = Dispatcher::new(DispatchConfig::defaults(), area(), units, DispatcherLimits::default()).unwrap();
+        Sim::with(DispatchConfig::defaults(), units)
+    }
+
+    /// A simulation of `units` under `config`, at T0.
+    pub(super) fn with(config: DispatchConfig, units: Vec<Unit>) -> Sim {
+        let d = Dispatcher::new(config, area(), units, DispatcherLimits::default()).unwrap();
         Sim { d, fx: Recorder::default(), timers: BinaryHeap::new(), armed: 0, now: T0 }
     }
 
-    fn collect_timers(&mut self) {
+    pub(super) fn collect_timers(&mut self) {
         for t in self.fx.take_timers() {
             self.armed += 1;
             self.timers.push(Reverse((t.at, self.armed, TimerKeyOrd(t.key))));
@@ -56,7 +61,7 @@ impl Sim {
     }
 
     /// Moves the clock to `t`, firing every timer due by then in order.
-    fn advance_to(&mut self, t: Timestamp) {
+    pub(super) fn advance_to(&mut self, t: Timestamp) {
         self.collect_timers();
         while let Some(Reverse((at, _, _))) = self.timers.peek() {
             if *at > t {
@@ -70,17 +75,17 @@ impl Sim {
         self.now = t;
     }
 
-    fn after_s(&mut self, seconds: u32) {
+    pub(super) fn after_s(&mut self, seconds: u32) {
         self.advance_to(self.now.plus_s(seconds));
     }
 
-    fn report(&mut self) -> Incident {
+    pub(super) fn report(&mut self) -> Incident {
         let inc = self.d.report(fire("ext-1", ll(28.58, 121.37)), self.now, &self.fx).unwrap().incident;
         self.collect_timers();
         inc
     }
 
-    fn ack(&mut self, unit_id: &str, incident_id: &str, accept: bool) -> Result<Unit, DispatchError> {
+    pub(super) fn ack(&mut self, unit_id: &str, incident_id: &str, accept: bool) -> Result<Unit, DispatchError> {
         let ack = Acknowledgement {
             unit_id: unit_id.into(),
             incident_id: incident_id.into(),
@@ -92,28 +97,28 @@ impl Sim {
         r
     }
 
-    fn status(&mut self, unit_id: &str, to: UnitStatus) {
+    pub(super) fn status(&mut self, unit_id: &str, to: UnitStatus) {
         self.d.set_unit_status(unit_id, to, self.now, &self.fx).unwrap();
         self.collect_timers();
     }
 
     /// A position fix of `unit_id` at `at`, measured now.
-    fn fix_at(&mut self, unit_id: &str, at: LatLng) {
+    pub(super) fn fix_at(&mut self, unit_id: &str, at: LatLng) {
         assert!(self.d.report_position(unit_id, at, self.now, self.now, &self.fx).unwrap());
         self.collect_timers();
     }
 
     /// A fresh fix at the incident point, then ON_SCENE: a verified arrival.
-    fn arrive(&mut self, unit_id: &str) {
+    pub(super) fn arrive(&mut self, unit_id: &str) {
         self.fix_at(unit_id, ll(28.58, 121.37));
         self.status(unit_id, UnitStatus::OnScene);
     }
 
-    fn tier(&self, id: &str, tier: Tier) -> TierResponse {
+    pub(super) fn tier(&self, id: &str, tier: Tier) -> TierResponse {
         self.d.get_incident(id).unwrap().tiers.into_iter().find(|t| t.tier == tier).unwrap()
     }
 
-    fn kinds(&self) -> Vec<(EventKind, Option<String>)> {
+    pub(super) fn kinds(&self) -> Vec<(EventKind, Option<String>)> {
         self.fx.take_events().into_iter().map(|e| (e.kind, e.unit_id)).collect()
     }
 }

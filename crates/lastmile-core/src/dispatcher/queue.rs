@@ -414,6 +414,25 @@ impl Dispatcher {
             let Some(pick) = self.pick_slot(incident, tier, fallback, now, fx) else { break };
             self.page_slot(incident, ti, &pick, 1, "refilled after its page was taken", now, fx);
         }
+        self.mark_waiting(incident, ti, now, fx);
+    }
+
+    /// A PAGING tier that has open slots again (a page taken or released)
+    /// is SHORT, and says its slots wait.
+    pub(super) fn mark_waiting(&self, incident: &mut Incident, ti: usize, now: Timestamp, fx: &dyn Effects) {
+        let t = &mut incident.tiers[ti];
+        let open = open_slots(t);
+        if open == 0 || t.state != TierState::Paging {
+            return;
+        }
+        t.state = TierState::Short;
+        t.note = format!("{open} of {} {} slot(s) waiting for a unit", t.required, t.tier);
+        fx.emit(
+            Event::new(EventKind::TierShort, now)
+                .incident(&incident.id, &incident.grid_id)
+                .tier(t.tier)
+                .detail(t.note.clone()),
+        );
     }
 
     /// [`Dispatcher::pick_for`] of a tier's own slot: beyond target only

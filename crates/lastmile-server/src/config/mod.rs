@@ -652,6 +652,8 @@ mod tests {
         assert_eq!(config.dispatch, {
             let mut d = DispatchConfig::defaults();
             d.response_plan = config.dispatch.response_plan.clone();
+            d.capabilities = config.dispatch.capabilities.clone();
+            d.tiers.t1.applies = lastmile_core::tier::Applies::WhereStationed;
             d
         });
     }
