@@ -255,6 +255,10 @@ pub struct CrewModel {
     pub silent_fraction: f64,
     /// Share of pages declined, 0..=1 (the rest are accepted).
     pub decline_fraction: f64,
+    /// A crew that left a page unanswered is back at its terminal this long
+    /// after (already scaled): the terminal reports its position, and the
+    /// server recovers the UNRESPONSIVE unit. `None`: never.
+    pub recover_after: Option<Duration>,
     /// How the accepting crews behave (ack delay, drive, time scale, on-scene time).
     pub behaviour: Behaviour,
 }
@@ -295,6 +299,8 @@ pub struct PageLog {
     pub completed: std::sync::atomic::AtomicU64,
     /// Terminals whose subscription the server accepted.
     pub subscribed: std::sync::atomic::AtomicU64,
+    /// Silent crews whose terminal came back with a position fix.
+    pub recovered: std::sync::atomic::AtomicU64,
 }
 
 impl PageLog {
@@ -314,11 +320,14 @@ impl PageLog {
 
 /// One simulated crew's terminal: subscribes, timestamps every page into
 /// `log`, and answers each as `model` says, each page in its own task (so a
-/// slow answer never delays the next page's timestamp). Runs until the page
-/// stream ends or fails; every task it started ends with it.
+/// slow answer never delays the next page's timestamp). A silent crew's
+/// terminal reports `position` (where the unit stands) after
+/// `model.recover_after`. Runs until the page stream ends or fails; every
+/// task it started ends with it.
 pub async fn run_crew(
     channel: Conn,
     unit_id: String,
+    position: Option<pb::LatLng>,
     model: std::sync::Arc<CrewModel>,
     log: std::sync::Arc<PageLog>,
 ) -> Result<(), tonic::Status> {
@@ -338,6 +347,15 @@ pub async fn run_crew(
         let answer = model.answer(&unit_id, &page.incident_id, page.attempt);
         if answer == Answer::Silent {
             log.silent.fetch_add(1, Relaxed);
+            if let (Some(after), Some(at)) = (model.recover_after, position) {
+                let (mut client, unit_id, log) = (client.clone(), unit_id.clone(), log.clone());
+                answers.spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if report_one_position(&mut client, &unit_id, at).await.is_ok() {
+                        log.recovered.fetch_add(1, Relaxed);
+                    }
+                });
+            }
             continue;
         }
         let (mut client, unit_id, model, log) = (client.clone(), unit_id.clone(), model.clone(), log.clone());
@@ -385,6 +403,21 @@ pub async fn run_crew(
         });
     }
     Ok(())
+}
+
+/// One position fix of `unit_id` at `at`, measured now, on a stream of its own.
+async fn report_one_position(
+    client: &mut UnitTerminalClient<Conn>,
+    unit_id: &str,
+    at: pb::LatLng,
+) -> Result<(), tonic::Status> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let fix = pb::PositionReport {
+        unit_id: unit_id.to_string(),
+        position: Some(at),
+        measured_at: Some(prost_types::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }),
+    };
+    client.report_position(tokio_stream::iter([fix])).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //!   phases of a durable run (the floor a durable request cannot beat).
 //! - [`fleet`]: `--fleet-scale`, the dataset's units replicated for the
 //!   in-process server.
+//! - [`optimality`] and [`matching`]: `--optimality`, lastmile's assignments
+//!   against the hindsight optimum (Kuhn–Munkres).
 //! - [`report`] and [`svg`]: the table, the JSON and the latency chart.
 //!
 //! A run: start (or reach, with `--addr`) a server; subscribe to the live
@@ -25,6 +27,8 @@ mod feed;
 mod fleet;
 mod fsync;
 mod load;
+mod matching;
+mod optimality;
 mod overload;
 mod report;
 mod sampler;
@@ -69,6 +73,9 @@ const BENCH_FEED_BUFFER_EVENTS: usize = 262_144;
 const WARMUP_PINGS_PER_CONNECTION: usize = 50;
 /// CloseIncident calls the closer task has in flight at most.
 const CLOSES_IN_FLIGHT: usize = 64;
+/// --optimality's acknowledgement timeout (unless --ack-timeout-s): no
+/// silent page times out, and re-pages, before the measure is read.
+const OPTIMALITY_ACK_TIMEOUT_S: u32 = 3600;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -135,6 +142,18 @@ pub struct BenchArgs {
     /// Simulated seconds on scene before a crew reports AVAILABLE.
     #[arg(long, default_value_t = 60.0)]
     pub on_scene_s: f64,
+    /// Simulated seconds after a crew misses a page before its terminal
+    /// reports a position (the crew is back by it): its UNRESPONSIVE unit
+    /// recovers. 0: silent crews never come back.
+    #[arg(long, default_value_t = 60.0)]
+    pub recover_after_s: f64,
+    /// Compare lastmile's assignments, once the surge is reported and the
+    /// policy settled, with the hindsight optimum per tier (see
+    /// `bench/optimality.rs`). In-process only; crews accept or stay silent
+    /// (no declines), do not drive, and acknowledgement timeouts are raised
+    /// to an hour unless --ack-timeout-s says otherwise.
+    #[arg(long, conflicts_with_all = ["addr", "burst", "rate"])]
+    pub optimality: bool,
     /// How the simulated crews really travel (not the dispatcher's ETA).
     #[command(flatten)]
     pub crew: crate::sim_terminal::CrewArgs,
@@ -393,11 +412,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut fleet = Fleet::start(&args, &setup).await?;
     let timed = Timed::run(&args, &setup).await?;
     let expected = expected_pages(&timed.report_run);
-    fleet.settle_and_stop(&args, &expected, timed.deadline).await;
+    let optimality = match args.optimality {
+        false => {
+            fleet.settle_and_stop(&args, &expected, timed.deadline).await;
+            None
+        }
+        true => {
+            let settle = optimality::settle_wait(&setup.dispatch).max(Duration::from_secs_f64(args.settle_s.max(0.0)));
+            fleet.settle_and_stop_within(&args, &expected, settle, timed.deadline).await;
+            let ours: HashSet<&str> = expected.iter().map(|(_, r)| r.incident_id.as_str()).collect();
+            let (incidents, reads) = settled_read(&mut setup.control, setup.started_at, &ours).await?;
+            Some((optimality::measure(&setup.dispatch, &setup.units, &incidents), reads))
+        }
+    };
     let read_back = read_back(&mut setup.control, setup.started_at, &timed.report_run, &expected).await?;
     let checks = finish_checks(setup.server.as_mut(), feed, read_back).await?;
 
-    let findings = Findings::new(&args, &setup, &timed, &fleet.log, &expected, &checks);
+    let mut findings = Findings::new(&args, &setup, &timed, &fleet.log, &expected, &checks);
+    findings.optimality = optimality;
     findings.write_chart()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings.json())?);
@@ -511,6 +543,12 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.silent + args.decline > 1.0 {
         bail!("--silent + --decline must be at most 1");
     }
+    if !(args.recover_after_s >= 0.0 && args.recover_after_s.is_finite()) {
+        bail!("--recover-after-s must be 0 or more seconds");
+    }
+    if args.optimality && args.overload.enabled() {
+        bail!("--optimality measures a surge of reports, not an overload run");
+    }
     if !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
         bail!("--time-scale must be positive");
     }
@@ -574,6 +612,54 @@ struct Setup {
     started_at: std::time::SystemTime,
     /// The data folder's fdatasync latency (durable in-process runs).
     fsync: Option<fsync::FsyncProbe>,
+    /// The dispatch configuration the in-process server runs (or, with
+    /// --addr, the one --config names: what the bench assumes).
+    dispatch: lastmile_core::DispatchConfig,
+    /// The run's reports previewed on the idle district before the load.
+    idle: FindShare,
+}
+
+/// Of the tiers that apply, how many find every required unit within target.
+#[derive(Clone, Copy, Debug, Default)]
+struct FindShare {
+    tiers: u64,
+    found: u64,
+}
+
+impl FindShare {
+    fn add(&mut self, state: pb::TierState) {
+        if state != pb::TierState::NotApplicable {
+            self.tiers += 1;
+            self.found += u64::from(state == pb::TierState::Paging);
+        }
+    }
+
+    fn share(self) -> f64 {
+        if self.tiers == 0 { 0.0 } else { self.found as f64 / self.tiers as f64 }
+    }
+}
+
+/// Previews taken of the run's incidents on the idle district, at most.
+const IDLE_PREVIEWS: usize = 1000;
+
+/// The run's first [`IDLE_PREVIEWS`] reports, previewed before the load:
+/// how often a report finds its units when nothing else is going on.
+async fn idle_find_share(
+    control: &mut DispatchClient<Channel>,
+    incidents: &[pb::ReportIncidentRequest],
+) -> anyhow::Result<FindShare> {
+    let mut share = FindShare::default();
+    for r in incidents.iter().take(IDLE_PREVIEWS) {
+        let preview = control
+            .preview_dispatch(pb::PreviewDispatchRequest { location: r.location, kind: r.kind, severity: r.severity })
+            .await
+            .context("PreviewDispatch (idle district)")?
+            .into_inner();
+        for t in &preview.tiers {
+            share.add(t.state());
+        }
+    }
+    Ok(share)
 }
 
 impl Setup {
@@ -581,7 +667,7 @@ impl Setup {
         let started_at = std::time::SystemTime::now();
         let seed = seed(args);
         let run_tag = run_tag();
-        let (server, area) = start_server(args, seed).await?;
+        let (server, area, dispatch) = start_server(args, seed).await?;
         let fsync = match (&server, &args.data_dir) {
             (Some(_), Some(dir)) if args.fsync_rounds > 0 => {
                 let (dir, rounds) = (dir.clone(), args.fsync_rounds);
@@ -599,12 +685,30 @@ impl Setup {
         let mut control = DispatchClient::new(connect(&endpoint).await?);
         let units = list_units(&mut control).await?;
         let incidents = Arc::new(draw_incidents(args, seed, &run_tag, &area, &units)?);
-        Ok(Setup { seed, mode, connections, server, endpoint, control, units, incidents, started_at, fsync })
+        let idle = idle_find_share(&mut control, &incidents).await?;
+        Ok(Setup {
+            seed,
+            mode,
+            connections,
+            server,
+            endpoint,
+            control,
+            units,
+            incidents,
+            started_at,
+            fsync,
+            dispatch,
+            idle,
+        })
     }
 }
 
-/// The district the incidents are drawn in, and the in-process server (none with --addr).
-async fn start_server(args: &BenchArgs, seed: u64) -> anyhow::Result<(Option<InProcess>, ServiceArea)> {
+/// The district the incidents are drawn in, the in-process server (none
+/// with --addr) and its dispatch configuration.
+async fn start_server(
+    args: &BenchArgs,
+    seed: u64,
+) -> anyhow::Result<(Option<InProcess>, ServiceArea, lastmile_core::DispatchConfig)> {
     let mut config = match &args.config {
         Some(path) => LastmileConfig::load(path)?,
         None => LastmileConfig::embedded()?,
@@ -614,14 +718,15 @@ async fn start_server(args: &BenchArgs, seed: u64) -> anyhow::Result<(Option<InP
         if args.fleet_scale != 1 {
             bail!("--fleet-scale is for the in-process server (not with --addr)");
         }
-        return Ok((None, area));
+        return Ok((None, area, config.dispatch));
     }
     // Read once by the server's start-up below, deleted when this drops.
     let _scaled = match args.fleet_scale {
         1 => None,
         n => Some(fleet::apply(&mut config, n, seed)?),
     };
-    if let Some(s) = args.ack_timeout_s {
+    let ack_timeout_s = args.ack_timeout_s.or(args.optimality.then_some(OPTIMALITY_ACK_TIMEOUT_S));
+    if let Some(s) = ack_timeout_s {
         for tier in [
             &mut config.dispatch.tiers.t1,
             &mut config.dispatch.tiers.t3,
@@ -637,7 +742,8 @@ async fn start_server(args: &BenchArgs, seed: u64) -> anyhow::Result<(Option<InP
     };
     config.feed.subscriber_buffer_events = config.feed.subscriber_buffer_events.max(BENCH_FEED_BUFFER_EVENTS);
     config.validate()?;
-    Ok((Some(InProcess::start(config, args.overload.enabled()).await?), area))
+    let dispatch = config.dispatch.clone();
+    Ok((Some(InProcess::start(config, args.overload.enabled()).await?), area, dispatch))
 }
 
 /// The run's incidents, drawn in the district around the server's units.
@@ -702,6 +808,7 @@ impl Fleet {
                 crews.spawn(crate::sim_terminal::run_crew(
                     crate::connect::Bearer::wrap_plain(channel.clone()),
                     unit.id.clone(),
+                    unit.position.or(unit.home),
                     model.clone(),
                     log.clone(),
                 ));
@@ -724,7 +831,18 @@ impl Fleet {
     /// Waits (within --settle-s and the deadline) for the reports' pages to
     /// reach the terminals, lets the crews act on them, then stops the crews.
     async fn settle_and_stop(&mut self, args: &BenchArgs, expected: &[(usize, &Reported)], deadline: Instant) {
-        let settle_by = (Instant::now() + Duration::from_secs_f64(args.settle_s.max(0.0))).min(deadline);
+        self.settle_and_stop_within(args, expected, Duration::from_secs_f64(args.settle_s.max(0.0)), deadline).await
+    }
+
+    /// [`Fleet::settle_and_stop`], waiting `settle` at most.
+    async fn settle_and_stop_within(
+        &mut self,
+        args: &BenchArgs,
+        expected: &[(usize, &Reported)],
+        settle: Duration,
+        deadline: Instant,
+    ) {
+        let settle_by = (Instant::now() + settle).min(deadline);
         if !args.no_terminals {
             while Instant::now() < settle_by && !all_paged(&self.log, expected) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -743,12 +861,15 @@ fn crew_model(args: &BenchArgs, seed: u64) -> CrewModel {
     CrewModel {
         seed,
         silent_fraction: args.silent,
-        decline_fraction: args.decline,
+        // --optimality: crews accept or stay silent, and do not drive.
+        decline_fraction: if args.optimality { 0.0 } else { args.decline },
+        recover_after: (args.recover_after_s > 0.0 && !args.optimality)
+            .then(|| Duration::from_secs_f64(args.recover_after_s / args.time_scale)),
         behaviour: Behaviour {
             auto_ack: true,
             decline: false,
             ack_delay: Duration::from_secs_f64(args.ack_delay_s.max(0.0)),
-            drive: !args.no_drive,
+            drive: !args.no_drive && !args.optimality,
             time_scale: args.time_scale,
             on_scene_s: args.on_scene_s,
             verbose: false,
@@ -931,6 +1052,46 @@ async fn close_one(mut client: DispatchClient<Channel>, id: String, deadline: In
     }
 }
 
+/// Reads of the settled state --optimality makes at most.
+const SETTLED_READS: usize = 30;
+
+/// The run's incidents once their assignments stand still: read until two
+/// reads a second apart show the same pages (their units, states and
+/// within-target flags). Returns them and how many reads it took.
+async fn settled_read(
+    control: &mut DispatchClient<Channel>,
+    started_at: std::time::SystemTime,
+    ours: &HashSet<&str>,
+) -> anyhow::Result<(Vec<pb::Incident>, usize)> {
+    let from = started_at.checked_sub(Duration::from_secs(1)).unwrap_or(started_at);
+    let pages = |incidents: &[pb::Incident]| -> Vec<(String, String, i32, bool)> {
+        let mut pages: Vec<_> = incidents
+            .iter()
+            .flat_map(|i| {
+                i.tiers
+                    .iter()
+                    .flat_map(|t| &t.assignments)
+                    .map(|a| (i.id.clone(), a.unit_id.clone(), a.state, a.within_target))
+            })
+            .collect();
+        pages.sort();
+        pages
+    };
+    let read = |incidents: Vec<pb::Incident>| -> Vec<pb::Incident> {
+        incidents.into_iter().filter(|i| ours.contains(i.id.as_str())).collect()
+    };
+    let mut last = read(list_incidents(control, from).await?);
+    for reads in 2..=SETTLED_READS {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = read(list_incidents(control, from).await?);
+        if pages(&now) == pages(&last) {
+            return Ok((now, reads));
+        }
+        last = now;
+    }
+    bail!("--optimality: the assignments still changed after {SETTLED_READS} reads a second apart")
+}
+
 /// What reading every incident back found.
 struct ReadBack {
     failures: Vec<String>,
@@ -1085,6 +1246,10 @@ struct PageTally {
     /// Incidents whose every tier got all the units it asked for (within
     /// target or by fallback).
     incidents_every_tier_filled: u64,
+    /// Tiers that did not apply (NOT_APPLICABLE), left out of the rest.
+    tiers_not_applicable: u64,
+    /// Of the applicable tiers at report, those PAGING (every unit within target).
+    found: FindShare,
 }
 
 impl PageTally {
@@ -1102,6 +1267,8 @@ impl PageTally {
             units_within: 0,
             tiers_unfilled: BTreeMap::new(),
             incidents_every_tier_filled: 0,
+            tiers_not_applicable: 0,
+            found: FindShare::default(),
         };
         for (i, r) in expected {
             tally.add(r, report_run.samples[*i].intended, log);
@@ -1115,6 +1282,11 @@ impl PageTally {
         let mut complete = true;
         let mut filled = true;
         for TierAtReport { tier, state, required, assigned } in &r.tiers {
+            if *state == pb::TierState::NotApplicable {
+                self.tiers_not_applicable += 1;
+                continue;
+            }
+            self.found.add(*state);
             self.tiers_total += 1;
             if assigned.len() < *required as usize {
                 filled = false;
@@ -1169,6 +1341,8 @@ struct Findings<'a> {
     target_text: String,
     storage: String,
     targets: Vec<(String, bool, String)>,
+    /// --optimality: per tier, and the reads it took to see the state settled.
+    optimality: Option<(Vec<optimality::TierMeasure>, usize)>,
 }
 
 impl<'a> Findings<'a> {
@@ -1221,6 +1395,7 @@ impl<'a> Findings<'a> {
             p50_ratio,
             throughput_ratio,
             targets,
+            optimality: None,
         }
     }
 }
@@ -1288,6 +1463,7 @@ impl Findings<'_> {
             "silent": log.silent.load(Ordering::Relaxed),
             "refused": log.refused.load(Ordering::Relaxed),
             "completed_drives": log.completed.load(Ordering::Relaxed),
+            "recovered": log.recovered.load(Ordering::Relaxed),
         })
     }
 
@@ -1324,6 +1500,12 @@ impl Findings<'_> {
                 "first_send_to_last_page_delivered_s": self.burst_fully_paged.map(|d| d.as_secs_f64()),
             },
             "dispatch": self.dispatch_json(),
+            "find_share": self.find_share_json(),
+            "optimality": self.optimality.as_ref().map(|(tiers, reads)| json!({
+                "settled_after_reads": reads,
+                "tiers": tiers.iter().map(optimality::TierMeasure::json).collect::<Vec<_>>(),
+                "targets_met": optimality_met(tiers),
+            })),
             "terminals": self.log_counts(),
             "feed": {
                 "events": checks.replay.events,
@@ -1345,6 +1527,16 @@ impl Findings<'_> {
         })
     }
 
+    /// How often reports found every unit within target, idle and under load.
+    fn find_share_json(&self) -> serde_json::Value {
+        let (idle, load) = (self.setup.idle, self.pages.found);
+        json!({
+            "idle_previews": { "tiers": idle.tiers, "found": idle.found, "share": idle.share() },
+            "under_load": { "tiers": load.tiers, "found": load.found, "share": load.share() },
+            "load_over_idle": load.share() / idle.share().max(f64::MIN_POSITIVE),
+        })
+    }
+
     fn dispatch_json(&self) -> serde_json::Value {
         let pages = &self.pages;
         json!({
@@ -1355,6 +1547,7 @@ impl Findings<'_> {
             "incidents_every_tier_filled": pages.incidents_every_tier_filled,
             "tiers_unfilled_at_report_by_tier": pages.tiers_unfilled.iter().map(|(t, n)| (t.to_string(), *n)).collect::<BTreeMap<_, _>>(),
             "tiers": pages.tiers_total,
+            "tiers_not_applicable": pages.tiers_not_applicable,
             "tiers_paging_within_target_at_report": pages.tiers_paging,
             "tiers_short_at_report": pages.tiers_short,
             "units_paged": pages.units_paged,
@@ -1368,7 +1561,48 @@ impl Findings<'_> {
         self.print_latencies();
         println!();
         self.print_dispatch();
+        self.print_optimality();
         self.print_invariants();
+    }
+
+    /// The find shares and, with --optimality, the comparison per tier.
+    fn print_optimality(&self) {
+        let (idle, load) = (self.setup.idle, self.pages.found);
+        println!(
+            "  reports that found every unit within target (applicable tiers): idle district {:.1}% ({} of {} previewed), under this load {:.1}% ({} of {}): {:.2} of idle",
+            idle.share() * 100.0,
+            idle.found,
+            idle.tiers,
+            load.share() * 100.0,
+            load.found,
+            load.tiers,
+            load.share() / idle.share().max(f64::MIN_POSITIVE)
+        );
+        let Some((tiers, reads)) = &self.optimality else { return };
+        println!(
+            "  optimality (state read settled after {reads} reads a second apart; slots = required of applicable tiers):"
+        );
+        println!(
+            "    tier   slots  units   within target: lastmile / optimum = ratio     filled: lastmile / optimum = ratio"
+        );
+        for m in tiers {
+            println!(
+                "    {:>4}  {:>6} {:>6}   {:>13} / {:<7} = {:.3}     {:>14} / {:<7} = {:.3}",
+                m.tier.to_string(),
+                m.slots,
+                m.units,
+                m.lastmile_within,
+                m.optimum_within,
+                m.within_ratio(),
+                m.lastmile_filled,
+                m.optimum_filled,
+                m.filled_ratio()
+            );
+        }
+        println!(
+            "  target within target >= 0.9 of the optimum in every tier, filled >= 0.95: {}",
+            if optimality_met(tiers) { "MET" } else { "NOT MET" }
+        );
     }
 
     /// The header, the phases' latencies, the ratios and the burst.
@@ -1458,8 +1692,9 @@ impl Findings<'_> {
             if unfilled.is_empty() { "none".to_string() } else { unfilled.join(", ") }
         );
         println!(
-            "  tiers at report: {}; all required units within target (PAGING) {:.1}%, SHORT {:.1}%; units paged {}, within target {:.1}%",
+            "  tiers at report: {} applicable ({} not applicable); all required units within target (PAGING) {:.1}%, SHORT {:.1}%; units paged {}, within target {:.1}%",
             pages.tiers_total,
+            pages.tiers_not_applicable,
             pct(pages.tiers_paging, pages.tiers_total),
             pct(pages.tiers_short, pages.tiers_total),
             pages.units_paged,
@@ -1504,6 +1739,12 @@ impl Findings<'_> {
         }
         println!("  chart: {}", self.args.chart.display());
     }
+}
+
+/// The surge issue's target: within-target slots at least 0.9 of the
+/// optimum's in every tier, slots filled at least 0.95.
+fn optimality_met(tiers: &[optimality::TierMeasure]) -> bool {
+    tiers.iter().all(|m| m.within_ratio() >= 0.9 && m.filled_ratio() >= 0.95)
 }
 
 /// The targets that this run's mode speaks to.
