@@ -119,13 +119,15 @@ async fn thousands_of_incidents_against_a_few_hundred_units_never_double_assign(
     // Stop the server (and its timers), then the exact checks.
     server.shutdown().await;
     dispatcher.check_invariants().expect("core invariants");
-    let (replay, cut) = replay.await.expect("feed task");
+    let (replay, cut, policy) = replay.await.expect("feed task");
     assert!(cut.is_none(), "the feed watcher was cut off: {cut:?}");
     assert_eq!(replay.gaps, 0, "feed events missed");
     assert!(replay.violations.is_empty(), "double assignment on the feed: {:?}", &replay.violations[..]);
     assert!(replay.pages > INCIDENTS as u64 / 10, "the run paged hardly anyone: {} pages", replay.pages);
+    // The waiting queue and pre-emption ran under the same interleavings.
+    assert!(policy.queue_fills > 0 && policy.pre_emptions > 0, "the surge policy never acted: {policy:?}");
     println!(
-        "stress: {} incidents, {} feed events, {} pages, {} publication-order inversions",
+        "stress: {} incidents, {} feed events, {} pages, {} publication-order inversions, {policy:?}",
         INCIDENTS, replay.events, replay.pages, replay.inversions
     );
 }
@@ -160,12 +162,29 @@ async fn start_server(units: &[(String, u32, f64, f64)]) -> TestServer {
     TestServer::start_with(config).await
 }
 
+/// What the surge policy did, counted from the feed.
+#[derive(Debug, Default)]
+struct Policy {
+    /// Pages of a waiting slot to a unit that came free.
+    queue_fills: u64,
+    /// Unacknowledged pages taken by a report that needed the unit more.
+    pre_emptions: u64,
+    /// UNRESPONSIVE units back (a status report or a position).
+    recoveries: u64,
+}
+
 /// Replays the feed until it ends; the status it was cut off with, if any.
-async fn replay_feed(mut feed: tonic::Streaming<pb::DispatchEvent>) -> (FeedReplay, Option<tonic::Status>) {
+async fn replay_feed(mut feed: tonic::Streaming<pb::DispatchEvent>) -> (FeedReplay, Option<tonic::Status>, Policy) {
     let mut replay = FeedReplay::default();
+    let mut policy = Policy::default();
     let cut = loop {
         match feed.message().await {
-            Ok(Some(event)) => replay.apply(&event),
+            Ok(Some(event)) => {
+                policy.queue_fills += u64::from(event.detail.contains("from the waiting queue"));
+                policy.pre_emptions += u64::from(event.detail.contains("page withdrawn: "));
+                policy.recoveries += u64::from(event.detail.starts_with("UNRESPONSIVE -> AVAILABLE"));
+                replay.apply(&event)
+            }
             Ok(None) => break None,
             // The server's shutdown ends the feed with UNAVAILABLE.
             Err(status) if status.code() == tonic::Code::Unavailable => break None,
@@ -173,7 +192,7 @@ async fn replay_feed(mut feed: tonic::Streaming<pb::DispatchEvent>) -> (FeedRepl
         }
     };
     replay.finish();
-    (replay, cut)
+    (replay, cut, policy)
 }
 
 /// Reports from REPORTERS concurrent workers; each incident closed at random.

@@ -133,13 +133,15 @@ pub fn config_on_disk(units_json: &str, edit: impl FnOnce(String) -> String) -> 
     config
 }
 
-/// A units.json with the given `(id, tier, lat, lng)` units.
+/// A units.json with the given `(id, tier, lat, lng)` units, each able to
+/// do everything (`fire`, `flood`, `rescue`, `hazmat`): the shipped
+/// `[[dispatch.capabilities]]` rules then never pass one over.
 pub fn units_json(units: &[(&str, u32, f64, f64)]) -> String {
     let records: Vec<String> = units
         .iter()
         .map(|(id, tier, lat, lng)| {
             format!(
-                r#"{{"id":"{id}","name":"{id}","tier":{tier},"home":{{"lat":{lat},"lng":{lng}}},"town":"路桥街道","village":"","crew":5,"capabilities":["fire"]}}"#
+                r#"{{"id":"{id}","name":"{id}","tier":{tier},"home":{{"lat":{lat},"lng":{lng}}},"town":"路桥街道","village":"","crew":5,"capabilities":["fire","flood","rescue","hazmat"]}}"#
             )
         })
         .collect();

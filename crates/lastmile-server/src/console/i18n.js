@@ -115,7 +115,7 @@ const zh = {
     TIER_5: '5分钟 · 镇街救援队',
     TIER_10: '10分钟 · 专业消防队',
   },
-  tier_state: { PAGING: '呼叫中', SHORT: '力量不足', MET: '已达标', BREACHED: '已超时', ESCALATED: '已升级', CANCELLED: '已取消' },
+  tier_state: { PAGING: '呼叫中', SHORT: '力量不足', MET: '已达标', BREACHED: '已超时', ESCALATED: '已升级', CANCELLED: '已取消', NOT_APPLICABLE: '不适用' },
   unit_status: {
     AVAILABLE: '空闲', PAGED: '已呼叫', EN_ROUTE: '出动中', ON_SCENE: '到场',
     RETURNING: '返回中', OUT_OF_SERVICE: '停用', UNRESPONSIVE: '无响应',
@@ -246,7 +246,7 @@ const en = {
     TIER_5: '5 min · town rescue team',
     TIER_10: '10 min · fire brigade',
   },
-  tier_state: { PAGING: 'paging', SHORT: 'short', MET: 'met', BREACHED: 'breached', ESCALATED: 'escalated', CANCELLED: 'cancelled' },
+  tier_state: { PAGING: 'paging', SHORT: 'short', MET: 'met', BREACHED: 'breached', ESCALATED: 'escalated', CANCELLED: 'cancelled', NOT_APPLICABLE: 'n/a' },
   unit_status: {
     AVAILABLE: 'available', PAGED: 'paged', EN_ROUTE: 'en route', ON_SCENE: 'on scene',
     RETURNING: 'returning', OUT_OF_SERVICE: 'out of service', UNRESPONSIVE: 'unresponsive',
