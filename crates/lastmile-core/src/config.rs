@@ -59,6 +59,13 @@ pub struct PolicyConfig {
     /// within-target unit they took, except by pre-emption).
     #[serde(default = "default_fallback_delay_s")]
     pub fallback_delay_s: u32,
+    /// Fallback comes in rounds: a slot's fallback is due at the first
+    /// multiple of this many seconds (of the clock) at or after its delay,
+    /// and each round matches every due slot of a tier to the free units
+    /// together (most slots filled, then higher severity, then least ETA),
+    /// rather than one report after another. 1 = a round per second.
+    #[serde(default = "default_fallback_round_s")]
+    pub fallback_round_s: u32,
     #[serde(default = "default_true")]
     pub preempt_unacknowledged: bool,
 }
@@ -66,6 +73,13 @@ pub struct PolicyConfig {
 fn default_fallback_delay_s() -> u32 {
     DEFAULT_FALLBACK_DELAY_S
 }
+
+fn default_fallback_round_s() -> u32 {
+    DEFAULT_FALLBACK_ROUND_S
+}
+
+/// The default of `dispatch.policy.fallback_round_s`.
+pub const DEFAULT_FALLBACK_ROUND_S: u32 = 10;
 
 fn default_true() -> bool {
     true
@@ -77,7 +91,11 @@ pub const DEFAULT_FALLBACK_DELAY_S: u32 = 20;
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { fallback_delay_s: DEFAULT_FALLBACK_DELAY_S, preempt_unacknowledged: true }
+        PolicyConfig {
+            fallback_delay_s: DEFAULT_FALLBACK_DELAY_S,
+            fallback_round_s: DEFAULT_FALLBACK_ROUND_S,
+            preempt_unacknowledged: true,
+        }
     }
 }
 
@@ -285,6 +303,9 @@ impl DispatchConfig {
         }
         if self.policy.fallback_delay_s > 3600 {
             return Err(bad("dispatch.policy.fallback_delay_s", "must be in 0..=3600 seconds"));
+        }
+        if !(1..=600).contains(&self.policy.fallback_round_s) {
+            return Err(bad("dispatch.policy.fallback_round_s", "must be in 1..=600 seconds"));
         }
         if self.capabilities.len() > MAX_CAPABILITY_RULES {
             return Err(bad("dispatch.capabilities", format!("at most {MAX_CAPABILITY_RULES} rules")));

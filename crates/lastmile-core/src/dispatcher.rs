@@ -728,7 +728,7 @@ impl Dispatcher {
         } else if deferred {
             let fallback_note = if params.fallback_limit_s() > params.target_s {
                 format!(
-                    "; units beyond target (eta <= {} s) may fill them from {} s after the report",
+                    "; units beyond target (eta <= {} s) may fill them in the fallback round {} s or more after the report",
                     params.fallback_limit_s(),
                     self.config.policy.fallback_delay_s
                 )

@@ -43,6 +43,7 @@ pub mod geodesy;
 pub mod grid;
 pub mod incident;
 pub mod index;
+pub mod matching;
 pub mod outcome;
 pub mod select;
 pub mod sim;

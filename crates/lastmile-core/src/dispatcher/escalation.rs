@@ -488,7 +488,14 @@ impl Dispatcher {
         Ok(incident.clone())
     }
 
-    fn pick_at(&self, unit_id: &Arc<str>, position: LatLng, unit_tier: Tier, slot_tier: Tier, at: LatLng) -> Pick {
+    pub(super) fn pick_at(
+        &self,
+        unit_id: &Arc<str>,
+        position: LatLng,
+        unit_tier: Tier,
+        slot_tier: Tier,
+        at: LatLng,
+    ) -> Pick {
         let distance_m = haversine_m(position, at);
         let eta_s = self.unit_offsets(unit_tier).eta_s(&self.travel(unit_tier), unit_id, distance_m);
         Pick {

@@ -31,7 +31,7 @@
 //! [`PolicyConfig`]: crate::config::PolicyConfig
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Dispatcher, Reach, read};
@@ -65,7 +65,15 @@ pub(super) struct Queues {
     /// Units freed by the operation in progress (or a concurrent one), to
     /// be offered when it lets go of its locks.
     freed: Mutex<Vec<Arc<str>>>,
+    /// Per tier, when its last fallback round ran: the round's timers that
+    /// come due after it find their slots matched (or unmatchable) already.
+    rounds: [Mutex<Option<Timestamp>>; 4],
 }
+
+/// Slots one fallback round matches at most, in the queue's order (higher
+/// severity, then older); the rest wait for a unit to come free or for the
+/// next round (a later report's timer).
+pub const MAX_ROUND_SLOTS: usize = 2048;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -92,9 +100,18 @@ impl Queues {
 }
 
 impl Dispatcher {
-    /// When `incident`'s slots may be filled beyond target.
+    /// When `incident`'s slots may be filled beyond target: the first
+    /// fallback round (a multiple of `fallback_round_s` of the clock) at or
+    /// after `fallback_delay_s` from the report.
     pub(super) fn fallback_at(&self, incident: &Incident) -> Timestamp {
-        incident.reported_at.plus_s(self.config.policy.fallback_delay_s)
+        let policy = &self.config.policy;
+        let due = incident.reported_at.plus_s(policy.fallback_delay_s);
+        if policy.fallback_delay_s == 0 {
+            return due;
+        }
+        let round_ms = i64::from(policy.fallback_round_s) * 1000;
+        let into = due.unix_ms.rem_euclid(round_ms);
+        Timestamp { unix_ms: if into == 0 { due.unix_ms } else { due.unix_ms + (round_ms - into) } }
     }
 
     /// Puts `incident`'s tiers in, or takes them out of, the queues, as
@@ -259,25 +276,120 @@ impl Dispatcher {
         }
     }
 
-    /// The fallback timer of `tier` came due: its open slots are filled by
-    /// the rule, beyond target now allowed; what nobody can fill waits on.
+    /// The fallback timer of `tier` of incident `seq` came due: unless a
+    /// round of the tier ran since that slot became due, a fallback round
+    /// matches every due slot of the tier to the free units.
     pub(super) fn fallback_due(&self, seq: u64, tier: Tier, now: Timestamp, fx: &dyn Effects) {
-        let Some(mut incident) = self.incidents.get_mut(&seq) else { return };
-        let incident = &mut *incident;
-        if incident.status != IncidentStatus::Open {
+        let Some(due) = self.incidents.get(&seq).map(|i| self.fallback_at(&i)) else { return };
+        {
+            let mut last = lock(&self.queues.rounds[tier.index()]);
+            if last.is_some_and(|ran| ran >= due) {
+                return; // this slot was in that round
+            }
+            *last = Some(now);
+        }
+        self.fallback_round(tier, now, fx);
+    }
+
+    /// One fallback round of `tier`: every open slot whose fallback is due,
+    /// against every free unit of the tier within the fallback reach, matched
+    /// together (Kuhn–Munkres, `crate::matching`): most slots within target,
+    /// then most slots filled, then higher severity, then least total ETA.
+    /// A report-by-report fallback spends, for the first report, the unit
+    /// that was the only one in reach of the next; the round does not.
+    fn fallback_round(&self, tier: Tier, now: Timestamp, fx: &dyn Effects) {
+        let slots = self.due_slots(tier, now);
+        if slots.is_empty() {
             return;
         }
-        let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { return };
-        let mut filled = 0;
-        while open_slots(&incident.tiers[ti]) > 0 {
-            let Some(pick) = self.pick_slot(incident, tier, true, now, fx) else { break };
-            let why = format!("fallback due {} s after the report", self.config.policy.fallback_delay_s);
+        let (units, edges) = self.round_edges(tier, &slots);
+        let matched = crate::matching::sparse_min_cost(units.len(), &edges);
+        let waiting = slots.len();
+        for (slot, unit) in slots.iter().zip(matched) {
+            let Some(u) = unit else { continue };
+            let unit_id = &units[u];
+            let Some(position) = self.units.get(unit_id).map(|u| u.position) else { continue };
+            let Some(mut incident) = self.incidents.get_mut(&slot.seq) else { continue };
+            let incident = &mut *incident;
+            let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { continue };
+            if incident.status != IncidentStatus::Open || open_slots(&incident.tiers[ti]) == 0 {
+                continue;
+            }
+            if incident.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == **unit_id) {
+                continue;
+            }
+            if !self.try_reserve(unit_id, &incident.id, now, fx) {
+                continue; // taken meanwhile
+            }
+            let pick = self.pick_at(unit_id, position, tier, tier, slot.location);
+            let why = format!("fallback round: matched with {waiting} waiting {tier} slot(s)");
             self.page_slot(incident, ti, &pick, 1, &why, now, fx);
-            filled += 1;
-        }
-        if filled > 0 {
             self.stored(incident, fx);
         }
+    }
+
+    /// The open slots of `tier` whose fallback is due, in the queue's order
+    /// (at most [`MAX_ROUND_SLOTS`]).
+    fn due_slots(&self, tier: Tier, now: Timestamp) -> Vec<RoundSlot> {
+        let due: Vec<u64> = lock(&self.queues.tiers[tier.index()])
+            .iter()
+            .filter(|(_, w)| w.fallback_at <= now)
+            .map(|((_, seq), _)| *seq)
+            .collect();
+        let mut slots = Vec::new();
+        for seq in due {
+            let Some(incident) = self.incidents.get(&seq) else { continue };
+            let Some(t) = incident.tiers.iter().find(|t| t.tier == tier) else { continue };
+            let had: Arc<HashSet<String>> =
+                Arc::new(incident.tiers.iter().flat_map(|t| &t.assignments).map(|a| a.unit_id.clone()).collect());
+            for _ in 0..open_slots(t) {
+                if slots.len() == MAX_ROUND_SLOTS {
+                    return slots;
+                }
+                slots.push(RoundSlot {
+                    seq,
+                    location: incident.location,
+                    kind: incident.kind,
+                    severity: incident.severity,
+                    had: had.clone(),
+                });
+            }
+        }
+        slots
+    }
+
+    /// The free units a round may use, and each slot's edges to them with
+    /// the round's cost (see [`round_costs`]).
+    fn round_edges(&self, tier: Tier, slots: &[RoundSlot]) -> (Vec<Arc<str>>, Vec<Vec<(usize, i64)>>) {
+        let (params, offsets, rule) = (self.travel(tier), self.unit_offsets(tier), *self.config.tiers.get(tier));
+        let reach_s = rule.fallback_limit_s().max(rule.target_s);
+        let mut units: Vec<Arc<str>> = Vec::new();
+        let mut index_of: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut edges: Vec<Vec<(usize, u32, bool)>> = Vec::with_capacity(slots.len());
+        let index = read(&self.index[tier.index()]);
+        for slot in slots {
+            let required = self.config.required_capabilities(slot.kind, tier);
+            let mut found = Vec::new();
+            for n in index.nearest(slot.location, params.reach_m(reach_s) + 1.0) {
+                let eta_s = offsets.eta_s(&params, &n.unit_id, n.distance_m);
+                if eta_s > reach_s || slot.had.contains(&*n.unit_id) {
+                    continue;
+                }
+                let Some(unit) = self.units.get(&n.unit_id) else { continue };
+                if !self.dispatchable(unit.status) || !capable(&unit.capabilities, required) {
+                    continue;
+                }
+                let u = *index_of.entry(n.unit_id.clone()).or_insert_with(|| {
+                    units.push(n.unit_id.clone());
+                    units.len() - 1
+                });
+                found.push((u, eta_s, eta_s <= rule.target_s));
+            }
+            edges.push(found);
+        }
+        drop(index);
+        let costs = round_costs(slots, &edges);
+        (units, costs)
     }
 
     /// The fallback timer a freshly reported incident needs, if any.
@@ -448,4 +560,42 @@ impl Dispatcher {
         let reach = if fallback { Reach::Fallback } else { Reach::Target };
         self.pick_for(incident, tier, tier, reach, now, fx)
     }
+}
+
+/// One open slot of a fallback round.
+struct RoundSlot {
+    seq: u64,
+    location: LatLng,
+    kind: IncidentKind,
+    severity: u8,
+    /// Every unit the incident had: none of them is paged for it again.
+    had: Arc<HashSet<String>>,
+}
+
+/// The round's costs, lexicographic in one number: a within-target edge
+/// first, then any edge (a slot filled), then the slot's severity, then
+/// less ETA. With k = min(slots, units) matched at most and E the largest
+/// ETA: one severity step (C = k·E + 1) outweighs every ETA, one more slot
+/// filled (B = 4·C·(k + 1) + 1) every severity and ETA, one more within
+/// target (A = (B + 4·C)·(k + 1) + 1) all of them. With at most
+/// [`MAX_ROUND_SLOTS`] slots and E at most 10 × 86 400 s (the largest
+/// fallback reach the configuration allows), A stays below 4e16, inside
+/// `matching::MAX_COST`.
+fn round_costs(slots: &[RoundSlot], edges: &[Vec<(usize, u32, bool)>]) -> Vec<Vec<(usize, i64)>> {
+    let units = edges.iter().flatten().map(|(u, _, _)| *u).max().map_or(0, |m| m + 1);
+    let k = i64::try_from(slots.len().min(units)).unwrap_or(i64::MAX / 4) + 1;
+    let max_eta = edges.iter().flatten().map(|(_, e, _)| i64::from(*e)).max().unwrap_or(0);
+    let c = k * max_eta + 1;
+    let b = 4 * c * k + 1;
+    let a = (b + 4 * c) * k + 1;
+    slots
+        .iter()
+        .zip(edges)
+        .map(|(slot, e)| {
+            let severity = i64::from(slot.severity.min(4));
+            e.iter()
+                .map(|&(u, eta, within)| (u, i64::from(eta) - b - severity * c - if within { a } else { 0 }))
+                .collect()
+        })
+        .collect()
 }

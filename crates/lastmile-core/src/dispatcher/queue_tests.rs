@@ -28,7 +28,10 @@ fn close(sim: &mut Sim, id: &str) {
 }
 
 fn policy(fallback_delay_s: u32, preempt_unacknowledged: bool) -> DispatchConfig {
-    DispatchConfig { policy: PolicyConfig { fallback_delay_s, preempt_unacknowledged }, ..DispatchConfig::defaults() }
+    DispatchConfig {
+        policy: PolicyConfig { fallback_delay_s, fallback_round_s: 1, preempt_unacknowledged },
+        ..DispatchConfig::defaults()
+    }
 }
 
 /// The active units of `tier` in incident `id`.
@@ -149,7 +152,7 @@ fn the_fallback_timer_pages_beyond_target_when_nobody_nearer_comes() {
     sim.after_s(1);
     assert_eq!(holders(&sim, &x.id, Tier::T10), ["T10-a"]);
     let paged = details(&sim, EventKind::UnitPaged);
-    assert!(paged[0].2.contains("beyond target") && paged[0].2.contains("fallback due 20 s"), "{paged:?}");
+    assert!(paged[0].2.contains("beyond target") && paged[0].2.contains("fallback round"), "{paged:?}");
 }
 
 #[test]
@@ -263,7 +266,7 @@ fn capability_filtering_matches_a_brute_force_of_the_rule() {
                     require: vec!["rescue".into(), "fire".into()],
                 },
             ],
-            policy: PolicyConfig { fallback_delay_s, preempt_unacknowledged: true },
+            policy: PolicyConfig { fallback_delay_s, fallback_round_s: 1, preempt_unacknowledged: true },
             ..DispatchConfig::defaults()
         };
         let mut units = Vec::new();
@@ -422,4 +425,37 @@ fn no_unit_is_ever_on_two_incidents_under_random_interleavings() {
         }
     }
     assert!(fills > 20, "seed {seed}: the queue filled only {fills} slots: the test did not exercise it");
+}
+
+#[test]
+fn a_fallback_round_matches_the_due_slots_together() {
+    // Two town teams, both beyond target of W (2.2 and 2.8 km); X, 4.5 km
+    // north of W, has only the northern one in its fallback reach. Report by
+    // report, W would take the nearer (northern) one and X none.
+    let units = vec![unit("T5-north", Tier::T5, ll(28.60, 121.37)), unit("T5-south", Tier::T5, ll(28.555, 121.37))];
+    let mut config = policy(20, true);
+    config.policy.fallback_round_s = 10;
+    let mut sim = Sim::with(config, units);
+    let w = report_at(&mut sim, "w", p(), 2);
+    let x = report_at(&mut sim, "x", ll(28.625, 121.37), 2);
+    sim.after_s(30);
+    assert_eq!(holders(&sim, &w.id, Tier::T5), ["T5-south"]);
+    assert_eq!(holders(&sim, &x.id, Tier::T5), ["T5-north"]);
+    let paged = details(&sim, EventKind::UnitPaged);
+    assert!(
+        paged.iter().filter(|(_, _, d)| d.contains("fallback round: matched with 2 waiting")).count() == 2,
+        "{paged:?}"
+    );
+    sim.d.check_invariants().unwrap();
+}
+
+#[test]
+fn a_fallback_round_serves_the_higher_severity_when_it_cannot_serve_both() {
+    let units = vec![unit("T5-north", Tier::T5, ll(28.60, 121.37))];
+    let mut sim = Sim::with(policy(20, false), units);
+    let minor = report_at(&mut sim, "minor", p(), 1);
+    let major = report_at(&mut sim, "major", ll(28.5805, 121.37), 3);
+    sim.after_s(21);
+    assert!(holders(&sim, &minor.id, Tier::T5).is_empty());
+    assert_eq!(holders(&sim, &major.id, Tier::T5), ["T5-north"]);
 }

@@ -11,8 +11,8 @@
 //!   phases of a durable run (the floor a durable request cannot beat).
 //! - [`fleet`]: `--fleet-scale`, the dataset's units replicated for the
 //!   in-process server.
-//! - [`optimality`] and [`matching`]: `--optimality`, lastmile's assignments
-//!   against the hindsight optimum (Kuhn–Munkres).
+//! - [`optimality`]: `--optimality`, lastmile's assignments against the
+//!   hindsight optimum (Kuhn–Munkres, `lastmile_core::matching`).
 //! - [`report`] and [`svg`]: the table, the JSON and the latency chart.
 //!
 //! A run: start (or reach, with `--addr`) a server; subscribe to the live
@@ -27,7 +27,6 @@ mod feed;
 mod fleet;
 mod fsync;
 mod load;
-mod matching;
 mod optimality;
 mod overload;
 mod report;

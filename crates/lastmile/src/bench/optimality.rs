@@ -28,7 +28,7 @@ use lastmile_core::{IncidentKind, LatLng, Tier};
 use lastmile_proto::v1 as pb;
 use serde_json::json;
 
-use super::matching::{self, Edge};
+use lastmile_core::matching::{self, Edge};
 
 /// One tier's comparison.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,4 +1,6 @@
-//! The best possible matching of slots to units, as a yardstick for dispatch.
+//! The best possible matching of slots to units: the yardstick of
+//! `lastmile bench --optimality`, and the fallback round of the waiting
+//! queue (`dispatcher::queue`).
 //!
 //! [`min_cost_assignment`] is a rectangular Hungarian algorithm (Kuhn–Munkres,
 //! the O(n²·m) potentials / shortest-augmenting-path form, n ≤ m). [`optimum`]
@@ -208,38 +210,66 @@ fn big_constants(k: usize, max_eta: u32) -> (i64, i64) {
 pub fn optimum(slots: usize, units: usize, edge: impl Fn(usize, usize) -> Option<Edge>) -> Optimum {
     let adj: Vec<Vec<(usize, Edge)>> =
         (0..slots).map(|s| (0..units).filter_map(|u| edge(s, u).map(|e| (u, e))).collect()).collect();
-    let live_slots: Vec<usize> = (0..slots).filter(|&s| !adj[s].is_empty()).collect();
-    let mut unit_pos: Vec<Option<usize>> = vec![None; units];
-    let mut live_units = Vec::new();
-    for &(u, _) in adj.iter().flatten() {
-        if unit_pos[u].is_none() {
-            unit_pos[u] = Some(live_units.len());
-            live_units.push(u);
-        }
-    }
-    let k = live_slots.len().min(live_units.len());
+    let live = adj.iter().filter(|a| !a.is_empty()).count();
+    let live_units = {
+        let mut seen = vec![false; units];
+        adj.iter().flatten().for_each(|(u, _)| seen[*u] = true);
+        seen.iter().filter(|s| **s).count()
+    };
+    let k = live.min(live_units);
     let max_eta = adj.iter().flatten().map(|(_, e)| e.eta_s).max().unwrap_or(0);
     let (big1, big2) = big_constants(k, max_eta);
-
-    let mut matrix = Flat::zeros(live_slots.len(), live_units.len());
-    for (r, &s) in live_slots.iter().enumerate() {
-        for &(u, e) in &adj[s] {
-            if let Some(c) = unit_pos[u] {
-                let big = if e.within_target { big2 } else { big1 };
-                matrix.set(r, c, i64::from(e.eta_s) - big);
-            }
-        }
-    }
-
+    let costs: Vec<Vec<(usize, i64)>> = adj
+        .iter()
+        .map(|a| a.iter().map(|&(u, e)| (u, i64::from(e.eta_s) - if e.within_target { big2 } else { big1 })).collect())
+        .collect();
     let mut out = Optimum { assignment: vec![None; slots], ..Optimum::default() };
-    for (&s, c) in live_slots.iter().zip(matrix.solve()) {
-        let Some(u) = c.map(|c| live_units[c]) else { continue };
-        // Assigned to a non-edge (cost 0): the slot is not filled.
+    for (s, u) in sparse_min_cost(units, &costs).into_iter().enumerate() {
+        let Some(u) = u else { continue };
         let Some(&(_, e)) = adj[s].iter().find(|(v, _)| *v == u) else { continue };
         out.assignment[s] = Some(u);
         out.filled += 1;
         out.within_target += usize::from(e.within_target);
         out.total_eta_s += u64::from(e.eta_s);
+    }
+    out
+}
+
+/// A minimum-cost matching of slots to `units` given each slot's edges
+/// `(unit, cost)`: a slot with no edge, or left on a non-edge, is unmatched
+/// (`None`). Costs should be negative, so that matching a slot beats leaving
+/// it (a non-edge costs 0). Slots and units without any edge are left out
+/// of the matrix, and the smaller side is its rows.
+///
+/// # Panics
+///
+/// If a cost lies outside ±[`MAX_COST`].
+pub fn sparse_min_cost(units: usize, edges: &[Vec<(usize, i64)>]) -> Vec<Option<usize>> {
+    let live_slots: Vec<usize> = (0..edges.len()).filter(|&s| !edges[s].is_empty()).collect();
+    let mut unit_pos: Vec<Option<usize>> = vec![None; units];
+    let mut live_units = Vec::new();
+    for &(u, _) in edges.iter().flatten() {
+        if unit_pos[u].is_none() {
+            unit_pos[u] = Some(live_units.len());
+            live_units.push(u);
+        }
+    }
+    let mut matrix = Flat::zeros(live_slots.len(), live_units.len());
+    for (r, &s) in live_slots.iter().enumerate() {
+        for &(u, cost) in &edges[s] {
+            assert!((-MAX_COST..=MAX_COST).contains(&cost), "cost {cost} outside ±MAX_COST");
+            if let Some(c) = unit_pos[u] {
+                matrix.set(r, c, cost);
+            }
+        }
+    }
+    let mut out = vec![None; edges.len()];
+    for (&s, c) in live_slots.iter().zip(matrix.solve()) {
+        let Some(u) = c.map(|c| live_units[c]) else { continue };
+        // Assigned to a non-edge (cost 0): the slot is not matched.
+        if edges[s].iter().any(|(v, _)| *v == u) {
+            out[s] = Some(u);
+        }
     }
     out
 }
