@@ -81,6 +81,15 @@ async fn pre_emption_and_the_queue_say_why_in_the_timeline_over_grpc_and_http() 
     assert!(answer.text().contains("page withdrawn: T10-a is within target"), "{}", answer.text());
     let answer = get(http, &format!("/v1/incidents/{}/timeline", mid.id)).await;
     assert!(answer.text().contains("from the waiting queue"), "{}", answer.text());
+    // And counted: the major fire took the bin fire's page in each of the
+    // four tiers, and closing it filled the four waiting slots of `mid`.
+    let metrics = get(http, "/metrics").await.text();
+    for line in [
+        r#"lastmile_dispatch_decisions_total{decision="preemption"} 4"#,
+        r#"lastmile_dispatch_decisions_total{decision="queue_fill"} 4"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in /metrics: {metrics}");
+    }
     server.dispatcher.check_invariants().unwrap();
 }
 
@@ -110,6 +119,8 @@ async fn a_silent_crew_recovers_when_its_terminal_reports_a_position() {
     };
     terminal.report_position(tokio_stream::iter([fix])).await.unwrap();
     assert_eq!(unit(&mut client).await.status(), pb::UnitStatus::Available);
+    let metrics = get(server.http_addr, "/metrics").await.text();
+    assert!(metrics.contains(r#"lastmile_dispatch_decisions_total{decision="recovery"} 1"#), "{metrics}");
     let second = client.report_incident(fire("second", 2)).await.unwrap().into_inner().incident.unwrap();
     let t1 = second.tiers.iter().find(|t| t.tier() == pb::Tier::Tier1Min).unwrap();
     assert_eq!(t1.assignments.first().map(|a| a.unit_id.as_str()), Some("T1-a"));

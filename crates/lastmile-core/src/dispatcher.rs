@@ -1296,6 +1296,7 @@ mod escalation;
 mod queue;
 pub use census::{Census, TierOutcome};
 pub use escalation::Acknowledgement;
+pub use queue::{Decision, MAX_ROUND_SLOTS};
 
 #[cfg(test)]
 mod escalation_tests;

@@ -66,6 +66,10 @@ pub struct Census {
     pub tiers: BTreeMap<(Tier, String, TierOutcome), u64>,
     /// Units by (tier, status).
     pub units: BTreeMap<(Tier, UnitStatus), u64>,
+    /// Open incidents waiting in each tier's queue (with a slot no unit fills).
+    pub waiting: BTreeMap<Tier, u64>,
+    /// What the surge policy did since start, by decision.
+    pub decisions: Vec<(super::queue::Decision, u64)>,
 }
 
 impl Dispatcher {
@@ -81,6 +85,8 @@ impl Dispatcher {
         for unit in self.units.iter() {
             *census.units.entry((unit.tier, unit.status)).or_default() += 1;
         }
+        census.waiting = Tier::ALL.into_iter().map(|t| (t, self.waiting_incidents(t) as u64)).collect();
+        census.decisions = super::queue::Decision::ALL.into_iter().map(|d| (d, self.decisions(d))).collect();
         census
     }
 }

@@ -581,6 +581,7 @@ impl Dispatcher {
         if unit.status == UnitStatus::Unresponsive
             && unit.transition(UnitStatus::Available, Cause::Recovered, now).is_ok()
         {
+            self.queues.count(super::queue::Decision::Recovery);
             fx.emit(
                 Event::new(EventKind::UnitStatusChanged, now)
                     .unit(unit_id)

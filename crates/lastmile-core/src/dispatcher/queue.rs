@@ -32,6 +32,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Dispatcher, Reach, read};
@@ -68,6 +69,39 @@ pub(super) struct Queues {
     /// Per tier, when its last fallback round ran: the round's timers that
     /// come due after it find their slots matched (or unmatchable) already.
     rounds: [Mutex<Option<Timestamp>>; 4],
+    /// What the policy did, by [`Decision`], since start.
+    decisions: [AtomicU64; 4],
+}
+
+/// A decision of the surge policy, counted (`lastmile_dispatch_decisions_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A waiting slot paged a unit that came free.
+    QueueFill,
+    /// A report took an unacknowledged page from another incident.
+    Preemption,
+    /// A fallback round paged a unit beyond target (or one that was free).
+    FallbackRound,
+    /// An UNRESPONSIVE unit's terminal answered: AVAILABLE again.
+    Recovery,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 4] =
+        [Decision::QueueFill, Decision::Preemption, Decision::FallbackRound, Decision::Recovery];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Decision::QueueFill => "queue_fill",
+            Decision::Preemption => "preemption",
+            Decision::FallbackRound => "fallback_round",
+            Decision::Recovery => "recovery",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Slots one fallback round matches at most, in the queue's order (higher
@@ -96,6 +130,14 @@ pub(crate) fn capable(unit_caps: &[String], required: &[String]) -> bool {
 impl Queues {
     pub(super) fn waiting(&self, tier: Tier) -> usize {
         lock(&self.tiers[tier.index()]).len()
+    }
+
+    pub(super) fn count(&self, decision: Decision) {
+        self.decisions[decision.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn counted(&self, decision: Decision) -> u64 {
+        self.decisions[decision.index()].load(Ordering::Relaxed)
     }
 }
 
@@ -144,6 +186,11 @@ impl Dispatcher {
     /// Slots waiting in `tier`'s queue (incidents, not slots), for metrics and tests.
     pub fn waiting_incidents(&self, tier: Tier) -> usize {
         self.queues.waiting(tier)
+    }
+
+    /// How often the policy made `decision` since start.
+    pub fn decisions(&self, decision: Decision) -> u64 {
+        self.queues.counted(decision)
     }
 
     /// Notes that `unit_id` became dispatchable, to be offered to the queue
@@ -215,6 +262,7 @@ impl Dispatcher {
             );
             self.page_slot(incident, ti, &pick, 1, &why, now, fx);
             self.stored(incident, fx);
+            self.queues.count(Decision::QueueFill);
             return true;
         }
         false
@@ -325,6 +373,7 @@ impl Dispatcher {
             let why = format!("fallback round: matched with {waiting} waiting {tier} slot(s)");
             self.page_slot(incident, ti, &pick, 1, &why, now, fx);
             self.stored(incident, fx);
+            self.queues.count(Decision::FallbackRound);
         }
     }
 
@@ -360,7 +409,7 @@ impl Dispatcher {
 
     /// The free units a round may use, and each slot's edges to them with
     /// the round's cost (see [`round_costs`]).
-    fn round_edges(&self, tier: Tier, slots: &[RoundSlot]) -> (Vec<Arc<str>>, Vec<Vec<(usize, i64)>>) {
+    fn round_edges(&self, tier: Tier, slots: &[RoundSlot]) -> (Vec<Arc<str>>, Vec<SlotEdges>) {
         let (params, offsets, rule) = (self.travel(tier), self.unit_offsets(tier), *self.config.tiers.get(tier));
         let reach_s = rule.fallback_limit_s().max(rule.target_s);
         let mut units: Vec<Arc<str>> = Vec::new();
@@ -513,6 +562,7 @@ impl Dispatcher {
         let pick = Pick { unit_id: unit_id.clone(), distance_m, eta_s, within_target: true };
         let a = self.assignment(&pick, incident.tiers[ti].tier, now, 1);
         self.add_to_slot(incident, ti, a, now, None);
+        self.queues.count(Decision::Preemption);
         Some(format!("taken from {other_id} (severity {}): its page was not yet acknowledged", other.severity))
     }
 
@@ -562,6 +612,9 @@ impl Dispatcher {
     }
 }
 
+/// One slot's edges of a matching: (unit, cost).
+type SlotEdges = Vec<(usize, i64)>;
+
 /// One open slot of a fallback round.
 struct RoundSlot {
     seq: u64,
@@ -581,7 +634,7 @@ struct RoundSlot {
 /// [`MAX_ROUND_SLOTS`] slots and E at most 10 × 86 400 s (the largest
 /// fallback reach the configuration allows), A stays below 4e16, inside
 /// `matching::MAX_COST`.
-fn round_costs(slots: &[RoundSlot], edges: &[Vec<(usize, u32, bool)>]) -> Vec<Vec<(usize, i64)>> {
+fn round_costs(slots: &[RoundSlot], edges: &[Vec<(usize, u32, bool)>]) -> Vec<SlotEdges> {
     let units = edges.iter().flatten().map(|(u, _, _)| *u).max().map_or(0, |m| m + 1);
     let k = i64::try_from(slots.len().min(units)).unwrap_or(i64::MAX / 4) + 1;
     let max_eta = edges.iter().flatten().map(|(_, e, _)| i64::from(*e)).max().unwrap_or(0);

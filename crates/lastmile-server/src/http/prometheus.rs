@@ -157,7 +157,7 @@ fn census(out: &mut Exposition, app: &App) {
     out.family(
         "lastmile_tiers",
         "gauge",
-        "Tiers of the incidents held, by tier, town and outcome (within_target, short, met, breached, escalated, cancelled).",
+        "Tiers of the incidents held, by tier, town and outcome (within_target, short, met, breached, escalated, cancelled, not_applicable).",
         tiers.iter().map(|(tier, town, outcome, n)| {
             (vec![("tier", tier.as_str()), ("town", *town), ("outcome", *outcome)], *n as f64)
         }),
@@ -169,6 +169,19 @@ fn census(out: &mut Exposition, app: &App) {
         "gauge",
         "Units by tier and status.",
         units.iter().map(|(tier, status, n)| (vec![("tier", tier.as_str()), ("status", *status)], *n as f64)),
+    );
+    let waiting: Vec<(String, u64)> = census.waiting.iter().map(|(tier, n)| (tier.minutes().to_string(), *n)).collect();
+    out.family(
+        "lastmile_waiting_incidents",
+        "gauge",
+        "Open incidents with a slot of the tier waiting for a unit (the waiting queue), by tier.",
+        waiting.iter().map(|(tier, n)| (vec![("tier", tier.as_str())], *n as f64)),
+    );
+    out.family(
+        "lastmile_dispatch_decisions_total",
+        "counter",
+        "Decisions of the surge policy since start: queue_fill (a waiting slot took a unit that came free), preemption (a report took an unacknowledged page), fallback_round (a round paged a unit for a due slot), recovery (an UNRESPONSIVE unit's terminal answered).",
+        census.decisions.iter().map(|(d, n)| (vec![("decision", d.name())], *n as f64)),
     );
     out.single(
         "lastmile_history_in_memory",

@@ -73,12 +73,14 @@ fn ratio(ours: usize, best: usize) -> f64 {
     if best == 0 { 1.0 } else { ours as f64 / best as f64 }
 }
 
-/// How long after the last report answered the policy may still page: every
-/// fallback timer is armed `dispatch.policy.fallback_delay_s` after its
-/// report; a margin covers the timer wheel. The read is then repeated until
-/// two reads a second apart agree (see `mod.rs`, `settled_read_back`).
+/// How long after the last report answered the policy may still page: a
+/// slot's fallback round comes at most `fallback_delay_s + fallback_round_s`
+/// after its report; a margin covers the timer wheel and the round itself.
+/// The read is then repeated until two reads a second apart agree (see
+/// `mod.rs`, `settled_read`).
 pub fn settle_wait(config: &DispatchConfig) -> std::time::Duration {
-    std::time::Duration::from_secs(u64::from(config.policy.fallback_delay_s) + 2)
+    let policy = &config.policy;
+    std::time::Duration::from_secs(u64::from(policy.fallback_delay_s) + u64::from(policy.fallback_round_s) + 2)
 }
 
 fn kind_of(kind: i32) -> IncidentKind {
