@@ -638,6 +638,11 @@ impl FindShare {
     }
 }
 
+/// A run's reports should find their units at least this share as often
+/// as on the idle district for its figures to time real work (issue 17);
+/// below it the table says so.
+const REAL_WORK_SHARE: f64 = 0.9;
+
 /// Previews taken of the run's incidents on the idle district, at most.
 const IDLE_PREVIEWS: usize = 1000;
 
@@ -1533,6 +1538,7 @@ impl Findings<'_> {
             "idle_previews": { "tiers": idle.tiers, "found": idle.found, "share": idle.share() },
             "under_load": { "tiers": load.tiers, "found": load.found, "share": load.share() },
             "load_over_idle": load.share() / idle.share().max(f64::MIN_POSITIVE),
+            "real_work": load.share() >= REAL_WORK_SHARE * idle.share(),
         })
     }
 
@@ -1577,6 +1583,12 @@ impl Findings<'_> {
             load.tiers,
             load.share() / idle.share().max(f64::MIN_POSITIVE)
         );
+        if load.share() < REAL_WORK_SHARE * idle.share() {
+            println!(
+                "  NOTE: under {:.0}% of the idle share: many of this run's reports found nobody free (cheap answers); for figures of real work, a bigger fleet (--fleet-scale) or fewer incidents kept open (--open-incidents), see BENCHMARKS.md",
+                REAL_WORK_SHARE * 100.0
+            );
+        }
         let Some((tiers, reads)) = &self.optimality else { return };
         println!(
             "  optimality (state read settled after {reads} reads a second apart; slots = required of applicable tiers):"
