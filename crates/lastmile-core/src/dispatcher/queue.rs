@@ -224,25 +224,27 @@ impl Dispatcher {
         else {
             return false;
         };
-        let waiting: Vec<(u64, Waiting)> = {
-            let queue = lock(&self.queues.tiers[tier.index()]);
-            if queue.is_empty() {
-                return false;
-            }
-            queue.iter().map(|((_, seq), w)| (*seq, w.clone())).collect()
-        };
         let (params, offsets, rule) = (self.travel(tier), self.unit_offsets(tier), *self.config.tiers.get(tier));
         let fallback_limit_s = rule.fallback_limit_s().max(rule.target_s);
-        for (seq, w) in waiting {
-            let distance_m = haversine_m(position, w.location);
-            let eta_s = offsets.eta_s(&params, unit_id, distance_m);
-            let within_target = eta_s <= rule.target_s;
-            if !within_target && (now < w.fallback_at || eta_s > fallback_limit_s) {
-                continue;
-            }
-            if !capable(&caps, self.config.required_capabilities(w.kind, tier)) {
-                continue;
-            }
+        // The slots this unit could fill, in the queue's order, judged under
+        // the queue's lock from what it keeps (no incident lock is taken
+        // under it: incidents take it under theirs).
+        let candidates: Vec<(u64, f64, u32, bool)> = lock(&self.queues.tiers[tier.index()])
+            .iter()
+            .filter_map(|((_, seq), w)| {
+                let distance_m = haversine_m(position, w.location);
+                let eta_s = offsets.eta_s(&params, unit_id, distance_m);
+                let within_target = eta_s <= rule.target_s;
+                let reachable = within_target || (now >= w.fallback_at && eta_s <= fallback_limit_s);
+                (reachable && capable(&caps, self.config.required_capabilities(w.kind, tier))).then_some((
+                    *seq,
+                    distance_m,
+                    eta_s,
+                    within_target,
+                ))
+            })
+            .collect();
+        for (seq, distance_m, eta_s, within_target) in candidates {
             let Some(mut incident) = self.incidents.get_mut(&seq) else { continue };
             let incident = &mut *incident;
             let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { continue };
