@@ -433,8 +433,8 @@ async fn learns_the_crews_truth_keeps_its_promise_and_changes_selection() {
     // written: the policy changes which arrivals the learner sees, and the
     // learnt tier-10 turnout after 300 arrivals spreads by about ±12 s from
     // one sample path to another (seeds 1-4 and this test's own, with either
-    // policy: 145-173 s), against a band of ±15 s here. The spread is the
-    // estimator's, not a bias of the policy: its mean is the truth's.
+    // policy: 145-173 s), against a band of ±15 s here: the spread is the
+    // same under either policy, so it is the estimator's, not the policy's.
     let config = {
         let mut c = (*config(|_| {})).clone();
         c.dispatch.policy.fallback_delay_s = 0;
