@@ -280,6 +280,12 @@ impl Dispatcher {
         let dispatcher = Dispatcher::new(config, area, units.into_values().collect(), limits)?;
         let closed_found_live = dispatcher.load_incidents(open_incidents, recent_closed)?;
         let repaired = dispatcher.reconcile(now);
+        // The waiting queue is not journaled: it is what the open incidents'
+        // slots say, rebuilt here (their fallback timers are re-armed by
+        // `timers_to_rearm`).
+        for incident in dispatcher.incidents.iter() {
+            dispatcher.sync_waiting(&incident);
+        }
         Ok((dispatcher, Restored { repaired, closed_found_live }))
     }
 

@@ -459,3 +459,33 @@ fn a_fallback_round_serves_the_higher_severity_when_it_cannot_serve_both() {
     assert!(holders(&sim, &minor.id, Tier::T5).is_empty());
     assert_eq!(holders(&sim, &major.id, Tier::T5), ["T5-north"]);
 }
+
+#[test]
+fn a_restore_rebuilds_the_waiting_queue_from_the_open_slots() {
+    let units = vec![unit("T10-a", Tier::T10, ll(28.60, 121.37))];
+    let mut sim = Sim::with(DispatchConfig::defaults(), units.clone());
+    let a = report_at(&mut sim, "a", p(), 2);
+    let b = report_at(&mut sim, "b", p(), 2);
+    assert_eq!(sim.d.waiting_incidents(Tier::T10), 1);
+    let stored_units = vec![sim.d.get_unit("T10-a").unwrap()];
+    let open = vec![sim.d.get_incident(&a.id).unwrap(), sim.d.get_incident(&b.id).unwrap()];
+    let (d, _) = Dispatcher::restore(
+        DispatchConfig::defaults(),
+        super::tests::area(),
+        units,
+        stored_units,
+        open,
+        Vec::new(),
+        DispatcherLimits::default(),
+        sim.now,
+    )
+    .unwrap();
+    // Every open slot waits again, short tiers of tiers 1, 3, 5 included.
+    assert_eq!(d.waiting_incidents(Tier::T10), 1);
+    d.close_incident(&a.id, "done", sim.now, &NoEffects).unwrap();
+    let t10 = d.get_incident(&b.id).unwrap().tiers.into_iter().find(|t| t.tier == Tier::T10).unwrap();
+    assert_eq!(
+        t10.assignments.iter().filter(|a| a.is_active()).map(|a| a.unit_id.as_str()).collect::<Vec<_>>(),
+        ["T10-a"]
+    );
+}
