@@ -210,16 +210,18 @@ pub struct PlanRule {
     pub units: TierCounts,
 }
 
+/// A rule's list matches `value`: empty = every value.
+fn matches_any<T: PartialEq>(list: &[T], value: &T) -> bool {
+    list.is_empty() || list.contains(value)
+}
+
 impl DispatchConfig {
     /// What a unit of `tier` must be able to do for an incident of `kind`
     /// (empty: anything goes).
     pub fn required_capabilities(&self, kind: IncidentKind, tier: Tier) -> &[String] {
         self.capabilities
             .iter()
-            .find(|r| {
-                (r.kinds.is_empty() || r.kinds.contains(&kind))
-                    && (r.tiers.is_empty() || r.tiers.contains(&tier.minutes()))
-            })
+            .find(|r| matches_any(&r.kinds, &kind) && matches_any(&r.tiers, &tier.minutes()))
             .map_or(&[], |r| r.require.as_slice())
     }
 }
@@ -228,10 +230,7 @@ impl ResponsePlan {
     pub fn counts_for(&self, kind: IncidentKind, severity: u8) -> TierCounts {
         self.rules
             .iter()
-            .find(|r| {
-                (r.kinds.is_empty() || r.kinds.contains(&kind))
-                    && (r.severities.is_empty() || r.severities.contains(&severity))
-            })
+            .find(|r| matches_any(&r.kinds, &kind) && matches_any(&r.severities, &severity))
             .map(|r| r.units)
             .unwrap_or(self.default)
     }

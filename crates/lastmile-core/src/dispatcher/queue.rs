@@ -50,7 +50,7 @@ pub(super) type WaitKey = (Reverse<u8>, u64);
 
 /// What the queue keeps of a waiting incident, to judge a unit without
 /// taking the incident's lock.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(super) struct Waiting {
     location: LatLng,
     kind: IncidentKind,
@@ -158,12 +158,14 @@ impl Dispatcher {
 
     /// Puts `incident`'s tiers in, or takes them out of, the queues, as
     /// their open slots say (the caller holds the incident's lock).
+    ///
+    /// Only its own tiers: a tier it has not is never in a queue (tiers are
+    /// added, never removed), so a store takes one lock per tier it has.
     pub(super) fn sync_waiting(&self, incident: &Incident) {
-        for tier in Tier::ALL {
-            let open = incident.status == IncidentStatus::Open
-                && incident.tiers.iter().find(|t| t.tier == tier).is_some_and(|t| open_slots(t) > 0);
+        for t in &incident.tiers {
+            let open = incident.status == IncidentStatus::Open && open_slots(t) > 0;
             let key = (Reverse(incident.severity), incident.seq);
-            let mut queue = lock(&self.queues.tiers[tier.index()]);
+            let mut queue = lock(&self.queues.tiers[t.tier.index()]);
             if open {
                 queue.entry(key).or_insert_with(|| Waiting {
                     location: incident.location,
@@ -245,29 +247,54 @@ impl Dispatcher {
             })
             .collect();
         for (seq, distance_m, eta_s, within_target) in candidates {
-            let Some(mut incident) = self.incidents.get_mut(&seq) else { continue };
-            let incident = &mut *incident;
-            let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { continue };
-            if incident.status != IncidentStatus::Open || open_slots(&incident.tiers[ti]) == 0 {
-                continue;
+            let why = || {
+                let due = if within_target { "" } else { "; fallback due" };
+                format!("from the waiting queue: {unit_id} became available{due}")
+            };
+            let pick = || Pick { unit_id: unit_id.clone(), distance_m, eta_s, within_target };
+            match self.fill_slot(seq, tier, unit_id, pick, why, now, fx) {
+                Fill::Paged => {
+                    self.queues.count(Decision::QueueFill);
+                    return true;
+                }
+                Fill::Taken => return false, // nothing left to offer
+                Fill::NoSlot => {}
             }
-            if incident.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == **unit_id) {
-                continue; // never paged twice for one incident
-            }
-            if !self.try_reserve(unit_id, &incident.id, now, fx) {
-                return false; // taken meanwhile: nothing left to offer
-            }
-            let pick = Pick { unit_id: unit_id.clone(), distance_m, eta_s, within_target };
-            let why = format!(
-                "from the waiting queue: {unit_id} became available{}",
-                if within_target { "" } else { "; fallback due" }
-            );
-            self.page_slot(incident, ti, &pick, 1, &why, now, fx);
-            self.stored(incident, fx);
-            self.queues.count(Decision::QueueFill);
-            return true;
         }
         false
+    }
+
+    /// Pages `unit_id` for an open slot of `tier` in incident `seq`, under
+    /// the incident's lock, if the slot is still open, the incident never had
+    /// the unit, and the unit can still be reserved. `pick` and `why` are
+    /// made only then.
+    // Eight arguments: where, who, and the page's parts, made lazily.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_slot(
+        &self,
+        seq: u64,
+        tier: Tier,
+        unit_id: &Arc<str>,
+        pick: impl FnOnce() -> Pick,
+        why: impl FnOnce() -> String,
+        now: Timestamp,
+        fx: &dyn Effects,
+    ) -> Fill {
+        let Some(mut incident) = self.incidents.get_mut(&seq) else { return Fill::NoSlot };
+        let incident = &mut *incident;
+        let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { return Fill::NoSlot };
+        if incident.status != IncidentStatus::Open || open_slots(&incident.tiers[ti]) == 0 {
+            return Fill::NoSlot;
+        }
+        if incident.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == **unit_id) {
+            return Fill::NoSlot; // never paged twice for one incident
+        }
+        if !self.try_reserve(unit_id, &incident.id, now, fx) {
+            return Fill::Taken;
+        }
+        self.page_slot(incident, ti, &pick(), 1, &why(), now, fx);
+        self.stored(incident, fx);
+        Fill::Paged
     }
 
     /// Pages `pick` for an open slot of tier `ti` (the unit is reserved for
@@ -359,23 +386,12 @@ impl Dispatcher {
             let Some(u) = unit else { continue };
             let unit_id = &units[u];
             let Some(position) = self.units.get(unit_id).map(|u| u.position) else { continue };
-            let Some(mut incident) = self.incidents.get_mut(&slot.seq) else { continue };
-            let incident = &mut *incident;
-            let Some(ti) = incident.tiers.iter().position(|t| t.tier == tier) else { continue };
-            if incident.status != IncidentStatus::Open || open_slots(&incident.tiers[ti]) == 0 {
-                continue;
+            let pick = || self.pick_at(unit_id, position, tier, tier, slot.location);
+            let why = || format!("fallback round: matched with {waiting} waiting {tier} slot(s)");
+            // A unit taken meanwhile leaves its slot to the queue.
+            if self.fill_slot(slot.seq, tier, unit_id, pick, why, now, fx) == Fill::Paged {
+                self.queues.count(Decision::FallbackRound);
             }
-            if incident.tiers.iter().flat_map(|t| &t.assignments).any(|a| a.unit_id == **unit_id) {
-                continue;
-            }
-            if !self.try_reserve(unit_id, &incident.id, now, fx) {
-                continue; // taken meanwhile
-            }
-            let pick = self.pick_at(unit_id, position, tier, tier, slot.location);
-            let why = format!("fallback round: matched with {waiting} waiting {tier} slot(s)");
-            self.page_slot(incident, ti, &pick, 1, &why, now, fx);
-            self.stored(incident, fx);
-            self.queues.count(Decision::FallbackRound);
         }
     }
 
@@ -612,6 +628,16 @@ impl Dispatcher {
         let reach = if fallback { Reach::Fallback } else { Reach::Target };
         self.pick_for(incident, tier, tier, reach, now, fx)
     }
+}
+
+/// What [`Dispatcher::fill_slot`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fill {
+    Paged,
+    /// The unit was reserved by someone else meanwhile.
+    Taken,
+    /// The slot is gone (filled, closed) or the incident had the unit before.
+    NoSlot,
 }
 
 /// One slot's edges of a matching: (unit, cost).

@@ -227,15 +227,11 @@ fn capabilities_pass_over_a_nearer_unit_and_preview_says_why() {
     assert_eq!(passed.unit_id, "T3-near");
     assert!(passed.reason.contains("lacks flood"), "{}", passed.reason);
     // A fire asks for no capability: the nearer one.
-    let fire = d.preview(p(), IncidentKind::Fire, 2, T0).unwrap();
-    assert_eq!(fire.tiers.iter().find(|t| t.tier == Tier::T3).unwrap().assignments[0].unit_id, "T3-near");
+    let fire_preview = d.preview(p(), IncidentKind::Fire, 2, T0).unwrap();
+    assert_eq!(fire_preview.tiers.iter().find(|t| t.tier == Tier::T3).unwrap().assignments[0].unit_id, "T3-near");
     // A report honours it too.
-    let r = d.report(NewIncident { kind: IncidentKind::Flood, ..fire_at("f", p()) }, T0, &NoEffects).unwrap();
+    let r = d.report(NewIncident { kind: IncidentKind::Flood, ..fire("f", p()) }, T0, &NoEffects).unwrap();
     assert_eq!(r.incident.tiers.iter().find(|t| t.tier == Tier::T3).unwrap().assignments[0].unit_id, "T3-boat");
-}
-
-fn fire_at(external_id: &str, at: LatLng) -> NewIncident {
-    fire(external_id, at)
 }
 
 /// The rule with capabilities, against a brute-force scan: for random
