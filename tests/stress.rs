@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lastmile_core::dispatcher::Decision;
 use lastmile_suite::v1 as pb;
 use lastmile_suite::{FeedReplay, SplitMix64, TestServer, all_incidents, config_on_disk, test_seed, units_json};
 use tokio::task::JoinSet;
@@ -119,15 +120,20 @@ async fn thousands_of_incidents_against_a_few_hundred_units_never_double_assign(
     // Stop the server (and its timers), then the exact checks.
     server.shutdown().await;
     dispatcher.check_invariants().expect("core invariants");
-    let (replay, cut, policy) = replay.await.expect("feed task");
+    let (replay, cut) = replay.await.expect("feed task");
     assert!(cut.is_none(), "the feed watcher was cut off: {cut:?}");
     assert_eq!(replay.gaps, 0, "feed events missed");
     assert!(replay.violations.is_empty(), "double assignment on the feed: {:?}", &replay.violations[..]);
     assert!(replay.pages > INCIDENTS as u64 / 10, "the run paged hardly anyone: {} pages", replay.pages);
     // The waiting queue and pre-emption ran under the same interleavings.
-    assert!(policy.queue_fills > 0 && policy.pre_emptions > 0, "the surge policy never acted: {policy:?}");
+    let [queue_fills, pre_emptions] = [Decision::QueueFill, Decision::Preemption].map(|d| dispatcher.decisions(d));
+    assert!(
+        queue_fills > 0 && pre_emptions > 0,
+        "the surge policy never acted: {queue_fills} queue fills, {pre_emptions} pre-emptions"
+    );
+    let policy = format!("{queue_fills} queue fills, {pre_emptions} pre-emptions");
     println!(
-        "stress: {} incidents, {} feed events, {} pages, {} publication-order inversions, {policy:?}",
+        "stress: {} incidents, {} feed events, {} pages, {} publication-order inversions, {policy}",
         INCIDENTS, replay.events, replay.pages, replay.inversions
     );
 }
@@ -162,29 +168,12 @@ async fn start_server(units: &[(String, u32, f64, f64)]) -> TestServer {
     TestServer::start_with(config).await
 }
 
-/// What the surge policy did, counted from the feed.
-#[derive(Debug, Default)]
-struct Policy {
-    /// Pages of a waiting slot to a unit that came free.
-    queue_fills: u64,
-    /// Unacknowledged pages taken by a report that needed the unit more.
-    pre_emptions: u64,
-    /// UNRESPONSIVE units back (a status report or a position).
-    recoveries: u64,
-}
-
 /// Replays the feed until it ends; the status it was cut off with, if any.
-async fn replay_feed(mut feed: tonic::Streaming<pb::DispatchEvent>) -> (FeedReplay, Option<tonic::Status>, Policy) {
+async fn replay_feed(mut feed: tonic::Streaming<pb::DispatchEvent>) -> (FeedReplay, Option<tonic::Status>) {
     let mut replay = FeedReplay::default();
-    let mut policy = Policy::default();
     let cut = loop {
         match feed.message().await {
-            Ok(Some(event)) => {
-                policy.queue_fills += u64::from(event.detail.contains("from the waiting queue"));
-                policy.pre_emptions += u64::from(event.detail.contains("page withdrawn: "));
-                policy.recoveries += u64::from(event.detail.starts_with("UNRESPONSIVE -> AVAILABLE"));
-                replay.apply(&event)
-            }
+            Ok(Some(event)) => replay.apply(&event),
             Ok(None) => break None,
             // The server's shutdown ends the feed with UNAVAILABLE.
             Err(status) if status.code() == tonic::Code::Unavailable => break None,
@@ -192,7 +181,7 @@ async fn replay_feed(mut feed: tonic::Streaming<pb::DispatchEvent>) -> (FeedRepl
         }
     };
     replay.finish();
-    (replay, cut, policy)
+    (replay, cut)
 }
 
 /// Reports from REPORTERS concurrent workers; each incident closed at random.

@@ -137,17 +137,13 @@ async fn drive(
     for step in 1..=steps {
         tokio::time::sleep(Duration::from_secs_f64(travel_s / steps as f64 / scale)).await;
         let f = step as f64 / steps as f64;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let report = pb::PositionReport {
             unit_id: unit_id.to_string(),
             position: Some(pb::LatLng {
                 lat: from.lat + (to.lat - from.lat) * f,
                 lng: from.lng + (to.lng - from.lng) * f,
             }),
-            measured_at: Some(prost_types::Timestamp {
-                seconds: now.as_secs() as i64,
-                nanos: now.subsec_nanos() as i32,
-            }),
+            measured_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
         };
         if tx.send(report).await.is_err() {
             break;
@@ -411,11 +407,10 @@ async fn report_one_position(
     unit_id: &str,
     at: pb::LatLng,
 ) -> Result<(), tonic::Status> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let fix = pb::PositionReport {
         unit_id: unit_id.to_string(),
         position: Some(at),
-        measured_at: Some(prost_types::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }),
+        measured_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
     };
     client.report_position(tokio_stream::iter([fix])).await.map(|_| ())
 }

@@ -1252,11 +1252,14 @@ struct PageTally {
     incidents_every_tier_filled: u64,
     /// Tiers that did not apply (NOT_APPLICABLE), left out of the rest.
     tiers_not_applicable: u64,
-    /// Of the applicable tiers at report, those PAGING (every unit within target).
-    found: FindShare,
 }
 
 impl PageTally {
+    /// Of the applicable tiers at report, those PAGING (every unit within target).
+    fn found(&self) -> FindShare {
+        FindShare { tiers: self.tiers_total, found: self.tiers_paging }
+    }
+
     fn count(expected: &[(usize, &Reported)], report_run: &PhaseRun<Reported>, log: &PageLog) -> PageTally {
         let mut tally = PageTally {
             page_micros: new_histogram(),
@@ -1272,7 +1275,6 @@ impl PageTally {
             tiers_unfilled: BTreeMap::new(),
             incidents_every_tier_filled: 0,
             tiers_not_applicable: 0,
-            found: FindShare::default(),
         };
         for (i, r) in expected {
             tally.add(r, report_run.samples[*i].intended, log);
@@ -1290,7 +1292,6 @@ impl PageTally {
                 self.tiers_not_applicable += 1;
                 continue;
             }
-            self.found.add(*state);
             self.tiers_total += 1;
             if assigned.len() < *required as usize {
                 filled = false;
@@ -1533,7 +1534,7 @@ impl Findings<'_> {
 
     /// How often reports found every unit within target, idle and under load.
     fn find_share_json(&self) -> serde_json::Value {
-        let (idle, load) = (self.setup.idle, self.pages.found);
+        let (idle, load) = (self.setup.idle, self.pages.found());
         json!({
             "idle_previews": { "tiers": idle.tiers, "found": idle.found, "share": idle.share() },
             "under_load": { "tiers": load.tiers, "found": load.found, "share": load.share() },
@@ -1572,7 +1573,7 @@ impl Findings<'_> {
 
     /// The find shares and, with --optimality, the comparison per tier.
     fn print_optimality(&self) {
-        let (idle, load) = (self.setup.idle, self.pages.found);
+        let (idle, load) = (self.setup.idle, self.pages.found());
         println!(
             "  reports that found every unit within target (applicable tiers): idle district {:.1}% ({} of {} previewed), under this load {:.1}% ({} of {}): {:.2} of idle",
             idle.share() * 100.0,

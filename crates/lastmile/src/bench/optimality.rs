@@ -83,16 +83,10 @@ pub fn settle_wait(config: &DispatchConfig) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(policy.fallback_delay_s) + u64::from(policy.fallback_round_s) + 2)
 }
 
+/// The incident's kind as the server reads it (an unknown or unspecified
+/// one as OTHER: the read-back has only kinds the server accepted).
 fn kind_of(kind: i32) -> IncidentKind {
-    match pb::IncidentKind::try_from(kind) {
-        Ok(pb::IncidentKind::Fire) => IncidentKind::Fire,
-        Ok(pb::IncidentKind::Flood) => IncidentKind::Flood,
-        Ok(pb::IncidentKind::Rescue) => IncidentKind::Rescue,
-        Ok(pb::IncidentKind::Hazmat) => IncidentKind::Hazmat,
-        Ok(pb::IncidentKind::Medical) => IncidentKind::Medical,
-        Ok(pb::IncidentKind::Traffic) => IncidentKind::Traffic,
-        _ => IncidentKind::Other,
-    }
+    lastmile_server::wire::kind("kind", kind).ok().flatten().unwrap_or(IncidentKind::Other)
 }
 
 fn point(p: Option<&pb::LatLng>) -> Option<LatLng> {
