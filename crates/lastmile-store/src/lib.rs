@@ -23,15 +23,19 @@
 //! ([`ApplyPolicy`]); [`JournalStore::settle`] makes them current before a
 //! read of history.
 //!
-//! [`JournalStore`] is the seam: [`SqliteStore`] is the one durable
-//! implementation; the server opens it through one resolver, ready for a
-//! second backend. This crate knows nothing of the dispatch domain: bodies
+//! [`JournalStore`] is the seam, with two durable implementations:
+//! [`SqliteStore`] (the embedded default) and [`PostgresStore`] (a database
+//! server, same layout and contract); the server opens one through one
+//! resolver. This crate knows nothing of the dispatch domain: bodies
 //! are opaque bytes; the server serialises.
 
 #![forbid(unsafe_code)]
 
+mod log;
+mod postgres;
 mod sqlite;
 
+pub use postgres::{PgOptions, PostgresStore, valid_schema_name};
 pub use sqlite::{ApplyPolicy, DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};
 
 /// One change to store. Incidents are keyed by their sequence number.
@@ -94,6 +98,8 @@ pub enum StoreError {
     },
     #[error("journal {path}: {what}")]
     Io { path: String, what: String },
+    #[error("journal {at}: {what}: {detail}")]
+    Postgres { at: String, what: &'static str, detail: String },
 }
 
 /// A durable store of the live state, the history and the timeline.

@@ -22,7 +22,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::{ClosedQuery, HistoryReader, JournalStore, Record, Recovered, StoreError};
 
-mod log;
+use crate::log;
 
 pub const DB_FILE: &str = "lastmile.db";
 pub const LOCK_FILE: &str = "lastmile.lock";

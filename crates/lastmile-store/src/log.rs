@@ -27,7 +27,7 @@ const CALIBRATION: u8 = 5;
 
 /// The bytes of one batch (one log row), into `out` (cleared first: the
 /// store keeps one buffer, so a large batch does not take fresh pages).
-pub(super) fn encode(batch: &[Record], out: &mut Vec<u8>) {
+pub(crate) fn encode(batch: &[Record], out: &mut Vec<u8>) {
     let size: usize = batch.iter().map(encoded_len).sum();
     out.clear();
     out.reserve(4 + size);
@@ -92,7 +92,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The records of one log row; `Err` names what is malformed (a row
 /// SQLite returned whole, so only a bug or a foreign writer makes one).
-pub(super) fn decode(mut row: &[u8]) -> Result<Vec<Record>, String> {
+pub(crate) fn decode(mut row: &[u8]) -> Result<Vec<Record>, String> {
     let r = &mut row;
     let count = take_u32(r)? as usize;
     let mut records = Vec::with_capacity(count.min(1 << 16));
@@ -151,19 +151,19 @@ fn take_bytes(r: &mut &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// An incident's last state in the pending commits.
-pub(super) enum Latest {
+pub(crate) enum Latest {
     Open(Vec<u8>),
     Archived { reported_at_ms: i64, closed_at_ms: i64, body: Vec<u8>, outcome: Vec<u8> },
 }
 
 /// A timeline row: incident, first entry's number, its time, the entries.
-pub(super) type TimelineRow = (u64, u32, i64, Vec<u8>);
+pub(crate) type TimelineRow = (u64, u32, i64, Vec<u8>);
 
 /// Commits in the log and not yet in the tables, coalesced: per incident
 /// and per unit only the last state (an incident's last record decides
 /// whether it is live or archived), every timeline entry in order.
 #[derive(Default)]
-pub(super) struct Pending {
+pub(crate) struct Pending {
     /// By sequence number.
     pub incidents: BTreeMap<u64, Latest>,
     pub units: HashMap<String, Vec<u8>>,

@@ -1,0 +1,217 @@
+//! Against a real PostgreSQL server: `LASTMILE_TEST_PG_URL` (CI starts one
+//! with `.ci/postgres.sh`). Without it the tests say so and pass, unless
+//! `LASTMILE_REQUIRE_PG` is set (CI sets it), when they fail. Each test has
+//! a schema of its own, dropped first, so they run in parallel.
+
+use super::*;
+
+fn url() -> Option<String> {
+    match std::env::var("LASTMILE_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("LASTMILE_REQUIRE_PG").is_none(),
+                "LASTMILE_REQUIRE_PG is set but LASTMILE_TEST_PG_URL is not (eval \"$(bash .ci/postgres.sh)\")"
+            );
+            eprintln!("skipped: LASTMILE_TEST_PG_URL is not set (eval \"$(bash .ci/postgres.sh)\")");
+            None
+        }
+    }
+}
+
+fn options(url: &str, schema: &str) -> PgOptions {
+    PgOptions {
+        url: url.to_string(),
+        schema: schema.to_string(),
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(10),
+        apply: ApplyPolicy::default(),
+    }
+}
+
+/// A store on a schema of its own, emptied first.
+fn fresh(name: &str) -> Option<(String, PgOptions)> {
+    let url = url()?;
+    let schema = format!("lastmile_test_{name}_{}", std::process::id());
+    let rt = PgRuntime::new().unwrap();
+    let (u, s) = (url.clone(), schema.clone());
+    rt.run(async move {
+        let client = connect(u.parse().unwrap(), "test".into()).await.unwrap();
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE")).await.unwrap();
+    });
+    Some((url.clone(), options(&url, &schema)))
+}
+
+fn sql(url: &str, statement: String) {
+    let rt = PgRuntime::new().unwrap();
+    let url = url.to_string();
+    rt.run(async move {
+        let client = connect(url.parse().unwrap(), "test".into()).await.unwrap();
+        client.batch_execute(&statement).await.unwrap();
+    });
+}
+
+fn incident(seq: u64, body: &str) -> Record {
+    Record::Incident { seq, body: body.as_bytes().to_vec() }
+}
+
+fn unit(id: &str, body: &str) -> Record {
+    Record::Unit { id: id.into(), body: body.as_bytes().to_vec() }
+}
+
+fn archive(seq: u64, reported_at_ms: i64, closed_at_ms: i64, body: &str) -> Record {
+    let outcome = format!("o{seq}").into_bytes();
+    Record::Archive { seq, reported_at_ms, closed_at_ms, body: body.as_bytes().to_vec(), outcome }
+}
+
+fn entry(incident_seq: u64, n: u32, body: &str) -> Record {
+    Record::Timeline { incident_seq, n, at_ms: i64::from(n), body: body.as_bytes().to_vec() }
+}
+
+fn bytes(items: &[&str]) -> Vec<Vec<u8>> {
+    items.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn commits_survive_reopening_and_keep_the_latest_state() {
+    let Some((_, opts)) = fresh("roundtrip") else { return };
+    let mut store = PostgresStore::open(opts.clone()).unwrap();
+    store.commit(vec![incident(1, "a"), unit("T1", "u1")], 5).unwrap();
+    store.commit(vec![incident(1, "b"), incident(2, "c")], 9).unwrap();
+    drop(store); // not applied: the next open applies the log
+    let got = PostgresStore::open(opts).unwrap().recover(10).unwrap();
+    assert_eq!(got.incidents, bytes(&["b", "c"]));
+    assert_eq!(got.units, bytes(&["u1"]));
+    assert_eq!((got.feed_seq, got.commits, got.records), (9, 2, 4));
+}
+
+#[test]
+fn a_key_written_twice_in_one_batch_keeps_its_last_body_and_a_close_archives() {
+    let Some((_, opts)) = fresh("twice") else { return };
+    let mut store = PostgresStore::open(opts.clone()).unwrap();
+    let batch = [incident(1, "reported"), unit("T1", "paged"), incident(2, "other"), unit("T1", "available")];
+    store.commit(batch.to_vec(), 3).unwrap();
+    store
+        .commit(vec![incident(1, "closing"), archive(1, 10, 20, "closed"), entry(1, 0, "r"), entry(1, 0, "r2")], 4)
+        .unwrap();
+    store.settle().unwrap();
+    drop(store);
+    let got = PostgresStore::open(opts).unwrap().recover(10).unwrap();
+    assert_eq!(got.incidents, bytes(&["other"]), "the closed incident left the live rows");
+    assert_eq!(got.units, bytes(&["available"]));
+    assert_eq!(got.recent_closed, bytes(&["closed"]));
+    assert_eq!(got.history_len, 1);
+    assert!(got.timelines.is_empty(), "a closed incident's timeline is not read at start");
+}
+
+#[test]
+fn history_and_timelines_are_read_while_the_writer_writes_and_prune_bounds_them() {
+    let Some((_, opts)) = fresh("history") else { return };
+    let mut store = PostgresStore::open(opts.clone()).unwrap();
+    let reader = store.reader().unwrap();
+    store.commit(vec![incident(1, "open-1"), entry(1, 0, "reported"), entry(1, 1, "paged")], 1).unwrap();
+    store.commit(vec![incident(2, "open-2"), entry(2, 0, "reported")], 2).unwrap();
+    store.settle().unwrap();
+    assert_eq!(reader.timeline(1).unwrap(), bytes(&["reported", "paged"]));
+    let live = store.recover(0).unwrap();
+    assert_eq!(live.timelines.len(), 3, "open incidents' timelines are read at start");
+    store.commit(vec![entry(1, 2, "closed"), archive(1, 1_000, 5_000, "closed-1")], 3).unwrap();
+    store.settle().unwrap();
+    assert_eq!(reader.incident(1).unwrap(), Some(b"closed-1".to_vec()));
+    assert_eq!(reader.incident(2).unwrap(), None, "open incidents are not history");
+    assert_eq!(reader.timeline(1).unwrap(), bytes(&["reported", "paged", "closed"]));
+    for (seq, reported) in [(3, 2_000), (4, 3_000), (5, 4_000)] {
+        let body = format!("closed-{seq}");
+        store.commit(vec![incident(seq, "x"), archive(seq, reported, 6_000 + reported, &body)], 4).unwrap();
+    }
+    store.settle().unwrap();
+    let seqs = |q: ClosedQuery| reader.closed(&q).unwrap().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    assert_eq!(seqs(ClosedQuery { limit: 10, ..Default::default() }), [1, 3, 4, 5]);
+    assert_eq!(seqs(ClosedQuery { limit: 2, after_seq: 1, ..Default::default() }), [3, 4]);
+    assert_eq!(seqs(ClosedQuery { from_ms: Some(2_000), to_ms: Some(4_000), limit: 10, ..Default::default() }), [3, 4]);
+    assert_eq!(reader.outcomes(0, 10_000).unwrap(), bytes(&["o1", "o3", "o4", "o5"]));
+    assert_eq!(reader.recent_outcomes(2).unwrap(), bytes(&["o5", "o4"]));
+    // Closed before 9 000 ms: 1 (5 000) and 3 (8 000); at most 1 at a time.
+    assert_eq!(store.prune(9_000, 1).unwrap(), 1);
+    assert_eq!(store.prune(9_000, 10).unwrap(), 1);
+    assert_eq!(store.prune(9_000, 10).unwrap(), 0);
+    assert_eq!(reader.incident(1).unwrap(), None);
+    assert!(reader.timeline(1).unwrap().is_empty(), "a pruned incident's timeline goes with it");
+    assert_eq!(seqs(ClosedQuery { limit: 10, ..Default::default() }), [4, 5]);
+    assert_eq!(store.recover(0).unwrap().history_len, 2);
+}
+
+#[test]
+fn a_second_writer_on_the_same_schema_is_refused_and_the_lock_goes_with_the_first() {
+    let Some((_, opts)) = fresh("lock") else { return };
+    let first = PostgresStore::open(opts.clone()).unwrap();
+    let err = PostgresStore::open(opts.clone()).err().expect("a second writer is refused").to_string();
+    assert!(err.contains("another lastmile server is writing this schema"), "{err}");
+    drop(first);
+    // The session ends with the store (its lock with it); PostgreSQL may
+    // take a moment to notice the closed connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match PostgresStore::open(opts.clone()) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.to_string().contains("another lastmile server"), "{e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the lock outlived its store: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_newer_schema_a_bad_schema_name_and_a_bad_url_are_refused_with_what_is_wrong() {
+    let Some((url, opts)) = fresh("newer") else { return };
+    drop(PostgresStore::open(opts.clone()).unwrap());
+    sql(&url, format!("UPDATE \"{}\".schema_version SET version = 99", opts.schema));
+    let err = PostgresStore::open(opts.clone()).err().unwrap().to_string();
+    assert!(err.contains("schema version 99 is newer than this lastmile's (1)"), "{err}");
+
+    let bad = PgOptions { schema: "Robert'); DROP".into(), ..opts.clone() };
+    let err = PostgresStore::open(bad).err().unwrap().to_string();
+    assert!(err.contains("journal.schema") && err.contains("lower-case letters"), "{err}");
+
+    let bad = PgOptions { url: "postgres://[::1".into(), ..opts.clone() };
+    let err = PostgresStore::open(bad).err().unwrap().to_string();
+    assert!(err.contains("journal.url: not a PostgreSQL URL"), "{err}");
+
+    let nobody = PgOptions {
+        url: "postgres://postgres@127.0.0.1:1/postgres".into(),
+        connect_timeout: Duration::from_secs(2),
+        ..opts
+    };
+    let err = PostgresStore::open(nobody).err().unwrap().to_string();
+    assert!(err.contains("cannot connect") && err.contains("127.0.0.1:1"), "{err}");
+}
+
+#[test]
+fn a_commit_after_the_server_ends_the_session_fails_and_is_not_kept() {
+    let Some((url, opts)) = fresh("gone") else { return };
+    let mut store = PostgresStore::open(opts.clone()).unwrap();
+    store.commit(vec![incident(1, "kept")], 1).unwrap();
+    // What a database restart or failover does to the writer's session.
+    sql(
+        &url,
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'lastmile' AND query LIKE '%INSERT INTO log%' AND pid <> pg_backend_pid()"
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match store.commit(vec![incident(2, "lost")], 2) {
+            Err(e) => break e.to_string(),
+            Ok(()) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(()) => panic!("commits went on after the session was ended"),
+        }
+    };
+    assert!(err.contains("cannot commit"), "{err}");
+    drop(store);
+    let got = PostgresStore::open(opts).unwrap().recover(0).unwrap();
+    assert!(got.incidents.contains(&b"kept".to_vec()), "what was committed before is there");
+}
