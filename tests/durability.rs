@@ -149,13 +149,28 @@ mod kill_9 {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
-        let mut rng = SplitMix64(test_seed("kill_9"));
+        kill_9_rounds("kill_9", &[]).await;
+    }
+
+    /// The same on the PostgreSQL journal (a real server: `.ci/postgres.sh`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_postgres_kill_9_at_random_moments_loses_nothing_acknowledged() {
+        let Some(journal) = lastmile_suite::postgres_journal("kill9") else { return };
+        kill_9_rounds("kill_9_postgres", &journal).await;
+    }
+
+    /// Four servers in turn on one journal (the config's data directory, or
+    /// the one `journal`'s flags name), each SIGKILLed in a surge.
+    async fn kill_9_rounds(seed_name: &str, journal: &[String]) {
+        let mut rng = SplitMix64(test_seed(seed_name));
         let dir = temp_dir("kill9");
         let config_path = lastmile_suite::config_with_tier1_timing_out(&dir);
         let answered: Arc<Mutex<BTreeMap<String, pb::Incident>>> = Arc::default();
         let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let mut args = vec!["--config".to_string(), config_path.display().to_string()];
+        args.extend_from_slice(journal);
         for round in 0..4u64 {
-            let server = ServedBinary::start([std::ffi::OsStr::new("--config"), config_path.as_os_str()]);
+            let server = ServedBinary::start(&args);
             let mut client = DispatchClient::new(channel(&server.endpoint()).await);
             verify_after_restart(&mut client, &answered, &acked, round).await;
             if round == 3 {
@@ -387,6 +402,44 @@ mod fail_closed {
                 .unwrap_or_else(|e| panic!("{id} lost: {e:?}"));
         }
         server.dispatcher.check_invariants().unwrap();
+    }
+
+    /// The database ends the writer's session (what a database restart or
+    /// failover does): the server fails closed, naming the database, and a
+    /// restart on the same schema has every incident answered OK.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_postgres_a_lost_session_is_refused_and_nothing_unstored_is_answered_ok() {
+        let Some(journal) = lastmile_suite::postgres_journal("lost") else { return };
+        let (url, schema) = (&journal[1], &journal[3]);
+        let server = ServedBinary::start(&journal);
+        let channel = tonic::transport::Channel::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
+        let mut client = lastmile_suite::v1::dispatch_client::DispatchClient::new(channel);
+        let stored = client.report_incident(report("pg-kept")).await.unwrap().into_inner().incident.unwrap().id;
+        let terminate = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'lastmile writer {schema}'"
+        );
+        let out =
+            Command::new("psql").args([url.as_str(), "-Atc", &terminate]).output().expect("psql (postgresql-client)");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "one writer session");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let failure = lastmile_suite::eventually(|| {
+            let mut client = client.clone();
+            async move {
+                let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+                client.report_incident(report(&format!("pg-after-{n}"))).await.err()
+            }
+        })
+        .await;
+        assert_eq!(failure.code(), tonic::Code::Unavailable, "{failure:?}");
+        assert!(failure.message().contains(&format!("schema {schema}")), "names the database: {}", failure.message());
+        let again = client.report_incident(report("pg-kept")).await.unwrap_err();
+        assert_eq!(again.code(), tonic::Code::Unavailable, "every change is refused from then on");
+        client.get_incident(pb::GetIncidentRequest { id: stored.clone() }).await.unwrap();
+        drop(server);
+        let server = ServedBinary::start(&journal);
+        let channel = tonic::transport::Channel::from_shared(server.endpoint()).unwrap().connect().await.unwrap();
+        let mut client = lastmile_suite::v1::dispatch_client::DispatchClient::new(channel);
+        client.get_incident(pb::GetIncidentRequest { id: stored }).await.expect("answered OK, so stored");
     }
 
     #[test]

@@ -78,8 +78,22 @@ async fn script(client: &mut Dispatch, terminal: &mut UnitTerminalClient<Channel
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_incident_has_one_timeline_over_grpc_and_http_and_after_a_sigkill() {
     let dir = temp_dir("timeline");
-    let data_dir = [std::ffi::OsStr::new("--data-dir"), dir.as_os_str()];
-    let server = ServedBinary::start(data_dir);
+    let data_dir = vec!["--data-dir".to_string(), dir.display().to_string()];
+    scripted_timeline_survives_a_sigkill(&data_dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same on the PostgreSQL journal (a real server: `.ci/postgres.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_scripted_incident_has_one_timeline_over_grpc_and_http_and_after_a_sigkill() {
+    let Some(journal) = lastmile_suite::postgres_journal("timeline") else { return };
+    scripted_timeline_survives_a_sigkill(&journal).await;
+}
+
+/// A scripted incident's timeline over gRPC and HTTP, then the server
+/// SIGKILLed and restarted on the journal `journal` (serve's flags) names.
+async fn scripted_timeline_survives_a_sigkill(journal: &[String]) {
+    let server = ServedBinary::start(journal);
     let (mut client, mut terminal) = clients(server.endpoint()).await;
     let (closed_id, open_id) = script(&mut client, &mut terminal).await;
 
@@ -116,7 +130,7 @@ async fn a_scripted_incident_has_one_timeline_over_grpc_and_http_and_after_a_sig
 
     // SIGKILL, restart on the same journal: nothing answered is lost.
     drop(server);
-    let server = ServedBinary::start(data_dir);
+    let server = ServedBinary::start(journal);
     let (mut client, _) = clients(server.endpoint()).await;
     assert_eq!(timeline(&mut client, &closed_id).await, closed, "the closed incident's timeline, from history");
     // The open incident's timers may have fired since (a slow machine): what
@@ -124,7 +138,6 @@ async fn a_scripted_incident_has_one_timeline_over_grpc_and_http_and_after_a_sig
     let recovered = timeline(&mut client, &open_id).await;
     assert!(recovered.entries.starts_with(&open.entries), "the open incident's timeline, recovered: {recovered:?}");
     assert_eq!(client.get_incident(get(&closed_id)).await.unwrap().into_inner(), final_state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

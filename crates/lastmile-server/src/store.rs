@@ -5,20 +5,26 @@
 
 use std::time::Duration;
 
-use lastmile_store::{ApplyPolicy, JournalStore, SqliteStore, StoreError};
+use lastmile_store::{ApplyPolicy, JournalStore, PgOptions, PostgresStore, SqliteStore, StoreError};
 
 use crate::config::{JournalBackend, JournalConfig};
 
 /// The store `journal.backend` names; `None` for memory (nothing to open).
 pub fn open(journal: &JournalConfig) -> Result<Option<Box<dyn JournalStore>>, StoreError> {
+    let policy = ApplyPolicy {
+        max_records: journal.apply_max_records,
+        interval: Duration::from_millis(journal.apply_interval_ms),
+    };
     Ok(match &journal.backend {
         JournalBackend::Memory => None,
-        JournalBackend::Sqlite { data_dir } => {
-            let policy = ApplyPolicy {
-                max_records: journal.apply_max_records,
-                interval: Duration::from_millis(journal.apply_interval_ms),
-            };
-            Some(Box::new(SqliteStore::open_with(data_dir, policy)?))
-        }
+        JournalBackend::Sqlite { data_dir } => Some(Box::new(SqliteStore::open_with(data_dir, policy)?)),
+        JournalBackend::Postgres(pg) => Some(Box::new(PostgresStore::open(PgOptions {
+            url: pg.url.clone(),
+            schema: pg.schema.clone(),
+            pool_size: pg.pool_size,
+            connect_timeout: Duration::from_millis(pg.connect_timeout_ms),
+            statement_timeout: Duration::from_millis(pg.statement_timeout_ms),
+            apply: policy,
+        })?)),
     })
 }

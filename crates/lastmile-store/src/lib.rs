@@ -35,7 +35,7 @@ mod log;
 mod postgres;
 mod sqlite;
 
-pub use postgres::{PgOptions, PostgresStore, valid_schema_name};
+pub use postgres::{PgOptions, PostgresStore, drop_schema, valid_schema_name};
 pub use sqlite::{ApplyPolicy, DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};
 
 /// One change to store. Incidents are keyed by their sequence number.

@@ -113,6 +113,30 @@ impl Drop for PgRuntime {
     }
 }
 
+/// Drops `schema` and everything in it (a benchmark's or a test's fresh
+/// start; never called by the server).
+pub fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+    if !valid_schema_name(schema) {
+        return Err(StoreError::Postgres {
+            at: "schema".into(),
+            what: "not a usable schema name",
+            detail: schema.into(),
+        });
+    }
+    let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| StoreError::Postgres {
+        at: "url".into(),
+        what: "not a PostgreSQL URL",
+        detail: e.to_string(),
+    })?;
+    let location = location_of(&config, schema);
+    let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
+    let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    rt.run(async move {
+        let client = connect(config, location.clone()).await?;
+        client.batch_execute(&sql).await.map_err(pg_err(&location, "cannot drop the schema"))
+    })
+}
+
 /// The writer's prepared statements.
 struct Prepared {
     insert_log: Statement,
@@ -122,7 +146,8 @@ pub struct PostgresStore {
     rt: Arc<PgRuntime>,
     client: Arc<Client>,
     prepared: Prepared,
-    config: tokio_postgres::Config,
+    /// The readers' sessions' settings.
+    readers: tokio_postgres::Config,
     options: PgOptions,
     location: String,
     pending: log::Pending,
@@ -227,8 +252,13 @@ impl PostgresStore {
             options.schema,
             options.statement_timeout.as_millis()
         ));
-        if config.get_application_name().is_none() {
-            config.application_name("lastmile");
+        // Which server's session is which, in pg_stat_activity (unless the
+        // URL names one).
+        let named = config.get_application_name().is_some();
+        let mut readers = config.clone();
+        if !named {
+            config.application_name(&format!("lastmile writer {}", options.schema));
+            readers.application_name(&format!("lastmile reader {}", options.schema));
         }
         let location = location_of(&config, &options.schema);
         let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
@@ -282,7 +312,7 @@ impl PostgresStore {
             rt,
             client,
             prepared,
-            config,
+            readers,
             options,
             location,
             pending: log::Pending::default(),
@@ -621,7 +651,7 @@ impl JournalStore for PostgresStore {
 
     fn reader(&self) -> Result<Box<dyn HistoryReader>, StoreError> {
         let manager =
-            Manager::from_config(self.config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            Manager::from_config(self.readers.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(self.options.pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)

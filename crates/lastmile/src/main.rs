@@ -131,6 +131,13 @@ struct ServeArgs {
     /// Journal backend "memory": nothing survives a restart (demos, benchmarks).
     #[arg(long)]
     in_memory: bool,
+    /// PostgreSQL journal at this URL, overriding `[journal]` (a URL with a
+    /// password shows in the process list: prefer `journal.url_env`).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["in_memory", "data_dir"])]
+    postgres: Option<String>,
+    /// The PostgreSQL schema of lastmile's tables, with --postgres (default: lastmile).
+    #[arg(long, value_name = "NAME", requires = "postgres")]
+    postgres_schema: Option<String>,
 }
 
 impl ServeArgs {
@@ -149,6 +156,10 @@ impl ServeArgs {
             config.journal.backend = JournalBackend::Memory;
         } else if let Some(dir) = &self.data_dir {
             config.journal.backend = JournalBackend::Sqlite { data_dir: dir.clone() };
+        } else if let Some(url) = &self.postgres {
+            let pg = lastmile_server::config::PostgresJournal::new(url.clone(), self.postgres_schema.clone())
+                .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
+            config.journal.backend = JournalBackend::Postgres(pg);
         }
         if self.no_http {
             config.http.listen = None;

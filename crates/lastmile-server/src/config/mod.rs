@@ -196,13 +196,39 @@ pub enum JournalBackend {
     /// SQLite (WAL, synchronous = FULL) in `data_dir/lastmile.db`, relative
     /// to the working directory.
     Sqlite { data_dir: PathBuf },
+    /// A PostgreSQL server (lastmile_store::PostgresStore).
+    Postgres(PostgresJournal),
+}
+
+/// `backend = "postgres"`: where the database is and the bounds of the
+/// connections. The URL may hold a password, so it is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresJournal {
+    /// `journal.url`, or the value of the variable `journal.url_env` names.
+    pub url: String,
+    pub schema: String,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for PostgresJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresJournal")
+            .field("url", &"<redacted>")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .finish()
+    }
 }
 
 impl JournalBackend {
     /// The folder of the journal's files, if it has any.
     pub fn data_dir(&self) -> Option<&Path> {
         match self {
-            JournalBackend::Memory => None,
+            JournalBackend::Memory | JournalBackend::Postgres(_) => None,
             JournalBackend::Sqlite { data_dir } => Some(data_dir),
         }
     }
@@ -220,6 +246,18 @@ struct RawJournalConfig {
     backend: BackendName,
     #[serde(default)]
     data_dir: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_env: Option<String>,
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    pool_size: Option<usize>,
+    #[serde(default)]
+    connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    statement_timeout_ms: Option<u64>,
     max_pending_ops: usize,
     max_batch_records: usize,
     enqueue_timeout_ms: u64,
@@ -248,12 +286,26 @@ fn default_position_flush_ms() -> u64 {
 enum BackendName {
     Memory,
     Sqlite,
+    Postgres,
 }
 
 impl TryFrom<RawJournalConfig> for JournalConfig {
     type Error = String;
 
     fn try_from(raw: RawJournalConfig) -> Result<Self, String> {
+        let postgres_keys = [
+            ("url", raw.url.is_some()),
+            ("url_env", raw.url_env.is_some()),
+            ("schema", raw.schema.is_some()),
+            ("pool_size", raw.pool_size.is_some()),
+            ("connect_timeout_ms", raw.connect_timeout_ms.is_some()),
+            ("statement_timeout_ms", raw.statement_timeout_ms.is_some()),
+        ];
+        if !matches!(raw.backend, BackendName::Postgres)
+            && let Some((key, _)) = postgres_keys.iter().find(|(_, set)| *set)
+        {
+            return Err(format!("journal.{key}: only for backend = \"postgres\""));
+        }
         let backend = match (raw.backend, raw.data_dir) {
             (BackendName::Memory, None) => JournalBackend::Memory,
             (BackendName::Memory, Some(_)) => {
@@ -263,6 +315,19 @@ impl TryFrom<RawJournalConfig> for JournalConfig {
             (BackendName::Sqlite, _) => {
                 return Err("journal.data_dir: required with backend = \"sqlite\" (e.g. \"data\")".into());
             }
+            (BackendName::Postgres, Some(_)) => {
+                return Err(
+                    "journal.data_dir: only for backend = \"sqlite\" (postgres keeps its data in the database)".into(),
+                );
+            }
+            (BackendName::Postgres, None) => JournalBackend::Postgres(PostgresJournal::of(
+                raw.url,
+                raw.url_env,
+                raw.schema,
+                raw.pool_size,
+                raw.connect_timeout_ms,
+                raw.statement_timeout_ms,
+            )?),
         };
         Ok(JournalConfig {
             backend,
@@ -272,6 +337,53 @@ impl TryFrom<RawJournalConfig> for JournalConfig {
             position_flush_ms: raw.position_flush_ms,
             apply_interval_ms: raw.apply_interval_ms,
             apply_max_records: raw.apply_max_records,
+        })
+    }
+}
+
+impl PostgresJournal {
+    /// `url` with every other key at its default, `schema` if given.
+    pub fn new(url: String, schema: Option<String>) -> Result<PostgresJournal, String> {
+        PostgresJournal::of(Some(url), None, schema, None, None, None)
+    }
+
+    /// The keys of `backend = "postgres"`, checked: exactly one of `url`
+    /// and `url_env` (whose variable must be set and not empty), a schema
+    /// name lastmile accepts, bounds above zero.
+    fn of(
+        url: Option<String>,
+        url_env: Option<String>,
+        schema: Option<String>,
+        pool_size: Option<usize>,
+        connect_timeout_ms: Option<u64>,
+        statement_timeout_ms: Option<u64>,
+    ) -> Result<PostgresJournal, String> {
+        let url = match (url, url_env) {
+            (Some(_), Some(_)) => return Err("journal.url and journal.url_env: give one, not both".into()),
+            (None, None) => {
+                return Err("journal.url: required with backend = \"postgres\" (or journal.url_env, the name of an environment variable holding it)".into());
+            }
+            (Some(url), None) if url.trim().is_empty() => return Err("journal.url: empty".into()),
+            (Some(url), None) => url,
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(url) if !url.trim().is_empty() => url,
+                _ => return Err(format!("journal.url_env: the environment variable {var} is not set (or empty)")),
+            },
+        };
+        let schema = schema.unwrap_or_else(|| "lastmile".into());
+        if !lastmile_store::valid_schema_name(&schema) {
+            return Err(format!(
+                "journal.schema: {schema:?} is not a schema name lastmile uses (lower-case letters, digits and _, at most 63)"
+            ));
+        }
+        let positive =
+            |key: &str, v: u64| if v == 0 { Err(format!("journal.{key}: must be at least 1")) } else { Ok(v) };
+        Ok(PostgresJournal {
+            url,
+            schema,
+            pool_size: positive("pool_size", pool_size.unwrap_or(4) as u64)? as usize,
+            connect_timeout_ms: positive("connect_timeout_ms", connect_timeout_ms.unwrap_or(5_000))?,
+            statement_timeout_ms: positive("statement_timeout_ms", statement_timeout_ms.unwrap_or(10_000))?,
         })
     }
 }
@@ -727,11 +839,46 @@ mod tests {
         let both = EMBEDDED_CONFIG.replace("backend = \"sqlite\"", "backend = \"memory\"");
         let err = LastmileConfig::parse(&both, ConfigSource::Embedded).unwrap_err().to_string();
         assert!(err.contains("journal.data_dir: only for backend"), "{err}");
-        let unknown = EMBEDDED_CONFIG.replace("backend = \"sqlite\"", "backend = \"postgres\"");
+        let pg_with_dir = EMBEDDED_CONFIG.replace("backend = \"sqlite\"", "backend = \"postgres\"");
+        let err = LastmileConfig::parse(&pg_with_dir, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("journal.data_dir: only for backend = \"sqlite\""), "{err}");
+        let unknown = EMBEDDED_CONFIG.replace("backend = \"sqlite\"", "backend = \"mysql\"");
         let err = LastmileConfig::parse(&unknown, ConfigSource::Embedded).unwrap_err().to_string();
-        assert!(err.contains("postgres"), "{err}");
+        assert!(err.contains("mysql"), "{err}");
         let half_tls = format!("{EMBEDDED_CONFIG}\n[tls]\ncert_path = \"a.pem\"\n");
         let err = LastmileConfig::parse(&half_tls, ConfigSource::Embedded).unwrap_err().to_string();
         assert!(err.contains("key_path"), "{err}");
+    }
+
+    #[test]
+    fn the_postgres_backend_takes_a_url_or_the_variable_holding_it() {
+        let pg = |keys: &str| {
+            EMBEDDED_CONFIG
+                .replace("backend = \"sqlite\"\ndata_dir = \"data\"", &format!("backend = \"postgres\"\n{keys}"))
+        };
+        let parsed = |keys: &str| LastmileConfig::parse(&pg(keys), ConfigSource::Embedded).map(|c| c.journal.backend);
+        let Ok(JournalBackend::Postgres(got)) = parsed("url = \"postgres://u:secret@db:5432/d\"") else { panic!() };
+        assert_eq!((got.schema.as_str(), got.pool_size, got.connect_timeout_ms), ("lastmile", 4, 5_000));
+        assert!(!format!("{got:?}").contains("secret"), "the password is never printed");
+        // A variable every test run has (the URL is only parsed when the store opens).
+        let path = std::env::var("PATH").unwrap();
+        let Ok(JournalBackend::Postgres(got)) = parsed("url_env = \"PATH\"\nschema = \"dispatch_2\"\npool_size = 9")
+        else {
+            panic!()
+        };
+        assert_eq!((got.url.as_str(), got.schema.as_str(), got.pool_size), (path.as_str(), "dispatch_2", 9));
+        for (keys, says) in [
+            ("", "journal.url: required with backend = \"postgres\""),
+            ("url = \"a\"\nurl_env = \"B\"", "give one, not both"),
+            ("url_env = \"LASTMILE_TEST_NO_SUCH_VAR\"", "LASTMILE_TEST_NO_SUCH_VAR is not set"),
+            ("url = \"postgres://db/x\"\nschema = \"Bad-Name\"", "journal.schema: \"Bad-Name\""),
+            ("url = \"postgres://db/x\"\npool_size = 0", "journal.pool_size: must be at least 1"),
+        ] {
+            let err = parsed(keys).unwrap_err().to_string();
+            assert!(err.contains(says), "{keys:?}: {err}");
+        }
+        let sqlite_with_url = EMBEDDED_CONFIG.replace("data_dir = \"data\"", "data_dir = \"data\"\nurl = \"x\"");
+        let err = LastmileConfig::parse(&sqlite_with_url, ConfigSource::Embedded).unwrap_err().to_string();
+        assert!(err.contains("journal.url: only for backend = \"postgres\""), "{err}");
     }
 }

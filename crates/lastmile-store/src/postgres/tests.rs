@@ -198,8 +198,8 @@ fn a_commit_after_the_server_ends_the_session_fails_and_is_not_kept() {
     sql(
         &url,
         format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'lastmile' AND query LIKE '%INSERT INTO log%' AND pid <> pg_backend_pid()"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lastmile writer {}'",
+            opts.schema
         ),
     );
     let deadline = Instant::now() + Duration::from_secs(10);
