@@ -257,8 +257,8 @@ impl PostgresStore {
         let named = config.get_application_name().is_some();
         let mut readers = config.clone();
         if !named {
-            config.application_name(&format!("lastmile writer {}", options.schema));
-            readers.application_name(&format!("lastmile reader {}", options.schema));
+            config.application_name(format!("lastmile writer {}", options.schema));
+            readers.application_name(format!("lastmile reader {}", options.schema));
         }
         let location = location_of(&config, &options.schema);
         let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
