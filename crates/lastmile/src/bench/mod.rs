@@ -162,8 +162,16 @@ pub struct BenchArgs {
     pub time_scale: f64,
     /// In-process server only: journal every change in this folder (durable,
     /// as `lastmile serve --data-dir`). Default: in memory, whatever the config says.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "addr")]
     pub data_dir: Option<PathBuf>,
+    /// In-process server only: journal every change in this PostgreSQL
+    /// database (durable, as `lastmile serve --postgres`), in the schema
+    /// --postgres-schema names, which the bench drops and creates afresh.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["addr", "data_dir"])]
+    pub postgres: Option<String>,
+    /// With --postgres: the bench's own schema (emptied at the start of each run).
+    #[arg(long, value_name = "NAME", default_value = "lastmile_bench", requires = "postgres")]
+    pub postgres_schema: String,
     /// In-process server only: every unit of the dataset N times (copies
     /// `ID-x2` .. `ID-xN`, each within ~100 m of the original, seeded), so
     /// that at high concurrency most reports find every unit they need.
@@ -740,9 +748,16 @@ async fn start_server(
             tier.ack_timeout_s = s;
         }
     }
-    config.journal.backend = match &args.data_dir {
-        Some(dir) => lastmile_server::config::JournalBackend::Sqlite { data_dir: dir.clone() },
-        None => lastmile_server::config::JournalBackend::Memory,
+    config.journal.backend = match (&args.data_dir, &args.postgres) {
+        (Some(dir), _) => lastmile_server::config::JournalBackend::Sqlite { data_dir: dir.clone() },
+        (None, Some(url)) => {
+            let schema = args.postgres_schema.clone();
+            lastmile_store::drop_schema(url, &schema).context("--postgres: emptying the bench's schema")?;
+            let pg = lastmile_server::config::PostgresJournal::new(url.clone(), Some(schema))
+                .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
+            lastmile_server::config::JournalBackend::Postgres(pg)
+        }
+        (None, None) => lastmile_server::config::JournalBackend::Memory,
     };
     config.feed.subscriber_buffer_events = config.feed.subscriber_buffer_events.max(BENCH_FEED_BUFFER_EVENTS);
     config.validate()?;
@@ -1425,10 +1440,11 @@ fn target_text(args: &BenchArgs, server: Option<&InProcess>) -> String {
 }
 
 fn storage_text(args: &BenchArgs) -> String {
-    match (&args.addr, &args.data_dir) {
-        (Some(_), _) => "storage: whatever the target server runs with".to_string(),
-        (None, Some(dir)) => format!("durable: journal in {}", dir.display()),
-        (None, None) => "in memory (no journal)".to_string(),
+    match (&args.addr, &args.data_dir, &args.postgres) {
+        (Some(_), _, _) => "storage: whatever the target server runs with".to_string(),
+        (None, Some(dir), _) => format!("durable: journal in {}", dir.display()),
+        (None, None, Some(_)) => format!("durable: PostgreSQL journal, schema {}", args.postgres_schema),
+        (None, None, None) => "in memory (no journal)".to_string(),
     }
 }
 
