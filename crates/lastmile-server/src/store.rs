@@ -25,6 +25,8 @@ pub fn open(journal: &JournalConfig) -> Result<Option<Box<dyn JournalStore>>, St
             connect_timeout: Duration::from_millis(pg.connect_timeout_ms),
             statement_timeout: Duration::from_millis(pg.statement_timeout_ms),
             apply: policy,
+            fence: lastmile_store::Fence::Lock,
+            log_retention: Duration::ZERO,
         })?)),
     })
 }

@@ -31,11 +31,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod log;
 mod postgres;
 mod sqlite;
 
-pub use postgres::{PgOptions, PostgresStore, drop_schema, valid_schema_name};
+pub use postgres::{Fence, PgOptions, PostgresStore, drop_schema, valid_schema_name};
 pub use sqlite::{ApplyPolicy, DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};
 
 /// One change to store. Incidents are keyed by their sequence number.

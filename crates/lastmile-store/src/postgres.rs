@@ -55,6 +55,22 @@ pub struct PgOptions {
     /// fails the journal closed rather than hang every request).
     pub statement_timeout: Duration,
     pub apply: ApplyPolicy,
+    /// What keeps a second writer out.
+    pub fence: Fence,
+    /// Applied log rows are kept this long, for standbys following the
+    /// log (`cluster.log_retention_ms`); zero deletes them at the apply.
+    pub log_retention: Duration,
+}
+
+/// How a store makes sure it is the only writer of its schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// One server on the schema: its writer session holds an advisory lock.
+    Lock,
+    /// A cluster's leader, elected with this epoch ([`crate::cluster`]):
+    /// every commit and apply checks, in the same statement or transaction,
+    /// that the lease still has it, so a deposed leader commits nothing.
+    Epoch(u64),
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -78,10 +94,10 @@ pub fn valid_schema_name(name: &str) -> bool {
 
 /// The runtime the client runs on. Shut down in the background when the
 /// last user lets go (a runtime dropped inside another one's task panics).
-struct PgRuntime(Option<tokio::runtime::Runtime>);
+pub(crate) struct PgRuntime(Option<tokio::runtime::Runtime>);
 
 impl PgRuntime {
-    fn new() -> std::io::Result<Arc<PgRuntime>> {
+    pub(crate) fn new() -> std::io::Result<Arc<PgRuntime>> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lastmile-pg")
@@ -92,7 +108,7 @@ impl PgRuntime {
 
     /// Runs `fut` on the runtime and waits for it on this thread (a plain
     /// channel, so this may be called from within another runtime too).
-    fn run<F>(&self, fut: F) -> F::Output
+    pub(crate) fn run<F>(&self, fut: F) -> F::Output
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -158,7 +174,7 @@ pub struct PostgresStore {
 
 /// Where a database is, for messages: host, port, database and schema,
 /// never the password.
-fn location_of(config: &tokio_postgres::Config, schema: &str) -> String {
+pub(crate) fn location_of(config: &tokio_postgres::Config, schema: &str) -> String {
     let host = config
         .get_hosts()
         .first()
@@ -173,7 +189,10 @@ fn location_of(config: &tokio_postgres::Config, schema: &str) -> String {
     format!("postgres://{host}:{port}/{db} (schema {schema})")
 }
 
-fn pg_err<'a>(location: &'a str, what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + 'a {
+pub(crate) fn pg_err<'a>(
+    location: &'a str,
+    what: &'static str,
+) -> impl FnOnce(tokio_postgres::Error) -> StoreError + 'a {
     move |e| {
         // The server's own message (with its SQLSTATE) says most.
         let detail = match e.as_db_error() {
@@ -214,13 +233,32 @@ fn schema_sql(schema: &str) -> String {
         CREATE INDEX IF NOT EXISTS outcomes_by_reported ON outcomes (reported_at_ms);
         CREATE INDEX IF NOT EXISTS outcomes_by_closed ON outcomes (closed_at_ms);
         CREATE TABLE IF NOT EXISTS calibration (id integer PRIMARY KEY CHECK (id = 1), body bytea NOT NULL);
-        CREATE TABLE IF NOT EXISTS log (lsn bigserial PRIMARY KEY, feed_seq bigint NOT NULL, body bytea NOT NULL);"
+        CREATE TABLE IF NOT EXISTS log (
+            lsn bigserial PRIMARY KEY,
+            epoch bigint NOT NULL,
+            committed_at timestamptz NOT NULL DEFAULT now(),
+            feed_seq bigint NOT NULL,
+            body bytea NOT NULL);
+        CREATE TABLE IF NOT EXISTS lease (
+            id integer PRIMARY KEY CHECK (id = 1),
+            node_id text NOT NULL,
+            epoch bigint NOT NULL,
+            expires_at timestamptz NOT NULL,
+            grpc_addr text NOT NULL,
+            http_addr text NOT NULL);
+        CREATE TABLE IF NOT EXISTS nodes (
+            node_id text PRIMARY KEY,
+            role text NOT NULL,
+            grpc_addr text NOT NULL,
+            http_addr text NOT NULL,
+            seen_at timestamptz NOT NULL,
+            followed_lsn bigint NOT NULL);"
     )
 }
 
 /// Connects one session with the schema on its search path and the
 /// statement timeout set, its connection driven on `rt`.
-async fn connect(config: tokio_postgres::Config, location: String) -> Result<Client, StoreError> {
+pub(crate) async fn connect(config: tokio_postgres::Config, location: String) -> Result<Client, StoreError> {
     let (client, connection) = config.connect(NoTls).await.map_err(pg_err(&location, "cannot connect"))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -230,80 +268,161 @@ async fn connect(config: tokio_postgres::Config, location: String) -> Result<Cli
     Ok(client)
 }
 
+/// A session's settings from `options`: the URL parsed, the connect
+/// timeout, the schema on the search path, the statement timeout, and
+/// `application_name` (which session is which in pg_stat_activity) unless
+/// the URL names one (then `true`).
+pub(crate) fn session_config(
+    options: &PgOptions,
+    application: &str,
+) -> Result<(tokio_postgres::Config, bool), StoreError> {
+    if !valid_schema_name(&options.schema) {
+        return Err(StoreError::Postgres {
+            at: "journal.schema".into(),
+            what: "not a usable schema name",
+            detail: format!("{:?}: lower-case letters, digits and _ only, at most 63", options.schema),
+        });
+    }
+    let mut config: tokio_postgres::Config = options.url.parse().map_err(|e: tokio_postgres::Error| {
+        StoreError::Postgres { at: "journal.url".into(), what: "not a PostgreSQL URL", detail: e.to_string() }
+    })?;
+    config.connect_timeout(options.connect_timeout);
+    config.options(format!(
+        "-c search_path={} -c statement_timeout={}",
+        options.schema,
+        options.statement_timeout.as_millis()
+    ));
+    let named = config.get_application_name().is_some();
+    if !named {
+        config.application_name(application);
+    }
+    Ok((config, named))
+}
+
+/// Creates the schema and its tables if they are not there (one
+/// transaction, so two nodes starting at once do not race), and refuses
+/// one written by a newer lastmile.
+pub(crate) async fn create_schema(client: &Client, schema: &str, loc: &str) -> Result<(), StoreError> {
+    // Serialised by a transaction-scoped advisory lock: CREATE ... IF NOT
+    // EXISTS is not safe against a concurrent twin.
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('lastmile-schema:{schema}')); {} COMMIT;",
+            schema_sql(schema)
+        ))
+        .await
+        .map_err(pg_err(loc, "cannot create the schema"))?;
+    let loc = loc.to_string();
+    let version: Option<i32> = client
+        .query_opt("SELECT max(version) FROM schema_version", &[])
+        .await
+        .map_err(pg_err(&loc, "cannot read the schema version"))?
+        .and_then(|r| r.get(0));
+    match version {
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(StoreError::Postgres {
+                at: loc,
+                what: "schema too new",
+                detail: format!("schema version {v} is newer than this lastmile's ({SCHEMA_VERSION})"),
+            });
+        }
+        Some(_) => {}
+        None => {
+            client
+                .execute("INSERT INTO schema_version (version) VALUES ($1)", &[&SCHEMA_VERSION])
+                .await
+                .map_err(pg_err(&loc, "cannot write the schema version"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses unless the lease holds `epoch` now.
+async fn check_epoch(client: &Client, epoch: u64, loc: &str) -> Result<(), StoreError> {
+    let now: Option<i64> = client
+        .query_opt("SELECT epoch FROM lease WHERE id = 1", &[])
+        .await
+        .map_err(pg_err(loc, "cannot read the lease"))?
+        .map(|r| r.get(0));
+    if now != Some(epoch as i64) {
+        return Err(fenced(loc, epoch, now));
+    }
+    Ok(())
+}
+
+/// Inside a transaction: with an epoch fence, locks the lease row (shared,
+/// until the transaction ends) and refuses unless it still has the epoch.
+async fn fenced_here(client: &Client, fence: Fence, loc: &str) -> Result<(), StoreError> {
+    let Fence::Epoch(epoch) = fence else { return Ok(()) };
+    let now: Option<i64> = client
+        .query_opt("SELECT epoch FROM lease WHERE id = 1 FOR SHARE", &[])
+        .await
+        .map_err(pg_err(loc, "cannot read the lease"))?
+        .map(|r| r.get(0));
+    if now != Some(epoch as i64) {
+        return Err(fenced(loc, epoch, now));
+    }
+    Ok(())
+}
+
+fn fenced(loc: &str, epoch: u64, now: Option<i64>) -> StoreError {
+    StoreError::Postgres {
+        at: loc.to_string(),
+        what: "fenced",
+        detail: format!(
+            "this node led with epoch {epoch}, and the lease now has {}: another node leads",
+            now.map_or("none".to_string(), |e| e.to_string())
+        ),
+    }
+}
+
 impl PostgresStore {
     /// Connects, takes the schema's writer lock, creates or checks the
     /// schema, and applies what a crash left in the log. Refuses a URL it
     /// cannot parse, a server it cannot reach within the timeout, a schema
     /// another server writes, and one written by a newer lastmile.
     pub fn open(options: PgOptions) -> Result<Self, StoreError> {
-        if !valid_schema_name(&options.schema) {
-            return Err(StoreError::Postgres {
-                at: "journal.schema".into(),
-                what: "not a usable schema name",
-                detail: format!("{:?}: lower-case letters, digits and _ only, at most 63", options.schema),
-            });
-        }
-        let mut config: tokio_postgres::Config = options.url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::Postgres { at: "journal.url".into(), what: "not a PostgreSQL URL", detail: e.to_string() }
-        })?;
-        config.connect_timeout(options.connect_timeout);
-        config.options(format!(
-            "-c search_path={} -c statement_timeout={}",
-            options.schema,
-            options.statement_timeout.as_millis()
-        ));
-        // Which server's session is which, in pg_stat_activity (unless the
-        // URL names one).
-        let named = config.get_application_name().is_some();
+        let (config, named) = session_config(&options, &format!("lastmile writer {}", options.schema))?;
         let mut readers = config.clone();
         if !named {
-            config.application_name(format!("lastmile writer {}", options.schema));
             readers.application_name(format!("lastmile reader {}", options.schema));
         }
         let location = location_of(&config, &options.schema);
         let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
-        let (cfg, loc, schema) = (config.clone(), location.clone(), options.schema.clone());
+        let (cfg, loc, schema, fence) = (config.clone(), location.clone(), options.schema.clone(), options.fence);
         let (client, prepared) = rt.run(async move {
             let client = connect(cfg, loc.clone()).await?;
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&format!("lastmile:{schema}")])
-                .await
-                .map_err(pg_err(&loc, "cannot take the writer lock"))?
-                .get(0);
-            if !locked {
-                return Err(StoreError::Postgres {
-                    at: loc,
-                    what: "cannot lock the journal",
-                    detail: "another lastmile server is writing this schema".into(),
-                });
-            }
-            client
-                .batch_execute(&format!("BEGIN; {} COMMIT;", schema_sql(&schema)))
-                .await
-                .map_err(pg_err(&loc, "cannot create the schema"))?;
-            let version: Option<i32> = client
-                .query_opt("SELECT max(version) FROM schema_version", &[])
-                .await
-                .map_err(pg_err(&loc, "cannot read the schema version"))?
-                .and_then(|r| r.get(0));
-            match version {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::Postgres {
-                        at: loc,
-                        what: "schema too new",
-                        detail: format!("schema version {v} is newer than this lastmile's ({SCHEMA_VERSION})"),
-                    });
-                }
-                Some(_) => {}
-                None => {
-                    client
-                        .execute("INSERT INTO schema_version (version) VALUES ($1)", &[&SCHEMA_VERSION])
+            create_schema(&client, &schema, &loc).await?;
+            match fence {
+                Fence::Lock => {
+                    let locked: bool = client
+                        .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&format!("lastmile:{schema}")])
                         .await
-                        .map_err(pg_err(&loc, "cannot write the schema version"))?;
+                        .map_err(pg_err(&loc, "cannot take the writer lock"))?
+                        .get(0);
+                    if !locked {
+                        return Err(StoreError::Postgres {
+                            at: loc,
+                            what: "cannot lock the journal",
+                            detail: "another lastmile server is writing this schema".into(),
+                        });
+                    }
                 }
+                Fence::Epoch(epoch) => check_epoch(&client, epoch, &loc).await?,
             }
             let insert_log = client
-                .prepare("INSERT INTO log (feed_seq, body) VALUES ($1, $2) RETURNING lsn")
+                .prepare(match fence {
+                    Fence::Lock => "INSERT INTO log (epoch, feed_seq, body) VALUES ($1, $2, $3) RETURNING lsn",
+                    // The lease row is locked (shared) until the commit: a
+                    // takeover's update of it waits for this commit, and a
+                    // commit after a takeover sees the new epoch and
+                    // inserts nothing.
+                    Fence::Epoch(_) => {
+                        "WITH l AS (SELECT epoch FROM lease WHERE id = 1 FOR SHARE) \
+                         INSERT INTO log (epoch, feed_seq, body) SELECT $1, $2, $3 FROM l WHERE l.epoch = $1 \
+                         RETURNING lsn"
+                    }
+                })
                 .await
                 .map_err(pg_err(&loc, "cannot prepare"))?;
             Ok::<_, StoreError>((Arc::new(client), Prepared { insert_log }))
@@ -332,7 +451,15 @@ impl PostgresStore {
         let client = self.client.clone();
         let rows = self
             .rt
-            .run(async move { client.query("SELECT lsn, feed_seq, body FROM log ORDER BY lsn", &[]).await })
+            .run(async move {
+                client
+                    .query(
+                        "SELECT lsn, feed_seq, body FROM log \
+                         WHERE lsn > coalesce((SELECT value FROM meta WHERE key = 'applied_lsn'), 0) ORDER BY lsn",
+                        &[],
+                    )
+                    .await
+            })
             .map_err(self.err("cannot read the log"))?;
         for row in rows {
             let (lsn, feed_seq, body): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
@@ -359,10 +486,14 @@ impl PostgresStore {
         let rows = TableRows::of(pending);
         let client = self.client.clone();
         let location = self.location.clone();
+        let (fence, retention_ms) = (self.options.fence, self.options.log_retention.as_millis() as i64);
         self.rt.run(async move {
             let err = |what| pg_err(&location, what);
             client.batch_execute("BEGIN").await.map_err(err("cannot apply the log"))?;
-            let written = rows.write(&client, &location).await;
+            let written = match fenced_here(&client, fence, &location).await {
+                Ok(()) => rows.write(&client, &location, retention_ms).await,
+                Err(e) => Err(e),
+            };
             match written {
                 Ok(()) => client.batch_execute("COMMIT").await.map_err(err("cannot apply the log (disk full?)")),
                 Err(e) => {
@@ -470,7 +601,7 @@ impl TableRows {
         rows
     }
 
-    async fn write(&self, c: &Client, location: &str) -> Result<(), StoreError> {
+    async fn write(&self, c: &Client, location: &str, retention_ms: i64) -> Result<(), StoreError> {
         let err = |what| pg_err(location, what);
         if !self.open_seq.is_empty() {
             c.execute(
@@ -524,7 +655,24 @@ impl TableRows {
             .await
             .map_err(err("cannot write the ETA calibration"))?;
         }
-        c.execute("DELETE FROM log WHERE lsn <= $1", &[&self.last_lsn]).await.map_err(err("cannot apply the log"))?;
+        // Applied rows older than the retention go; the highest gone is
+        // remembered, so a standby that fell behind knows to read afresh.
+        c.execute(
+            "WITH gone AS (DELETE FROM log WHERE lsn <= $1 AND committed_at < now() - $2::bigint * interval '1 millisecond' \
+             RETURNING lsn) \
+             INSERT INTO meta (key, value) SELECT 'log_pruned_upto', coalesce(max(lsn), 0) FROM gone \
+             ON CONFLICT (key) DO UPDATE SET value = greatest(meta.value, excluded.value)",
+            &[&self.last_lsn, &retention_ms],
+        )
+        .await
+        .map_err(err("cannot apply the log"))?;
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('applied_lsn', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = greatest(meta.value, excluded.value)",
+            &[&self.last_lsn],
+        )
+        .await
+        .map_err(err("cannot apply the log"))?;
         let archived = self.archived_seq.len() as i64;
         c.execute(
             "INSERT INTO meta (key, value) VALUES ('commits', $1), ('records', $2), ('history_len', $3), ('feed_seq', $4) \
@@ -582,12 +730,23 @@ impl JournalStore for PostgresStore {
         let body = std::mem::take(&mut self.row);
         let client = self.client.clone();
         let insert = self.prepared.insert_log.clone();
+        let epoch = match self.options.fence {
+            Fence::Lock => 0i64,
+            Fence::Epoch(e) => e as i64,
+        };
         let (lsn, body) = self.rt.run(async move {
-            let lsn = client.query_one(&insert, &[&(feed_seq as i64), &body]).await.map(|r| r.get::<_, i64>(0));
+            let lsn = client
+                .query_opt(&insert, &[&epoch, &(feed_seq as i64), &body])
+                .await
+                .map(|r| r.map(|r| r.get::<_, i64>(0)));
             (lsn, body)
         });
         self.row = body;
         let lsn = lsn.map_err(self.err("cannot commit (database down, full or read-only?)"))?;
+        let Some(lsn) = lsn else {
+            // Only the fenced insert inserts nothing.
+            return Err(fenced(&self.location, epoch as u64, None));
+        };
         self.pending.add(batch, feed_seq, lsn);
         self.pending_since.get_or_insert_with(Instant::now);
         Ok(())
@@ -608,12 +767,14 @@ impl JournalStore for PostgresStore {
         self.apply()?;
         let client = self.client.clone();
         let location = self.location.clone();
+        let fence = self.options.fence;
         self.rt.run(async move {
             let err = |what| pg_err(&location, what);
             let oldest = "SELECT seq FROM history WHERE closed_at_ms < $1 ORDER BY closed_at_ms LIMIT $2";
             let limit = max_incidents as i64;
             client.batch_execute("BEGIN").await.map_err(err("cannot prune"))?;
             let done = async {
+                fenced_here(&client, fence, &location).await?;
                 for table in ["timeline", "outcomes"] {
                     let key = if table == "timeline" { "incident_seq" } else { "seq" };
                     client
@@ -650,8 +811,11 @@ impl JournalStore for PostgresStore {
     }
 
     fn reader(&self) -> Result<Box<dyn HistoryReader>, StoreError> {
-        let manager =
-            Manager::from_config(self.readers.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            self.readers.clone(),
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(self.options.pool_size.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)

@@ -27,6 +27,8 @@ fn options(url: &str, schema: &str) -> PgOptions {
         connect_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(10),
         apply: ApplyPolicy::default(),
+        fence: Fence::Lock,
+        log_retention: Duration::ZERO,
     }
 }
 
@@ -214,4 +216,99 @@ fn a_commit_after_the_server_ends_the_session_fails_and_is_not_kept() {
     drop(store);
     let got = PostgresStore::open(opts).unwrap().recover(0).unwrap();
     assert!(got.incidents.contains(&b"kept".to_vec()), "what was committed before is there");
+}
+
+mod cluster {
+    use super::*;
+    use crate::cluster::{Cluster, Follower, NodeInfo};
+
+    fn node(id: &str) -> NodeInfo {
+        NodeInfo { node_id: id.into(), grpc_addr: format!("{id}:50051"), http_addr: format!("{id}:8080") }
+    }
+
+    fn leader_store(opts: &PgOptions, epoch: u64) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open(PgOptions { fence: Fence::Epoch(epoch), ..opts.clone() })
+    }
+
+    #[test]
+    fn one_leader_at_a_time_and_a_lapsed_lease_goes_to_another_with_a_higher_epoch() {
+        let Some((_, opts)) = fresh("lease") else { return };
+        let a = Cluster::connect(&opts, node("a"), 400).unwrap();
+        let b = Cluster::connect(&opts, node("b"), 400).unwrap();
+        assert_eq!(a.try_acquire().unwrap(), Some(1));
+        assert_eq!(b.try_acquire().unwrap(), None, "a's lease runs");
+        assert!(a.renew(1).unwrap());
+        let leader = b.leader().unwrap().unwrap();
+        assert_eq!((&leader.node, leader.epoch), (&node("a"), 1));
+        assert!(leader.expires_in_ms > 0 && leader.expires_in_ms <= 400, "{leader:?}");
+        // a stops renewing: once its lease lapses, b takes it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let epoch = loop {
+            if let Some(e) = b.try_acquire().unwrap() {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "the lease never lapsed");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(epoch, 2);
+        assert!(!a.renew(1).unwrap(), "a is deposed");
+        b.release(2).unwrap();
+        assert_eq!(a.try_acquire().unwrap(), Some(3), "a released lease is taken at once");
+    }
+
+    #[test]
+    fn a_deposed_leader_commits_nothing_and_the_new_one_follows_on() {
+        let Some((_, opts)) = fresh("fence") else { return };
+        let a = Cluster::connect(&opts, node("a"), 200).unwrap();
+        let b = Cluster::connect(&opts, node("b"), 200).unwrap();
+        assert_eq!(a.try_acquire().unwrap(), Some(1));
+        let mut old = leader_store(&opts, 1).unwrap();
+        old.commit(vec![incident(1, "by-a")], 1).unwrap();
+        let err = leader_store(&opts, 7).err().unwrap().to_string();
+        assert!(err.contains("fenced") && err.contains("epoch 7"), "a store opens only with the lease's epoch: {err}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.try_acquire().unwrap().is_none() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // a wakes up and writes on: refused, and not stored.
+        let err = old.commit(vec![incident(2, "by-a-after")], 2).expect_err("fenced").to_string();
+        assert!(err.contains("fenced"), "{err}");
+        let err = old.settle().expect_err("its apply is fenced too").to_string();
+        assert!(err.contains("fenced"), "{err}");
+        let mut new = leader_store(&opts, 2).unwrap();
+        new.commit(vec![incident(3, "by-b")], 3).unwrap();
+        new.settle().unwrap();
+        let got = new.recover(0).unwrap();
+        assert_eq!(got.incidents, bytes(&["by-a", "by-b"]), "a's commit before the takeover is kept, by b's apply");
+    }
+
+    #[test]
+    fn a_follower_mirrors_the_live_state_and_reads_afresh_when_it_fell_behind_the_retention() {
+        let Some((_, opts)) = fresh("follow") else { return };
+        let a = Cluster::connect(&opts, node("a"), 60_000).unwrap();
+        assert_eq!(a.try_acquire().unwrap(), Some(1));
+        let keep = PgOptions { log_retention: Duration::from_secs(3600), ..opts.clone() };
+        let mut store = leader_store(&keep, 1).unwrap();
+        store.commit(vec![incident(1, "r1"), unit("U", "paged"), entry(1, 0, "reported")], 1).unwrap();
+        store.commit(vec![incident(2, "r2"), entry(2, 0, "reported")], 2).unwrap();
+        store.settle().unwrap();
+        let mut follower = Follower::start(&opts, "b", 10).unwrap();
+        store.commit(vec![entry(1, 1, "closed"), archive(1, 5, 9, "c1"), unit("U", "free")], 3).unwrap();
+        store.commit(vec![incident(2, "r2-acked"), entry(2, 1, "acked")], 4).unwrap();
+        assert_eq!(follower.poll().unwrap(), 2);
+        assert_eq!(follower.full_reads, 1);
+        store.settle().unwrap();
+        assert_eq!(follower.recovered(), store.recover(10).unwrap(), "the mirror is what a recovery reads");
+        // Rows deleted past a follower's position: it reads afresh.
+        let mut quick = leader_store(&opts, 1);
+        drop(store);
+        let quick = quick.as_mut().unwrap(); // log_retention 0: applied rows go at once
+        quick.commit(vec![incident(4, "r4")], 5).unwrap();
+        quick.commit(vec![incident(5, "r5")], 6).unwrap();
+        quick.settle().unwrap();
+        follower.poll().unwrap();
+        assert_eq!(follower.full_reads, 2);
+        assert_eq!(follower.recovered(), quick.recover(10).unwrap());
+    }
 }
