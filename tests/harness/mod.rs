@@ -51,7 +51,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let http_addr = http_listener.local_addr().expect("local addr");
-        let listeners = lastmile_server::Listeners { grpc: Arc::new(listener), http: Some(http_listener) };
+        let listeners = lastmile_server::Listeners { grpc: Arc::new(listener), http: Some(Arc::new(http_listener)) };
         // The way the binary does it: recover from the journal if there is one.
         let opened = lastmile_server::open(&config).expect("open");
         let dispatcher = opened.dispatcher.clone();

@@ -92,6 +92,7 @@
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod conn_limit;
 pub mod error;
@@ -162,9 +163,18 @@ pub fn open(config: &LastmileConfig) -> Result<Opened, ServerError> {
 /// dataset. History is not read (but for the most recently closed, kept for
 /// idempotency).
 fn recover(config: &LastmileConfig, mut store: Box<dyn lastmile_store::JournalStore>) -> Result<Opened, ServerError> {
+    let recovered = store.recover(config.limits.recent_closed_incidents)?;
+    recover_from(config, store, recovered)
+}
+
+/// [`recover`] from live records already read (a standby's, at takeover).
+pub(crate) fn recover_from(
+    config: &LastmileConfig,
+    store: Box<dyn lastmile_store::JournalStore>,
+    recovered: lastmile_store::Recovered,
+) -> Result<Opened, ServerError> {
     let started = std::time::Instant::now();
     let (units, area) = config.load_dataset()?;
-    let recovered = store.recover(config.limits.recent_closed_incidents)?;
     let location = store.location();
     let parsed = Parsed::of(&recovered, &location)?;
     let (n_units, n_incidents) = (parsed.units.len(), parsed.incidents.len());
@@ -342,6 +352,54 @@ pub async fn serve_health_while_recovering(
     Ok(())
 }
 
+/// While this node stands by (`[cluster]`): health NOT_SERVING, every
+/// lastmile call refused UNAVAILABLE naming the leader
+/// ([`cluster::grpc_refusal`]), and the gateway answering 503 likewise,
+/// until `until` resolves (this node has taken the lease). The listeners
+/// then serve the full service.
+pub async fn serve_standby(
+    listeners: &Listeners,
+    config: &LastmileConfig,
+    me: lastmile_store::cluster::NodeInfo,
+    leader: cluster::LeaderWatch,
+    until: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
+    let refusal = cluster::grpc_refusal(me.clone(), leader.clone());
+    let stop = CancellationToken::new();
+    let gateway = match &listeners.http {
+        Some(http) => {
+            let tls = match &config.tls {
+                Some(tls) => {
+                    let (cert, key) = tls.read_pem()?;
+                    Some(http::tls_acceptor(&cert, &key).map_err(ServerError::Tls)?)
+                }
+                None => None,
+            };
+            let (http, router, http_config) = (http.clone(), cluster::http_router(me, leader), config.http.clone());
+            let stopped = stop.clone().cancelled_owned();
+            let metrics = Arc::new(metrics::Metrics::default());
+            Some(AbortOnDrop(tokio::spawn(async move {
+                http::serve(http, router, &http_config, tls, metrics, stopped).await
+            })))
+        }
+        None => None,
+    };
+    let server = grpc_builder(config)?
+        .add_service(health)
+        .add_service(grpc::NotReady::<DispatchServer<DispatchService>>::with(refusal.clone()))
+        .add_service(grpc::NotReady::<UnitTerminalServer<TerminalService>>::with(refusal))
+        .serve_with_incoming_shutdown(incoming_nodelay(listeners.grpc.clone(), &config.server, None), until);
+    // As in the recovery phase: a Health/Watch stream gets a second.
+    let served = server.await;
+    stop.cancel();
+    if let Some(mut gateway) = gateway {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut gateway.0).await;
+    }
+    served.map_err(ServerError::from)
+}
+
 /// Every service's health, and the server's (`""`).
 async fn set_health(reporter: &tonic_health::server::HealthReporter, status: tonic_health::ServingStatus) {
     reporter.set_service_status("lastmile.v1.Dispatch", status).await;
@@ -390,7 +448,7 @@ pub struct Listeners {
     /// then the full service.
     pub grpc: Arc<TcpListener>,
     /// The gateway's listener (`http.listen`); `None` = no gateway.
-    pub http: Option<TcpListener>,
+    pub http: Option<Arc<TcpListener>>,
 }
 
 impl From<Arc<TcpListener>> for Listeners {

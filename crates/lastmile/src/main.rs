@@ -20,6 +20,7 @@ mod compliance;
 mod connect;
 mod eta_cli;
 mod http_get;
+mod node;
 mod sim_terminal;
 mod watch;
 
@@ -104,8 +105,30 @@ enum Command {
     /// The 13510 compliance report (weekly report, monthly bulletin), from a
     /// data directory's journal or a server.
     Compliance(compliance::ComplianceArgs),
+    /// A cluster of nodes on one PostgreSQL journal.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     #[command(flatten)]
     Client(client::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The leader, its epoch and lease, and each node's role, last
+    /// heartbeat and lag behind the journal's log.
+    Status {
+        /// The nodes' configuration file (its [journal] names the database).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The database, overriding the file's [journal] (as `serve --postgres`).
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        #[arg(long, value_name = "NAME", requires = "postgres")]
+        postgres_schema: Option<String>,
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -138,6 +161,11 @@ struct ServeArgs {
     /// The PostgreSQL schema of lastmile's tables, with --postgres (default: lastmile).
     #[arg(long, value_name = "NAME", requires = "postgres")]
     postgres_schema: Option<String>,
+    /// Run as this node of a cluster on the PostgreSQL journal, overriding
+    /// `cluster.node_id` (the rest of `[cluster]` at its defaults if the
+    /// file has none).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -160,6 +188,11 @@ impl ServeArgs {
             let pg = lastmile_server::config::PostgresJournal::new(url.clone(), self.postgres_schema.clone())
                 .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
             config.journal.backend = JournalBackend::Postgres(pg);
+        }
+        if let Some(id) = &self.node_id {
+            let mut cluster = config.cluster.take().unwrap_or_else(|| lastmile_server::config::ClusterConfig::node(id.clone()));
+            cluster.node_id = id.clone();
+            config.cluster = Some(cluster);
         }
         if self.no_http {
             config.http.listen = None;
@@ -250,6 +283,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(command) => runtime.block_on(client::run(command)),
         Command::Eta(command) => runtime.block_on(eta_cli::run(command)),
         Command::Compliance(args) => compliance::run(args, &runtime),
+        Command::Cluster(ClusterCommand::Status { config, postgres, postgres_schema, json }) => {
+            let mut config = match &config {
+                Some(path) => LastmileConfig::load(path)?,
+                None => LastmileConfig::embedded()?,
+            };
+            if let Some(url) = postgres {
+                let pg = lastmile_server::config::PostgresJournal::new(url, postgres_schema)
+                    .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
+                config.journal.backend = lastmile_server::config::JournalBackend::Postgres(pg);
+            }
+            node::status(&config, json)
+        }
     }
 }
 
@@ -297,6 +342,21 @@ async fn serve(config: LastmileConfig) -> anyhow::Result<()> {
     if !config.journal.backend.is_durable() {
         warn!("running in memory: nothing survives a restart");
     }
+    if let Some(cluster) = config.cluster.clone() {
+        return node::serve(config, cluster, |me| {
+            // The same lines as one node prints (scripts read the ports
+            // from them), once the ports answer, as a standby.
+            let mut lines = format!("lastmile listening on {}\n", me.grpc_addr);
+            if !me.http_addr.is_empty() {
+                lines += &format!("lastmile http listening on {}\n", me.http_addr);
+            }
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = out.write_all(lines.as_bytes());
+            let _ = out.flush();
+        })
+        .await;
+    }
     // Before anything listens: no open service on a reachable address.
     let mut listening = vec![("server.listen", config.server.listen)];
     if let Some(addr) = config.http.listen_addr() {
@@ -319,7 +379,7 @@ async fn serve(config: LastmileConfig) -> anyhow::Result<()> {
         None => None,
     };
     let ready = ready_lines(&listener, http_listener.as_ref())?;
-    let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener };
+    let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener.map(Arc::new) };
     run_until_signal(Arc::new(config), listeners, opened, ready).await
 }
 

@@ -69,6 +69,10 @@ pub struct LastmileConfig {
     /// Work in flight, by class (optional section).
     #[serde(default)]
     pub admission: AdmissionConfig,
+    /// Several nodes on one PostgreSQL journal, one leading (optional
+    /// section; absent = one node).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// Where the file came from; dataset paths are relative to its folder.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -388,6 +392,87 @@ impl PostgresJournal {
     }
 }
 
+/// `[cluster]`: this node's name and addresses, and the lease's timing.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique among the nodes of one journal.
+    pub node_id: String,
+    /// Where clients reach this node's gRPC and HTTP (what a standby tells
+    /// them of the leader). Default: the addresses it listens on.
+    #[serde(default)]
+    pub advertise_grpc: Option<String>,
+    #[serde(default)]
+    pub advertise_http: Option<String>,
+    /// How long a lease lasts without renewal: the longest a dead leader
+    /// holds up a takeover.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often the leader renews it (well under `lease_ms`).
+    #[serde(default = "default_renew_ms")]
+    pub renew_ms: u64,
+    /// How often a standby reads the journal's new log rows and looks at
+    /// the lease.
+    #[serde(default = "default_follow_ms")]
+    pub follow_ms: u64,
+    /// Applied log rows are kept this long for standbys; one further
+    /// behind reads the live state afresh.
+    #[serde(default = "default_log_retention_ms")]
+    pub log_retention_ms: u64,
+}
+
+fn default_lease_ms() -> u64 {
+    3000
+}
+fn default_renew_ms() -> u64 {
+    1000
+}
+fn default_follow_ms() -> u64 {
+    200
+}
+fn default_log_retention_ms() -> u64 {
+    30_000
+}
+
+impl ClusterConfig {
+    /// A node with every timing at its default.
+    pub fn node(node_id: String) -> ClusterConfig {
+        ClusterConfig {
+            node_id,
+            advertise_grpc: None,
+            advertise_http: None,
+            lease_ms: default_lease_ms(),
+            renew_ms: default_renew_ms(),
+            follow_ms: default_follow_ms(),
+            log_retention_ms: default_log_retention_ms(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let id = &self.node_id;
+        if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(("cluster.node_id", format!("{id:?}: 1 to 64 of letters, digits, - _ .")));
+        }
+        if !(100..=600_000).contains(&self.lease_ms) {
+            return Err(("cluster.lease_ms", "must be 100 to 600000".into()));
+        }
+        if self.renew_ms == 0 || self.renew_ms * 2 > self.lease_ms {
+            return Err(("cluster.renew_ms", format!("must be 1 to half of cluster.lease_ms ({})", self.lease_ms)));
+        }
+        if self.follow_ms == 0 || self.follow_ms > self.lease_ms {
+            return Err(("cluster.follow_ms", format!("must be 1 to cluster.lease_ms ({})", self.lease_ms)));
+        }
+        for (key, addr) in [("cluster.advertise_grpc", &self.advertise_grpc), ("cluster.advertise_http", &self.advertise_http)] {
+            if let Some(addr) = addr
+                && (addr.is_empty() || !addr.contains(':'))
+            {
+                return Err((key, format!("{addr:?} is not host:port")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Responders' terminals.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -624,6 +709,15 @@ impl LastmileConfig {
         }
         if s.default_page_size > s.max_page_size {
             return Err(self.invalid("server.default_page_size", "must not exceed server.max_page_size"));
+        }
+        if let Some(cluster) = &self.cluster {
+            if !matches!(self.journal.backend, JournalBackend::Postgres(_)) {
+                return Err(self.invalid(
+                    "cluster",
+                    "needs journal.backend = \"postgres\" (the nodes share its database)",
+                ));
+            }
+            cluster.validate().map_err(|(key, problem)| self.invalid(key, problem))?;
         }
         for (key, per_client, total, total_key) in [
             (

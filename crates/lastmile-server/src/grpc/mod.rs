@@ -44,11 +44,29 @@ fn caller<T>(app: &App, request: &tonic::Request<T>) -> Result<Caller, Status> {
 /// Stands in for service `S` while the server is not ready (recovering, or
 /// catching up on overdue timers): every call is answered UNAVAILABLE with
 /// a retry hint, not UNIMPLEMENTED, so a client retries instead of giving up.
-pub struct NotReady<S>(std::marker::PhantomData<fn() -> S>);
+pub struct NotReady<S> {
+    refusal: Refusal,
+    _service: std::marker::PhantomData<fn() -> S>,
+}
+
+/// What a service that is not ready answers (made at each call, so it can
+/// name a leader that changes).
+pub type Refusal = std::sync::Arc<dyn Fn() -> Status + Send + Sync>;
 
 impl<S> NotReady<S> {
+    /// Starting: recovering the journal, firing overdue timers.
     pub fn new() -> Self {
-        NotReady(std::marker::PhantomData)
+        NotReady::with(std::sync::Arc::new(|| {
+            status(
+                AppError::unavailable("starting: recovering the journal and firing overdue timers; retry shortly")
+                    .with_retry_after_s(1),
+            )
+        }))
+    }
+
+    /// Answering every call with what `refusal` makes.
+    pub fn with(refusal: Refusal) -> Self {
+        NotReady { refusal, _service: std::marker::PhantomData }
     }
 }
 
@@ -60,7 +78,7 @@ impl<S> Default for NotReady<S> {
 
 impl<S> Clone for NotReady<S> {
     fn clone(&self) -> Self {
-        NotReady::new()
+        NotReady::with(self.refusal.clone())
     }
 }
 
@@ -78,10 +96,7 @@ impl<S, B> tower::Service<http::Request<B>> for NotReady<S> {
     }
 
     fn call(&mut self, _: http::Request<B>) -> Self::Future {
-        let refusal =
-            AppError::unavailable("starting: recovering the journal and firing overdue timers; retry shortly")
-                .with_retry_after_s(1);
-        std::future::ready(Ok(status(refusal).into_http()))
+        std::future::ready(Ok((self.refusal)().into_http()))
     }
 }
 

@@ -142,7 +142,7 @@ pub fn router(app: Arc<App>, webhooks: Arc<Webhooks>, config: &HttpConfig) -> Re
 /// then takes (or waits for) one of the `max_connections` places, so one
 /// client can hold at most its own share of them.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     router: Router,
     config: &HttpConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,

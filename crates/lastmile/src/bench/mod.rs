@@ -268,7 +268,7 @@ impl InProcess {
             false => None,
         };
         let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
-        let listeners = lastmile_server::Listeners { grpc: Arc::new(listener), http };
+        let listeners = lastmile_server::Listeners { grpc: Arc::new(listener), http: http.map(Arc::new) };
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, is_ready) = tokio::sync::oneshot::channel::<()>();
