@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 pub use lastmile_proto::v1;
 
 pub mod http;
+pub mod surge;
 
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -38,7 +38,10 @@ pub fn refusal_text(me: &NodeInfo, leader: &Option<LeaderInfo>) -> String {
             "standby: node {} does not lead; the leader is node {} at {} (HTTP {}), epoch {}: send requests there",
             me.node_id, l.node.node_id, l.node.grpc_addr, l.node.http_addr, l.epoch
         ),
-        None => format!("standby: node {} does not lead, and no node does yet (a takeover is under way); retry shortly", me.node_id),
+        None => format!(
+            "standby: node {} does not lead, and no node does yet (a takeover is under way); retry shortly",
+            me.node_id
+        ),
     }
 }
 

@@ -20,12 +20,9 @@ pub fn open(journal: &JournalConfig) -> Result<Option<Box<dyn JournalStore>>, St
             };
             Some(Box::new(SqliteStore::open_with(data_dir, policy)?))
         }
-        JournalBackend::Postgres(pg) => Some(Box::new(PostgresStore::open(pg_options(
-            pg,
-            journal,
-            lastmile_store::Fence::Lock,
-            Duration::ZERO,
-        ))?)),
+        JournalBackend::Postgres(pg) => {
+            Some(Box::new(PostgresStore::open(pg_options(pg, journal, lastmile_store::Fence::Lock, Duration::ZERO))?))
+        }
     })
 }
 

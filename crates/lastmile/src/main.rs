@@ -94,7 +94,7 @@ enum Command {
         hash: bool,
     },
     /// Load benchmark of simultaneous incidents, measured against Ping in the same run.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Webhook operator commands.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
@@ -190,7 +190,8 @@ impl ServeArgs {
             config.journal.backend = JournalBackend::Postgres(pg);
         }
         if let Some(id) = &self.node_id {
-            let mut cluster = config.cluster.take().unwrap_or_else(|| lastmile_server::config::ClusterConfig::node(id.clone()));
+            let mut cluster =
+                config.cluster.take().unwrap_or_else(|| lastmile_server::config::ClusterConfig::node(id.clone()));
             cluster.node_id = id.clone();
             config.cluster = Some(cluster);
         }
@@ -276,7 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Token { hash } => token(hash),
-        Command::Bench(args) => runtime.block_on(bench::run(args)),
+        Command::Bench(args) => runtime.block_on(bench::run(*args)),
         Command::Webhooks(WebhooksCommand::DeadLetters { config, data_dir, file }) => {
             print_dead_letters(config, data_dir, file)
         }

@@ -38,7 +38,11 @@ fn pg_options(config: &LastmileConfig, cluster: &ClusterConfig) -> anyhow::Resul
 }
 
 /// Serves as a node: stands by until it leads, then leads.
-pub async fn serve(config: LastmileConfig, cluster: ClusterConfig, ready: impl FnOnce(&NodeInfo)) -> anyhow::Result<()> {
+pub async fn serve(
+    config: LastmileConfig,
+    cluster: ClusterConfig,
+    ready: impl FnOnce(&NodeInfo),
+) -> anyhow::Result<()> {
     let mut listening = vec![("server.listen", config.server.listen)];
     if let Some(addr) = config.http.listen_addr() {
         listening.push(("http.listen", addr));
@@ -49,7 +53,9 @@ pub async fn serve(config: LastmileConfig, cluster: ClusterConfig, ready: impl F
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let http = match config.http.listen_addr() {
         Some(addr) => Some(Arc::new(
-            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("http.listen: cannot listen on {addr}"))?,
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
         )),
         None => None,
     };
@@ -94,6 +100,7 @@ pub async fn serve(config: LastmileConfig, cluster: ClusterConfig, ready: impl F
             leader_tx.send_replace(leader);
             if lapsed && let Some(epoch) = lease.try_acquire()? {
                 follower.poll()?; // what the last leader committed before the lease changed hands
+                lease.heartbeat("leader", follower.last_lsn())?;
                 return Ok::<_, lastmile_store::StoreError>((lease, follower, epoch));
             }
             lease.heartbeat("standby", follower.last_lsn())?;
@@ -112,7 +119,8 @@ pub async fn serve(config: LastmileConfig, cluster: ClusterConfig, ready: impl F
     let config = Arc::new(config);
     let opened = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || lastmile_server::cluster::open_as_leader(&config, epoch, recovered)).await??
+        tokio::task::spawn_blocking(move || lastmile_server::cluster::open_as_leader(&config, epoch, recovered))
+            .await??
     };
     info!(epoch, elapsed_ms = took_over.elapsed().as_millis() as u64, "journal opened as leader");
     let lease = Arc::new(lease);
@@ -199,15 +207,17 @@ pub fn status(config: &LastmileConfig, json: bool) -> anyhow::Result<()> {
         ),
         Some(l) => println!(
             "leader  none: the lease of {} (epoch {}) lapsed {} ms ago",
-            l.node.node_id,
-            l.epoch,
-            -l.expires_in_ms
+            l.node.node_id, l.epoch, -l.expires_in_ms
         ),
         None => println!("leader  none: no node has led yet"),
     }
     println!("log head  {}", status.log_head);
     for n in &status.nodes {
-        let lag = if n.role == "standby" { format!("  lag {} rows", status.log_head - n.followed_lsn) } else { String::new() };
+        let lag = if n.role == "standby" {
+            format!("  lag {} rows", status.log_head - n.followed_lsn)
+        } else {
+            String::new()
+        };
         println!(
             "node  {:<12} {:<8} grpc {:<21} http {:<21} seen {} ms ago{lag}",
             n.node.node_id, n.role, n.node.grpc_addr, n.node.http_addr, n.seen_ms_ago

@@ -462,7 +462,9 @@ impl ClusterConfig {
         if self.follow_ms == 0 || self.follow_ms > self.lease_ms {
             return Err(("cluster.follow_ms", format!("must be 1 to cluster.lease_ms ({})", self.lease_ms)));
         }
-        for (key, addr) in [("cluster.advertise_grpc", &self.advertise_grpc), ("cluster.advertise_http", &self.advertise_http)] {
+        for (key, addr) in
+            [("cluster.advertise_grpc", &self.advertise_grpc), ("cluster.advertise_http", &self.advertise_http)]
+        {
             if let Some(addr) = addr
                 && (addr.is_empty() || !addr.contains(':'))
             {
@@ -712,10 +714,9 @@ impl LastmileConfig {
         }
         if let Some(cluster) = &self.cluster {
             if !matches!(self.journal.backend, JournalBackend::Postgres(_)) {
-                return Err(self.invalid(
-                    "cluster",
-                    "needs journal.backend = \"postgres\" (the nodes share its database)",
-                ));
+                return Err(
+                    self.invalid("cluster", "needs journal.backend = \"postgres\" (the nodes share its database)")
+                );
             }
             cluster.validate().map_err(|(key, problem)| self.invalid(key, problem))?;
         }
