@@ -118,6 +118,16 @@ async fn a_standby_refuses_naming_the_leader_and_status_shows_every_node() {
     let mut client = cluster.client(leader).await;
     let got = client.list_incidents(pb::ListIncidentsRequest::default()).await.unwrap().into_inner();
     assert!(got.incidents.iter().all(|i| i.external_id != "to-a-standby"));
+    // The bundled client, given every node (standbys first), finds the leader.
+    let mut addrs: Vec<String> =
+        NODES.iter().filter(|id| **id != leader).map(|id| cluster.nodes[id].addr.clone()).collect();
+    addrs.push(cluster.nodes[leader].addr.clone());
+    let out = std::process::Command::new(lastmile_bin())
+        .args(["report", "--addr", &addrs.join(","), "--lat", "28.58", "--lng", "121.37", "--external-id", "via-cli"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("external_id=via-cli"));
     let status = cluster.status();
     let roles: BTreeMap<String, String> = status["nodes"]
         .as_array()

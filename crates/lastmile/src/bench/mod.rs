@@ -688,6 +688,15 @@ impl Setup {
             _ => None,
         };
         let endpoint = match (&args.addr, &server) {
+            (Some(addr), _) if addr.contains(',') => {
+                // The nodes of a cluster: the leader, found once at the start.
+                let addrs = crate::connect::addresses(addr);
+                for a in &addrs {
+                    check_loopback(a)?;
+                }
+                let endpoint = |a: &str| Endpoint::from_shared(a.to_string()).map_err(anyhow::Error::from);
+                crate::connect::find_leader(&addrs, endpoint, crate::connect::Bearer::none()).await?
+            }
             (Some(addr), _) => check_loopback(addr)?,
             (None, Some(s)) => format!("http://{}", s.addr),
             (None, None) => unreachable!("no address and no server"),
