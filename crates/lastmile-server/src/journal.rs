@@ -73,6 +73,7 @@ impl Journal {
     /// live feed's position to record with each commit.
     pub fn start(
         store: Box<dyn JournalStore>,
+        failure: Arc<OnceLock<String>>,
         max_pending_ops: usize,
         max_batch_records: usize,
         enqueue_timeout: Duration,
@@ -81,7 +82,6 @@ impl Journal {
     ) -> Arc<Journal> {
         let (tx, rx) = std_mpsc::channel::<Message>();
         let (committed_tx, committed) = watch::channel(0u64);
-        let failure: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let unsettled = Arc::new(AtomicBool::new(false));
         let location = store.location();
         let writer = Writer {
@@ -534,7 +534,15 @@ mod tests {
         let open = Arc::new((Mutex::new(false), Condvar::new()));
         let commits = Arc::new(AtomicU64::new(0));
         let store = Gate { open: open.clone(), commits: commits.clone() };
-        let journal = Journal::start(Box::new(store), 16, 16, Duration::from_secs(5), Arc::new(|| 0), Arc::default());
+        let journal = Journal::start(
+            Box::new(store),
+            Arc::default(),
+            16,
+            16,
+            Duration::from_secs(5),
+            Arc::new(|| 0),
+            Arc::default(),
+        );
 
         let first = JournalOp::begin(&journal).await.unwrap();
         first.store(Record::Unit { id: "T1".into(), body: b"{}".to_vec() });

@@ -135,6 +135,9 @@ pub struct Opened {
     pub to_archive: Vec<lastmile_core::Incident>,
     /// The ETA calibration's learnt state, as the journal kept it.
     pub calibration: Option<lastmile_core::eta::Calibration>,
+    /// Set (with the error) once the journal has failed closed: a cluster's
+    /// leader watches it and gives up leading.
+    pub journal_failure: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Opened {
@@ -146,6 +149,7 @@ impl Opened {
             timelines: Vec::new(),
             to_archive: Vec::new(),
             calibration: None,
+            journal_failure: Arc::default(),
         }
     }
 }
@@ -211,6 +215,7 @@ pub(crate) fn recover_from(
         timelines: parsed.timelines,
         to_archive: restored.closed_found_live,
         calibration: parsed.calibration,
+        journal_failure: Arc::default(),
     })
 }
 
@@ -546,6 +551,7 @@ fn start(config: &Arc<LastmileConfig>, opened: Opened, auth: auth::Auth) -> Resu
         let feed = sinks.clone();
         journal::Journal::start(
             store,
+            opened.journal_failure.clone(),
             config.journal.max_pending_ops,
             config.journal.max_batch_records,
             Duration::from_millis(config.journal.enqueue_timeout_ms),

@@ -124,7 +124,7 @@ pub async fn serve(
     };
     info!(epoch, elapsed_ms = took_over.elapsed().as_millis() as u64, "journal opened as leader");
     let lease = Arc::new(lease);
-    let keeper = keep_lease(lease.clone(), epoch, &cluster);
+    let keeper = keep_lease(lease.clone(), epoch, &cluster, opened.journal_failure.clone());
     let result = crate::run_until_signal(config, listeners, opened, || {}).await;
     keeper.stop();
     // A graceful stop hands the lease on at once.
@@ -144,8 +144,14 @@ impl Keeper {
 }
 
 /// Renews the lease every `renew_ms` on a thread of its own (a busy
-/// runtime must not delay it); exits the process once it is lost.
-fn keep_lease(lease: Arc<Cluster>, epoch: u64, cluster: &ClusterConfig) -> Keeper {
+/// runtime must not delay it); exits the process once it is lost, or once
+/// the journal has failed closed.
+fn keep_lease(
+    lease: Arc<Cluster>,
+    epoch: u64,
+    cluster: &ClusterConfig,
+    journal_failure: Arc<std::sync::OnceLock<String>>,
+) -> Keeper {
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (every, lease_for) = (Duration::from_millis(cluster.renew_ms), Duration::from_millis(cluster.lease_ms));
     let flag = stopped.clone();
@@ -155,6 +161,14 @@ fn keep_lease(lease: Arc<Cluster>, epoch: u64, cluster: &ClusterConfig) -> Keepe
             let mut renewed = Instant::now();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(every);
+                // A leader whose journal failed closed refuses every change:
+                // it hands the lease on at once (a node that can write
+                // takes over) and exits.
+                if let Some(failure) = journal_failure.get() {
+                    error!(epoch, %failure, "the journal failed: giving up the lease and exiting");
+                    let _ = lease.release(epoch);
+                    std::process::exit(DEPOSED_EXIT);
+                }
                 match lease.renew(epoch) {
                     Ok(true) => {
                         renewed = Instant::now();
