@@ -72,6 +72,8 @@ pub struct Cluster {
     location: String,
     node: NodeInfo,
     lease_ms: i64,
+    /// The key of the one-server writer lock ([`crate::Fence::Lock`]).
+    lock_key: String,
 }
 
 fn leader_of(row: &tokio_postgres::Row) -> LeaderInfo {
@@ -95,7 +97,8 @@ impl Cluster {
             create_schema(&client, &schema, &loc).await?;
             Ok::<_, StoreError>(Arc::new(client))
         })?;
-        Ok(Cluster { rt, client, location, node, lease_ms: lease_ms as i64 })
+        let lock_key = format!("lastmile:{}", options.schema);
+        Ok(Cluster { rt, client, location, node, lease_ms: lease_ms as i64, lock_key })
     }
 
     pub fn node(&self) -> &NodeInfo {
@@ -107,26 +110,45 @@ impl Cluster {
     }
 
     /// Takes the lease if nobody holds it or it has lapsed: the new epoch,
-    /// or `None` while another node's lease runs.
+    /// or `None` while another node's lease runs. Refused while a server
+    /// without `[cluster]` writes the schema (it holds the one-server lock,
+    /// which this takes for its transaction, so neither can start while
+    /// the other runs).
     pub fn try_acquire(&self) -> Result<Option<u64>, StoreError> {
         let c = self.client.clone();
-        let (node, lease_ms) = (self.node.clone(), self.lease_ms);
+        let (node, lease_ms, key) = (self.node.clone(), self.lease_ms, self.lock_key.clone());
         let row = self
             .rt
             .run(async move {
-                c.query_opt(
-                    "INSERT INTO lease (id, node_id, epoch, expires_at, grpc_addr, http_addr) \
+                c.batch_execute("BEGIN").await?;
+                let locked: bool = c.query_one("SELECT pg_try_advisory_xact_lock(hashtext($1))", &[&key]).await?.get(0);
+                if !locked {
+                    c.batch_execute("ROLLBACK").await?;
+                    return Ok(Err(()));
+                }
+                let row = c
+                    .query_opt(
+                        "INSERT INTO lease (id, node_id, epoch, expires_at, grpc_addr, http_addr) \
                      VALUES (1, $1, 1, now() + $2::bigint * interval '1 millisecond', $3, $4) \
                      ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, epoch = lease.epoch + 1, \
                      expires_at = excluded.expires_at, grpc_addr = excluded.grpc_addr, http_addr = excluded.http_addr \
                      WHERE lease.expires_at < now() \
                      RETURNING epoch",
-                    &[&node.node_id, &lease_ms, &node.grpc_addr, &node.http_addr],
-                )
-                .await
+                        &[&node.node_id, &lease_ms, &node.grpc_addr, &node.http_addr],
+                    )
+                    .await?;
+                c.batch_execute("COMMIT").await?;
+                Ok::<_, tokio_postgres::Error>(Ok(row))
             })
             .map_err(pg_err(&self.location, "cannot take the lease"))?;
-        Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+        match row {
+            Ok(row) => Ok(row.map(|r| r.get::<_, i64>(0) as u64)),
+            Err(()) => Err(StoreError::Postgres {
+                at: self.location.clone(),
+                what: "cannot take the lease",
+                detail: "a lastmile server without [cluster] is writing this schema".into(),
+            }),
+        }
     }
 
     /// Renews the lease this node holds with `epoch`; `false` once another

@@ -407,6 +407,21 @@ impl PostgresStore {
                             detail: "another lastmile server is writing this schema".into(),
                         });
                     }
+                    // A cluster's leader holds no such lock but the lease.
+                    let leading = client
+                        .query_opt("SELECT node_id, epoch FROM lease WHERE id = 1 AND expires_at > now()", &[])
+                        .await
+                        .map_err(pg_err(&loc, "cannot read the lease"))?;
+                    if let Some(row) = leading {
+                        let (node, epoch): (String, i64) = (row.get(0), row.get(1));
+                        return Err(StoreError::Postgres {
+                            at: loc,
+                            what: "cannot lock the journal",
+                            detail: format!(
+                                "a cluster writes this schema (node {node} leads, epoch {epoch}): run this server with [cluster]"
+                            ),
+                        });
+                    }
                 }
                 Fence::Epoch(epoch) => check_epoch(&client, epoch, &loc).await?,
             }

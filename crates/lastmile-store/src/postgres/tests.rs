@@ -312,3 +312,25 @@ mod cluster {
         assert_eq!(follower.recovered(), quick.recover(10).unwrap());
     }
 }
+
+#[test]
+fn a_single_server_and_a_cluster_never_write_one_schema_at_once() {
+    use crate::cluster::{Cluster, NodeInfo};
+    let Some((_, opts)) = fresh("mixed") else { return };
+    let node = NodeInfo { node_id: "a".into(), grpc_addr: "a:1".into(), http_addr: "a:2".into() };
+    let single = PostgresStore::open(opts.clone()).unwrap();
+    let cluster = Cluster::connect(&opts, node, 60_000).unwrap();
+    let err = cluster.try_acquire().expect_err("the single server holds the schema").to_string();
+    assert!(err.contains("without [cluster]"), "{err}");
+    drop(single);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let epoch = loop {
+        match cluster.try_acquire() {
+            Ok(Some(epoch)) => break epoch,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("{other:?}"),
+        }
+    };
+    let err = PostgresStore::open(opts).err().expect("a cluster leads").to_string();
+    assert!(err.contains(&format!("node a leads, epoch {epoch}")), "{err}");
+}
