@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use crate::postgres::{PgRuntime, connect, create_schema, location_of, pg_err, session_config};
-use crate::{PgOptions, Record, Recovered, StoreError, log};
+use crate::postgres::{PgRuntime, log_row, open_session, pg_err};
+use crate::{PgOptions, Record, Recovered, StoreError};
 
 /// A node as it tells the others where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,15 +88,7 @@ impl Cluster {
     /// Connects (creating the schema if it is not there) as `node`, whose
     /// leases last `lease_ms`.
     pub fn connect(options: &PgOptions, node: NodeInfo, lease_ms: u64) -> Result<Cluster, StoreError> {
-        let (config, _) = session_config(options, &format!("lastmile lease {}", node.node_id))?;
-        let location = location_of(&config, &options.schema);
-        let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
-        let (loc, schema) = (location.clone(), options.schema.clone());
-        let client = rt.run(async move {
-            let client = connect(config, loc.clone()).await?;
-            create_schema(&client, &schema, &loc).await?;
-            Ok::<_, StoreError>(Arc::new(client))
-        })?;
+        let (rt, client, location) = open_session(options, &format!("lastmile lease {}", node.node_id))?;
         let lock_key = format!("lastmile:{}", options.schema);
         Ok(Cluster { rt, client, location, node, lease_ms: lease_ms as i64, lock_key })
     }
@@ -326,15 +318,7 @@ impl Follower {
     /// Connects and reads the live state (as a recovery does, keeping the
     /// `recent_closed` most recently closed).
     pub fn start(options: &PgOptions, node_id: &str, recent_closed: usize) -> Result<Follower, StoreError> {
-        let (config, _) = session_config(options, &format!("lastmile follower {node_id}"))?;
-        let location = location_of(&config, &options.schema);
-        let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
-        let (loc, schema) = (location.clone(), options.schema.clone());
-        let client = rt.run(async move {
-            let client = connect(config, loc.clone()).await?;
-            create_schema(&client, &schema, &loc).await?;
-            Ok::<_, StoreError>(Arc::new(client))
-        })?;
+        let (rt, client, location) = open_session(options, &format!("lastmile follower {node_id}"))?;
         let mut follower = Follower {
             rt,
             client,
@@ -422,13 +406,8 @@ impl Follower {
 
     fn take_in(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), StoreError> {
         for row in rows {
-            let (lsn, feed_seq, body): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
-            let batch = log::decode(&body).map_err(|e| StoreError::Postgres {
-                at: self.location.clone(),
-                what: "malformed log row",
-                detail: format!("row {lsn}: {e}"),
-            })?;
-            self.mirror.add(batch, feed_seq.max(0) as u64);
+            let (lsn, feed_seq, batch) = log_row(row, &self.location)?;
+            self.mirror.add(batch, feed_seq);
             self.last_lsn = lsn;
         }
         Ok(())

@@ -35,6 +35,8 @@ pub mod cluster;
 mod log;
 mod postgres;
 mod sqlite;
+#[cfg(test)]
+mod test_records;
 
 pub use postgres::{Fence, PgOptions, PostgresStore, drop_schema, valid_schema_name};
 pub use sqlite::{ApplyPolicy, DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};

@@ -299,6 +299,55 @@ pub(crate) fn session_config(
     Ok((config, named))
 }
 
+/// A session of its own (named `application` in pg_stat_activity) on a
+/// runtime of its own, with the schema created if it is not there: what
+/// the lease and a follower each open.
+pub(crate) fn open_session(
+    options: &PgOptions,
+    application: &str,
+) -> Result<(Arc<PgRuntime>, Arc<Client>, String), StoreError> {
+    let (config, _) = session_config(options, application)?;
+    let location = location_of(&config, &options.schema);
+    let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
+    let (loc, schema) = (location.clone(), options.schema.clone());
+    let client = rt.run(async move {
+        let client = connect(config, loc.clone()).await?;
+        create_schema(&client, &schema, &loc).await?;
+        Ok::<_, StoreError>(Arc::new(client))
+    })?;
+    Ok((rt, client, location))
+}
+
+/// A `log` row read back (`lsn, feed_seq, body`): its number, feed
+/// position and records.
+pub(crate) fn log_row(row: &tokio_postgres::Row, location: &str) -> Result<(i64, u64, Vec<Record>), StoreError> {
+    let (lsn, feed_seq, body): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+    let batch = log::decode(&body).map_err(|e| StoreError::Postgres {
+        at: location.to_string(),
+        what: "malformed log row",
+        detail: format!("row {lsn}: {e}"),
+    })?;
+    Ok((lsn, feed_seq.max(0) as u64, batch))
+}
+
+/// `body` in a transaction on `client`: committed if it succeeds, rolled
+/// back if not.
+async fn in_transaction<T>(
+    client: &Client,
+    location: &str,
+    what: &'static str,
+    body: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    client.batch_execute("BEGIN").await.map_err(pg_err(location, what))?;
+    match body.await {
+        Ok(value) => client.batch_execute("COMMIT").await.map(|()| value).map_err(pg_err(location, what)),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
 /// Creates the schema and its tables if they are not there (one
 /// transaction, so two nodes starting at once do not race), and refuses
 /// one written by a newer lastmile.
@@ -476,14 +525,9 @@ impl PostgresStore {
                     .await
             })
             .map_err(self.err("cannot read the log"))?;
-        for row in rows {
-            let (lsn, feed_seq, body): (i64, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
-            let batch = log::decode(&body).map_err(|e| StoreError::Postgres {
-                at: self.location.clone(),
-                what: "malformed log row",
-                detail: format!("row {lsn}: {e}"),
-            })?;
-            self.pending.add(batch, feed_seq.max(0) as u64, lsn);
+        for row in &rows {
+            let (lsn, feed_seq, batch) = log_row(row, &self.location)?;
+            self.pending.add(batch, feed_seq, lsn);
         }
         self.apply()
     }
@@ -503,19 +547,11 @@ impl PostgresStore {
         let location = self.location.clone();
         let (fence, retention_ms) = (self.options.fence, self.options.log_retention.as_millis() as i64);
         self.rt.run(async move {
-            let err = |what| pg_err(&location, what);
-            client.batch_execute("BEGIN").await.map_err(err("cannot apply the log"))?;
-            let written = match fenced_here(&client, fence, &location).await {
-                Ok(()) => rows.write(&client, &location, retention_ms).await,
-                Err(e) => Err(e),
+            let write = async {
+                fenced_here(&client, fence, &location).await?;
+                rows.write(&client, &location, retention_ms).await
             };
-            match written {
-                Ok(()) => client.batch_execute("COMMIT").await.map_err(err("cannot apply the log (disk full?)")),
-                Err(e) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(e)
-                }
-            }
+            in_transaction(&client, &location, "cannot apply the log (database down or full?)", write).await
         })
     }
 
@@ -787,8 +823,7 @@ impl JournalStore for PostgresStore {
             let err = |what| pg_err(&location, what);
             let oldest = "SELECT seq FROM history WHERE closed_at_ms < $1 ORDER BY closed_at_ms LIMIT $2";
             let limit = max_incidents as i64;
-            client.batch_execute("BEGIN").await.map_err(err("cannot prune"))?;
-            let done = async {
+            let prune = async {
                 fenced_here(&client, fence, &location).await?;
                 for table in ["timeline", "outcomes"] {
                     let key = if table == "timeline" { "incident_seq" } else { "seq" };
@@ -813,15 +848,8 @@ impl JournalStore for PostgresStore {
                     .await
                     .map_err(err("cannot write meta"))?;
                 Ok::<_, StoreError>(deleted as usize)
-            }
-            .await;
-            match done {
-                Ok(n) => client.batch_execute("COMMIT").await.map(|()| n).map_err(err("cannot prune")),
-                Err(e) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(e)
-                }
-            }
+            };
+            in_transaction(&client, &location, "cannot prune", prune).await
         })
     }
 
