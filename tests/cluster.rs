@@ -268,3 +268,50 @@ async fn a_leader_resumed_after_its_lease_lapsed_cannot_commit() {
     .await;
     assert_eq!(status.code(), Some(3), "deposed exit status");
 }
+
+/// `lastmile terminal --addr a,b,c`, subscribed on the leader, follows a
+/// failover: after the leader's SIGKILL it resubscribes on the next leader
+/// and accepts the page that leader sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_terminal_follows_the_leader_through_a_failover() {
+    let Some(mut cluster) = Cluster::start("terminal") else { return };
+    let (leader, _) = cluster.leader().await;
+    let request = report("for-the-terminal");
+    let preview = cluster
+        .client(leader)
+        .await
+        .preview_dispatch(pb::PreviewDispatchRequest {
+            location: request.location,
+            kind: request.kind,
+            severity: request.severity,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let unit = preview.tiers.iter().find(|t| t.tier == 10).unwrap().assignments[0].unit_id.clone();
+    let addrs: Vec<String> = cluster.nodes.values().map(|n| n.addr.clone()).collect();
+    let mut terminal = std::process::Command::new(lastmile_bin())
+        .args(["terminal", "--addr", &addrs.join(","), "--unit", &unit, "--auto-ack", "--ack-delay-s", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // subscribed
+    cluster.nodes.remove(leader); // SIGKILL
+    let (next, _) = cluster.leader().await;
+    let incident = cluster.client(next).await.report_incident(request).await.unwrap().into_inner().incident.unwrap();
+    let paged = incident.tiers.iter().find(|t| t.tier == 10).unwrap().assignments[0].unit_id.clone();
+    assert_eq!(paged, unit, "the unit the preview chose is paged");
+    let client = cluster.client(next).await;
+    eventually(|| {
+        let (mut client, id, unit) = (client.clone(), incident.id.clone(), unit.clone());
+        async move {
+            let now = client.get_incident(pb::GetIncidentRequest { id }).await.unwrap().into_inner();
+            let a = now.tiers.iter().flat_map(|t| &t.assignments).find(|a| a.unit_id == unit).unwrap();
+            (a.state() == pb::AssignmentState::Acknowledged).then_some(())
+        }
+    })
+    .await;
+    let _ = terminal.kill();
+    let _ = terminal.wait();
+}
