@@ -65,6 +65,19 @@ pub struct ClusterStatus {
     pub log_head: i64,
 }
 
+/// What an attempt to take the lease found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquire {
+    /// Taken, with this epoch.
+    Won(u64),
+    /// Another node's lease runs.
+    Held,
+    /// The schema's writer lock is held: by another node taking the lease
+    /// this instant, or by a lastmile server without `[cluster]` (if it
+    /// lasts).
+    Locked,
+}
+
 /// A node's session for the lease and the heartbeats.
 pub struct Cluster {
     rt: Arc<PgRuntime>,
@@ -101,12 +114,11 @@ impl Cluster {
         &self.location
     }
 
-    /// Takes the lease if nobody holds it or it has lapsed: the new epoch,
-    /// or `None` while another node's lease runs. Refused while a server
-    /// without `[cluster]` writes the schema (it holds the one-server lock,
-    /// which this takes for its transaction, so neither can start while
-    /// the other runs).
-    pub fn try_acquire(&self) -> Result<Option<u64>, StoreError> {
+    /// Takes the lease if nobody holds it or it has lapsed. Not while a
+    /// server without `[cluster]` writes the schema: it holds the
+    /// one-server lock, which this takes for its transaction, so neither
+    /// can start while the other runs.
+    pub fn try_acquire(&self) -> Result<Acquire, StoreError> {
         let c = self.client.clone();
         let (node, lease_ms, key) = (self.node.clone(), self.lease_ms, self.lock_key.clone());
         let row = self
@@ -133,14 +145,11 @@ impl Cluster {
                 Ok::<_, tokio_postgres::Error>(Ok(row))
             })
             .map_err(pg_err(&self.location, "cannot take the lease"))?;
-        match row {
-            Ok(row) => Ok(row.map(|r| r.get::<_, i64>(0) as u64)),
-            Err(()) => Err(StoreError::Postgres {
-                at: self.location.clone(),
-                what: "cannot take the lease",
-                detail: "a lastmile server without [cluster] is writing this schema".into(),
-            }),
-        }
+        Ok(match row {
+            Ok(Some(row)) => Acquire::Won(row.get::<_, i64>(0) as u64),
+            Ok(None) => Acquire::Held,
+            Err(()) => Acquire::Locked,
+        })
     }
 
     /// Renews the lease this node holds with `epoch`; `false` once another

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lastmile_server::LastmileConfig;
 use lastmile_server::config::{ClusterConfig, JournalBackend};
-use lastmile_store::cluster::{Cluster, Follower, NodeInfo};
+use lastmile_store::cluster::{Acquire, Cluster, Follower, NodeInfo};
 use tracing::{error, info, warn};
 
 /// The exit status of a node that lost the lease.
@@ -90,18 +90,37 @@ pub async fn serve(
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
     let (won_tx, won_rx) = tokio::sync::oneshot::channel::<()>();
     let follow_every = Duration::from_millis(cluster.follow_ms);
+    let lease_for = Duration::from_millis(cluster.lease_ms);
     let standing = tokio::task::spawn_blocking(move || {
         let _won = won_tx; // dropped on return, whatever the outcome: the standby server stops
         let mut follower = follower;
+        // Since when the schema's writer lock has kept this node from the
+        // lapsed lease (another node taking it this instant, or a server
+        // without [cluster] if it lasts).
+        let mut locked_since: Option<Instant> = None;
         loop {
             follower.poll()?;
             let leader = lease.leader()?;
             let lapsed = leader.as_ref().is_none_or(|l| l.expires_in_ms <= 0);
             leader_tx.send_replace(leader);
-            if lapsed && let Some(epoch) = lease.try_acquire()? {
-                follower.poll()?; // what the last leader committed before the lease changed hands
-                lease.heartbeat("leader", follower.last_lsn())?;
-                return Ok::<_, lastmile_store::StoreError>((lease, follower, epoch));
+            if lapsed {
+                match lease.try_acquire()? {
+                    Acquire::Won(epoch) => {
+                        follower.poll()?; // what the last leader committed before the lease changed hands
+                        lease.heartbeat("leader", follower.last_lsn())?;
+                        return Ok::<_, lastmile_store::StoreError>((lease, follower, epoch));
+                    }
+                    Acquire::Locked => {
+                        let since = *locked_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= lease_for {
+                            warn!(
+                                "the lease is free but the schema's writer lock is held: is a lastmile server without [cluster] writing this schema?"
+                            );
+                            locked_since = Some(Instant::now());
+                        }
+                    }
+                    Acquire::Held => locked_since = None,
+                }
             }
             lease.heartbeat("standby", follower.last_lsn())?;
             std::thread::sleep(follow_every);

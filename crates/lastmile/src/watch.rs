@@ -1,5 +1,7 @@
 //! `lastmile watch`: follows the dispatchers' live feed, one line per event,
-//! resuming from the last sequence number after a disconnect.
+//! resuming from the last sequence number after a disconnect. When the
+//! server's numbers restarted (a restart, a failover) it says that events
+//! may be missing and follows the new feed from its newest event.
 
 use std::time::Duration;
 
@@ -15,6 +17,16 @@ pub async fn run(
     loop {
         match follow(&target, &mut after_seq, &incident_id, &unit_id).await {
             Ok(()) => eprintln!("watch: feed ended; reconnecting from seq {after_seq}"),
+            // The feed's numbers restarted (a server restart, or a failover
+            // to another node): say so, and follow the new feed from now.
+            Err(status) if status.code() == tonic::Code::OutOfRange && after_seq > 0 => {
+                eprintln!(
+                    "watch: {}; events since seq {after_seq} may be missing: following the new feed from now",
+                    status.message()
+                );
+                after_seq = 0;
+                continue;
+            }
             Err(status) if status.code() == tonic::Code::OutOfRange => {
                 anyhow::bail!("{}", status.message());
             }

@@ -201,7 +201,7 @@ fn a_commit_after_the_server_ends_the_session_fails_and_is_not_kept() {
 
 mod cluster {
     use super::*;
-    use crate::cluster::{Cluster, Follower, NodeInfo};
+    use crate::cluster::{Acquire, Cluster, Follower, NodeInfo};
 
     fn node(id: &str) -> NodeInfo {
         NodeInfo { node_id: id.into(), grpc_addr: format!("{id}:50051"), http_addr: format!("{id}:8080") }
@@ -216,8 +216,8 @@ mod cluster {
         let Some((_, opts)) = fresh("lease") else { return };
         let a = Cluster::connect(&opts, node("a"), 400).unwrap();
         let b = Cluster::connect(&opts, node("b"), 400).unwrap();
-        assert_eq!(a.try_acquire().unwrap(), Some(1));
-        assert_eq!(b.try_acquire().unwrap(), None, "a's lease runs");
+        assert_eq!(a.try_acquire().unwrap(), Acquire::Won(1));
+        assert_eq!(b.try_acquire().unwrap(), Acquire::Held, "a's lease runs");
         assert!(a.renew(1).unwrap());
         let leader = b.leader().unwrap().unwrap();
         assert_eq!((&leader.node, leader.epoch), (&node("a"), 1));
@@ -225,7 +225,7 @@ mod cluster {
         // a stops renewing: once its lease lapses, b takes it.
         let deadline = Instant::now() + Duration::from_secs(10);
         let epoch = loop {
-            if let Some(e) = b.try_acquire().unwrap() {
+            if let Acquire::Won(e) = b.try_acquire().unwrap() {
                 break e;
             }
             assert!(Instant::now() < deadline, "the lease never lapsed");
@@ -234,7 +234,33 @@ mod cluster {
         assert_eq!(epoch, 2);
         assert!(!a.renew(1).unwrap(), "a is deposed");
         b.release(2).unwrap();
-        assert_eq!(a.try_acquire().unwrap(), Some(3), "a released lease is taken at once");
+        assert_eq!(a.try_acquire().unwrap(), Acquire::Won(3), "a released lease is taken at once");
+    }
+
+    #[test]
+    fn nodes_racing_for_a_free_lease_never_fail_and_exactly_one_wins() {
+        let Some((_, opts)) = fresh("race") else { return };
+        let nodes: Vec<Arc<Cluster>> =
+            ["a", "b", "c"].iter().map(|id| Arc::new(Cluster::connect(&opts, node(id), 60_000).unwrap())).collect();
+        for round in 0..20 {
+            let barrier = Arc::new(std::sync::Barrier::new(nodes.len()));
+            let tries: Vec<_> = nodes
+                .iter()
+                .map(|n| {
+                    let (n, barrier) = (n.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        n.try_acquire()
+                    })
+                })
+                .collect();
+            let got: Vec<Acquire> = tries.into_iter().map(|t| t.join().unwrap().expect("never an error")).collect();
+            let won: Vec<u64> =
+                got.iter().filter_map(|a| if let Acquire::Won(e) = a { Some(*e) } else { None }).collect();
+            assert_eq!(won.len(), 1, "round {round}: {got:?}");
+            let winner = got.iter().position(|a| matches!(a, Acquire::Won(_))).unwrap();
+            nodes[winner].release(won[0]).unwrap();
+        }
     }
 
     #[test]
@@ -242,13 +268,13 @@ mod cluster {
         let Some((_, opts)) = fresh("fence") else { return };
         let a = Cluster::connect(&opts, node("a"), 200).unwrap();
         let b = Cluster::connect(&opts, node("b"), 200).unwrap();
-        assert_eq!(a.try_acquire().unwrap(), Some(1));
+        assert_eq!(a.try_acquire().unwrap(), Acquire::Won(1));
         let mut old = leader_store(&opts, 1).unwrap();
         old.commit(vec![incident(1, "by-a")], 1).unwrap();
         let err = leader_store(&opts, 7).err().unwrap().to_string();
         assert!(err.contains("fenced") && err.contains("epoch 7"), "a store opens only with the lease's epoch: {err}");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while b.try_acquire().unwrap().is_none() {
+        while b.try_acquire().unwrap() != Acquire::Won(2) {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -268,7 +294,7 @@ mod cluster {
     fn a_follower_mirrors_the_live_state_and_reads_afresh_when_it_fell_behind_the_retention() {
         let Some((_, opts)) = fresh("follow") else { return };
         let a = Cluster::connect(&opts, node("a"), 60_000).unwrap();
-        assert_eq!(a.try_acquire().unwrap(), Some(1));
+        assert_eq!(a.try_acquire().unwrap(), Acquire::Won(1));
         let keep = PgOptions { log_retention: Duration::from_secs(3600), ..opts.clone() };
         let mut store = leader_store(&keep, 1).unwrap();
         store.commit(vec![incident(1, "r1"), unit("U", "paged"), entry(1, 0, "reported")], 1).unwrap();
@@ -296,18 +322,17 @@ mod cluster {
 
 #[test]
 fn a_single_server_and_a_cluster_never_write_one_schema_at_once() {
-    use crate::cluster::{Cluster, NodeInfo};
+    use crate::cluster::{Acquire, Cluster, NodeInfo};
     let Some((_, opts)) = fresh("mixed") else { return };
     let node = NodeInfo { node_id: "a".into(), grpc_addr: "a:1".into(), http_addr: "a:2".into() };
     let single = PostgresStore::open(opts.clone()).unwrap();
     let cluster = Cluster::connect(&opts, node, 60_000).unwrap();
-    let err = cluster.try_acquire().expect_err("the single server holds the schema").to_string();
-    assert!(err.contains("without [cluster]"), "{err}");
+    assert_eq!(cluster.try_acquire().unwrap(), Acquire::Locked, "the single server holds the schema");
     drop(single);
     let deadline = Instant::now() + Duration::from_secs(10);
     let epoch = loop {
         match cluster.try_acquire() {
-            Ok(Some(epoch)) => break epoch,
+            Ok(Acquire::Won(epoch)) => break epoch,
             _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             other => panic!("{other:?}"),
         }
