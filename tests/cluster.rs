@@ -184,6 +184,13 @@ async fn the_leader_sigkilled_in_a_surge_round_after_round_loses_nothing_answere
         let snapshot = answered.lock().unwrap().clone();
         let acks = acked.lock().unwrap().clone();
         verify(&mut client, &snapshot, &acks).await;
+        // Reports sent again are recognised as repeats by the new leader,
+        // the latest ones (still open) and the oldest (closed or open).
+        for external_id in snapshot.keys().rev().take(3).chain(snapshot.keys().take(2)) {
+            let again = client.report_incident(report(external_id)).await.unwrap().into_inner();
+            assert!(again.duplicate, "round {round}: {external_id} not recognised by the new leader");
+            assert_eq!(again.incident.unwrap().id, snapshot[external_id].id);
+        }
         if round == 0 {
             // The page left waiting reaches its terminal from the new leader
             // (well within its 60 s timeout).
