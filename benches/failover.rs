@@ -39,10 +39,7 @@ async fn report_once(client: &mut DispatchClient<Channel>, external_id: &str) ->
 }
 
 fn main() {
-    let Ok(url) = std::env::var("LASTMILE_TEST_PG_URL") else {
-        eprintln!("failover: set LASTMILE_TEST_PG_URL (eval \"$(bash .ci/postgres.sh)\")");
-        return;
-    };
+    let Some(url) = lastmile_store::test_postgres_url() else { return };
     // `cargo bench` passes `--bench`; nothing else is read from the arguments.
     let rounds: usize = std::env::var("LASTMILE_FAILOVER_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(20);
     let schema = "bench_failover".to_string();

@@ -322,3 +322,28 @@ async fn the_bundled_terminal_follows_the_leader_through_a_failover() {
     let _ = terminal.kill();
     let _ = terminal.wait();
 }
+
+/// Health/Watch streams open on the standbys (what a load balancer keeps)
+/// do not hold up a takeover: the standby that takes the lease stops
+/// standing by within a second whatever its connections do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_watches_on_the_standbys_do_not_hold_up_the_takeover() {
+    use tonic_health::pb::health_client::HealthClient;
+    let Some(mut cluster) = Cluster::start("watched") else { return };
+    let (leader, _) = cluster.leader().await;
+    let mut watches = Vec::new();
+    for (id, node) in &cluster.nodes {
+        if *id != leader {
+            let mut health = HealthClient::new(channel(&node.endpoint()).await);
+            let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            let mut stream = health.watch(request).await.unwrap().into_inner();
+            let first = stream.message().await.unwrap().unwrap();
+            assert_eq!(first.status(), tonic_health::pb::health_check_response::ServingStatus::NotServing);
+            watches.push(stream);
+        }
+    }
+    cluster.nodes.remove(leader); // SIGKILL
+    let (next, _) = cluster.leader().await;
+    assert_ne!(next, leader);
+    drop(watches);
+}

@@ -221,28 +221,10 @@ impl Drop for ServedBinary {
     }
 }
 
-/// The PostgreSQL server the tests may use: `LASTMILE_TEST_PG_URL` (CI
-/// starts one with `.ci/postgres.sh`). `None`, with a note, when it is not
-/// set; a panic instead when `LASTMILE_REQUIRE_PG` is set (CI sets it), so
-/// a CI run never passes by skipping them.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("LASTMILE_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("LASTMILE_REQUIRE_PG").is_none(),
-                "LASTMILE_REQUIRE_PG is set but LASTMILE_TEST_PG_URL is not (eval \"$(bash .ci/postgres.sh)\")"
-            );
-            eprintln!("skipped: LASTMILE_TEST_PG_URL is not set (eval \"$(bash .ci/postgres.sh)\")");
-            None
-        }
-    }
-}
-
 /// `lastmile serve` flags for a PostgreSQL journal in a schema of its own,
 /// `name` and this process's id, emptied first.
 pub fn postgres_journal(name: &str) -> Option<Vec<String>> {
-    let url = postgres_url()?;
+    let url = lastmile_store::test_postgres_url()?;
     let schema = format!("e2e_{name}_{}", std::process::id());
     lastmile_store::drop_schema(&url, &schema).expect("empty the test's schema");
     Some(vec!["--postgres".into(), url, "--postgres-schema".into(), schema])

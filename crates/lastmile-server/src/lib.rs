@@ -345,16 +345,48 @@ pub async fn serve_health_while_recovering(
     config: &LastmileConfig,
     recovered: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    serve_refusing(listener, config, grpc::starting(), recovered).await
+}
+
+/// Serves `grpc.health.v1` (NOT_SERVING) and answers every lastmile call
+/// with `refusal` until `until` resolves; then stops accepting, and gives
+/// the connections in flight a second to finish (a Health/Watch stream
+/// never does) before dropping them.
+async fn serve_refusing(
+    listener: Arc<TcpListener>,
+    config: &LastmileConfig,
+    refusal: grpc::Refusal,
+    until: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = grpc_builder(config)?
         .add_service(health)
-        .add_service(grpc::NotReady::<DispatchServer<DispatchService>>::new())
-        .add_service(grpc::NotReady::<UnitTerminalServer<TerminalService>>::new())
-        .serve_with_incoming_shutdown(incoming_nodelay(listener, &config.server, None), recovered);
-    // A Health/Watch stream would hold the drain open: give it a second.
+        .add_service(grpc::NotReady::<DispatchServer<DispatchService>>::with(refusal.clone()))
+        .add_service(grpc::NotReady::<UnitTerminalServer<TerminalService>>::with(refusal))
+        .serve_with_incoming_shutdown(incoming_nodelay(listener, &config.server, None), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => return served.map_err(ServerError::from),
+        () = until => {}
+    }
+    let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     Ok(())
+}
+
+/// The gateway's TLS acceptor when `[tls]` is configured.
+fn http_tls(config: &LastmileConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, ServerError> {
+    match &config.tls {
+        Some(tls) => {
+            let (cert, key) = tls.read_pem()?;
+            Ok(Some(http::tls_acceptor(&cert, &key).map_err(ServerError::Tls)?))
+        }
+        None => Ok(None),
+    }
 }
 
 /// While this node stands by (`[cluster]`): health NOT_SERVING, every
@@ -369,19 +401,11 @@ pub async fn serve_standby(
     leader: cluster::LeaderWatch,
     until: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    set_health(&reporter, tonic_health::ServingStatus::NotServing).await;
     let refusal = cluster::grpc_refusal(me.clone(), leader.clone());
     let stop = CancellationToken::new();
     let gateway = match &listeners.http {
         Some(http) => {
-            let tls = match &config.tls {
-                Some(tls) => {
-                    let (cert, key) = tls.read_pem()?;
-                    Some(http::tls_acceptor(&cert, &key).map_err(ServerError::Tls)?)
-                }
-                None => None,
-            };
+            let tls = http_tls(config)?;
             let (http, router, http_config) = (http.clone(), cluster::http_router(me, leader), config.http.clone());
             let stopped = stop.clone().cancelled_owned();
             let metrics = Arc::new(metrics::Metrics::default());
@@ -391,18 +415,12 @@ pub async fn serve_standby(
         }
         None => None,
     };
-    let server = grpc_builder(config)?
-        .add_service(health)
-        .add_service(grpc::NotReady::<DispatchServer<DispatchService>>::with(refusal.clone()))
-        .add_service(grpc::NotReady::<UnitTerminalServer<TerminalService>>::with(refusal))
-        .serve_with_incoming_shutdown(incoming_nodelay(listeners.grpc.clone(), &config.server, None), until);
-    // As in the recovery phase: a Health/Watch stream gets a second.
-    let served = server.await;
+    let served = serve_refusing(listeners.grpc.clone(), config, refusal, until).await;
     stop.cancel();
     if let Some(mut gateway) = gateway {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut gateway.0).await;
     }
-    served.map_err(ServerError::from)
+    served
 }
 
 /// Every service's health, and the server's (`""`).
@@ -683,12 +701,9 @@ pub async fn run_opened_then(
         listening.push(("http.listen", http.local_addr().map_err(ServerError::Listener)?));
     }
     config.check_exposure(&listening)?;
-    let http_tls = match (&http_listener, &config.tls) {
-        (Some(_), Some(tls)) => {
-            let (cert, key) = tls.read_pem()?;
-            Some(http::tls_acceptor(&cert, &key).map_err(ServerError::Tls)?)
-        }
-        _ => None,
+    let http_tls = match &http_listener {
+        Some(_) => http_tls(&config)?,
+        None => None,
     };
     log_auth(&auth, &config, grpc_addr);
     let started = start(&config, opened, auth)?;

@@ -13,13 +13,7 @@ use crate::config::{JournalBackend, JournalConfig};
 pub fn open(journal: &JournalConfig) -> Result<Option<Box<dyn JournalStore>>, StoreError> {
     Ok(match &journal.backend {
         JournalBackend::Memory => None,
-        JournalBackend::Sqlite { data_dir } => {
-            let policy = ApplyPolicy {
-                max_records: journal.apply_max_records,
-                interval: Duration::from_millis(journal.apply_interval_ms),
-            };
-            Some(Box::new(SqliteStore::open_with(data_dir, policy)?))
-        }
+        JournalBackend::Sqlite { data_dir } => Some(Box::new(SqliteStore::open_with(data_dir, apply_policy(journal))?)),
         JournalBackend::Postgres(pg) => {
             Some(Box::new(PostgresStore::open(pg_options(pg, journal, lastmile_store::Fence::Lock, Duration::ZERO))?))
         }
@@ -40,11 +34,14 @@ pub fn pg_options(
         pool_size: pg.pool_size,
         connect_timeout: Duration::from_millis(pg.connect_timeout_ms),
         statement_timeout: Duration::from_millis(pg.statement_timeout_ms),
-        apply: ApplyPolicy {
-            max_records: journal.apply_max_records,
-            interval: Duration::from_millis(journal.apply_interval_ms),
-        },
+        apply: apply_policy(journal),
         fence,
         log_retention,
     }
+}
+
+/// When either store writes its tables from its log
+/// (`journal.apply_max_records`, `journal.apply_interval_ms`).
+fn apply_policy(journal: &JournalConfig) -> ApplyPolicy {
+    ApplyPolicy { max_records: journal.apply_max_records, interval: Duration::from_millis(journal.apply_interval_ms) }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use crate::postgres::{PgRuntime, log_row, open_session, pg_err};
+use crate::postgres::{PgRuntime, Schema, log_row, open_session, pg_err};
 use crate::{PgOptions, Record, Recovered, StoreError};
 
 /// A node as it tells the others where it is.
@@ -101,7 +101,8 @@ impl Cluster {
     /// Connects (creating the schema if it is not there) as `node`, whose
     /// leases last `lease_ms`.
     pub fn connect(options: &PgOptions, node: NodeInfo, lease_ms: u64) -> Result<Cluster, StoreError> {
-        let (rt, client, location) = open_session(options, &format!("lastmile lease {}", node.node_id))?;
+        let (rt, client, location) =
+            open_session(options, &format!("lastmile lease {}", node.node_id), Schema::Create)?;
         let lock_key = format!("lastmile:{}", options.schema);
         Ok(Cluster { rt, client, location, node, lease_ms: lease_ms as i64, lock_key })
     }
@@ -191,18 +192,7 @@ impl Cluster {
 
     pub fn leader(&self) -> Result<Option<LeaderInfo>, StoreError> {
         let c = self.client.clone();
-        let row = self
-            .rt
-            .run(async move {
-                c.query_opt(
-                    "SELECT node_id, epoch, grpc_addr, http_addr, \
-                     (extract(epoch FROM expires_at - now()) * 1000)::float8 FROM lease WHERE id = 1",
-                    &[],
-                )
-                .await
-            })
-            .map_err(pg_err(&self.location, "cannot read the lease"))?;
-        Ok(row.as_ref().map(leader_of))
+        self.rt.run(async move { read_leader(&c).await }).map_err(pg_err(&self.location, "cannot read the lease"))
     }
 
     /// Records that this node is alive, in `role`, at log row `lsn`.
@@ -223,36 +213,49 @@ impl Cluster {
             .map_err(pg_err(&self.location, "cannot record the heartbeat"))?;
         Ok(())
     }
+}
 
-    /// The lease, every node's last heartbeat, and the log's head.
-    pub fn status(&self) -> Result<ClusterStatus, StoreError> {
-        let leader = self.leader()?;
-        let c = self.client.clone();
-        let (rows, head) = self
-            .rt
-            .run(async move {
-                let rows = c
-                    .query(
-                        "SELECT node_id, role, grpc_addr, http_addr, \
-                         (extract(epoch FROM now() - seen_at) * 1000)::float8, followed_lsn FROM nodes ORDER BY node_id",
-                        &[],
-                    )
-                    .await?;
-                let head: i64 = c.query_one("SELECT coalesce(max(lsn), 0) FROM log", &[]).await?.get(0);
-                Ok::<_, tokio_postgres::Error>((rows, head))
-            })
-            .map_err(pg_err(&self.location, "cannot read the cluster's status"))?;
-        let nodes = rows
-            .iter()
-            .map(|r| NodeStatus {
-                node: NodeInfo { node_id: r.get(0), grpc_addr: r.get(2), http_addr: r.get(3) },
-                role: r.get(1),
-                seen_ms_ago: r.get::<_, f64>(4) as i64,
-                followed_lsn: r.get(5),
-            })
-            .collect();
-        Ok(ClusterStatus { leader, nodes, log_head: head })
-    }
+/// Who holds the lease (and when it lapses), on `c`.
+async fn read_leader(c: &Client) -> Result<Option<LeaderInfo>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT node_id, epoch, grpc_addr, http_addr, \
+             (extract(epoch FROM expires_at - now()) * 1000)::float8 FROM lease WHERE id = 1",
+            &[],
+        )
+        .await?;
+    Ok(row.as_ref().map(leader_of))
+}
+
+/// The lease, every node's last heartbeat, and the log's head, read on a
+/// session of its own. Refuses a schema no node has started on (it does
+/// not create one).
+pub fn status(options: &PgOptions) -> Result<ClusterStatus, StoreError> {
+    let (rt, c, location) = open_session(options, "lastmile cluster status", Schema::Existing)?;
+    let (leader, rows, head) = rt
+        .run(async move {
+            let leader = read_leader(&c).await?;
+            let rows = c
+                .query(
+                    "SELECT node_id, role, grpc_addr, http_addr, \
+                     (extract(epoch FROM now() - seen_at) * 1000)::float8, followed_lsn FROM nodes ORDER BY node_id",
+                    &[],
+                )
+                .await?;
+            let head: i64 = c.query_one("SELECT coalesce(max(lsn), 0) FROM log", &[]).await?.get(0);
+            Ok::<_, tokio_postgres::Error>((leader, rows, head))
+        })
+        .map_err(pg_err(&location, "cannot read the cluster's status"))?;
+    let nodes = rows
+        .iter()
+        .map(|r| NodeStatus {
+            node: NodeInfo { node_id: r.get(0), grpc_addr: r.get(2), http_addr: r.get(3) },
+            role: r.get(1),
+            seen_ms_ago: r.get::<_, f64>(4) as i64,
+            followed_lsn: r.get(5),
+        })
+        .collect();
+    Ok(ClusterStatus { leader, nodes, log_head: head })
 }
 
 /// The live state a standby keeps, built from the journal and its log.
@@ -327,7 +330,7 @@ impl Follower {
     /// Connects and reads the live state (as a recovery does, keeping the
     /// `recent_closed` most recently closed).
     pub fn start(options: &PgOptions, node_id: &str, recent_closed: usize) -> Result<Follower, StoreError> {
-        let (rt, client, location) = open_session(options, &format!("lastmile follower {node_id}"))?;
+        let (rt, client, location) = open_session(options, &format!("lastmile follower {node_id}"), Schema::Existing)?;
         let mut follower = Follower {
             rt,
             client,

@@ -41,6 +41,24 @@ mod test_records;
 pub use postgres::{Fence, PgOptions, PostgresStore, drop_schema, valid_schema_name};
 pub use sqlite::{ApplyPolicy, DB_FILE, LOCK_FILE, SqliteStore, open_history_reader};
 
+/// The PostgreSQL server the tests may use: `LASTMILE_TEST_PG_URL` (CI
+/// starts one with `.ci/postgres.sh`). `None`, with a note, when it is not
+/// set; a panic instead when `LASTMILE_REQUIRE_PG` is set (CI sets it), so
+/// a CI run never passes by skipping them. For tests and benchmarks only.
+pub fn test_postgres_url() -> Option<String> {
+    match std::env::var("LASTMILE_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var_os("LASTMILE_REQUIRE_PG").is_none(),
+                "LASTMILE_REQUIRE_PG is set but LASTMILE_TEST_PG_URL is not (eval \"$(bash .ci/postgres.sh)\")"
+            );
+            eprintln!("skipped: LASTMILE_TEST_PG_URL is not set (eval \"$(bash .ci/postgres.sh)\")");
+            None
+        }
+    }
+}
+
 /// One change to store. Incidents are keyed by their sequence number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {

@@ -299,20 +299,45 @@ pub(crate) fn session_config(
     Ok((config, named))
 }
 
+/// Whether [`open_session`] creates the schema if it is not there, or
+/// refuses a schema without lastmile's tables.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Schema {
+    Create,
+    Existing,
+}
+
 /// A session of its own (named `application` in pg_stat_activity) on a
-/// runtime of its own, with the schema created if it is not there: what
-/// the lease and a follower each open.
+/// runtime of its own: what the lease, a follower and `cluster status`
+/// each open.
 pub(crate) fn open_session(
     options: &PgOptions,
     application: &str,
+    schema: Schema,
 ) -> Result<(Arc<PgRuntime>, Arc<Client>, String), StoreError> {
     let (config, _) = session_config(options, application)?;
     let location = location_of(&config, &options.schema);
     let rt = PgRuntime::new().map_err(|e| StoreError::Io { path: location.clone(), what: e.to_string() })?;
-    let (loc, schema) = (location.clone(), options.schema.clone());
+    let (loc, name) = (location.clone(), options.schema.clone());
     let client = rt.run(async move {
         let client = connect(config, loc.clone()).await?;
-        create_schema(&client, &schema, &loc).await?;
+        match schema {
+            Schema::Create => create_schema(&client, &name, &loc).await?,
+            Schema::Existing => {
+                let there: bool = client
+                    .query_one("SELECT to_regclass('lease') IS NOT NULL", &[])
+                    .await
+                    .map_err(pg_err(&loc, "cannot read the schema"))?
+                    .get(0);
+                if !there {
+                    return Err(StoreError::Postgres {
+                        at: loc,
+                        what: "no lastmile journal here",
+                        detail: "no lastmile tables in this schema (a node creates them when it first starts)".into(),
+                    });
+                }
+            }
+        }
         Ok::<_, StoreError>(Arc::new(client))
     })?;
     Ok((rt, client, location))

@@ -185,9 +185,7 @@ impl ServeArgs {
         } else if let Some(dir) = &self.data_dir {
             config.journal.backend = JournalBackend::Sqlite { data_dir: dir.clone() };
         } else if let Some(url) = &self.postgres {
-            let pg = lastmile_server::config::PostgresJournal::new(url.clone(), self.postgres_schema.clone())
-                .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
-            config.journal.backend = JournalBackend::Postgres(pg);
+            config.journal.backend = postgres_backend(url.clone(), self.postgres_schema.clone())?;
         }
         if let Some(id) = &self.node_id {
             let mut cluster =
@@ -290,9 +288,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => LastmileConfig::embedded()?,
             };
             if let Some(url) = postgres {
-                let pg = lastmile_server::config::PostgresJournal::new(url, postgres_schema)
-                    .map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
-                config.journal.backend = lastmile_server::config::JournalBackend::Postgres(pg);
+                config.journal.backend = postgres_backend(url, postgres_schema)?;
             }
             node::status(&config, json)
         }
@@ -344,44 +340,48 @@ async fn serve(config: LastmileConfig) -> anyhow::Result<()> {
         warn!("running in memory: nothing survives a restart");
     }
     if let Some(cluster) = config.cluster.clone() {
-        return node::serve(config, cluster, |me| {
-            // The same lines as one node prints (scripts read the ports
-            // from them), once the ports answer, as a standby.
-            let mut lines = format!("lastmile listening on {}\n", me.grpc_addr);
-            if !me.http_addr.is_empty() {
-                lines += &format!("lastmile http listening on {}\n", me.http_addr);
-            }
-            use std::io::Write;
-            let mut out = std::io::stdout();
-            let _ = out.write_all(lines.as_bytes());
-            let _ = out.flush();
-        })
-        .await;
+        return node::serve(config, cluster).await;
     }
-    // Before anything listens: no open service on a reachable address.
+    let listener = Arc::new(bind_grpc(&config).await?);
+    let opened = recover_answering_health(&config, listener.clone()).await?;
+    // The gateway's port is bound once recovered, so a journal that cannot be
+    // opened is reported as such, not as a busy port.
+    let http_listener = bind_http(&config).await?;
+    let ready = ready_lines(&listener, http_listener.as_ref())?;
+    let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener.map(Arc::new) };
+    run_until_signal(Arc::new(config), listeners, opened, ready).await
+}
+
+/// The gRPC listener, bound once the configured addresses have passed the
+/// exposure check (no open service on a reachable address).
+async fn bind_grpc(config: &LastmileConfig) -> anyhow::Result<tokio::net::TcpListener> {
     let mut listening = vec![("server.listen", config.server.listen)];
     if let Some(addr) = config.http.listen_addr() {
         listening.push(("http.listen", addr));
     }
     config.check_exposure(&listening)?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
+    tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let listener = Arc::new(listener);
-    let opened = recover_answering_health(&config, listener.clone()).await?;
-    // The gateway's port is bound once recovered, so a journal that cannot be
-    // opened is reported as such, not as a busy port.
-    let http_listener = match config.http.listen_addr() {
-        Some(addr) => Some(
+        .with_context(|| format!("cannot listen on {}", config.server.listen))
+}
+
+/// The gateway's listener, if `http.listen` asks for one.
+async fn bind_http(config: &LastmileConfig) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match config.http.listen_addr() {
+        Some(addr) => Ok(Some(
             tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
-        ),
-        None => None,
-    };
-    let ready = ready_lines(&listener, http_listener.as_ref())?;
-    let listeners = lastmile_server::Listeners { grpc: listener, http: http_listener.map(Arc::new) };
-    run_until_signal(Arc::new(config), listeners, opened, ready).await
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `--postgres URL [--postgres-schema NAME]` as a journal backend.
+fn postgres_backend(url: String, schema: Option<String>) -> anyhow::Result<lastmile_server::config::JournalBackend> {
+    let pg =
+        lastmile_server::config::PostgresJournal::new(url, schema).map_err(|e| anyhow::anyhow!("--postgres: {e}"))?;
+    Ok(lastmile_server::config::JournalBackend::Postgres(pg))
 }
 
 /// Reads the journal and rebuilds the state while the port answers health

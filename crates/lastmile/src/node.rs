@@ -37,28 +37,14 @@ fn pg_options(config: &LastmileConfig, cluster: &ClusterConfig) -> anyhow::Resul
     ))
 }
 
-/// Serves as a node: stands by until it leads, then leads.
-pub async fn serve(
-    config: LastmileConfig,
-    cluster: ClusterConfig,
-    ready: impl FnOnce(&NodeInfo),
-) -> anyhow::Result<()> {
-    let mut listening = vec![("server.listen", config.server.listen)];
-    if let Some(addr) = config.http.listen_addr() {
-        listening.push(("http.listen", addr));
-    }
-    config.check_exposure(&listening)?;
-    let grpc = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let http = match config.http.listen_addr() {
-        Some(addr) => Some(Arc::new(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
-        )),
-        None => None,
-    };
+/// Serves as a node: stands by until it leads, then leads. It prints the
+/// ready lines one node prints (scripts read the ports from them) once its
+/// ports answer, as a standby.
+pub async fn serve(config: LastmileConfig, cluster: ClusterConfig) -> anyhow::Result<()> {
+    let grpc = crate::bind_grpc(&config).await?;
+    let http = crate::bind_http(&config).await?;
+    let ready = crate::ready_lines(&grpc, http.as_ref())?;
+    let http = http.map(Arc::new);
     let me = NodeInfo {
         node_id: cluster.node_id.clone(),
         grpc_addr: match &cluster.advertise_grpc {
@@ -84,7 +70,7 @@ pub async fn serve(
         .await??
     };
     info!(node = %me.node_id, journal = %lease.location(), followed_lsn = follower.last_lsn(), "standing by: following the journal");
-    ready(&me);
+    ready();
 
     // Stand by until this node takes the lease.
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(None);
@@ -213,9 +199,7 @@ fn keep_lease(
 /// `lastmile cluster status`: the lease and every node's last heartbeat.
 pub fn status(config: &LastmileConfig, json: bool) -> anyhow::Result<()> {
     let cluster = config.cluster.clone().unwrap_or_else(|| ClusterConfig::node("status".into()));
-    let options = pg_options(config, &cluster)?;
-    let me = NodeInfo { node_id: "lastmile-cluster-status".into(), grpc_addr: String::new(), http_addr: String::new() };
-    let status = Cluster::connect(&options, me, cluster.lease_ms)?.status()?;
+    let status = lastmile_store::cluster::status(&pg_options(config, &cluster)?)?;
     if json {
         let leader = status.leader.as_ref().map(|l| {
             serde_json::json!({"node_id": l.node.node_id, "epoch": l.epoch, "grpc": l.node.grpc_addr,

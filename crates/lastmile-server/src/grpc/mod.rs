@@ -53,15 +53,20 @@ pub struct NotReady<S> {
 /// name a leader that changes).
 pub type Refusal = std::sync::Arc<dyn Fn() -> Status + Send + Sync>;
 
+/// The refusal while starting: recovering the journal, firing overdue timers.
+pub fn starting() -> Refusal {
+    std::sync::Arc::new(|| {
+        status(
+            AppError::unavailable("starting: recovering the journal and firing overdue timers; retry shortly")
+                .with_retry_after_s(1),
+        )
+    })
+}
+
 impl<S> NotReady<S> {
-    /// Starting: recovering the journal, firing overdue timers.
+    /// Starting ([`starting`]).
     pub fn new() -> Self {
-        NotReady::with(std::sync::Arc::new(|| {
-            status(
-                AppError::unavailable("starting: recovering the journal and firing overdue timers; retry shortly")
-                    .with_retry_after_s(1),
-            )
-        }))
+        NotReady::with(starting())
     }
 
     /// Answering every call with what `refusal` makes.

@@ -1,23 +1,8 @@
-//! Against a real PostgreSQL server: `LASTMILE_TEST_PG_URL` (CI starts one
-//! with `.ci/postgres.sh`). Without it the tests say so and pass, unless
-//! `LASTMILE_REQUIRE_PG` is set (CI sets it), when they fail. Each test has
+//! Against a real PostgreSQL server ([`crate::test_postgres_url`]: without
+//! one the tests say so and pass, unless CI requires it). Each test has
 //! a schema of its own, dropped first, so they run in parallel.
 
 use super::*;
-
-fn url() -> Option<String> {
-    match std::env::var("LASTMILE_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var_os("LASTMILE_REQUIRE_PG").is_none(),
-                "LASTMILE_REQUIRE_PG is set but LASTMILE_TEST_PG_URL is not (eval \"$(bash .ci/postgres.sh)\")"
-            );
-            eprintln!("skipped: LASTMILE_TEST_PG_URL is not set (eval \"$(bash .ci/postgres.sh)\")");
-            None
-        }
-    }
-}
 
 fn options(url: &str, schema: &str) -> PgOptions {
     PgOptions {
@@ -34,7 +19,7 @@ fn options(url: &str, schema: &str) -> PgOptions {
 
 /// A store on a schema of its own, emptied first.
 fn fresh(name: &str) -> Option<(String, PgOptions)> {
-    let url = url()?;
+    let url = crate::test_postgres_url()?;
     let schema = format!("lastmile_test_{name}_{}", std::process::id());
     let rt = PgRuntime::new().unwrap();
     let (u, s) = (url.clone(), schema.clone());
@@ -261,6 +246,27 @@ mod cluster {
             let winner = got.iter().position(|a| matches!(a, Acquire::Won(_))).unwrap();
             nodes[winner].release(won[0]).unwrap();
         }
+    }
+
+    #[test]
+    fn status_reads_a_schema_a_node_created_and_creates_none() {
+        let Some((url, opts)) = fresh("status") else { return };
+        let err = crate::cluster::status(&opts).expect_err("no node has started here").to_string();
+        assert!(err.contains("no lastmile tables in this schema"), "{err}");
+        let rt = PgRuntime::new().unwrap();
+        let schema = opts.schema.clone();
+        let created: bool = rt.run(async move {
+            let client = connect(url.parse().unwrap(), "test".into()).await.unwrap();
+            let row = client.query_one("SELECT count(*) > 0 FROM pg_namespace WHERE nspname = $1", &[&schema]).await;
+            row.unwrap().get(0)
+        });
+        assert!(!created, "status created the schema");
+        let a = Cluster::connect(&opts, node("a"), 60_000).unwrap();
+        assert_eq!(a.try_acquire().unwrap(), Acquire::Won(1));
+        a.heartbeat("leader", 0).unwrap();
+        let status = crate::cluster::status(&opts).unwrap();
+        assert_eq!(status.leader.map(|l| (l.node.node_id, l.epoch)), Some(("a".to_string(), 1)));
+        assert_eq!(status.nodes.len(), 1);
     }
 
     #[test]
