@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL server (Debian's `postgresql` package,
-# installed here if missing) for the PostgreSQL journal's tests, and prints
+# installed here if missing, with procps) for the PostgreSQL journal's and
+# the cluster's tests, and prints
 # the URL to use as LASTMILE_TEST_PG_URL.
 #
 #   eval "$(bash .ci/postgres.sh)"     # exports LASTMILE_TEST_PG_URL
@@ -14,10 +15,15 @@ set -euo pipefail
 PGDATA_DIR=${PGDATA_DIR:-/tmp/lastmile-pg}
 PGPORT=${PGPORT:-55432}
 
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+# The server and its client (psql: a durability test ends a session with
+# it), and kill(1) for the cluster test's SIGSTOP/SIGCONT (procps).
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null || missing+=(postgresql)
+[[ -x /bin/kill || -x /usr/bin/kill ]] || missing+=(procps)
+if (( ${#missing[@]} )); then
   {
     apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
   } >&2
 fi
 BIN=$(dirname "$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")
